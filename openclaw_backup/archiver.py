@@ -1,0 +1,337 @@
+"""Taking a snapshot: scan the roots, store what changed, build trees, publish once.
+
+Steps: scan (stat only) → for each regular file, reuse the cached content ids when its signature
+is unchanged, else read it (SQLite databases through :mod:`.sqlite_capture`) in a pool of worker
+threads, cutting, hashing, compressing and sealing chunks into packs → build the trees bottom-up
+→ if the root tree equals the parent snapshot's, stop: nothing changed, nothing is published →
+else write the index, the snapshot, and publish the head (one compare-and-swap).
+
+A file that changes while it is read (size or mtime differ before and after) is read again, up to
+``read_attempts`` times; if it never holds still, the previous snapshot's version is kept (or the
+file is left out) and a warning says so. A torn mix is never stored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__, codec
+from .codec import BLOB_DATA, BLOB_TREE
+from .errors import ConflictError, UsageError
+from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
+from .reporter import Reporter
+from .repository import PackWriter, Repository
+from .sources import SQLITE_MAGIC, Entry, Excluder, Root, scan_root
+from .sqlite_capture import SqliteCaptureError, capture
+from .tree import Node, encode_tree
+
+#: Paths that hold secrets; an unencrypted backup names each one it stores.
+SECRET_PATTERNS = re.compile(
+    r"(^|/)(credentials|identity|\.ssh|root-ssh|root-env|secrets?)(/|$)|(^|/)\.env(\.|$)|auth[-_]?profiles?"
+    r"|(^|/)[^/]*\.(pem|key)$|(^|/)id_(rsa|ed25519|ecdsa)"
+)
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """What to back up and how. Built by the edges (CLI/settings)."""
+
+    roots: list[Root]
+    excludes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    host: str = ""
+    username: str = ""
+    agent_version: str | None = None
+    workers: int = max(2, os.cpu_count() or 2)
+    read_attempts: int = 3
+    force: bool = False
+    scratch_dir: Path | None = None
+    origin: str = "backup"
+    time: datetime | None = None  # override (imports of legacy backups keep their original time)
+
+
+@dataclass
+class BackupResult:
+    snapshot_id: str | None
+    parent_id: str | None
+    unchanged: bool
+    stats: dict[str, int]
+    warnings: list[str]
+    clear_secrets: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot_id,
+            "parent": self.parent_id,
+            "unchanged": self.unchanged,
+            "stats": self.stats,
+            "warnings": self.warnings,
+            "stored_in_clear": self.clear_secrets,
+        }
+
+
+@dataclass
+class _Outcome:
+    content: list[str]
+    size: int
+    sqlite: bool
+    st: os.stat_result
+    sig: str
+    read: bool  # False: reused from the cache
+    wal_mtime_ns: int = 0
+
+
+def _walk_files(e: Entry) -> Iterator[Entry]:
+    if e.kind == "file":
+        yield e
+    for c in e.children:
+        yield from _walk_files(c)
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ino)
+
+
+class Archiver:
+    """One backup run. Create, then call :meth:`run` once."""
+
+    def __init__(self, repo: Repository, options: BackupOptions, *, reporter: Reporter, cache: FileCache) -> None:
+        self.repo = repo
+        self.opts = options
+        self.reporter = reporter
+        self.cache = cache
+        self.writer = PackWriter(repo)
+        self.needed: set[bytes] = set()
+        self._lock = threading.Lock()
+        self.stats = {
+            "files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "files_read": 0, "bytes_read": 0,
+            "files_cached": 0, "sqlite_captured": 0, "blobs_added": 0, "bytes_added": 0, "files_skipped": 0,
+        }  # fmt: skip
+        self.start_ns = time.time_ns()
+        self.scratch = options.scratch_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+
+    # -------------------------------------------------------------- reading files
+
+    def _store_chunks(self, chunks: Iterator[bytes | memoryview]) -> tuple[list[str], int]:
+        ids: list[str] = []
+        total = 0
+        for chunk in chunks:
+            bid = self.writer.store(BLOB_DATA, chunk)
+            ids.append(bid.hex())
+            total += len(chunk)
+            self.reporter.progress(done_bytes=len(chunk))
+        return ids, total
+
+    def _read_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome:
+        copy = capture(e.path, self.scratch)
+        try:
+            with open(copy, "rb") as f:
+                ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(f))
+        finally:
+            copy.unlink(missing_ok=True)
+        with self._lock:
+            self.stats["sqlite_captured"] += 1
+        return _Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns)
+
+    def _read_file(self, e: Entry) -> _Outcome | None:
+        for attempt in range(self.opts.read_attempts):
+            try:
+                with open(e.path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    head = f.read(16)
+                    if head == SQLITE_MAGIC:
+                        try:
+                            return self._read_sqlite(e, st)
+                        except SqliteCaptureError as err:
+                            self.reporter.warn(f"{err.message}; stored as a plain file")
+                    f.seek(0)
+                    ids, size = self._store_chunks(self.repo.chunker.cut_stream(f))
+                    after = os.fstat(f.fileno())
+                now = os.lstat(e.path)
+            except FileNotFoundError:
+                self.reporter.warn(f"{e.path}: vanished during the backup; left out")
+                return None
+            except OSError as err:
+                self.reporter.warn(f"{e.path}: cannot read ({err.strerror}); left out")
+                return None
+            if _same(st, after) and _same(st, now) and size == st.st_size:
+                return _Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
+            time.sleep(0.05 * (attempt + 1))
+        return None
+
+    def _process(self, e: Entry) -> _Outcome | None:
+        out = self._read_file(e)
+        with self._lock:
+            if out is not None:
+                self.stats["files_read"] += 1
+                self.stats["bytes_read"] += out.size
+        return out
+
+    # -------------------------------------------------------------- trees
+
+    def _cached(self, e: Entry) -> _Outcome | None:
+        sig = signature(e.st, e.wal_sig)
+        hit = self.cache.lookup(e.path, sig)
+        if hit is None or not all(bytes.fromhex(c) in self.repo.index for c in hit.content):
+            return None
+        return _Outcome(
+            hit.content, e.st.st_size if not hit.sqlite else -1, hit.sqlite, e.st, sig, False, e.wal_mtime_ns
+        )
+
+    def _node(self, e: Entry, outcomes: dict[str, _Outcome | None]) -> Node | None:
+        mode = stat.S_IMODE(e.st.st_mode)
+        if e.kind == "symlink":
+            self.stats["symlinks"] += 1
+            return Node(e.name, "symlink", 0o777, e.st.st_mtime_ns, target=os.fsdecode(e.target or ""))
+        if e.kind == "dir":
+            children = [n for c in e.children if (n := self._node(c, outcomes)) is not None]
+            data = encode_tree(children)
+            tid = self.writer.store(BLOB_TREE, data)
+            self.needed.add(tid)
+            self.stats["dirs"] += 1
+            return Node(e.name, "dir", mode, e.st.st_mtime_ns, subtree=tid.hex())
+        out = outcomes.get(e.path)
+        if out is None:
+            prev = self.cache.entries.get(e.path)
+            self.stats["files_skipped"] += 1
+            if prev is not None and all(bytes.fromhex(c) in self.repo.index for c in prev.content):
+                self.reporter.warn(f"{e.path}: kept changing while read; the previous version is kept")
+                out = _Outcome(prev.content, -1, prev.sqlite, e.st, "", False)
+            else:
+                self.reporter.warn(f"{e.path}: kept changing while read; left out of this snapshot")
+                return None
+        size = out.size
+        if size < 0:  # reused content whose size we did not measure (SQLite copy / kept version)
+            size = sum(self.repo.index[bytes.fromhex(c)].raw_len for c in out.content)
+        self.needed.update(bytes.fromhex(c) for c in out.content)
+        self.stats["files"] += 1
+        self.stats["bytes"] += size
+        return Node(e.name, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns, size=size,
+                    content=out.content, sqlite=out.sqlite)  # fmt: skip
+
+    # -------------------------------------------------------------- run
+
+    def run(self) -> BackupResult:
+        repo, opts = self.repo, self.opts
+        repo.load_index()
+        excluder = Excluder(opts.excludes)
+        self.reporter.phase("scan")
+        scanned: list[Entry] = []
+        roots: dict[str, dict[str, str]] = {}
+        for root in opts.roots:
+            entry = scan_root(root, excluder, warn=self.reporter.warn, sqlite_hint=self.cache.is_sqlite)
+            if entry is not None:
+                scanned.append(entry)
+                roots[root.name] = {"path": root.path, "type": entry.kind}
+        if not scanned:
+            raise UsageError(
+                "nothing to back up: none of the sources exist (" + ", ".join(r.path for r in opts.roots) + ")",
+                hint="set OPENCLAW_STATE_DIR or pass --source",
+            )
+        files = [f for e in scanned for f in _walk_files(e)]
+        outcomes: dict[str, _Outcome | None] = {}
+        todo: list[Entry] = []
+        for f in files:
+            hit = self._cached(f)
+            if hit is not None:
+                outcomes[f.path] = hit
+                self.stats["files_cached"] += 1
+            else:
+                todo.append(f)
+        self.reporter.phase("backup", total_bytes=sum(f.st.st_size for f in todo), total_items=len(todo))
+        with ThreadPoolExecutor(max_workers=opts.workers) as pool:
+            for f, out in zip(todo, pool.map(self._process, todo), strict=True):
+                outcomes[f.path] = out
+                self.reporter.progress(done_items=1)
+        top_nodes = [n for e in scanned if (n := self._node(e, outcomes)) is not None]
+        top_data = encode_tree(top_nodes)
+        top_id = self.writer.store(BLOB_TREE, top_data)
+        self.needed.add(top_id)
+        parent = self._parent(roots)
+        result_stats = dict(self.stats)
+        if parent is not None and parent.get("tree") == top_id.hex() and not opts.force:
+            self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
+            self._save_cache(outcomes)
+            return BackupResult(None, parent["id"], True, result_stats, list(self.reporter.warnings), [])
+        index_name = self.writer.write_index()
+        result_stats["blobs_added"] = self.writer.blobs_written
+        result_stats["bytes_added"] = self.writer.bytes_written
+        clear = [] if repo.cipher.encrypted else self._clear_secrets(scanned)
+        when = opts.time or datetime.now(UTC)
+        doc = {
+            "version": 1,
+            "time": when.isoformat(timespec="microseconds"),
+            "host": opts.host,
+            "username": opts.username,
+            "tags": sorted(set(opts.tags)),
+            "roots": roots,
+            "tree": top_id.hex(),
+            "parent": parent["id"] if parent else None,
+            "tool_version": __version__,
+            "agent_version": opts.agent_version,
+            "origin": opts.origin,
+            "summary": result_stats,
+            "warnings": len(self.reporter.warnings),
+        }
+        sid = repo.put_immutable("snapshots", codec.encode_document(repo.cipher, b"snapshot", doc))
+        repo.publish(add_snapshots=[sid], add_indexes=[index_name] if index_name else [], needs=self._check_needed)
+        self._save_cache(outcomes)
+        for path in clear:
+            self.reporter.warn(f"stored in the clear (repository is not encrypted): {path}")
+        return BackupResult(sid, parent["id"] if parent else None, False, result_stats,
+                            list(self.reporter.warnings), clear)  # fmt: skip
+
+    def _check_needed(self) -> None:
+        new = self.writer.new_refs()
+        missing = [b for b in self.needed if b not in self.repo.index and b not in new]
+        if missing:
+            raise ConflictError(
+                f"a concurrent prune removed {len(missing)} blobs this backup reuses; nothing was published",
+                hint="run the backup again",
+            )
+
+    def _parent(self, roots: dict[str, dict[str, str]]) -> dict[str, Any] | None:
+        names = set(roots)
+        for snap in reversed(self.repo.snapshots()):
+            if set(snap.get("roots", {})) == names and snap.get("host") == self.opts.host:
+                return snap
+        return None
+
+    def _save_cache(self, outcomes: dict[str, _Outcome | None]) -> None:
+        limit = self.start_ns - RACY_WINDOW_NS
+        entries: dict[str, CachedFile] = {}
+        for path, out in outcomes.items():
+            if out is None or not out.sig:
+                continue
+            if max(out.st.st_mtime_ns, out.wal_mtime_ns) >= limit:
+                continue  # racy: read it again next time
+            entries[path] = CachedFile(out.sig, out.content, out.sqlite)
+        self.cache.replace(entries)
+
+    def _clear_secrets(self, scanned: list[Entry]) -> list[str]:
+        out: list[str] = []
+
+        def visit(e: Entry) -> None:
+            if e.kind == "file" and SECRET_PATTERNS.search(e.rel):
+                out.append(e.path)
+            for c in e.children:
+                visit(c)
+
+        for e in scanned:
+            visit(e)
+        return out
+
+
+def backup(repo: Repository, options: BackupOptions, *, reporter: Reporter, cache: FileCache) -> BackupResult:
+    """Take one snapshot (see the module docstring)."""
+    return Archiver(repo, options, reporter=reporter, cache=cache).run()

@@ -1,0 +1,168 @@
+"""The command line: parse arguments, build typed options from settings, run, print, exit.
+
+This is an edge: it reads the environment (through :class:`~.settings.Settings`), prints, and
+turns typed errors into one line of text (plus a hint) and a documented exit code:
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     success (including "nothing changed, no snapshot made")
+1     error
+2     bad usage
+3     finished with warnings (some files were skipped)
+4     integrity problem (check found damage, authentication failed)
+10    no repository / no such snapshot
+11    repository locked by another process
+12    wrong password
+13    conflict with a concurrent writer (retries exhausted)
+14    store quota or rate limit (retry later)
+15    storage error (I/O, network)
+16    unsafe restore refused
+130   interrupted
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, BackupError, UsageError
+from .progress import make_reporter
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit, but with our error style
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
+def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """Global options, accepted before or after the command name."""
+    d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument(
+        "-r",
+        "--repo",
+        help="repository: a path, hf://datasets/NS/NAME[/PREFIX], hf://buckets/…, s3://BUCKET/PREFIX",
+        **d,
+    )
+    p.add_argument("--password-file", help="read the repository password from this file", **d)
+    p.add_argument("--cache-dir", help="local cache directory", **d)
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout; progress as JSON lines on stderr", **d
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings (exit codes still tell)", **d)
+    p.add_argument("-v", "--verbose", action="store_true", **d)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="openclaw-backup", description="Deduplicated, encrypted snapshots of an AI agent's home.")
+    p.add_argument("--version", action="version", version=f"openclaw-backup {__version__}")
+    _common(p, top=True)
+    common = _Parser(add_help=False)
+    _common(common, top=False)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign,assignment]
+
+    s = sub.add_parser("init", help="create a repository")
+    s.add_argument(
+        "--insecure-no-encryption", action="store_true", help="store everything in the clear (not recommended)"
+    )
+
+    s = sub.add_parser("backup", help="take a snapshot (of the OpenClaw layout unless --source is given)")
+    s.add_argument("--source", action="append", default=[], metavar="PATH", help="back up PATH (repeatable)")
+    s.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="exclude pattern (repeatable; !PATTERN re-includes)",
+    )
+    s.add_argument(
+        "--exclude-file", action="append", default=[], metavar="FILE", help="read exclude patterns from FILE"
+    )
+    s.add_argument("--no-default-excludes", action="store_true", help="do not apply the built-in excludes")
+    s.add_argument("--tag", action="append", default=[])
+    s.add_argument("--host", help="host name to record (default: the Space id or the machine's name)")
+    s.add_argument("--force", action="store_true", help="make a snapshot even if nothing changed")
+
+    s = sub.add_parser("snapshots", help="list snapshots")
+    s = sub.add_parser("ls", help="list the files of a snapshot")
+    s.add_argument("snapshot", nargs="?", default="latest")
+    s.add_argument("path", nargs="?", default="")
+    s = sub.add_parser("diff", help="what changed between two snapshots")
+    s.add_argument("first")
+    s.add_argument("second", nargs="?", default="latest")
+
+    s = sub.add_parser("restore", help="restore a snapshot (atomically, into place or under --target)")
+    s.add_argument("snapshot", nargs="?", default="latest")
+    s.add_argument("--target", metavar="DIR", help="restore every root under DIR/<root name> instead of its own place")
+    s.add_argument("--include", action="append", default=[], metavar="PATH", help="restore only ROOT/PATH (repeatable)")
+
+    s = sub.add_parser("check", help="verify the repository")
+    s.add_argument("--read-data", action="store_true", help="also read and authenticate every stored byte")
+    s.add_argument("--read-data-subset", metavar="N/M|P%", help="read only a subset of the packs")
+
+    sub.add_parser("stats", help="sizes and deduplication")
+
+    s = sub.add_parser("key", help="manage passwords")
+    ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
+    ks.add_parser("list", help="list key files")
+    for name, text in (("add", "add a password"), ("passwd", "change the current password")):
+        k = ks.add_parser(name, help=text)
+        k.add_argument("--new-password-file", help="read the new password from this file")
+
+    s = sub.add_parser("excludes", help="show the exclude patterns a backup would apply")
+    s.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    s.add_argument("--no-default-excludes", action="store_true")
+
+    s = sub.add_parser("demo", help="back up and restore a sample agent home on a local repository, and verify it")
+    s.add_argument("--dir", help="work directory (default: a new temporary directory)")
+    return p
+
+
+def _print_result(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=None, sort_keys=True) + "\n")
+    elif text and not (args.quiet and not doc.get("_always")):
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .commands import run_command
+
+    parser = build_parser()
+    json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        reporter = make_reporter(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
+        try:
+            doc, text, code = run_command(args, dict(os.environ), reporter)
+        finally:
+            reporter.done()
+        _print_result(args, doc, text)
+        return code
+    except BackupError as e:
+        if json_mode:
+            sys.stdout.write(json.dumps({"error": e.message, "hint": e.hint, "exit_code": e.exit_code}) + "\n")
+        sys.stderr.write(f"error: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"hint: {e.hint}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1

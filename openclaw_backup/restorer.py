@@ -1,0 +1,304 @@
+"""Restoring a snapshot: verified, built beside the target, swapped in atomically.
+
+For each **unit** (a root, or a path picked with ``--include``) the restorer:
+
+1. builds the whole tree in a fresh **staging** directory next to the destination
+   (``.<name>.openclaw-restore-<random>``), creating directories and files itself with
+   ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
+2. fetches each needed pack once (merged ranged reads), authenticates and verifies every blob
+   against its id, and writes it at its offsets; checks every file's size;
+3. sets modes and mtimes (directories deepest first);
+4. swaps the staging tree with the destination in one ``renameat2(RENAME_EXCHANGE)``, or — where
+   the file system lacks it — two renames with a recoverable ``.openclaw-old-`` name;
+5. removes the old tree and any stale SQLite sidecars.
+
+An interruption before step 4 leaves the old state and a staging directory that the next run
+removes; an interruption inside the two-rename fallback is undone by :func:`recover` on the next
+run. Tree names are validated by :func:`openclaw_backup.tree.decode_tree`; with ``--include``,
+no existing symlink on the way to the destination is followed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import codec
+from .backends.local import fsync_dir
+from .codec import BLOB_DATA, BlobRef
+from .errors import IntegrityError, UnsafeRestoreError, UsageError
+from .filecache import CachedFile, signature
+from .reporter import Reporter
+from .repository import Repository, pack_name
+from .sources import SIDECAR_SUFFIXES
+from .tree import Node, check_node_name
+
+STAGING_MARK = ".openclaw-restore-"
+OLD_MARK = ".openclaw-old-"
+_MERGE_GAP = 1024 * 1024
+_RENAME_EXCHANGE = 2
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """``destinations`` maps each root name to where it goes; built by the edges."""
+
+    destinations: dict[str, Path]
+    includes: list[str] = field(default_factory=list)
+    workers: int = max(2, os.cpu_count() or 2)
+    check_space: bool = True
+
+
+@dataclass
+class RestoreResult:
+    snapshot_id: str
+    restored: dict[str, str]
+    files: int = 0
+    bytes: int = 0
+    seeds: dict[str, CachedFile] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot_id, "restored": self.restored, "files": self.files, "bytes": self.bytes}
+
+
+@dataclass
+class _Unit:
+    label: str
+    node: Node
+    dest: Path
+    staging: Path = Path()
+    files: list[tuple[Path, Node]] = field(default_factory=list)
+    dirs: list[tuple[Path, Node]] = field(default_factory=list)
+    links: list[tuple[Path, Node]] = field(default_factory=list)
+
+
+def _libc_renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_renameat2 = _libc_renameat2()
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False when the system cannot (caller falls back)."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def recover(dest: Path) -> None:
+    """Finish or undo an interrupted restore at ``dest`` (see the module docstring)."""
+    parent = dest.parent
+    if not parent.is_dir():
+        return
+    prefix_old = f".{dest.name}{OLD_MARK}"
+    prefix_staging = f".{dest.name}{STAGING_MARK}"
+    for entry in os.scandir(parent):
+        p = Path(entry.path)
+        if entry.name.startswith(prefix_old):
+            if not os.path.lexists(dest):
+                os.rename(p, dest)  # the swap stopped half way: put the old state back
+            else:
+                _remove(p)
+        elif entry.name.startswith(prefix_staging):
+            _remove(p)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+class Restorer:
+    def __init__(self, repo: Repository, snapshot: dict[str, Any], options: RestoreOptions, *, reporter: Reporter):
+        self.repo = repo
+        self.snap = snapshot
+        self.opts = options
+        self.reporter = reporter
+
+    # ------------------------------------------------------------------ planning
+
+    def _units(self) -> list[_Unit]:
+        top = self.repo.read_tree(self.snap["tree"])
+        by_name = {n.name: n for n in top}
+        units: list[_Unit] = []
+        selections = self.opts.includes or list(by_name)
+        for sel in selections:
+            parts = [p for p in sel.strip("/").split("/") if p]
+            if not parts or parts[0] not in by_name:
+                raise UsageError(f"{sel!r} is not in snapshot {self.snap['id'][:8]}", hint="see `openclaw-backup ls`")
+            root = parts[0]
+            if root not in self.opts.destinations:
+                raise UsageError(f"no destination for root {root!r}", hint="pass --target DIR")
+            node = by_name[root]
+            dest = self.opts.destinations[root]
+            for part in parts[1:]:
+                check_node_name(part)
+                if node.type != "dir" or node.subtree is None:
+                    raise UsageError(f"{sel!r} is not in snapshot {self.snap['id'][:8]}")
+                children = {n.name: n for n in self.repo.read_tree(node.subtree)}
+                if part not in children:
+                    raise UsageError(f"{sel!r} is not in snapshot {self.snap['id'][:8]}")
+                if dest.is_symlink():
+                    raise UnsafeRestoreError(f"{dest} is a symlink; refusing to restore through it")
+                node, dest = children[part], dest / part
+            units.append(_Unit(sel, node, dest))
+        return units
+
+    def _collect(self, unit: _Unit, node: Node, path: Path) -> None:
+        if node.type == "dir":
+            unit.dirs.append((path, node))
+            assert node.subtree is not None
+            for child in self.repo.read_tree(node.subtree):
+                self._collect(unit, child, path / check_node_name(child.name))
+        elif node.type == "file":
+            unit.files.append((path, node))
+        else:
+            unit.links.append((path, node))
+
+    # ------------------------------------------------------------------ building
+
+    def _build(self, unit: _Unit) -> None:
+        for path, _ in unit.dirs:
+            os.mkdir(path, 0o700)
+        plan: dict[str, list[tuple[BlobRef, bytes, Path, int]]] = {}
+        total = 0
+        for path, node in unit.files:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            offset = 0
+            for cid in node.content:
+                bid = bytes.fromhex(cid)
+                ref = self.repo.index.get(bid)
+                if ref is None or ref.btype != BLOB_DATA:
+                    raise IntegrityError(f"{path}: data blob {cid[:16]} is missing from the repository")
+                plan.setdefault(ref.pack, []).append((ref, bid, path, offset))
+                offset += ref.raw_len
+            if offset != node.size:
+                raise IntegrityError(f"{unit.label}: {path.name} claims {node.size} bytes but its blobs hold {offset}")
+            total += node.size
+        if self.opts.check_space and total:
+            free = shutil.disk_usage(unit.staging).free
+            if total > free:
+                raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
+        self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
+        with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
+            list(pool.map(self._restore_pack, plan.items()))
+        for path, node in unit.files:
+            st = os.lstat(path)
+            if st.st_size != node.size:
+                raise IntegrityError(f"{path}: restored {st.st_size} bytes, expected {node.size}")
+            os.chmod(path, node.mode)
+            os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
+        for path, node in unit.links:
+            assert node.target is not None
+            os.symlink(os.fsencode(node.target), path)
+            os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
+        for path, node in reversed(unit.dirs):
+            os.chmod(path, node.mode)
+            os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
+
+    def _restore_pack(self, item: tuple[str, list[tuple[BlobRef, bytes, Path, int]]]) -> None:
+        pack, wants = item
+        wants.sort(key=lambda w: (w[0].offset, str(w[2]), w[3]))
+        ranges: list[list[tuple[BlobRef, bytes, Path, int]]] = []
+        for w in wants:
+            if ranges and w[0].offset <= ranges[-1][-1][0].offset + ranges[-1][-1][0].length + _MERGE_GAP:
+                ranges[-1].append(w)
+            else:
+                ranges.append([w])
+        for group in ranges:
+            start = group[0][0].offset
+            end = max(r.offset + r.length for r, *_ in group)
+            data = self.repo.backend.get(pack_name(pack), offset=start, length=end - start)
+            if len(data) != end - start:
+                raise IntegrityError(f"pack {pack[:16]} is truncated")
+            decoded: dict[bytes, bytes] = {}
+            for ref, bid, path, offset in group:
+                plain = decoded.get(bid)
+                if plain is None:
+                    stored = data[ref.offset - start : ref.offset - start + ref.length]
+                    plain = codec.decode_blob(self.repo.cipher, BLOB_DATA, bid, stored, ref.raw_len)
+                    decoded[bid] = plain
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+                try:
+                    os.pwrite(fd, plain, offset)
+                finally:
+                    os.close(fd)
+                self.reporter.progress(done_bytes=len(plain))
+
+    # ------------------------------------------------------------------ swapping
+
+    def _swap(self, unit: _Unit) -> None:
+        dest, staging = unit.dest, unit.staging
+        if not os.path.lexists(dest):
+            os.rename(staging, dest)
+        elif exchange(staging, dest):
+            _remove(staging)  # now holds the old state
+        else:
+            old = dest.with_name(f".{dest.name}{OLD_MARK}{secrets.token_hex(4)}")
+            os.rename(dest, old)
+            os.rename(staging, dest)
+            _remove(old)
+        fsync_dir(dest.parent)
+        for path, node in unit.files:
+            if node.sqlite:
+                final = dest / path.relative_to(staging) if path != staging else dest
+                for suffix in SIDECAR_SUFFIXES:
+                    Path(f"{final}{suffix}").unlink(missing_ok=True)
+
+    def run(self) -> RestoreResult:
+        self.repo.load_index()
+        units = self._units()
+        result = RestoreResult(self.snap["id"], {})
+        for unit in units:
+            unit.dest.parent.mkdir(parents=True, exist_ok=True)
+            recover(unit.dest)
+            unit.staging = unit.dest.with_name(f".{unit.dest.name}{STAGING_MARK}{secrets.token_hex(4)}")
+            self._collect(unit, unit.node, unit.staging)
+            try:
+                self._build(unit)
+                self._swap(unit)
+            except BaseException:
+                _remove(unit.staging)
+                raise
+            result.restored[unit.label] = str(unit.dest)
+            for path, node in unit.files:
+                final = unit.dest / path.relative_to(unit.staging) if path != unit.staging else unit.dest
+                result.files += 1
+                result.bytes += node.size
+                try:
+                    st = os.lstat(final)
+                except OSError:
+                    continue
+                result.seeds[str(final)] = CachedFile(signature(st, ""), node.content, node.sqlite)
+        return result
+
+
+def restore(
+    repo: Repository, snapshot: dict[str, Any], options: RestoreOptions, *, reporter: Reporter
+) -> RestoreResult:
+    """Restore ``snapshot`` (see the module docstring)."""
+    return Restorer(repo, snapshot, options, reporter=reporter).run()

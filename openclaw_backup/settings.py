@@ -1,0 +1,178 @@
+"""Settings: the one place that reads the environment and turns it into typed options.
+
+Sources, in order of precedence: command-line flags (passed in by the CLI), the process
+environment (our ``OPENCLAW_BACKUP_*`` names and the legacy script's names), then built-in
+defaults. Nothing below the edges reads ``os.environ``; they receive what is built here.
+
+Roots of the OpenClaw layout (names are the legacy archive folders, see LEGACY_FORMAT.md):
+``openclaw-state`` (``OPENCLAW_BACKUP_SOURCE_DIR`` > ``OPENCLAW_STATE_DIR`` > ``~/.openclaw``), and
+``root-config``, ``root-codex``, ``root-claude``, ``root-agents``, ``root-ssh``, ``root-env``,
+``root-lark-cli``, ``root-npm`` (when npm backup is enabled) from ``OPENCLAW_BACKUP_ROOT_*_DIR``
+(default ``~/.<name>``), plus ``OPENCLAW_BACKUP_EXTRA_DIRS`` / ``OPENCLAW_BACKUP_EXTRA_FILES``
+(``name:/path,…``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import BackendOptions
+from .errors import UsageError
+from .sources import Root
+
+LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
+    ("root-config", "OPENCLAW_BACKUP_ROOT_CONFIG_DIR", ".config"),
+    ("root-codex", "OPENCLAW_BACKUP_ROOT_CODEX_DIR", ".codex"),
+    ("root-claude", "OPENCLAW_BACKUP_ROOT_CLAUDE_DIR", ".claude"),
+    ("root-agents", "OPENCLAW_BACKUP_ROOT_AGENTS_DIR", ".agents"),
+    ("root-ssh", "OPENCLAW_BACKUP_ROOT_SSH_DIR", ".ssh"),
+    ("root-env", "OPENCLAW_BACKUP_ROOT_ENV_DIR", ".env.d"),
+    ("root-lark-cli", "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", ".lark-cli"),
+)
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    """Everything the edges need, resolved from flags + environment."""
+
+    env: Mapping[str, str]
+    repo: str | None = None
+    password_file: str | None = None
+    cache_dir: Path | None = None
+    home: Path = field(default_factory=Path.home)
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.env.get("HOME") or self.home)
+
+    # ------------------------------------------------------------- repository
+
+    def repository(self) -> str:
+        if self.repo:
+            return self.repo
+        if self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
+            return self.env["OPENCLAW_BACKUP_REPOSITORY"]
+        legacy = self.env.get("OPENCLAW_BACKUP_DATASET_REPO")
+        if legacy:
+            kind = self.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
+            return f"hf://{kind}s/{legacy.strip('/')}"
+        return str(self.data_home() / "openclaw-backup" / "repository")
+
+    def data_home(self) -> Path:
+        return Path(self.env.get("XDG_DATA_HOME") or self.home / ".local" / "share")
+
+    def cache_root(self) -> Path:
+        if self.cache_dir:
+            return self.cache_dir
+        if self.env.get("OPENCLAW_BACKUP_CACHE_DIR"):
+            return Path(self.env["OPENCLAW_BACKUP_CACHE_DIR"])
+        return Path(self.env.get("XDG_CACHE_HOME") or self.home / ".cache") / "openclaw-backup"
+
+    def password(self) -> str | None:
+        """The repository password, or None when none is configured."""
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text().rstrip("\r\n")
+            except OSError as e:
+                raise UsageError(f"cannot read the password file {self.password_file}: {e.strerror}") from None
+        for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
+            if self.env.get(name):
+                return self.env[name]
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
+            self.password_file = self.env["OPENCLAW_BACKUP_PASSWORD_FILE"]
+            return self.password()
+        return None
+
+    def backend_options(self, *, create: bool = False) -> BackendOptions:
+        return BackendOptions(
+            token=self.env.get("HF_TOKEN") or self.env.get("HUGGINGFACE_HUB_TOKEN") or None,
+            hf_endpoint=self.env.get("HF_ENDPOINT") or None,
+            s3_endpoint=self.env.get("OPENCLAW_BACKUP_S3_ENDPOINT") or self.env.get("AWS_ENDPOINT_URL") or None,
+            s3_region=self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION") or None,
+            s3_access_key=self.env.get("AWS_ACCESS_KEY_ID") or None,
+            s3_secret_key=self.env.get("AWS_SECRET_ACCESS_KEY") or None,
+            create=create,
+            private=_truthy(self.env.get("OPENCLAW_BACKUP_PRIVATE"), True),
+        )
+
+    # ------------------------------------------------------------- sources
+
+    def state_dir(self) -> str:
+        return (
+            self.env.get("OPENCLAW_BACKUP_SOURCE_DIR")
+            or self.env.get("OPENCLAW_STATE_DIR")
+            or str(self.home / ".openclaw")
+        )
+
+    def layout_roots(self) -> list[Root]:
+        """Every root of the OpenClaw layout, whether or not it exists here."""
+        roots = [Root("openclaw-state", os.path.abspath(os.path.expanduser(self.state_dir())))]
+        for name, var, default in LEGACY_ROOTS:
+            roots.append(Root(name, os.path.abspath(self.env.get(var) or str(self.home / default))))
+        if _truthy(self.env.get("OPENCLAW_BACKUP_NPM_ENABLED"), True):
+            roots.append(
+                Root(
+                    "root-npm", os.path.abspath(self.env.get("OPENCLAW_BACKUP_ROOT_NPM_DIR") or str(self.home / ".npm"))
+                )
+            )
+        for var in ("OPENCLAW_BACKUP_EXTRA_DIRS", "OPENCLAW_BACKUP_EXTRA_FILES"):
+            for item in (self.env.get(var) or "").split(","):
+                if not item.strip():
+                    continue
+                name, sep, path = item.strip().partition(":")
+                if not sep or not path:
+                    raise UsageError(f"{var}: expected name:/path, got {item!r}")
+                roots.append(Root(name.strip(), os.path.abspath(os.path.expanduser(path.strip()))))
+        return roots
+
+    def default_roots(self) -> list[Root]:
+        """The layout roots that exist (the state dir always, so a missing one is reported)."""
+        roots = self.layout_roots()
+        return [r for i, r in enumerate(roots) if i == 0 or os.path.lexists(r.path)]
+
+    def host(self) -> str:
+        return self.env.get("OPENCLAW_BACKUP_HOST") or self.env.get("SPACE_ID") or socket.gethostname()
+
+    def username(self) -> str:
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return ""
+
+    def agent_version(self) -> str | None:
+        """OpenClaw's version, when known (``OPENCLAW_VERSION``, else its config's last-touched version)."""
+        if self.env.get("OPENCLAW_VERSION"):
+            return self.env["OPENCLAW_VERSION"]
+        try:
+            doc = json.loads((Path(self.state_dir()) / "openclaw.json").read_text())
+            version = doc.get("meta", {}).get("lastTouchedVersion")
+            return str(version) if version else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+
+def sources_from_paths(paths: list[str]) -> list[Root]:
+    """``--source`` paths as roots named after their base names (made unique)."""
+    roots: list[Root] = []
+    used: set[str] = set()
+    for p in paths:
+        path = os.path.abspath(os.path.expanduser(p))
+        base = "".join(c if c.isalnum() or c in "._-" else "_" for c in (os.path.basename(path) or "root"))
+        base = base.strip(".") or "root"
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        roots.append(Root(name, path))
+    return roots

@@ -1,0 +1,119 @@
+"""Trees: the canonical, validated description of one directory's entries.
+
+A tree blob is canonical JSON ``{"nodes": [node, …]}`` with nodes sorted by name, keys sorted,
+no insignificant whitespace, ASCII only; so identical directories produce identical bytes and
+dedupe. Names are the file system's bytes decoded with ``surrogateescape`` (a name that is not
+UTF-8 round-trips through a ``\\udcXX`` escape).
+
+Node fields: ``name``, ``type`` (``file`` | ``dir`` | ``symlink``), ``mode`` (permission bits),
+``mtime_ns``; files add ``size`` and ``content`` (hex blob ids in order) and, when captured
+through SQLite, ``sqlite: true``; directories add ``subtree`` (hex id); symlinks add ``target``.
+
+:func:`decode_tree` is the gate every restore goes through: it refuses names that could escape a
+directory (empty, ``.``, ``..``, containing ``/`` or NUL), duplicates, unknown types (devices,
+fifos, sockets are never stored) and absurd sizes — whatever the repository says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import IntegrityError, UnsafeRestoreError
+
+NODE_TYPES = ("file", "dir", "symlink")
+MAX_FILE_SIZE = 1 << 44  # 16 TiB: anything larger is a lie
+MAX_NODES = 10_000_000
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    type: str
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    content: list[str] = field(default_factory=list)
+    subtree: str | None = None
+    target: str | None = None
+    sqlite: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "type": self.type, "mode": self.mode, "mtime_ns": self.mtime_ns}
+        if self.type == "file":
+            doc["size"] = self.size
+            doc["content"] = self.content
+            if self.sqlite:
+                doc["sqlite"] = True
+        elif self.type == "dir":
+            doc["subtree"] = self.subtree
+        else:
+            doc["target"] = self.target
+        return doc
+
+
+def encode_tree(nodes: list[Node]) -> bytes:
+    nodes = sorted(nodes, key=lambda n: n.name)
+    return json.dumps(
+        {"nodes": [n.to_json() for n in nodes]}, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode()
+
+
+def check_node_name(name: object) -> str:
+    """A name that is safe to create inside a directory, else ``UnsafeRestoreError``."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\x00" in name or len(name) > 4096:
+        raise UnsafeRestoreError(f"refusing entry name {name!r}: it could escape its directory")
+    return name
+
+
+def _int(doc: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    v = doc.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise IntegrityError(f"tree node field {key!r} is invalid: {v!r}")
+    return v
+
+
+def _decode_node(doc: Any) -> Node:
+    if not isinstance(doc, dict):
+        raise IntegrityError("tree node is not an object")
+    name = check_node_name(doc.get("name"))
+    ntype = doc.get("type")
+    if ntype not in NODE_TYPES:
+        raise UnsafeRestoreError(f"refusing {name!r}: unsupported entry type {ntype!r}")
+    node = Node(name, ntype, _int(doc, "mode", 0, 0o7777), _int(doc, "mtime_ns", -(1 << 62), 1 << 62))
+    if ntype == "file":
+        node.size = _int(doc, "size", 0, MAX_FILE_SIZE)
+        content = doc.get("content")
+        if not isinstance(content, list) or not all(isinstance(c, str) and _HEX64.match(c) for c in content):
+            raise IntegrityError(f"{name!r}: bad content list")
+        node.content = content
+        node.sqlite = doc.get("sqlite") is True
+    elif ntype == "dir":
+        sub = doc.get("subtree")
+        if not isinstance(sub, str) or not _HEX64.match(sub):
+            raise IntegrityError(f"{name!r}: bad subtree id")
+        node.subtree = sub
+    else:
+        target = doc.get("target")
+        if not isinstance(target, str) or "\x00" in target or not target or len(target) > 4096:
+            raise UnsafeRestoreError(f"refusing symlink {name!r}: bad target")
+        node.target = target
+    return node
+
+
+def decode_tree(data: bytes) -> list[Node]:
+    """Parse and validate a tree blob (see the module docstring for what is refused)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise IntegrityError("tree is not valid JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or len(doc["nodes"]) > MAX_NODES:
+        raise IntegrityError("tree has no node list")
+    nodes = [_decode_node(n) for n in doc["nodes"]]
+    names = [n.name for n in nodes]
+    if len(set(names)) != len(names):
+        raise UnsafeRestoreError("refusing a tree with duplicate names")
+    return nodes
