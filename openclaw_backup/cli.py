@@ -114,6 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("stats", help="sizes and deduplication")
 
+    s = sub.add_parser("forget", help="remove snapshots by a keep policy (data stays until prune)")
+    for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        s.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
+    s.add_argument("--keep-within", metavar="DURATION", help="keep everything newer than this (e.g. 7d, 2w, 1y)")
+    s.add_argument("--keep-tag", action="append", default=[], metavar="TAG")
+    s.add_argument("--dry-run", action="store_true", help="show what would go and why")
+    s.add_argument("--prune", action="store_true", help="prune right after")
+
+    s = sub.add_parser("prune", help="free the space of data no snapshot needs")
+    s.add_argument("--max-unused", default="10%", help="repack packs with more garbage than this (default 10%%)")
+    s.add_argument("--dry-run", action="store_true", help="show the plan only")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--squash", action="store_true", default=None, help="always squash a Hub repo's history")
+    g.add_argument("--no-squash", dest="squash", action="store_false", help="never squash history")
+
+    s = sub.add_parser("repair", help="rebuild the index from the packs")
+    s.add_argument("what", choices=["index"])
+
     s = sub.add_parser("key", help="manage passwords")
     ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
     ks.add_parser("list", help="list key files")

@@ -19,9 +19,11 @@ from .crypto import KdfParams
 from .errors import IntegrityError, NotFoundError, PartialError, UnsafeRestoreError, UsageError
 from .filecache import FileCache
 from .maintenance import check, stats
+from .prune import forget, prune, repair_index
 from .reporter import Reporter
 from .repository import Repository, walk
 from .restorer import RestoreOptions, restore
+from .retention import Policy, parse_duration
 from .settings import Settings, sources_from_paths
 from .sources import DEFAULT_EXCLUDES, default_patterns
 
@@ -290,6 +292,72 @@ def cmd_key(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
     return {"added": kid[:12], "removed": [n.split("/")[-1][:12] for n in old]}, "password changed", 0
 
 
+def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> Policy:
+    policy = Policy(
+        keep_last=args.keep_last,
+        keep_hourly=args.keep_hourly,
+        keep_daily=args.keep_daily,
+        keep_weekly=args.keep_weekly,
+        keep_monthly=args.keep_monthly,
+        keep_yearly=args.keep_yearly,
+        keep_within=parse_duration(args.keep_within) if args.keep_within else None,
+        keep_tags=tuple(args.keep_tag),
+    )
+    if policy.empty() and (env.get("OPENCLAW_BACKUP_KEEP_COUNT") or "").strip().isdigit():
+        policy = Policy(keep_last=int(env["OPENCLAW_BACKUP_KEEP_COUNT"]))
+    if policy.empty():
+        raise UsageError(
+            "no keep policy given", hint="e.g. --keep-last 10 --keep-daily 7 (or OPENCLAW_BACKUP_KEEP_COUNT)"
+        )
+    return policy
+
+
+def cmd_forget(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    repo = open_repo(s, reporter=reporter)
+    doc = forget(repo, policy_from(args, s.env), dry_run=args.dry_run)
+    lines = [f"policy: {doc['policy']}"]
+    lines += [f"keep   {k['id'][:8]}  ({', '.join(k['reasons'])})" for k in doc["keep"]]
+    lines += [f"forget {f['id'][:8]}  {f['time']}" for f in doc["forget"]]
+    lines.append(f"{len(doc['forget'])} snapshot(s) {'would be ' if args.dry_run else ''}forgotten")
+    if args.prune and not args.dry_run:
+        doc["prune"] = prune(repo, reporter=reporter)
+        lines.append(f"pruned: {_human_size(doc['prune']['bytes_to_free'])} freed")
+    return doc, "\n".join(lines), 0
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 1:
+        raise UsageError(f"bad fraction {text!r}", hint="e.g. 10% or 0.1")
+    return value
+
+
+def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    repo = open_repo(s, reporter=reporter)
+    doc = prune(repo, reporter=reporter, max_unused=_percent(args.max_unused), squash=args.squash,
+                dry_run=args.dry_run)  # fmt: skip
+    verb = "would free" if args.dry_run else "freed"
+    text = (
+        f"{verb} {_human_size(doc['bytes_to_free'])}: {doc['packs_deleted']} packs deleted, "
+        f"{doc['packs_repacked']} repacked, {doc['unindexed_deleted']} unindexed removed"
+        + (", history squashed" if doc.get("squashed") else "")
+    )
+    return doc, text, 0
+
+
+def cmd_repair(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    backend = open_backend(s.repository(), s.backend_options())
+    repo = Repository.open(backend, password=s.password(), cache_dir=s.cache_root())
+    doc = repair_index(repo, reporter=reporter)
+    text = f"index rebuilt from {doc['packs_indexed']} packs ({doc['blobs']} blobs)"
+    if doc["damaged_packs"]:
+        text += "\n" + "\n".join(f"damaged pack {d}" for d in doc["damaged_packs"])
+    return doc, text, IntegrityError.exit_code if doc["damaged_packs"] else 0
+
+
 def cmd_excludes(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     rows = [] if args.no_default_excludes else [{"pattern": p, "why": w, "default": True} for p, w in DEFAULT_EXCLUDES]
     rows += [{"pattern": p, "why": "from --exclude", "default": False} for p in args.exclude]
@@ -317,6 +385,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Reporter], Result]] 
     "stats": cmd_stats,
     "key": cmd_key,
     "excludes": cmd_excludes,
+    "forget": cmd_forget,
+    "prune": cmd_prune,
+    "repair": cmd_repair,
     "demo": cmd_demo,
 }
 

@@ -106,6 +106,7 @@ class HeadState:
     seq: int = 0
     snapshots: list[str] = field(default_factory=list)
     indexes: list[str] = field(default_factory=list)
+    deleted_since_squash: int = 0  # bytes deleted on a store that frees them only when history is squashed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,13 +114,19 @@ class HeadState:
             "seq": self.seq,
             "snapshots": self.snapshots,
             "indexes": self.indexes,
+            "deleted_since_squash": self.deleted_since_squash,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> HeadState:
         try:
-            st = cls(int(doc["seq"]), [str(s) for s in doc["snapshots"]], [str(i) for i in doc["indexes"]])
+            st = cls(
+                int(doc["seq"]),
+                [str(s) for s in doc["snapshots"]],
+                [str(i) for i in doc["indexes"]],
+                int(doc.get("deleted_since_squash", 0)),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise IntegrityError(f"malformed head: {e}") from None
         for name in st.snapshots + st.indexes:
@@ -242,14 +249,14 @@ class Repository:
                 "someone restored or rolled back the store"
             )
         else:
-            self._cache_write("head-seq", str(self.state.seq).encode())
+            self.cache_write("head-seq", str(self.state.seq).encode())
 
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", state.to_json())
         version = self.backend.publish(head=data, expect=expect, deletes=list(deletes))
         self.head = Head(version, data)
         self.state = state
-        self._cache_write("head-seq", str(state.seq).encode())
+        self.cache_write("head-seq", str(state.seq).encode())
 
     def publish(
         self,
@@ -261,12 +268,14 @@ class Repository:
         deletes: Iterable[str] = (),
         needs: Callable[[], None] | None = None,
         attempts: int = PUBLISH_ATTEMPTS,
+        merge: bool = True,
     ) -> None:
         """Publish a change of the head, merging with concurrent writers.
 
         On a conflict the head is re-read; ``remove_*`` must still be present (else the change is
         abandoned: another process did the same maintenance) and ``needs`` is called to check that
-        what we reference still exists, raising when it does not.
+        what we reference still exists, raising when it does not. With ``merge=False`` (prune,
+        whose plan is only valid for the head it read) a conflict is raised at once.
         """
         add_s, add_i = list(add_snapshots), list(add_indexes)
         rm_s, rm_i = set(remove_snapshots), set(remove_indexes)
@@ -279,11 +288,14 @@ class Repository:
                 base.seq + 1,
                 [s for s in base.snapshots if s not in rm_s] + [s for s in add_s if s not in base.snapshots],
                 [i for i in base.indexes if i not in rm_i] + [i for i in add_i if i not in base.indexes],
+                base.deleted_since_squash,
             )
             try:
                 self._publish_state(new, expect=self.head.version if self.head else None, deletes=dels)
                 return
             except ConflictError:
+                if not merge:
+                    raise
                 if attempt == attempts - 1:
                     raise ConflictError(
                         f"the repository kept changing under us ({attempts} attempts)",
@@ -296,7 +308,7 @@ class Repository:
 
     # ------------------------------------------------------------------ immutable objects
 
-    def _cache_write(self, name: str, data: bytes) -> None:
+    def cache_write(self, name: str, data: bytes) -> None:
         if self.cache_dir is None:
             return
         path = self.cache_dir / name
@@ -321,13 +333,13 @@ class Repository:
         data = self.backend.get(name)
         if storage_id(data) != expected:
             raise IntegrityError(f"{name}: content does not match its name (damaged or swapped)")
-        self._cache_write(name, data)
+        self.cache_write(name, data)
         return data
 
     def put_immutable(self, prefix: str, data: bytes) -> str:
         sid = storage_id(data)
         self.backend.put(f"{prefix}/{sid}", data)
-        self._cache_write(f"{prefix}/{sid}", data)
+        self.cache_write(f"{prefix}/{sid}", data)
         return sid
 
     # ------------------------------------------------------------------ index and blobs
@@ -467,10 +479,14 @@ class PackWriter:
 
     def add(self, btype: bytes, bid: bytes, data: bytes | memoryview) -> None:
         """Encode and queue a claimed blob; uploads a pack when it is full."""
-        stored = codec.encode_blob(self.repo.cipher, btype, data, bid)
+        self.add_stored(btype, bid, codec.encode_blob(self.repo.cipher, btype, data, bid), len(data))
+
+    def add_stored(self, btype: bytes, bid: bytes, stored: bytes, raw_len: int) -> None:
+        """Queue an already sealed blob (copied from another pack by prune)."""
         full: list[tuple[bytes, bytes, bytes, int]] | None = None
         with self._lock:
-            self._entries.append((btype, bid, stored, len(data)))
+            self._claimed.add(bid)
+            self._entries.append((btype, bid, stored, raw_len))
             self._size += len(stored)
             if self._size >= self.repo.config.pack_size:
                 full, self._entries, self._size = self._entries, [], 0
