@@ -131,6 +131,42 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def swap_into_place(staging: Path, dest: Path) -> None:
+    """Replace ``dest`` (file, directory or nothing) by ``staging`` atomically; remove the old state.
+
+    ``staging`` should be beside ``dest``; when it is on another file system it is first copied
+    next to ``dest`` (symlinks kept), then swapped.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if staging.parent != dest.parent:
+        local = dest.with_name(f".{dest.name}{STAGING_MARK}{secrets.token_hex(4)}")
+        try:
+            os.rename(staging, local)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            if staging.is_dir() and not staging.is_symlink():
+                shutil.copytree(staging, local, symlinks=True)
+            else:
+                shutil.copy2(staging, local, follow_symlinks=False)
+        staging = local
+    try:
+        if not os.path.lexists(dest):
+            os.rename(staging, dest)
+        elif exchange(staging, dest):
+            _remove(staging)  # now holds the old state
+        else:
+            old = dest.with_name(f".{dest.name}{OLD_MARK}{secrets.token_hex(4)}")
+            os.rename(dest, old)
+            os.rename(staging, dest)
+            _remove(old)
+    except BaseException:
+        if os.path.lexists(staging) and staging.name.startswith(f".{dest.name}{STAGING_MARK}"):
+            _remove(staging)
+        raise
+    fsync_dir(dest.parent)
+
+
 class Restorer:
     def __init__(self, repo: Repository, snapshot: dict[str, Any], options: RestoreOptions, *, reporter: Reporter):
         self.repo = repo
@@ -253,16 +289,7 @@ class Restorer:
 
     def _swap(self, unit: _Unit) -> None:
         dest, staging = unit.dest, unit.staging
-        if not os.path.lexists(dest):
-            os.rename(staging, dest)
-        elif exchange(staging, dest):
-            _remove(staging)  # now holds the old state
-        else:
-            old = dest.with_name(f".{dest.name}{OLD_MARK}{secrets.token_hex(4)}")
-            os.rename(dest, old)
-            os.rename(staging, dest)
-            _remove(old)
-        fsync_dir(dest.parent)
+        swap_into_place(staging, dest)
         for path, node in unit.files:
             if node.sqlite:
                 final = dest / path.relative_to(staging) if path != staging else dest

@@ -94,6 +94,21 @@ class Settings:
             return self.password()
         return None
 
+    def legacy_unencrypted_choice(self) -> bool:
+        """True when a legacy configuration chose no encryption (our repository may then be plain).
+
+        ``OPENCLAW_BACKUP_ENCRYPTION_ENABLED=true`` without a password is refused: the legacy script
+        silently stored plaintext in that case; we do not.
+        """
+        if not self.env.get("OPENCLAW_BACKUP_DATASET_REPO") or self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
+            return False
+        if _truthy(self.env.get("OPENCLAW_BACKUP_ENCRYPTION_ENABLED"), False):
+            raise UsageError(
+                "OPENCLAW_BACKUP_ENCRYPTION_ENABLED is true but OPENCLAW_BACKUP_ENCRYPTION_PASSWORD is not set",
+                hint="set the password (the legacy script silently stored plaintext here; we refuse)",
+            )
+        return True
+
     def backend_options(self, *, create: bool = False) -> BackendOptions:
         return BackendOptions(
             token=self.env.get("HF_TOKEN") or self.env.get("HUGGINGFACE_HUB_TOKEN") or None,
@@ -102,6 +117,7 @@ class Settings:
             s3_region=self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION") or None,
             s3_access_key=self.env.get("AWS_ACCESS_KEY_ID") or None,
             s3_secret_key=self.env.get("AWS_SECRET_ACCESS_KEY") or None,
+            s3_session_token=self.env.get("AWS_SESSION_TOKEN") or None,
             create=create,
             private=_truthy(self.env.get("OPENCLAW_BACKUP_PRIVATE"), True),
         )

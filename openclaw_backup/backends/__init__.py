@@ -20,7 +20,7 @@ class BackendOptions:
     """Typed options built by the edges (CLI/settings); backends never read the environment.
 
     ``token``: Hub token. ``hf_endpoint``: Hub server (None = the client's default).
-    ``s3_endpoint``, ``s3_region``, ``s3_access_key``, ``s3_secret_key``: S3 settings (None = the
+    ``s3_endpoint``, ``s3_region``, ``s3_access_key``, ``s3_secret_key``, ``s3_session_token``: S3 settings (None = the
     AWS defaults chain). ``timeout``: seconds bound on every single network call.
     ``create``: create the remote repo/bucket when missing. ``private``: visibility of a created repo.
     ``retries``: attempts of a transient failure before giving up.
@@ -32,6 +32,7 @@ class BackendOptions:
     s3_region: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
+    s3_session_token: str | None = None
     timeout: float = 60.0
     create: bool = False
     private: bool = True

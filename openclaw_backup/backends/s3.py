@@ -1,0 +1,464 @@
+"""A repository in an S3-compatible bucket: AWS S3, Cloudflare R2, MinIO, SeaweedFS, the Hub's S3 gateway.
+
+Address: ``s3://<bucket>[/<prefix>]``. Object ``name`` lives at key ``<prefix>/<name>``; the head at
+``<prefix>/head``. The endpoint, region and credentials come from :class:`BackendOptions`; when the
+credentials are not given, boto3's own default chain finds them (this module never reads the
+environment itself).
+
+How the contract is met:
+
+* **Immutable objects** are written with ``If-None-Match: *``. A ``412`` means the name exists
+  already; names are content-addressed, so that is a successful no-op. A single PUT is atomic on
+  S3, so a crash leaves the whole object or none.
+* **The head** is replaced with ``If-Match: <ETag>`` (created with ``If-None-Match: *`` when
+  ``expect`` is None); its **version** is its ETag. A ``412`` (or ``409`` from a racing conditional
+  write, or ``404`` when the expected head vanished) is a :class:`ConflictError`. The ETag is the
+  MD5 of the bytes on most stores, so a head rewritten with identical bytes keeps its version; that
+  is harmless because the repository's state is a function of the head's bytes (the local backend's
+  version has the same property).
+* **Lost responses.** botocore never retries here (``total_max_attempts=1``): a silent re-send of a
+  conditional PUT whose first attempt landed would come back as a false conflict. When a head write
+  times out, its connection drops or the store answers 5xx, the head is re-read: our bytes mean
+  the publication landed; the expected version still in place means it did not, and the
+  conditional PUT is sent again (a conditional re-send can never overwrite someone else's head);
+  anything else is a conflict.
+* **Deletes** of a publication happen after the head was replaced (``atomic_batch=False``), with
+  batched ``DeleteObjects``. They are best effort once the head landed — the publication *has*
+  happened and is reported as such; names that could not be deleted are kept in
+  :attr:`S3Backend.undeleted` and remain unreferenced garbage for the next prune.
+
+``compare_and_swap=True`` relies on the store honouring conditional writes: AWS S3 (``If-None-Match``
+since August 2024, ``If-Match`` since November 2024), Cloudflare R2, MinIO, SeaweedFS (checked by
+the test suite, including under racing writers) and the Hub's S3 gateway. A store that ignores the
+headers would silently turn publication into last-writer-wins, so opening with ``create=True`` (the
+initialisation of a repository) first runs :meth:`S3Backend.check_conditional_writes` and refuses
+such a store.
+
+Errors are translated at this boundary (``raise … from``): ``NoSuchKey``/404 →
+:class:`NotFoundError`; ``NoSuchBucket`` → :class:`RepositoryNotFoundError`; 403 →
+:class:`StoreError` with a hint about credentials; 429/``SlowDown``/503/5xx and connection
+failures → ``StoreError(transient=True)`` (or :class:`QuotaError` when the store asks to wait more
+than a minute); any other refusal → a permanent :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions as bex
+from botocore.config import Config
+
+from ..errors import (
+    BackupError,
+    ConflictError,
+    NotFoundError,
+    QuotaError,
+    RepositoryNotFoundError,
+    StoreError,
+    UsageError,
+)
+from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
+
+if TYPE_CHECKING:
+    from . import BackendOptions
+
+_DELETE_BATCH = 1000  # the S3 limit of DeleteObjects
+_PUBLISH_ATTEMPTS = 3  # conditional sends of one head write whose outcome stayed unknown
+_QUOTA_AFTER = 60.0  # a Retry-After longer than this is a quota, not a blip
+_PROBE_PREFIX = ".cas-probe-"  # keys of check_conditional_writes; never listed
+_CREDENTIALS_HINT = (
+    "check the S3 access key and secret (and that they may read, write, list and delete in this bucket), "
+    "the region, and the endpoint"
+)
+_REGION_HINT = "check the region (s3 region option) and the endpoint of the bucket"
+_HINTS = {
+    "PermanentRedirect": _REGION_HINT,
+    "AuthorizationHeaderMalformed": _REGION_HINT,
+    "IllegalLocationConstraintException": _REGION_HINT,
+    "RequestTimeTooSkewed": "the clock of this machine is off; S3 refuses requests signed at a skewed time",
+}
+
+# One boto3 session per process: it loads the S3 service model once (a new session costs ~0.3 s of
+# JSON parsing per backend). Sessions are not thread-safe, so client creation holds a lock.
+_SESSION_LOCK = threading.Lock()
+_SESSION: boto3.session.Session | None = None
+
+
+@dataclass(frozen=True)
+class S3Address:
+    """A parsed ``s3://<bucket>[/<prefix>]`` address; ``prefix`` has no leading or trailing ``/``."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, address: str) -> S3Address:
+        if not address.startswith("s3://"):
+            raise UsageError(f"not an S3 address: {address!r}", hint="use s3://<bucket>[/<prefix>]")
+        bucket, _, prefix = address[len("s3://") :].partition("/")
+        prefix = prefix.strip("/")
+        if not bucket or (prefix and any(p in ("", ".", "..") for p in prefix.split("/"))):
+            raise UsageError(f"invalid S3 address {address!r}", hint="use s3://<bucket>[/<prefix>]")
+        return cls(bucket, prefix)
+
+
+def open_s3(address: str, options: BackendOptions) -> S3Backend:
+    """Open ``s3://<bucket>[/<prefix>]``; with ``options.create`` make the bucket when missing."""
+    backend = S3Backend(S3Address.parse(address), options)
+    if options.create:
+        backend.ensure_bucket()
+        backend.check_conditional_writes()
+    return backend
+
+
+def _new_client(options: BackendOptions, config: Config) -> Any:
+    """A boto3 S3 client; credentials and region from ``options``, else from boto3's default chain."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION.client(
+            "s3",
+            endpoint_url=options.s3_endpoint,
+            region_name=options.s3_region,
+            aws_access_key_id=options.s3_access_key,
+            aws_secret_access_key=options.s3_secret_key,
+            aws_session_token=options.s3_session_token,
+            config=config,
+        )
+
+
+def _client_error_fields(e: bex.ClientError) -> tuple[str, int, dict[str, str]]:
+    err = e.response.get("Error", {})
+    meta = e.response.get("ResponseMetadata", {})
+    return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0), dict(meta.get("HTTPHeaders", {}))
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    try:
+        return float(headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+class S3Backend(Backend):
+    """See the module docstring. Thread-safe: one boto3 client shared by all calls."""
+
+    capabilities = Capabilities(compare_and_swap=True, atomic_batch=False, max_connections=8)
+
+    def __init__(self, address: S3Address, options: BackendOptions) -> None:
+        self.bucket = address.bucket
+        self.root = f"{address.prefix}/" if address.prefix else ""
+        self.endpoint = options.s3_endpoint
+        self.location = f"s3://{address.bucket}/{address.prefix}".rstrip("/")
+        if self.endpoint:
+            self.location += f" at {self.endpoint}"
+        self.region = options.s3_region
+        #: Names a publication meant to delete but could not (garbage for the next prune).
+        self.undeleted: list[str] = []
+        config = Config(
+            connect_timeout=options.timeout,
+            read_timeout=options.timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # retries live in wrappers / publish
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=self.capabilities.max_connections + 2,
+        )
+        self._client: Any = _new_client(options, config)
+        self._closed = False
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _error(self, e: Exception, what: str) -> BackupError:
+        """Translate a botocore exception raised while doing ``what`` into one of ours."""
+        if isinstance(e, bex.ClientError):
+            code, status, headers = _client_error_fields(e)
+            detail = f"{what}: {code or status} ({status})"
+            if code == "NoSuchBucket":
+                return RepositoryNotFoundError(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS S3'}",
+                    hint="create the bucket, or initialise the repository so it is created",
+                )
+            if code in ("NoSuchKey", "NotFound") or status == 404:
+                return NotFoundError(f"{what}: no such object in {self.location}")
+            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return StoreError(f"{detail}: access denied by {self.location}", hint=_CREDENTIALS_HINT)
+            if status in (429, 503) or code in ("SlowDown", "Throttling", "TooManyRequests", "RequestLimitExceeded"):
+                wait = _retry_after(headers)
+                if wait is not None and wait > _QUOTA_AFTER:
+                    return QuotaError(f"{detail}: the store asks to wait {wait:.0f} s", retry_after=wait)
+                return StoreError(f"{detail}: the store is throttling requests", transient=True)
+            if status >= 500 or code in ("InternalError", "ServiceUnavailable", "RequestTimeout"):
+                return StoreError(f"{detail}: server error", transient=True)
+            message = e.response.get("Error", {}).get("Message", "refused")
+            return StoreError(f"{detail}: {message}", hint=_HINTS.get(code))
+        if isinstance(e, bex.NoCredentialsError | bex.PartialCredentialsError):
+            return StoreError(f"{what}: no S3 credentials found", hint=_CREDENTIALS_HINT)
+        if isinstance(e, bex.ConnectionError | bex.HTTPClientError | bex.IncompleteReadError):
+            return StoreError(f"{what}: cannot reach {self.location}: {e}", transient=True)
+        return StoreError(f"{what}: {e}")
+
+    def _key(self, name: str) -> str:
+        return self.root + check_name(name)
+
+    # -- objects --------------------------------------------------------------------------------
+
+    def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        key = self._key(name)
+        if offset < 0 or (length is not None and length < 0):
+            raise UsageError(f"invalid range {offset}+{length} of {name}")
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if length == 0:
+            self.size(name)  # still say NotFound for a missing object
+            return b""
+        if length is not None:
+            kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        try:
+            response = self._client.get_object(**kwargs)
+            return bytes(response["Body"].read())
+        except bex.ClientError as e:
+            code, status, _ = _client_error_fields(e)
+            if status == 416 or code == "InvalidRange":
+                return b""  # the range starts at or past the end: a short read of nothing
+            raise self._error(e, f"reading {name}") from e
+        except bex.BotoCoreError as e:
+            raise self._error(e, f"reading {name}") from e
+
+    def size(self, name: str) -> int:
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"])
+        except (bex.ClientError, bex.BotoCoreError) as e:
+            raise self._error(e, f"sizing {name}") from e
+
+    def list(self, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        head_key = self.root + HEAD_NAME
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.root + prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key: str = item["Key"]
+                    name = key[len(self.root) :]
+                    if key == head_key or key.endswith("/") or name.startswith(_PROBE_PREFIX):
+                        continue
+                    out.append(name)
+        except (bex.ClientError, bex.BotoCoreError) as e:
+            raise self._error(e, f"listing {prefix or 'objects'}") from e
+        return sorted(out)
+
+    def put(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), IfNoneMatch="*")
+        except bex.ClientError as e:
+            code, status, _ = _client_error_fields(e)
+            if status == 412 or code == "PreconditionFailed":
+                return  # the object exists: content-addressed, so it holds these bytes
+            if status == 409:  # a racing conditional write of the same name; a retry will see 412
+                raise StoreError(f"writing {name}: concurrent write of the same object", transient=True) from e
+            raise self._error(e, f"writing {name}") from e
+        except bex.BotoCoreError as e:
+            raise self._error(e, f"writing {name}") from e
+
+    # -- head -----------------------------------------------------------------------------------
+
+    def read_head(self) -> Head | None:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self.root + HEAD_NAME)
+            data = bytes(response["Body"].read())
+        except bex.ClientError as e:
+            code, status, _ = _client_error_fields(e)
+            if code == "NoSuchKey" or (status == 404 and code != "NoSuchBucket"):
+                return None
+            raise self._error(e, "reading the head") from e
+        except bex.BotoCoreError as e:
+            raise self._error(e, "reading the head") from e
+        return Head(str(response["ETag"]), data)
+
+    def publish(self, *, head: bytes, expect: str | None, deletes: Sequence[str] = ()) -> str:
+        names = [check_name(n) for n in deletes]
+        version = self._swap_head(bytes(head), expect)
+        self._delete_after_publish(names)
+        return version
+
+    def _swap_head(self, head: bytes, expect: str | None) -> str:
+        """The conditional PUT of the head, resolving lost responses by re-reading it."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.root + HEAD_NAME, "Body": head}
+        if expect is None:
+            kwargs["IfNoneMatch"] = "*"
+        else:
+            kwargs["IfMatch"] = expect
+        unknown: BackupError | None = None  # why the previous attempt's outcome is unknown
+        for _ in range(_PUBLISH_ATTEMPTS):
+            try:
+                etag = self._client.put_object(**kwargs).get("ETag")
+                if etag:
+                    return str(etag)
+                # A store that does not echo the ETag: the write landed; learn its version.
+                current = self._read_head_for_publish(StoreError("no ETag in the answer to the head write"))
+                if current is not None and current.data == head:
+                    return current.version
+                # Already replaced by the next writer: our version is what a plain PUT's ETag is (a
+                # wrong guess only makes a later publish against it fail with a conflict).
+                return f'"{hashlib.md5(head, usedforsecurity=False).hexdigest()}"'
+            except bex.ClientError as e:
+                code, status, _ = _client_error_fields(e)
+                if status in (409, 412) or code in ("PreconditionFailed", "NoSuchKey"):
+                    # The condition failed. After an unknown outcome it may be our own earlier send.
+                    if unknown is not None:
+                        current = self._read_head_for_publish(e)
+                        if current is not None and current.data == head:
+                            return current.version
+                    raise ConflictError(
+                        "the repository head moved while we worked (another writer)",
+                        hint="the operation re-plans against the new head; retry if it gave up",
+                    ) from e
+                err = self._error(e, "writing the head")
+                if not (isinstance(err, StoreError) and err.transient):
+                    raise err from e
+                unknown = err
+            except bex.BotoCoreError as e:
+                err = self._error(e, "writing the head")
+                if not (isinstance(err, StoreError) and err.transient):
+                    raise err from e
+                unknown = err
+            # Outcome unknown: the write may or may not have landed. Look before sending again.
+            current = self._read_head_for_publish(unknown)
+            if current is not None and current.data == head:
+                return current.version
+            if (current.version if current else None) != expect:
+                raise ConflictError("the repository head moved while our publication was in flight") from unknown
+            # Still the expected head: our write did not land (yet); a conditional re-send is safe.
+        raise StoreError(
+            f"writing the head of {self.location}: no answer after {_PUBLISH_ATTEMPTS} attempts",
+            transient=True,
+            hint="the head was left unchanged; the publication can be retried",
+        ) from unknown
+
+    def _read_head_for_publish(self, cause: BaseException) -> Head | None:
+        try:
+            return self.read_head()
+        except StoreError as e:
+            raise StoreError(
+                f"writing the head of {self.location}: the outcome is unknown and the head cannot be read back",
+                transient=e.transient,
+                hint="read the repository again before publishing (the publication may have landed)",
+            ) from cause
+
+    # -- deletes --------------------------------------------------------------------------------
+
+    def _delete_keys(self, names: Sequence[str]) -> tuple[builtins.list[str], BackupError | None]:
+        """Delete ``names`` in batches; return the names that failed and the last error.
+
+        Missing names are not failures. A missing bucket is raised at once.
+        """
+        failed: builtins.list[str] = []
+        error: BackupError | None = None
+        for i in range(0, len(names), _DELETE_BATCH):
+            batch = names[i : i + _DELETE_BATCH]
+            objects = [{"Key": self._key(n)} for n in batch]
+            try:
+                response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+            except (bex.ClientError, bex.BotoCoreError) as e:
+                error = self._error(e, f"deleting {len(batch)} objects")
+                if isinstance(error, RepositoryNotFoundError):
+                    raise error from e
+                failed.extend(batch)
+                continue
+            for item in response.get("Errors", ()):
+                if item.get("Code") != "NoSuchKey":
+                    failed.append(str(item.get("Key", ""))[len(self.root) :])
+                    error = StoreError(f"deleting {item.get('Key')}: {item.get('Code')} {item.get('Message', '')}")
+        return failed, error
+
+    def _delete_after_publish(self, names: Sequence[str]) -> None:
+        if names:
+            try:
+                failed, _ = self._delete_keys(names)
+            except BackupError:
+                failed = list(names)
+            self.undeleted.extend(failed)
+
+    def delete_unpublished(self, names: Sequence[str]) -> None:
+        failed, error = self._delete_keys([check_name(n) for n in names])
+        if failed:
+            raise StoreError(
+                f"could not delete {len(failed)} objects from {self.location} (first: {failed[0]})",
+                transient=isinstance(error, StoreError) and error.transient,
+                hint=(error.hint if error else None) or _CREDENTIALS_HINT,
+            ) from error
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist (``create=True``)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except bex.ClientError as e:
+            code, status, _ = _client_error_fields(e)
+            if status != 404 and code not in ("NoSuchBucket", "NotFound"):
+                raise self._error(e, f"checking bucket {self.bucket}") from e
+        except bex.BotoCoreError as e:
+            raise self._error(e, f"checking bucket {self.bucket}") from e
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region and self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self._client.create_bucket(**kwargs)
+        except bex.ClientError as e:
+            code, _, _ = _client_error_fields(e)
+            if code != "BucketAlreadyOwnedByYou":
+                raise self._error(e, f"creating bucket {self.bucket}") from e
+        except bex.BotoCoreError as e:
+            raise self._error(e, f"creating bucket {self.bucket}") from e
+
+    def check_conditional_writes(self) -> None:
+        """Refuse a store that ignores ``If-None-Match``/``If-Match`` (it would make publication unsafe).
+
+        Writes a probe object twice with ``If-None-Match: *`` and once with a wrong ``If-Match``;
+        both repeats must be refused with 412. The probe is deleted afterwards.
+        """
+        key = f"{self.root}{_PROBE_PREFIX}{secrets.token_hex(8)}"
+        outcomes: list[bool] = []
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*")
+            for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"00000000000000000000000000000000"'}):
+                try:
+                    self._client.put_object(Bucket=self.bucket, Key=key, Body=b"2", **condition)
+                    outcomes.append(False)
+                except bex.ClientError as e:
+                    _, status, _ = _client_error_fields(e)
+                    if status != 412:
+                        raise
+                    outcomes.append(True)
+        except (bex.ClientError, bex.BotoCoreError) as e:
+            raise self._error(e, "checking conditional writes") from e
+        finally:
+            try:
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+            except (bex.ClientError, bex.BotoCoreError):
+                pass  # a leftover probe is never listed
+        if not all(outcomes):
+            raise StoreError(
+                f"{self.location} ignores conditional writes (If-None-Match/If-Match on PUT)",
+                hint="publishing would be last-writer-wins there; use a store that honours them "
+                "(AWS S3, R2, MinIO, SeaweedFS, the Hub's S3 gateway)",
+            )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
