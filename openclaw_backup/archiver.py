@@ -58,6 +58,7 @@ class BackupOptions:
     scratch_dir: Path | None = None
     origin: str = "backup"
     time: datetime | None = None  # override (imports of legacy backups keep their original time)
+    recorded_paths: dict[str, str] = field(default_factory=dict)  # root name -> path to record instead
 
 
 @dataclass
@@ -232,7 +233,7 @@ class Archiver:
             entry = scan_root(root, excluder, warn=self.reporter.warn, sqlite_hint=self.cache.is_sqlite)
             if entry is not None:
                 scanned.append(entry)
-                roots[root.name] = {"path": root.path, "type": entry.kind}
+                roots[root.name] = {"path": opts.recorded_paths.get(root.name, root.path), "type": entry.kind}
         if not scanned:
             raise UsageError(
                 "nothing to back up: none of the sources exist (" + ", ".join(r.path for r in opts.roots) + ")",

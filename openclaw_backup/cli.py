@@ -34,6 +34,7 @@ from typing import Any
 from . import __version__
 from .errors import EXIT_INTERRUPTED, BackupError, UsageError
 from .progress import make_reporter
+from .settings import with_env_files
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--squash", action="store_true", default=None, help="always squash a Hub repo's history")
     g.add_argument("--no-squash", dest="squash", action="store_false", help="never squash history")
 
+    s = sub.add_parser("run", help="supervise an agent: restore if missing, run it, back up periodically and at exit")
+    s.add_argument("--interval", type=float, help="seconds between backups (default 300, or the legacy cron)")
+    s.add_argument("--settle", type=float, default=20.0, help="back up this many quiet seconds after a change")
+    s.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL (default 10)")
+    s.add_argument("--restore", choices=["if-missing", "force", "never"], default="if-missing")
+    s.add_argument("--prune-interval", type=float, default=86400.0, help="seconds between forget+prune runs")
+    s.add_argument("--status-file", help="where to write the status JSON")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the agent command")
+
+    s = sub.add_parser("status", help="the supervisor's last success, last error and next run")
+    s.add_argument("--status-file")
+
+    s = sub.add_parser("migrate", help="import the legacy script's backups as snapshots")
+    s.add_argument("--dry-run", action="store_true")
+
+    sub.add_parser("legacy-env", help="the legacy script's variables and how each is handled")
+
     s = sub.add_parser("repair", help="rebuild the index from the packs")
     s.add_argument("what", choices=["index"])
 
@@ -167,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         reporter = make_reporter(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
         try:
-            doc, text, code = run_command(args, dict(os.environ), reporter)
+            doc, text, code = run_command(args, with_env_files(os.environ), reporter)
         finally:
             reporter.done()
         _print_result(args, doc, text)

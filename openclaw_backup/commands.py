@@ -102,7 +102,13 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
 
 
 def cmd_backup(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
-    repo = open_repo(s, reporter=reporter)
+    from .commands_service import legacy_mode
+    from .service import Service
+
+    if legacy_mode(s.env, args):  # the legacy script's `backup`: create our repository on first use
+        repo = Service(s, reporter=reporter).repo(create=True)
+    else:
+        repo = open_repo(s, reporter=reporter)
     roots = sources_from_paths(args.source) if args.source else s.default_roots()
     opts = BackupOptions(
         roots=roots,
@@ -212,6 +218,14 @@ def restore_destinations(snapshot: dict[str, Any], s: Settings, target: str | No
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .commands_service import legacy_mode
+    from .service import Service
+
+    if legacy_mode(s.env, args) and not args.include:  # the legacy script's `restore`: ours or legacy, newest
+        account = Service(s, reporter=reporter).restore_latest(
+            snapshot=args.snapshot, target=Path(args.target) if args.target else None
+        )
+        return {"result": account}, account, 0
     repo = open_repo(s, reporter=reporter)
     snap = repo.find_snapshot(args.snapshot)
     dest = restore_destinations(snap, s, args.target)
@@ -393,6 +407,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Reporter], Result]] 
 
 
 def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> Result:
+    from . import commands_service as cs
+
+    COMMANDS.update({"run": cs.cmd_run, "status": cs.cmd_status, "migrate": cs.cmd_migrate,
+                     "legacy-env": cs.cmd_legacy_env})  # fmt: skip
     if args.command not in COMMANDS:
         raise NotFoundError(f"unknown command {args.command}")
     return COMMANDS[args.command](args, _settings(args, env), reporter)

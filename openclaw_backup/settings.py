@@ -17,6 +17,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
+import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,38 @@ LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
     ("root-env", "OPENCLAW_BACKUP_ROOT_ENV_DIR", ".env.d"),
     ("root-lark-cli", "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", ".lark-cli"),
 )
+
+
+LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "{home}/.env.d/openclaw-backup.env")
+_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_FILES) -> dict[str, str]:
+    """The environment, plus variables from the legacy script's shell files where unset.
+
+    Only plain assignments (``[export] NAME=value``, quoted or not) are read; anything that would
+    need a shell to evaluate (``$(…)``, backticks, ``$VAR``) is skipped, never executed.
+    """
+    out = dict(env)
+    home = env.get("HOME") or str(Path.home())
+    for pattern in files:
+        try:
+            text = Path(pattern.format(home=home)).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in text.splitlines():
+            m = _ASSIGN.match(line)
+            if not m or m.group(1) in out:
+                continue
+            try:
+                parts = shlex.split(m.group(2), comments=True)
+            except ValueError:
+                continue
+            raw = m.group(2)
+            if len(parts) > 1 or "$(" in raw or "`" in raw or ("$" in raw and not raw.startswith("'")):
+                continue
+            out[m.group(1)] = parts[0] if parts else ""
+    return out
 
 
 def _truthy(value: str | None, default: bool) -> bool:

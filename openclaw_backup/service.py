@@ -1,0 +1,331 @@
+"""The jobs behind ``run``, ``backup`` and ``restore`` when used as a Space's backup service.
+
+Glue at the edge: given :class:`~.settings.Settings`, it opens (or, on first use, creates) the
+repository, decides whether and what to restore — the newest of our snapshots and the legacy
+script's chain, falling back to the previous snapshot when the newest fails verification — and
+runs backups and maintenance for the :class:`~.supervisor.Supervisor`.
+
+Legacy conventions kept: ``/tmp/openclaw-restore-completed`` is touched after a successful restore
+and ``/tmp/openclaw-restore-skipped-no-backup`` when there is nothing to restore (container
+entrypoints wait on them); ``OPENCLAW_RESTORE_DATASET_REPO`` and ``OPENCLAW_RESTORE_ARCHIVE`` choose
+another repository or a given legacy archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import legacy
+from .archiver import BackupOptions, backup
+from .backends import open_backend
+from .backends.base import Backend
+from .errors import BackupError, IntegrityError, NotFoundError, RepositoryNotFoundError, UsageError
+from .filecache import FileCache
+from .reporter import Reporter
+from .repository import Repository
+from .restorer import RestoreOptions, restore, swap_into_place
+from .retention import DEFAULT_POLICY, Policy, snapshot_time
+from .settings import Settings
+from .sources import Excluder, Root, default_patterns, scan_root
+
+FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
+FLAG_SKIPPED = "/tmp/openclaw-restore-skipped-no-backup"
+
+
+def kdf_for(env: Any) -> Any:
+    from .commands import kdf_params
+
+    return kdf_params(env)
+
+
+class Service:
+    """One configured agent home and its repository."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reporter: Reporter,
+        roots: list[Root] | None = None,
+        excludes: list[str] | None = None,
+    ) -> None:
+        self.s = settings
+        self.reporter = reporter
+        self.roots = roots
+        self.excludes = excludes if excludes is not None else default_patterns()
+        self._repo: Repository | None = None
+
+    # ------------------------------------------------------------------ repository
+
+    def repo(self, *, create: bool = True) -> Repository:
+        if self._repo is not None:
+            self._repo.refresh()
+            return self._repo
+        address = self.s.repository()
+        try:
+            backend = open_backend(address, self.s.backend_options(create=create))
+            self._repo = Repository.open(backend, password=self.s.password(), cache_dir=self.s.cache_root())
+        except RepositoryNotFoundError:
+            if not create:
+                raise
+            self._repo = self._init(open_backend(address, self.s.backend_options(create=True)))
+        for w in self._repo.warnings:
+            self.reporter.warn(w)
+        return self._repo
+
+    def _init(self, backend: Backend) -> Repository:
+        password = self.s.password()
+        if not password:
+            if not self.s.legacy_unencrypted_choice():
+                raise UsageError(
+                    f"no repository at {backend.location} and no password to create an encrypted one",
+                    hint="set OPENCLAW_BACKUP_PASSWORD (or run `openclaw-backup init`)",
+                )
+            self.reporter.warn("creating an UNENCRYPTED repository (legacy configuration without encryption)")
+        repo = Repository.init(
+            backend,
+            password=password or None,
+            kdf=kdf_for(self.s.env),
+            cache_dir=self.s.cache_root(),
+            hostname=self.s.host(),
+            username=self.s.username(),
+        )
+        self.reporter.info(f"created repository {repo.config.id[:8]} at {backend.location}")
+        return repo
+
+    # ------------------------------------------------------------------ backup
+
+    def backup_options(self, **kw: Any) -> BackupOptions:
+        return BackupOptions(
+            roots=self.roots or self.s.default_roots(),
+            excludes=self.excludes,
+            host=self.s.host(),
+            username=self.s.username(),
+            agent_version=self.s.agent_version(),
+            scratch_dir=self.s.cache_root() / "tmp",
+            **kw,
+        )
+
+    def backup(self) -> str:
+        repo = self.repo()
+        cache = FileCache(repo.cache_dir / "files.db" if repo.cache_dir else None)
+        res = backup(repo, self.backup_options(), reporter=self.reporter, cache=cache)
+        st = res.stats
+        if res.unchanged:
+            return "no changes, nothing uploaded"
+        return (
+            f"snapshot {str(res.snapshot_id)[:8]}: {st['files']} files, read {st['files_read']}, "
+            f"added {st['bytes_added']} bytes" + (f", {len(res.warnings)} warnings" if res.warnings else "")
+        )
+
+    def change_token(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        excluder = Excluder(self.excludes)
+
+        def visit(e: Any) -> None:
+            h.update(f"{e.rel}\0{e.st.st_size}\0{e.st.st_mtime_ns}\0{e.wal_sig}\n".encode("utf-8", "surrogateescape"))
+            for c in e.children:
+                visit(c)
+
+        for root in self.roots or self.s.default_roots():
+            entry = scan_root(root, excluder, warn=lambda m: None)
+            if entry is not None:
+                visit(entry)
+        return h.hexdigest()
+
+    def maintain(self, policy: Policy | None = None) -> str:
+        from .prune import forget, prune
+
+        repo = self.repo()
+        keep = self.s.env.get("OPENCLAW_BACKUP_KEEP_COUNT", "").strip()
+        policy = policy or (Policy(keep_last=int(keep)) if keep.isdigit() and int(keep) > 0 else DEFAULT_POLICY)
+        gone = forget(repo, policy)
+        pr = prune(repo, reporter=self.reporter)
+        return f"forgot {len(gone['forget'])} snapshots ({policy.describe()}); freed {pr['bytes_to_free']} bytes"
+
+    # ------------------------------------------------------------------ restore
+
+    def state_missing(self) -> bool:
+        state = Path(self.s.state_dir())
+        try:
+            return not any(state.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+
+    def restore_if_needed(self, *, force: bool) -> str:
+        if not force and not self.state_missing():
+            return f"state present at {self.s.state_dir()}; not restoring over it"
+        return self.restore_latest()
+
+    def _restore_source(self) -> Settings:
+        """``OPENCLAW_RESTORE_DATASET_REPO`` when set and it exists, else the backup repository."""
+        other = self.s.env.get("OPENCLAW_RESTORE_DATASET_REPO")
+        if not other or other == self.s.env.get("OPENCLAW_BACKUP_DATASET_REPO"):
+            return self.s
+        kind = self.s.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
+        alt = Settings(
+            self.s.env,
+            repo=f"hf://{kind}s/{other.strip('/')}",
+            password_file=self.s.password_file,
+            cache_dir=self.s.cache_dir,
+        )
+        try:
+            open_backend(alt.repository(), alt.backend_options())
+            return alt
+        except RepositoryNotFoundError:
+            self.reporter.warn(f"restore repository {other} does not exist; using the backup repository")
+            return self.s
+
+    def restore_latest(self, *, snapshot: str | None = None, target: Path | None = None) -> str:
+        """Restore the newest good state (ours or legacy); touches the legacy flag files."""
+        src = self._restore_source()
+        archive = self.s.env.get("OPENCLAW_RESTORE_ARCHIVE")
+        repo = None
+        try:
+            repo = Service(src, reporter=self.reporter).repo(create=False)
+        except RepositoryNotFoundError:
+            repo = None
+        snaps = repo.snapshots() if repo is not None and not archive else []
+        if snapshot and snapshot != "latest":
+            if repo is None:
+                raise RepositoryNotFoundError(f"no repository at {src.repository()}")
+            snaps = [repo.find_snapshot(snapshot)]
+        store = legacy_store(src)
+        latest_legacy = None
+        if store is not None and (not snapshot or snapshot == "latest"):
+            prefix = self.s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
+            try:
+                latest_legacy = (
+                    legacy.find_archive(store, prefix=prefix, archive_name=archive)
+                    if archive
+                    else legacy.find_latest(store, prefix=prefix)
+                )
+            except NotFoundError:
+                if archive:
+                    raise
+        if latest_legacy is not None and (not snaps or latest_legacy.created_at > snapshot_time(snaps[-1])):
+            account = self._restore_legacy(store, latest_legacy, target=target)
+            _touch(FLAG_COMPLETED)
+            return account
+        if not snaps:
+            _touch(FLAG_SKIPPED)
+            return "nothing to restore (no snapshot yet)"
+        assert repo is not None
+        failures: list[str] = []
+        for snap in reversed(snaps[-3:]):
+            try:
+                res = restore(
+                    repo, snap, RestoreOptions(destinations=self._destinations(snap, target)), reporter=self.reporter
+                )
+            except IntegrityError as e:
+                failures.append(f"{snap['id'][:8]}: {e.message}")
+                self.reporter.warn(
+                    f"snapshot {snap['id'][:8]} failed verification ({e.message}); trying the previous one"
+                )
+                continue
+            if target is None and repo.cache_dir:
+                FileCache(repo.cache_dir / "files.db").replace(res.seeds, merge=True)
+            _touch(FLAG_COMPLETED)
+            note = f" (newer snapshots failed: {'; '.join(failures)})" if failures else ""
+            return f"restored snapshot {snap['id'][:8]} from {snap.get('time')}: {res.files} files{note}"
+        raise IntegrityError(
+            "every recent snapshot failed verification: " + "; ".join(failures),
+            hint="run `openclaw-backup check --read-data`",
+        )
+
+    def _destinations(self, snap: dict[str, Any], target: Path | None) -> dict[str, Path]:
+        from .commands import restore_destinations
+
+        return restore_destinations(snap, self.s, str(target) if target else None)
+
+    def _restore_legacy(self, store: Any, latest: legacy.LegacyBackup, *, target: Path | None) -> str:
+        prefix = self.s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
+        chain = legacy.resolve_chain(store, latest, prefix=prefix, warn=self.reporter.warn)
+        configured = {r.name: Path(r.path) for r in self.s.layout_roots()}
+        base = Path(target) if target else Path(self.s.state_dir()).parent
+        base.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".openclaw-legacy-restore-", dir=base))
+        try:
+            parts = legacy.extract_chain(
+                store, chain, password=self.s.password(), staging_dir=staging / "x", warn=self.reporter.warn
+            )
+            done = []
+            for name, path in parts.items():
+                dest = (Path(target) / name) if target else configured.get(name)
+                if dest is None:
+                    self.reporter.warn(f"legacy archive folder {name!r} has no configured place; skipped")
+                    continue
+                swap_into_place(path, dest)
+                done.append(name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return f"restored legacy backup {latest.archive_name} ({len(chain)} archives): {', '.join(done)}"
+
+
+def migrate(service: Service, *, dry_run: bool = False) -> dict[str, Any]:
+    """Import every legacy backup as a snapshot with its original time (oldest first, once each)."""
+    s = service.s
+    store = legacy_store(s)
+    if store is None:
+        raise NotFoundError(f"no legacy backups found in {s.repository()}")
+    prefix = s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
+    backups = legacy.list_backups(store, prefix=prefix, warn=service.reporter.warn)
+    repo = service.repo()
+    done = {
+        t.removeprefix("legacy:") for snap in repo.snapshots() for t in snap.get("tags", []) if t.startswith("legacy:")
+    }
+    configured = {r.name: r.path for r in s.layout_roots()}
+    imported: list[dict[str, Any]] = []
+    skipped = [b.archive_name for b in backups if b.archive_name in done]
+    for b in backups:
+        if b.archive_name in done:
+            continue
+        if dry_run:
+            imported.append({"archive": b.archive_name, "time": b.created_at.isoformat()})
+            continue
+        chain = legacy.resolve_chain(store, b, prefix=prefix, warn=service.reporter.warn)
+        with tempfile.TemporaryDirectory(prefix="openclaw-migrate-", dir=s.cache_root()) as tmp:
+            parts = legacy.extract_chain(
+                store, chain, password=s.password(), staging_dir=Path(tmp) / "x", warn=service.reporter.warn
+            )
+            roots = [Root(name, str(path)) for name, path in sorted(parts.items())]
+            opts = service.backup_options(
+                time=b.created_at,
+                origin="legacy-import",
+                tags=[f"legacy:{b.archive_name}"],
+                force=True,
+                recorded_paths={n: configured.get(n, f"/root/{n}") for n in parts},
+            )
+            opts = BackupOptions(**{**opts.__dict__, "roots": roots})
+            res = backup(repo, opts, reporter=service.reporter, cache=FileCache(None))
+        imported.append({"archive": b.archive_name, "time": b.created_at.isoformat(), "snapshot": res.snapshot_id})
+    return {"imported": imported, "already_imported": skipped, "dry_run": dry_run}
+
+
+def legacy_store(s: Settings) -> Any:
+    """A read view of the repository's root, where the legacy script's files live (None if none)."""
+    address = s.repository()
+    if address.startswith("hf://"):
+        from .backends.hf import open_legacy_view
+
+        try:
+            return open_legacy_view(address, s.backend_options())
+        except BackupError:
+            return None
+    if "://" in address:
+        return None
+    from .backends.local import LocalBackend
+
+    root = Path(address)
+    return LocalBackend(root) if (root / "latest-backup.json").exists() else None
+
+
+def _touch(path: str) -> None:
+    try:
+        Path(path).touch()
+    except OSError:
+        pass

@@ -1,0 +1,237 @@
+"""The container lifecycle: restore if needed → run the agent → back up periodically → final backup.
+
+``openclaw-backup run -- <command…>`` is a Space's entrypoint. The supervisor:
+
+1. restores the agent's state when it is missing (never over existing state unless forced);
+2. starts the command as a child process;
+3. backs up every ``interval`` seconds, and sooner when a burst of changes has settled (polled
+   every ``poll`` seconds, ``settle`` seconds without change, at least ``min_gap`` after the last
+   backup); a failed backup (network, quota) is logged and retried later, never fatal to the agent;
+   forget + prune run every ``prune_interval`` seconds, never during the final backup;
+4. on SIGTERM/SIGINT forwards the signal to the child, waits for it, then takes one final backup
+   bounded by what is left of the ``grace`` period; a second signal aborts at once;
+5. exits with the child's status (128+N when it died of signal N).
+
+It knows nothing of repositories: the work is done by a :class:`Jobs` object built by the CLI.
+A JSON **status file** (last success, last error, next run) is rewritten after every event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import BackupError, QuotaError
+
+
+class Jobs(Protocol):
+    def restore_if_needed(self, *, force: bool) -> str:
+        """Restore when the state is missing (or ``force``); return a one-line account."""
+
+    def backup(self) -> str:
+        """Take a backup; return a one-line account. Raises BackupError."""
+
+    def maintain(self) -> str:
+        """Forget + prune by the configured policy; return a one-line account."""
+
+    def change_token(self) -> str:
+        """A cheap fingerprint of the sources (stat only) to notice bursts of change."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: list[str]
+    interval: float = 300.0
+    poll: float = 15.0
+    settle: float = 20.0
+    min_gap: float = 60.0
+    grace: float = 10.0
+    restore: str = "if-missing"  # if-missing | force | never
+    prune_interval: float = 86400.0
+    status_file: Path | None = None
+    env: dict[str, str] | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Status:
+    path: Path | None
+    doc: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update(self, **kw: Any) -> None:
+        with self.lock:
+            self.doc.update(kw)
+            if self.path is None:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(f".{self.path.name}.tmp")
+                tmp.write_text(json.dumps(self.doc, indent=1, sort_keys=True))
+                os.replace(tmp, self.path)
+            except OSError:
+                pass
+
+
+class Supervisor:
+    def __init__(self, options: RunOptions, jobs: Jobs, *, log: Callable[[str], None]) -> None:
+        self.opts = options
+        self.jobs = jobs
+        self.log = log
+        self.status = Status(options.status_file, {"pid": os.getpid(), "started": _now(), "state": "starting"})
+        self.child: subprocess.Popen[bytes] | None = None
+        self.wake = threading.Event()
+        self.signals: list[int] = []
+        self._backup_thread: threading.Thread | None = None
+        self._last_backup = time.monotonic()
+        self._next_backup = time.monotonic() + options.interval
+        self._next_prune = time.monotonic() + options.prune_interval
+        self._ok = 0
+        self._failed = 0
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+        if len(self.signals) >= 2:
+            self.log("second signal: aborting now")
+            os._exit(self._exit_status() if self.child and self.child.poll() is not None else 128 + signum)
+        if self.child is not None and self.child.poll() is None:
+            try:
+                self.child.send_signal(signum)
+            except ProcessLookupError:
+                pass
+        self.wake.set()
+
+    def _exit_status(self) -> int:
+        if self.child is None or self.child.returncode is None:
+            return 0
+        rc = self.child.returncode
+        return 128 - rc if rc < 0 else rc
+
+    # ------------------------------------------------------------------ jobs
+
+    def _run_backup(self, *, final: bool = False) -> None:
+        started = time.monotonic()
+        try:
+            account = self.jobs.backup()
+            self._ok += 1
+            self.status.update(last_success=_now(), last_result=account, backups_ok=self._ok)
+            self.log(f"{'final ' if final else ''}backup: {account} ({time.monotonic() - started:.1f}s)")
+        except QuotaError as e:
+            self._failed += 1
+            delay = max(self.opts.interval, e.retry_after or 0)
+            self._next_backup = time.monotonic() + delay
+            self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed)
+            self.log(f"backup postponed {delay:.0f}s: {e.message}")
+        except BackupError as e:
+            self._failed += 1
+            self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed)
+            self.log(f"backup failed (will retry): {e.message}" + (f" — {e.hint}" if e.hint else ""))
+        except Exception as e:  # a bug must not take the agent down with it
+            self._failed += 1
+            self.status.update(last_error=f"{_now()} internal error: {e!r}", backups_failed=self._failed)
+            self.log(f"backup failed with an internal error (will retry): {e!r}")
+        finally:
+            self._last_backup = time.monotonic()
+
+    def _start_backup(self) -> None:
+        self._next_backup = time.monotonic() + self.opts.interval
+        self.status.update(next_run=datetime.fromtimestamp(time.time() + self.opts.interval, UTC).isoformat(
+            timespec="seconds"))  # fmt: skip
+        self._backup_thread = threading.Thread(target=self._run_backup, name="backup", daemon=True)
+        self._backup_thread.start()
+
+    def _maintain(self) -> None:
+        try:
+            self.log(f"maintenance: {self.jobs.maintain()}")
+        except BackupError as e:
+            self.log(f"maintenance failed (will retry tomorrow): {e.message}")
+        except Exception as e:
+            self.log(f"maintenance failed with an internal error: {e!r}")
+
+    # ------------------------------------------------------------------ main
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        if self.opts.restore != "never":
+            try:
+                self.log(f"restore: {self.jobs.restore_if_needed(force=self.opts.restore == 'force')}")
+            except BackupError as e:
+                self.status.update(state="restore-failed", last_error=f"{_now()} {e.message}")
+                self.log(f"restore failed: {e.message}" + (f" — {e.hint}" if e.hint else ""))
+                self.log("not starting the agent over missing or unverified state")
+                return e.exit_code
+        if self.signals:
+            return 128 + self.signals[0]
+        self.child = subprocess.Popen(self.opts.command, env=self.opts.env)
+        self.status.update(state="running", child_pid=self.child.pid)
+        threading.Thread(target=self._watch_child, name="child", daemon=True).start()
+        token, token_since = self._token(), time.monotonic()
+        while not self.signals and self.child.poll() is None:
+            self.wake.wait(timeout=min(self.opts.poll, max(0.05, self._next_backup - time.monotonic())))
+            self.wake.clear()
+            if self.signals or self.child.poll() is not None:
+                break
+            now = time.monotonic()
+            busy = self._backup_thread is not None and self._backup_thread.is_alive()
+            if busy:
+                continue
+            new = self._token()
+            if new != token:
+                token, token_since = new, now
+            settled = now - token_since >= self.opts.settle and token_since > self._last_backup
+            if now >= self._next_backup or (settled and now - self._last_backup >= self.opts.min_gap):
+                self._start_backup()
+            elif now >= self._next_prune:
+                self._next_prune = now + self.opts.prune_interval
+                self._maintain()
+        return self._shutdown()
+
+    def _token(self) -> str:
+        try:
+            return self.jobs.change_token()
+        except Exception:
+            return ""
+
+    def _watch_child(self) -> None:
+        assert self.child is not None
+        self.child.wait()
+        self.wake.set()
+
+    def _shutdown(self) -> int:
+        deadline = time.monotonic() + self.opts.grace - 0.5
+        assert self.child is not None
+        if self.signals:
+            self.log(f"signal {self.signals[0]}: stopping the agent, then a final backup")
+        try:
+            self.child.wait(timeout=max(0.1, deadline - time.monotonic() - 1.0))
+        except subprocess.TimeoutExpired:
+            self.log("the agent did not stop in time; final backup while it runs")
+        if self._backup_thread is not None and self._backup_thread.is_alive():
+            self._backup_thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.status.update(state="final-backup")
+        final = threading.Thread(target=self._run_backup, kwargs={"final": True}, name="final", daemon=True)
+        final.start()
+        final.join(timeout=max(0.0, deadline - time.monotonic()))
+        if final.is_alive():
+            self.log("final backup did not finish within the grace period; the previous snapshot stands")
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+        code = self._exit_status()
+        self.status.update(state="stopped", exit_code=code, stopped=_now())
+        return code
