@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("key", help="manage passwords")
     ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
-    ks.add_parser("list", help="list key files")
+    ks.add_parser("list", help="list key files", parents=[common])
     for name, text in (("add", "add a password"), ("passwd", "change the current password")):
-        k = ks.add_parser(name, help=text)
+        k = ks.add_parser(name, help=text, parents=[common])
         k.add_argument("--new-password-file", help="read the new password from this file")
 
     s = sub.add_parser("excludes", help="show the exclude patterns a backup would apply")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -207,7 +208,9 @@ def restore_destinations(snapshot: dict[str, Any], s: Settings, target: str | No
             out[name] = configured[name]
             continue
         recorded = Path(str(info.get("path", "")))
-        if recorded.is_absolute() and ".." not in recorded.parts and home in recorded.parents:
+        # Resolve symlinks on the way: ~/link -> /etc must not let a repository aim at /etc.
+        real = Path(os.path.realpath(recorded)) if recorded.is_absolute() else recorded
+        if recorded.is_absolute() and ".." not in recorded.parts and Path(os.path.realpath(home)) in real.parents:
             out[name] = recorded
         else:
             raise UnsafeRestoreError(

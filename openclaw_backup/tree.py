@@ -17,6 +17,7 @@ fifos, sockets are never stored) and absurd sizes — whatever the repository sa
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,12 @@ def check_node_name(name: object) -> str:
     """A name that is safe to create inside a directory, else ``UnsafeRestoreError``."""
     if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\x00" in name or len(name) > 4096:
         raise UnsafeRestoreError(f"refusing entry name {name!r}: it could escape its directory")
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:
+        raise UnsafeRestoreError(f"refusing entry name {name!r}: not representable as a file name") from None
+    if raw in (b".", b"..") or b"/" in raw:
+        raise UnsafeRestoreError(f"refusing entry name {name!r}: it could escape its directory")
     return name
 
 
@@ -113,7 +120,7 @@ def decode_tree(data: bytes) -> list[Node]:
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or len(doc["nodes"]) > MAX_NODES:
         raise IntegrityError("tree has no node list")
     nodes = [_decode_node(n) for n in doc["nodes"]]
-    names = [n.name for n in nodes]
+    names = [os.fsencode(n.name) for n in nodes]  # compare as the bytes that land on disk
     if len(set(names)) != len(names):
         raise UnsafeRestoreError("refusing a tree with duplicate names")
     return nodes

@@ -14,9 +14,9 @@ import pytest
 from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.backends.memory import MemoryBackend
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.s3_fixtures", "tests.hub_fixtures"]
 
-BACKEND_KINDS = ["memory", "local"]
+BACKEND_KINDS = ["memory", "local", "s3", "hub"]
 
 
 @pytest.fixture

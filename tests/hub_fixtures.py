@@ -1,0 +1,189 @@
+"""A fake Hub for the test run (``tests.hubserver``) driven through the real ``huggingface_hub`` client.
+
+``hub_server`` (session) starts ``python -m tests.hubserver`` as a subprocess on 127.0.0.1 with a
+port file and a data directory, and stops it by PID: TERM, then KILL after a few seconds. Its
+:class:`HubServer` handle reads and resets the server's counters and injects faults and quotas.
+``hub_repo`` names a fresh repository per test (not yet created) and ``hub_backend`` yields an
+:class:`~openclaw_backup.backends.hf.HfRepoBackend` on it, created private. Uploads use plain LFS
+(``HF_HUB_DISABLE_XET``), as the fake server speaks no Xet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openclaw_backup.backends import BackendOptions
+from openclaw_backup.backends.hf import HfRepoBackend, open_hf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_fake_hub_test_token"
+USER = "tester"
+START_TIMEOUT = 20.0
+STOP_GRACE = 5.0
+
+# The control API is on loopback: never let a proxy from the environment see it.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class HubServer:
+    """Handle on the running fake Hub: its URL, PID and control API."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def _control(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with _OPENER.open(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def stats(self, repo: str | None = None) -> dict[str, Any]:
+        """Global counters, or one repo's (``repo`` is a key such as ``datasets/tester/x``)."""
+        query = f"?repo={repo}" if repo else ""
+        result: dict[str, Any] = self._control("GET", f"/_test/stats{query}")
+        return result
+
+    def add_fault(self, kind: str, **spec: Any) -> None:
+        """Inject a fault (see ``tests.hubserver.model.Fault``): ``count``, ``status``, ``lose``, …"""
+        self._control("POST", "/_test/faults", {"kind": kind, **spec})
+
+    def clear_faults(self) -> None:
+        self._control("DELETE", "/_test/faults")
+
+    def set_quota(self, repo: str, commits_per_hour: int | None) -> None:
+        self._control("POST", "/_test/quota", {"repo": repo, "commits_per_hour": commits_per_hour})
+
+    def configure(self, **config: int) -> None:
+        self._control("POST", "/_test/config", config)
+
+    def reset(self) -> None:
+        """Clear faults, quotas, config and the global counters (repos stay)."""
+        self._control("POST", "/_test/reset")
+
+    def options(self, **overrides: Any) -> BackendOptions:
+        base: dict[str, Any] = {"token": TOKEN, "hf_endpoint": self.url, "timeout": 10.0, "retries": 1}
+        base.update(overrides)
+        return BackendOptions(**base)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Bounded TERM-then-KILL of one process we started, by its PID."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_GRACE)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    root = tmp_path_factory.mktemp("fakehub")
+    port_file, log = root / "port", root / "server.log"
+    args = [sys.executable, "-m", "tests.hubserver", "--port-file", str(port_file), "--data-dir", str(root / "data")]
+    args += ["--user", USER, "--token", TOKEN]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_file.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the fake Hub exited with status {proc.returncode}:\n{_tail(log)}", pytrace=False)
+            if time.monotonic() > deadline:
+                pytest.fail(f"the fake Hub did not start within {START_TIMEOUT:.0f} s:\n{_tail(log)}", pytrace=False)
+            time.sleep(0.05)
+        server = HubServer(f"http://127.0.0.1:{int(port_file.read_text())}", proc, log)
+        server._control("GET", "/_test/health")
+        yield server
+    finally:
+        stop_process(proc)
+
+
+@dataclass
+class HubRepo:
+    """A fresh repository name on the fake Hub (not created until a backend opens it with create)."""
+
+    server: HubServer
+    repo_id: str
+    repo_type: str = "dataset"
+    prefix: str | None = None
+    opened: list[Any] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """The server's name for the repo in stats/faults/quotas."""
+        return f"{self.repo_type}s/{self.repo_id}"
+
+    @property
+    def address(self) -> str:
+        return f"hf://{self.repo_type}s/{self.repo_id}" + (f"/{self.prefix}" if self.prefix else "")
+
+    def open(self, **options: Any) -> HfRepoBackend:
+        backend = open_hf(self.address, self.server.options(**options))
+        assert isinstance(backend, HfRepoBackend)
+        self.opened.append(backend)
+        return backend
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats(self.key)
+
+    def add_fault(self, kind: str, **spec: Any) -> None:
+        self.server.add_fault(kind, repo=self.key, **spec)
+
+    def api(self) -> Any:
+        """A plain HfApi on the fake Hub (for setting up legacy files, peeking at history)."""
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.server.url, token=TOKEN)
+
+
+@pytest.fixture
+def hub_repo(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubRepo]:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # read at import time
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    repo = HubRepo(hub_server, f"{USER}/t-{uuid.uuid4().hex[:12]}")
+    yield repo
+    hub_server.clear_faults()
+    for backend in repo.opened:
+        backend.close()
+
+
+@pytest.fixture
+def hub_backend(hub_repo: HubRepo) -> HfRepoBackend:
+    """A backend on a fresh private dataset repo of the fake Hub (created on open)."""
+    return hub_repo.open(create=True)
