@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +46,15 @@ def storage_id(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def _compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> bytes:
-    return zstandard.ZstdCompressor(level=level).compress(data)
+_local = threading.local()
+
+
+def _compress(data: bytes | memoryview) -> bytes:
+    """zstd with one reusable compressor per thread (making one costs more than a small chunk)."""
+    c = getattr(_local, "zstd", None)
+    if c is None:
+        c = _local.zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    return c.compress(data)
 
 
 def _decompress(data: bytes | memoryview, limit: int, *, what: str) -> bytes:

@@ -26,6 +26,7 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from .tree import Node, check_node_name
 STAGING_MARK = ".openclaw-restore-"
 OLD_MARK = ".openclaw-old-"
 _MERGE_GAP = 1024 * 1024
+_MAX_RANGE = 8 * 1024 * 1024  # one ranged read at most (bounds memory per worker)
 _RENAME_EXCHANGE = 2
 
 
@@ -173,6 +175,8 @@ class Restorer:
         self.snap = snapshot
         self.opts = options
         self.reporter = reporter
+        self._lock = threading.Lock()
+        self._open: dict[Path, int] = {}
 
     # ------------------------------------------------------------------ planning
 
@@ -220,10 +224,10 @@ class Restorer:
         for path, _ in unit.dirs:
             os.mkdir(path, 0o700)
         plan: dict[str, list[tuple[BlobRef, bytes, Path, int]]] = {}
+        self._open = {}
+        self._pending: dict[Path, list[Any]] = {}  # path -> [writes left, node]
         total = 0
         for path, node in unit.files:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
             offset = 0
             for cid in node.content:
                 bid = bytes.fromhex(cid)
@@ -235,19 +239,24 @@ class Restorer:
             if offset != node.size:
                 raise IntegrityError(f"{unit.label}: {path.name} claims {node.size} bytes but its blobs hold {offset}")
             total += node.size
+            self._pending[path] = [len(node.content), node]
+            if not node.content:
+                self._finish(path, self._create(path), node)
         if self.opts.check_space and total:
-            free = shutil.disk_usage(unit.staging).free
+            free = shutil.disk_usage(unit.dest.parent).free
             if total > free:
                 raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
-        with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
-            list(pool.map(self._restore_pack, plan.items()))
-        for path, node in unit.files:
-            st = os.lstat(path)
-            if st.st_size != node.size:
-                raise IntegrityError(f"{path}: restored {st.st_size} bytes, expected {node.size}")
-            os.chmod(path, node.mode)
-            os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
+        try:
+            with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
+                list(pool.map(self._restore_pack, plan.items()))
+        finally:
+            for fd in self._open.values():
+                os.close(fd)
+            self._open.clear()
+        unfinished = [p for p, (left, _) in self._pending.items() if left]
+        if unfinished:
+            raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
         for path, node in unit.links:
             assert node.target is not None
             os.symlink(os.fsencode(node.target), path)
@@ -256,13 +265,50 @@ class Restorer:
             os.chmod(path, node.mode)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
+    @staticmethod
+    def _create(path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+    @staticmethod
+    def _finish(path: Path, fd: int, node: Node) -> None:
+        """Check the size, then set mode and mtime through the open descriptor, and close it."""
+        try:
+            size = os.fstat(fd).st_size
+            if size != node.size:
+                raise IntegrityError(f"{path}: restored {size} bytes, expected {node.size}")
+            os.fchmod(fd, node.mode)
+            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _write(self, path: Path, data: bytes, offset: int) -> None:
+        """Write one blob; the file is created on its first write and finished after its last."""
+        with self._lock:
+            fd = self._open.get(path)
+            if fd is None:
+                fd = self._open[path] = self._create(path)
+        os.pwrite(fd, data, offset)
+        with self._lock:
+            entry = self._pending[path]
+            entry[0] -= 1
+            done = entry[0] == 0
+            if done:
+                del self._open[path]
+        if done:
+            self._finish(path, fd, entry[1])
+
     def _restore_pack(self, item: tuple[str, list[tuple[BlobRef, bytes, Path, int]]]) -> None:
         pack, wants = item
         wants.sort(key=lambda w: (w[0].offset, str(w[2]), w[3]))
         ranges: list[list[tuple[BlobRef, bytes, Path, int]]] = []
         for w in wants:
-            if ranges and w[0].offset <= ranges[-1][-1][0].offset + ranges[-1][-1][0].length + _MERGE_GAP:
-                ranges[-1].append(w)
+            last = ranges[-1] if ranges else None
+            if (
+                last is not None
+                and w[0].offset <= last[-1][0].offset + last[-1][0].length + _MERGE_GAP
+                and w[0].offset + w[0].length - last[0][0].offset <= _MAX_RANGE
+            ):
+                last.append(w)
             else:
                 ranges.append([w])
         for group in ranges:
@@ -271,18 +317,13 @@ class Restorer:
             data = self.repo.backend.get(pack_name(pack), offset=start, length=end - start)
             if len(data) != end - start:
                 raise IntegrityError(f"pack {pack[:16]} is truncated")
-            decoded: dict[bytes, bytes] = {}
+            last_id, plain = b"", b""  # wants are sorted by offset: repeats of a blob are adjacent
             for ref, bid, path, offset in group:
-                plain = decoded.get(bid)
-                if plain is None:
+                if bid != last_id:
                     stored = data[ref.offset - start : ref.offset - start + ref.length]
                     plain = codec.decode_blob(self.repo.cipher, BLOB_DATA, bid, stored, ref.raw_len)
-                    decoded[bid] = plain
-                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-                try:
-                    os.pwrite(fd, plain, offset)
-                finally:
-                    os.close(fd)
+                    last_id = bid
+                self._write(path, plain, offset)
                 self.reporter.progress(done_bytes=len(plain))
 
     # ------------------------------------------------------------------ swapping
