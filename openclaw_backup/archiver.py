@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +115,7 @@ class Archiver:
         self.writer = PackWriter(repo)
         self.needed: set[bytes] = set()
         self._lock = threading.Lock()
+        self._big = threading.Semaphore(1)
         self.stats = {
             "files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "files_read": 0, "bytes_read": 0,
             "files_cached": 0, "sqlite_captured": 0, "blobs_added": 0, "bytes_added": 0, "files_skipped": 0,
@@ -136,7 +138,7 @@ class Archiver:
     def _read_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome:
         copy = capture(e.path, self.scratch)
         try:
-            with open(copy, "rb") as f:
+            with open(copy, "rb") as f, self._big:
                 ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(f))
         finally:
             copy.unlink(missing_ok=True)
@@ -156,7 +158,9 @@ class Archiver:
                         except SqliteCaptureError as err:
                             self.reporter.warn(f"{err.message}; stored as a plain file")
                     f.seek(0)
-                    ids, size = self._store_chunks(self.repo.chunker.cut_stream(f))
+                    # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
+                    with self._big if st.st_size > self.repo.config.chunker.max_size else nullcontext():
+                        ids, size = self._store_chunks(self.repo.chunker.cut_stream(f))
                     after = os.fstat(f.fileno())
                 now = os.lstat(e.path)
             except FileNotFoundError:

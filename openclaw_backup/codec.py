@@ -41,7 +41,7 @@ _INDEX_PACK = struct.Struct("<32sI")  # pack id, number of entries
 _ZSTD_LEVEL = 3
 
 
-def storage_id(data: bytes | memoryview) -> str:
+def storage_id(data: bytes | bytearray | memoryview) -> str:
     """The name of a stored file (pack, index, snapshot): BLAKE3 of its stored bytes, hex."""
     return blake3.blake3(data).hexdigest()
 
@@ -106,24 +106,31 @@ class BlobRef:
     raw_len: int
 
 
-def build_pack(cipher: Cipher, entries: list[tuple[bytes, bytes, bytes, int]]) -> tuple[bytes, dict[bytes, BlobRef]]:
-    """Assemble a pack from ``(type, id, stored bytes, raw length)``; return its bytes and blob refs."""
-    parts: list[bytes] = []
+def finish_pack(cipher: Cipher, buf: bytearray, entries: list[tuple[bytes, bytes, int, int]]) -> dict[bytes, BlobRef]:
+    """Append the sealed header to ``buf`` (blobs already concatenated in it) and return the refs.
+
+    ``entries`` are ``(type, id, stored length, raw length)`` in the order of the blobs in ``buf``.
+    Building in place keeps one copy of a pack in memory, not two.
+    """
     header = bytearray()
     positions: list[tuple[bytes, bytes, int, int, int]] = []
     offset = 0
-    for btype, bid, stored, raw_len in entries:
-        parts.append(stored)
-        header += _HEADER_ENTRY.pack(btype, bid, len(stored), raw_len)
-        positions.append((btype, bid, offset, len(stored), raw_len))
-        offset += len(stored)
+    for btype, bid, length, raw_len in entries:
+        header += _HEADER_ENTRY.pack(btype, bid, length, raw_len)
+        positions.append((btype, bid, offset, length, raw_len))
+        offset += length
     sealed_header = cipher.seal(bytes(header), b"packheader")
-    parts.append(sealed_header)
-    parts.append(struct.pack("<I", len(sealed_header)))
-    data = b"".join(parts)
-    name = storage_id(data)
-    refs = {bid: BlobRef(name, btype, off, ln, raw) for btype, bid, off, ln, raw in positions}
-    return data, refs
+    buf += sealed_header
+    buf += struct.pack("<I", len(sealed_header))
+    name = storage_id(buf)
+    return {bid: BlobRef(name, btype, off, ln, raw) for btype, bid, off, ln, raw in positions}
+
+
+def build_pack(cipher: Cipher, entries: list[tuple[bytes, bytes, bytes, int]]) -> tuple[bytes, dict[bytes, BlobRef]]:
+    """Assemble a pack from ``(type, id, stored bytes, raw length)``; return its bytes and blob refs."""
+    buf = bytearray(b"".join(e[2] for e in entries))
+    refs = finish_pack(cipher, buf, [(t, i, len(st), r) for t, i, st, r in entries])
+    return bytes(buf), refs
 
 
 def parse_pack_header(cipher: Cipher, pack: str, data: bytes) -> dict[bytes, BlobRef]:

@@ -460,8 +460,8 @@ class PackWriter:
         self.repo = repo
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
-        self._entries: list[tuple[bytes, bytes, bytes, int]] = []
-        self._size = 0
+        self._buf = bytearray()
+        self._entries: list[tuple[bytes, bytes, int, int]] = []
         self.packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
         self.bytes_written = 0
         self.blobs_written = 0
@@ -482,16 +482,17 @@ class PackWriter:
         self.add_stored(btype, bid, codec.encode_blob(self.repo.cipher, btype, data, bid), len(data))
 
     def add_stored(self, btype: bytes, bid: bytes, stored: bytes, raw_len: int) -> None:
-        """Queue an already sealed blob (copied from another pack by prune)."""
-        full: list[tuple[bytes, bytes, bytes, int]] | None = None
+        """Queue an already sealed blob (also used by prune to copy blobs between packs)."""
+        full: tuple[bytearray, list[tuple[bytes, bytes, int, int]]] | None = None
         with self._lock:
             self._claimed.add(bid)
-            self._entries.append((btype, bid, stored, raw_len))
-            self._size += len(stored)
-            if self._size >= self.repo.config.pack_size:
-                full, self._entries, self._size = self._entries, [], 0
+            self._buf += stored
+            self._entries.append((btype, bid, len(stored), raw_len))
+            if len(self._buf) >= self.repo.config.pack_size:
+                full = (self._buf, self._entries)
+                self._buf, self._entries = bytearray(), []
         if full:
-            self._upload(full)
+            self._upload(*full)
 
     def store(self, btype: bytes, data: bytes | memoryview) -> bytes:
         """Id of ``data``, storing it when new."""
@@ -500,20 +501,21 @@ class PackWriter:
             self.add(btype, bid, data)
         return bid
 
-    def _upload(self, entries: list[tuple[bytes, bytes, bytes, int]]) -> None:
-        data, refs = codec.build_pack(self.repo.cipher, entries)
+    def _upload(self, buf: bytearray, entries: list[tuple[bytes, bytes, int, int]]) -> None:
+        refs = codec.finish_pack(self.repo.cipher, buf, entries)
         pack = next(iter(refs.values())).pack
-        self.repo.backend.put(pack_name(pack), data)
+        self.repo.backend.put(pack_name(pack), buf)  # type: ignore[arg-type]  # bytes-like is enough
         with self._lock:
             self.packs[pack] = list(refs.items())
-            self.bytes_written += len(data)
+            self.bytes_written += len(buf)
             self.blobs_written += len(refs)
 
     def flush(self) -> None:
         with self._lock:
-            entries, self._entries, self._size = self._entries, [], 0
+            buf, entries = self._buf, self._entries
+            self._buf, self._entries = bytearray(), []
         if entries:
-            self._upload(entries)
+            self._upload(buf, entries)
 
     def write_index(self) -> str | None:
         """Write one index file for every pack written; returns its name (None when nothing new)."""
