@@ -68,6 +68,8 @@ class FileCache:
         if self.path is None:
             return
         new = {**self.entries, **entries} if merge else entries
+        if new == self.entries and self.path.exists():
+            return  # nothing changed: skip the rewrite
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path)

@@ -103,8 +103,21 @@ class Excluder:
             anchored = "/" in p
             self.rules.append((negate, dir_only, anchored, _compile(p.lstrip("/"))))
 
+        # Without re-includes the order does not matter: one combined pattern per case is enough.
+        self._fast: dict[bool, tuple[re.Pattern[str], re.Pattern[str]]] | None = None
+        if not any(neg for neg, *_ in self.rules):
+            self._fast = {}
+            for is_dir in (False, True):
+                chosen = [(anch, rx) for _, d_only, anch, rx in self.rules if is_dir or not d_only]
+                names = "|".join(f"(?:{rx.pattern})" for anch, rx in chosen if not anch) or "(?!)"
+                paths = "|".join(f"(?:{rx.pattern})" for anch, rx in chosen if anch) or "(?!)"
+                self._fast[is_dir] = (re.compile(names), re.compile(paths))
+
     def excluded(self, rel: str, *, is_dir: bool) -> bool:
         name = rel.rsplit("/", 1)[-1]
+        if self._fast is not None:
+            names, paths = self._fast[is_dir]
+            return bool(names.match(name) or paths.match(rel) or paths.match(rel.split("/", 1)[-1]))
         verdict = False
         for negate, dir_only, anchored, rx in self.rules:
             if dir_only and not is_dir:
