@@ -28,10 +28,10 @@ from typing import Any
 
 from . import __version__, codec
 from .codec import BLOB_DATA, BLOB_TREE
-from .errors import ConflictError, UsageError
+from .errors import ConflictError, NotFoundError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .reporter import Reporter
-from .repository import PackWriter, Repository
+from .repository import PackWriter, Repository, pack_name
 from .sources import SQLITE_MAGIC, Entry, Excluder, Root, scan_root
 from .sqlite_capture import SqliteCaptureError, capture
 from .tree import Node, encode_tree
@@ -297,8 +297,20 @@ class Archiver:
                             list(self.reporter.warnings), clear)  # fmt: skip
 
     def _check_needed(self) -> None:
+        """After a conflict: is everything this snapshot references still there?
+
+        Blobs from the index must still be indexed (a prune may have dropped them), and our own
+        new packs must still exist (a prune may have taken them for a crashed writer's leftovers).
+        """
         new = self.writer.new_refs()
         missing = [b for b in self.needed if b not in self.repo.index and b not in new]
+        # Where uploads only become visible with their publication (a Hub commit) nothing can take them.
+        own = [] if self.repo.backend.capabilities.atomic_batch else list(self.writer.packs)
+        for pack in own:
+            try:
+                self.repo.backend.size(pack_name(pack))
+            except NotFoundError:
+                missing.append(bytes.fromhex(pack))
         if missing:
             raise ConflictError(
                 f"a concurrent prune removed {len(missing)} blobs this backup reuses; nothing was published",

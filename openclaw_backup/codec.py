@@ -58,7 +58,12 @@ def _compress(data: bytes | memoryview) -> bytes:
 
 
 def _decompress(data: bytes | memoryview, limit: int, *, what: str) -> bytes:
+    """At most ``limit`` bytes out, whatever the frame claims (python-zstandard trusts a frame's
+    declared content size over ``max_output_size``, so that size is checked first)."""
     try:
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared > limit:
+            raise IntegrityError(f"{what}: claims {declared} bytes, more than the {limit} allowed")
         out = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"{what}: cannot decompress ({e})") from None

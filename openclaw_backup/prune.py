@@ -166,7 +166,7 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
     writer.flush()
     entries: dict[str, list[tuple[bytes, BlobRef]]] = {}
     for bid, ref in repo.index.items():
-        if ref.pack in plan.keep and bid in plan.live:
+        if ref.pack in plan.keep:  # all of a kept pack, garbage included, so later plans can count it
             entries.setdefault(ref.pack, []).append((bid, ref))
     for pack, blobs in writer.packs.items():
         entries[pack] = blobs
@@ -182,6 +182,7 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
         deletes=deletes,
         merge=False,
     )
+    repo.load_index()
     squashed = False
     if not repo.backend.capabilities.frees_space_on_delete and hasattr(repo.backend, "squash_history"):
         pending = repo.state.deleted_since_squash

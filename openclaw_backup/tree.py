@@ -107,6 +107,10 @@ def _decode_node(doc: Any) -> Node:
         target = doc.get("target")
         if not isinstance(target, str) or "\x00" in target or not target or len(target) > 4096:
             raise UnsafeRestoreError(f"refusing symlink {name!r}: bad target")
+        try:
+            os.fsencode(target)
+        except UnicodeEncodeError:
+            raise UnsafeRestoreError(f"refusing symlink {name!r}: target not representable") from None
         node.target = target
     return node
 

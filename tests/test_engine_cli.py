@@ -1,0 +1,265 @@
+"""The issue's "done when", through the real command line in a subprocess.
+
+``OPENCLAW_STATE_DIR=S openclaw-backup init && openclaw-backup backup``; ``rm -rf S``;
+``openclaw-backup restore`` reproduces S exactly — including a WAL-mode SQLite database that
+another process keeps writing during the backup. HOME is a private empty folder, so no other
+root of the OpenClaw layout exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine_helpers import (
+    cli_env,
+    cli_json,
+    fingerprint,
+    fp_diff,
+    leftovers,
+    past_ns,
+    run_cli,
+    sample_state,
+    set_mtimes,
+    write,
+)
+
+from openclaw_backup.sources import DEFAULT_EXCLUDES
+
+WRITER = r"""
+import os, sqlite3, sys, time
+db, side, stop = sys.argv[1:4]
+con = sqlite3.connect(db, isolation_level=None, timeout=30)
+con.execute("PRAGMA journal_mode=WAL")
+n = con.execute("SELECT max(n) FROM t").fetchone()[0]
+while not os.path.exists(stop):
+    n += 1
+    con.execute("BEGIN IMMEDIATE")
+    con.execute("INSERT INTO t(n, payload) VALUES (?, ?)", (n, os.urandom(300)))
+    con.execute("UPDATE meta SET v = ? WHERE k = 'last'", (n,))
+    con.execute("COMMIT")
+    # only after the commit returned: every row <= the number in the side file is committed
+    with open(side + ".tmp", "w") as f:
+        f.write(str(n))
+    os.replace(side + ".tmp", side)
+    time.sleep(0.0005)
+con.close()
+"""
+
+
+def _read_side(side: Path) -> int:
+    return int(side.read_text())
+
+
+def _make_db(path: Path, rows: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, payload BLOB)")
+    con.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t VALUES (?, ?)", ((i, os.urandom(300)) for i in range(1, rows + 1)))
+    con.execute("INSERT INTO meta VALUES ('last', ?)", (rows,))
+    con.execute("COMMIT")
+    con.close()
+
+
+def test_backup_rm_restore_with_live_sqlite_writer(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    sample_state(state)
+    for i in range(6):  # some bulk, so the backup takes a moment while the writer runs
+        write(state / f"media/big{i}.bin", os.urandom(1_500_000))
+    set_mtimes(state, past_ns(60))
+    db = state / "agents/main/sessions.sqlite"
+    _make_db(db, 3000)
+    side, stop = tmp_path / "written", tmp_path / "stop"
+    side.write_text("0")
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(state))
+
+    assert run_cli(["init"], env).returncode == 0
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(side), str(stop)])
+    try:
+        deadline = time.monotonic() + 30
+        while _read_side(side) < 3050:
+            assert writer.poll() is None, "the writer died"
+            assert time.monotonic() < deadline, "the writer does not write"
+            time.sleep(0.01)
+        # the writer holds the database open: -wal and -shm exist from here on
+        assert (db.parent / "sessions.sqlite-wal").exists()
+        not_db = lambda rel: rel.startswith(b"agents/main/sessions.sqlite")  # noqa: E731
+        expected = fingerprint(state, skip=not_db)
+
+        committed_before = _read_side(side)
+        proc = run_cli(["backup", "--json"], env)
+        committed_after = _read_side(side)
+        assert proc.returncode == 0, proc.stderr
+        doc = cli_json(proc)
+        assert doc["snapshot"] and not doc["warnings"]
+        assert doc["stats"]["sqlite_captured"] == 1
+        assert committed_after > committed_before, "the writer was not running during the backup"
+    finally:
+        stop.touch()
+        writer.wait(30)
+
+    ls = cli_json(run_cli(["ls", "--json"], env))
+    paths = {e["path"] for e in ls["entries"]}
+    assert "openclaw-state/agents/main/sessions.sqlite" in paths
+    assert not [p for p in paths if p.endswith(("-wal", "-shm", "-journal"))], paths
+    assert {p.split("/")[0] for p in paths} == {"openclaw-state"}  # no other root
+
+    shutil.rmtree(state)
+    proc = run_cli(["restore"], env)
+    assert proc.returncode == 0, proc.stderr
+    got = fingerprint(state, skip=not_db)
+    assert got == expected, fp_diff(expected, got)
+    assert not (db.parent / "sessions.sqlite-wal").exists()
+    assert leftovers(state.parent) == []
+
+    # check a copy: opening the database in place would create sidecars and touch its folder
+    copy = tmp_path / "check.sqlite"
+    shutil.copyfile(db, copy)
+    con = sqlite3.connect(copy)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        ns = [r[0] for r in con.execute("SELECT n FROM t ORDER BY n")]
+        last = con.execute("SELECT v FROM meta WHERE k = 'last'").fetchone()[0]
+    finally:
+        con.close()
+    assert ns == list(range(1, len(ns) + 1)), "the restored rows are not a prefix"
+    assert last == len(ns), "rows and the meta row come from different moments (torn copy)"
+    assert len(ns) >= committed_before, f"rows committed before the backup are missing ({len(ns)} < {committed_before})"
+    assert len(ns) <= committed_after + 1
+
+    # the restore seeded the file cache: nothing changed, nothing is read, nothing is published
+    proc = run_cli(["backup", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    doc = cli_json(proc)
+    assert doc["unchanged"] is True and doc["snapshot"] is None
+    assert doc["stats"]["files_read"] == 0
+
+
+def test_unchanged_second_backup_reads_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    sample_state(state)
+    _make_db(state / "agents/main/sessions.sqlite", 200)  # closed, WAL mode, no sidecars
+    set_mtimes(state, past_ns(30))
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(state))
+    assert run_cli(["init"], env).returncode == 0
+
+    first = cli_json(run_cli(["backup", "--json"], env))
+    assert first["snapshot"] and first["stats"]["files_read"] == first["stats"]["files"] > 5
+    before = fingerprint(state)
+
+    proc = run_cli(["backup", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    second = cli_json(proc)
+    assert second["unchanged"] is True and second["snapshot"] is None
+    assert second["parent"] == first["snapshot"]
+    assert second["stats"]["files_read"] == 0 and second["stats"]["bytes_read"] == 0
+    assert second["stats"]["files_cached"] == first["stats"]["files"]
+    assert fingerprint(state) == before, "backing up changed the source (e.g. a folder mtime)"
+
+    proc = run_cli(["backup"], env)
+    assert proc.returncode == 0 and "no snapshot made" in proc.stdout, proc.stdout
+    snaps = cli_json(run_cli(["snapshots", "--json"], env))["snapshots"]
+    assert len(snaps) == 1
+
+
+def test_cli_errors_and_exit_codes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    write(state / "a.txt", b"a")
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(state))
+
+    # no repository yet
+    proc = run_cli(["restore"], env)
+    assert proc.returncode == 10, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    proc = run_cli(["snapshots", "--json"], env)
+    assert proc.returncode == 10
+    assert cli_json(proc)["exit_code"] == 10
+
+    assert run_cli(["init"], env).returncode == 0
+    assert run_cli(["init"], env).returncode == 2  # already exists
+    assert run_cli(["backup"], env).returncode == 0
+
+    bad = dict(env, OPENCLAW_BACKUP_PASSWORD="not the password")
+    for args in (["snapshots"], ["backup"], ["restore"]):
+        proc = run_cli(args, bad)
+        assert proc.returncode == 12, (args, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("hint: ")]
+        assert len(errors) == 1 and errors[0].startswith("error: "), proc.stderr
+    no_pw = {k: v for k, v in env.items() if k != "OPENCLAW_BACKUP_PASSWORD"}
+    assert run_cli(["snapshots"], no_pw).returncode == 12
+
+    assert run_cli(["restore", "deadbeef"], env).returncode == 10  # no such snapshot
+    assert run_cli(["backup", "--no-such-flag"], env).returncode == 2
+
+
+def test_excludes_and_json_output(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(tmp_path / "state"))
+    proc = run_cli(["excludes"], env)
+    assert proc.returncode == 0
+    for pattern, _why in DEFAULT_EXCLUDES:
+        assert pattern in proc.stdout
+    doc = cli_json(run_cli(["excludes", "--json", "--exclude", "!logs/", "--exclude", "*.tmp"], env))
+    pats = [r["pattern"] for r in doc["excludes"]]
+    assert pats[: len(DEFAULT_EXCLUDES)] == [p for p, _ in DEFAULT_EXCLUDES]
+    assert pats[len(DEFAULT_EXCLUDES) :] == ["!logs/", "*.tmp"]
+    assert cli_json(run_cli(["excludes", "--json", "--no-default-excludes"], env))["excludes"] == []
+
+    state = tmp_path / "state"
+    write(state / "keep.txt", b"k")
+    write(state / "node_modules/x/index.js", b"x")
+    write(state / "agents/main/tmp/scratch", b"x")
+    write(state / "debug.log", b"x")
+    write(state / "logs/keep-this.txt", b"x")
+    assert run_cli(["init", "--json"], env).returncode == 0
+    # global options also after the command; --json: one object on stdout, JSON lines on stderr
+    proc = run_cli(["backup", "--json", "--exclude", "!logs/"], env)
+    assert proc.returncode == 0, proc.stderr
+    doc = cli_json(proc)
+    assert doc["snapshot"]
+    for line in proc.stderr.splitlines():
+        assert isinstance(json.loads(line), dict)
+    entries = {e["path"] for e in cli_json(run_cli(["ls", "--json"], env))["entries"]}
+    assert "openclaw-state/keep.txt" in entries
+    assert "openclaw-state/logs/keep-this.txt" in entries
+    for gone in ("node_modules", "agents/main/tmp", "debug.log"):
+        assert f"openclaw-state/{gone}" not in entries
+
+    for args in (["snapshots", "--json"], ["stats", "--json"], ["check", "--read-data", "--json"],
+                 ["diff", "--json", "latest"], ["--json", "key", "list"]):  # fmt: skip
+        proc = run_cli(args, env)
+        assert proc.returncode == 0, (args, proc.stderr)
+        cli_json(proc)
+
+
+def test_cli_key_passwd(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    write(state / "a.txt", b"a")
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(state))
+    assert run_cli(["init"], env).returncode == 0
+    assert run_cli(["backup"], env).returncode == 0
+    new_pw = tmp_path / "new-pw"
+    new_pw.write_text("a new password\n")
+    proc = run_cli(["key", "passwd", "--new-password-file", str(new_pw)], env)
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli(["snapshots"], env).returncode == 12
+    assert run_cli(["snapshots"], dict(env, OPENCLAW_BACKUP_PASSWORD="a new password")).returncode == 0
+    keys = cli_json(run_cli(["--json", "key", "list"], dict(env, OPENCLAW_BACKUP_PASSWORD="a new password")))
+    assert len(keys["keys"]) == 1
+
+
+def test_cli_global_options_after_key_action(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(tmp_path / "state"))
+    assert run_cli(["init"], env).returncode == 0
+    proc = run_cli(["key", "list", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(cli_json(proc)["keys"]) == 1
