@@ -228,6 +228,8 @@ class Archiver:
 
     def run(self) -> BackupResult:
         repo, opts = self.repo, self.opts
+        first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
+        repo.refresh()  # the head may have moved (or our last publication's answer was lost)
         repo.load_index()
         excluder = Excluder(opts.excludes)
         self.reporter.phase("scan")
@@ -267,7 +269,7 @@ class Archiver:
         if parent is not None and parent.get("tree") == top_id.hex() and not opts.force:
             self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
             self._save_cache(outcomes)
-            return BackupResult(None, parent["id"], True, result_stats, list(self.reporter.warnings), [])
+            return BackupResult(None, parent["id"], True, result_stats, self.reporter.warnings[first_warning:], [])
         index_name = self.writer.write_index()
         result_stats["blobs_added"] = self.writer.blobs_written
         result_stats["bytes_added"] = self.writer.bytes_written
@@ -291,10 +293,10 @@ class Archiver:
         sid = repo.put_immutable("snapshots", codec.encode_document(repo.cipher, b"snapshot", doc))
         repo.publish(add_snapshots=[sid], add_indexes=[index_name] if index_name else [], needs=self._check_needed)
         self._save_cache(outcomes)
+        warnings = self.reporter.warnings[first_warning:]  # problems with inputs (exit 3), not the notices below
         for path in clear:
             self.reporter.warn(f"stored in the clear (repository is not encrypted): {path}")
-        return BackupResult(sid, parent["id"] if parent else None, False, result_stats,
-                            list(self.reporter.warnings), clear)  # fmt: skip
+        return BackupResult(sid, parent["id"] if parent else None, False, result_stats, warnings, clear)
 
     def _check_needed(self) -> None:
         """After a conflict: is everything this snapshot references still there?

@@ -28,7 +28,13 @@ class ChunkerProfile:
     @classmethod
     def from_json(cls, doc: dict[str, int]) -> ChunkerProfile:
         p = cls(int(doc["min"]), int(doc["avg"]), int(doc["max"]))
-        if not (64 <= p.min_size <= p.avg_size <= p.max_size <= 16 * 1024 * 1024):
+        # pyfastcdc's own bounds, so that an accepted profile is a usable one
+        if not (
+            64 <= p.min_size <= 1 << 20
+            and 256 <= p.avg_size <= 4 << 20
+            and 1024 <= p.max_size <= 16 << 20
+            and p.min_size <= p.avg_size <= p.max_size
+        ):
             raise ValueError(f"chunker profile out of range: {doc}")
         return p
 

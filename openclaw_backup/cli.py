@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="supervise an agent: restore if missing, run it, back up periodically and at exit")
     s.add_argument("--interval", type=float, help="seconds between backups (default 300, or the legacy cron)")
     s.add_argument("--settle", type=float, default=20.0, help="back up this many quiet seconds after a change")
+    s.add_argument(
+        "--min-gap", type=float, help="at least this many seconds between backups (default min(60, interval))"
+    )
     s.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL (default 10)")
     s.add_argument("--restore", choices=["if-missing", "force", "never"], default="if-missing")
     s.add_argument("--prune-interval", type=float, default=86400.0, help="seconds between forget+prune runs")

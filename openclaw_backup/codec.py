@@ -41,6 +41,15 @@ _INDEX_PACK = struct.Struct("<32sI")  # pack id, number of entries
 _ZSTD_LEVEL = 3
 
 
+def parse_json(data: bytes | str, *, what: str) -> Any:
+    """``json.loads`` for stored data: any failure (bad syntax, absurd nesting, huge numbers) is an
+    :class:`IntegrityError` naming ``what``."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError, OverflowError):
+        raise IntegrityError(f"{what}: not valid JSON") from None
+
+
 def storage_id(data: bytes | bytearray | memoryview) -> str:
     """The name of a stored file (pack, index, snapshot): BLAKE3 of its stored bytes, hex."""
     return blake3.blake3(data).hexdigest()
@@ -203,10 +212,7 @@ def encode_document(cipher: Cipher, kind: bytes, doc: dict[str, Any]) -> bytes:
 
 def decode_document(cipher: Cipher, kind: bytes, sealed: bytes, *, what: str) -> dict[str, Any]:
     raw = _decompress(cipher.open(sealed, kind, what=what), MAX_DOCUMENT_SIZE, what=what)
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise IntegrityError(f"{what}: not valid JSON") from None
+    doc = parse_json(raw, what=what)
     if not isinstance(doc, dict):
         raise IntegrityError(f"{what}: not a JSON object")
     return doc

@@ -102,9 +102,12 @@ def cmd_run(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
         sys.stderr.write(f"openclaw-backup: {line}\n")
         sys.stderr.flush()
 
+    interval = args.interval or interval_from(s.env)
     opts = RunOptions(
         command=command,
-        interval=args.interval or interval_from(s.env),
+        interval=interval,
+        poll=max(0.2, min(15.0, args.settle / 2)),
+        min_gap=args.min_gap if args.min_gap is not None else min(60.0, interval),
         grace=args.grace if args.grace is not None else _positive(s.env.get("OPENCLAW_BACKUP_GRACE_SECONDS", "10"),
                                                                   "OPENCLAW_BACKUP_GRACE_SECONDS"),
         restore=args.restore,
@@ -126,8 +129,9 @@ def cmd_status(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Res
         raise NotFoundError(f"status file {path} is unreadable") from None
     lines = [f"{k:16} {doc[k]}" for k in ("state", "last_success", "last_result", "last_error", "next_run",
                                           "backups_ok", "backups_failed", "child_pid") if k in doc]  # fmt: skip
-    healthy = bool(doc.get("last_success")) and str(doc.get("last_error", "")) <= str(doc.get("last_success", ""))
-    return doc, "\n".join(lines), 0 if healthy or not doc.get("last_error") else 1
+    healthy = doc.get("healthy", not doc.get("last_error"))
+    lines.append(f"{'healthy':16} {healthy}")
+    return doc, "\n".join(lines), 0 if healthy else 1
 
 
 def cmd_migrate(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:

@@ -167,14 +167,17 @@ def parse_key_file(data: bytes) -> dict[str, Any]:
     """Parse and validate a key file's structure (not its password)."""
     try:
         doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise IntegrityError("key file of an unknown version")
         kdf = doc["kdf"]
         KdfParams(kdf["algorithm"], int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"]))
-        for field in (kdf["salt"], doc["nonce"], doc["wrapped"]):
-            base64.b64decode(field, validate=True)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(doc["nonce"], validate=True)
+        base64.b64decode(doc["wrapped"], validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
         raise IntegrityError(f"malformed key file: {e}") from None
-    if not isinstance(doc, dict) or doc.get("version") != 1:
-        raise IntegrityError("key file of an unknown version")
+    if len(salt) < 8 or len(nonce) != NONCE_SIZE:
+        raise IntegrityError("malformed key file: salt or nonce of a wrong size")
     return doc
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import codec
 from .codec import BLOB_DATA, BLOB_TREE
-from .errors import BackupError
+from .errors import IntegrityError, NotFoundError
 from .reporter import Reporter
 from .repository import Repository, pack_name
 from .tree import decode_tree
@@ -68,7 +68,7 @@ def check(
     reporter.phase("check structure")
     try:
         repo.load_index()
-    except BackupError as e:
+    except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
         res.problems.append(f"index: {e.message}")
         return res
     stored = set(repo.backend.list("data/"))
@@ -84,7 +84,7 @@ def check(
     for snap_id in repo.state.snapshots:
         try:
             snap = repo.load_snapshot(snap_id)
-        except BackupError as e:
+        except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
             res.problems.append(f"snapshot {snap_id[:8]}: {e.message}")
             continue
         res.snapshots += 1
@@ -116,7 +116,7 @@ def _check_tree(
         return [prefix or "/"]
     try:
         nodes = decode_tree(repo.read_blob(bid, BLOB_TREE))
-    except BackupError as e:
+    except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
         res.problems.append(f"tree {tree_id[:16]} ({prefix or '/'}): {e.message}")
         return [prefix or "/"]
     res.trees += 1
@@ -146,7 +146,7 @@ def _read_packs(repo: Repository, packs: Iterable[str], res: CheckResult, report
     for pack in packs:
         try:
             data = repo.backend.get(pack_name(pack))
-        except BackupError as e:
+        except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
             res.problems.append(f"pack {pack[:16]}: {e.message}")
             bad.update(by_pack.get(pack, []))
             continue
@@ -158,7 +158,7 @@ def _read_packs(repo: Repository, packs: Iterable[str], res: CheckResult, report
             try:
                 codec.decode_blob(repo.cipher, ref.btype, bid, data[ref.offset : ref.offset + ref.length], ref.raw_len)
                 res.blobs_read += 1
-            except BackupError as e:
+            except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
                 bad.add(bid)
                 res.problems.append(f"pack {pack[:16]}: {e.message}")
         reporter.progress(done_items=1, done_bytes=len(data))

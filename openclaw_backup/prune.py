@@ -29,7 +29,7 @@ from typing import Any
 
 from . import codec
 from .codec import BLOB_TREE, BlobRef
-from .errors import BackupError, ConflictError, IntegrityError
+from .errors import ConflictError, IntegrityError, NotFoundError
 from .reporter import Reporter
 from .repository import PackWriter, Repository, pack_name
 from .retention import Policy, apply_policy
@@ -92,7 +92,7 @@ def mark_live(repo: Repository) -> set[bytes]:
         live.add(bid)
         try:
             nodes = decode_tree(repo.read_blob(bid, BLOB_TREE))
-        except BackupError as e:
+        except (IntegrityError, NotFoundError) as e:  # store trouble (StoreError, QuotaError) propagates as is
             raise IntegrityError(
                 f"tree {tid[:16]} is unreadable ({e.message}); refusing to prune a damaged repository",
                 hint="run `openclaw-backup check` and `repair`",
@@ -235,7 +235,7 @@ def repair_index(repo: Repository, *, reporter: Reporter) -> dict[str, Any]:
                 raise IntegrityError(f"pack {pack[:16]}: bad header length")
             head = repo.backend.get(name, offset=size - 4 - hlen, length=hlen + 4)
             refs = codec.parse_pack_header(repo.cipher, pack, bytes(size - 4 - hlen) + head)
-        except BackupError as e:
+        except (IntegrityError, NotFoundError) as e:
             damaged.append(f"{pack[:16]}: {e.message}")
             continue
         entries[pack] = list(refs.items())

@@ -92,7 +92,7 @@ class RepoConfig:
                 created=str(doc.get("created", "")),
                 plain_seed=str(doc.get("plain_seed", "")),
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise IntegrityError(f"malformed repository config: {e}") from None
         if not 1024 <= cfg.pack_size <= 1 << 30:
             raise IntegrityError("repository config has an absurd pack size")
@@ -127,12 +127,33 @@ class HeadState:
                 [str(i) for i in doc["indexes"]],
                 int(doc.get("deleted_since_squash", 0)),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise IntegrityError(f"malformed head: {e}") from None
         for name in st.snapshots + st.indexes:
             if len(name) != 64 or not all(c in "0123456789abcdef" for c in name):
                 raise IntegrityError("head names an invalid object")
         return st
+
+
+def check_snapshot(doc: dict[str, Any], *, what: str) -> None:
+    """The fields every reader relies on, with the right types (``IntegrityError`` otherwise)."""
+    tree, roots = doc.get("tree"), doc.get("roots")
+    ok = (
+        isinstance(tree, str)
+        and len(tree) == 64
+        and all(c in "0123456789abcdef" for c in tree)
+        and isinstance(roots, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("path", ""), str) for k, v in roots.items()
+        )
+        and isinstance(doc.get("time", ""), str)
+        and isinstance(doc.get("host", ""), str)
+        and isinstance(doc.get("tags", []), list)
+        and all(isinstance(t, str) for t in doc.get("tags", []))
+        and isinstance(doc.get("summary", {}), dict)
+    )
+    if not ok:
+        raise IntegrityError(f"{what}: malformed snapshot document")
 
 
 def pack_name(pack: str) -> str:
@@ -201,7 +222,17 @@ class Repository:
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
         if not config.encrypted:
-            cipher: Cipher = PlainCipher(bytes.fromhex(config.plain_seed))
+            if backend.list("keys/"):
+                # An unencrypted repository has no key files: someone rewrote the config to make
+                # us write in the clear (or read forged plaintext). Refuse.
+                raise IntegrityError(
+                    f"{backend.location}: the config says 'unencrypted' but the repository has key files",
+                    hint="the config was tampered with; restore it from a copy or ask who can write the store",
+                )
+            try:
+                cipher: Cipher = PlainCipher(bytes.fromhex(config.plain_seed))
+            except ValueError:
+                raise IntegrityError("malformed repository config: bad seed") from None
         else:
             if not password:
                 raise WrongPasswordError(
@@ -209,14 +240,23 @@ class Repository:
                     hint="set OPENCLAW_BACKUP_PASSWORD or pass --password-file",
                 )
             master = None
-            for name in backend.list("keys/"):
+            damaged: list[IntegrityError] = []
+            names = backend.list("keys/")
+            for name in names:
                 try:
                     master = open_key_file(backend.get(name), password)
                     break
                 except WrongPasswordError:
                     continue
+                except IntegrityError as e:  # one damaged key file must not hide a good one
+                    damaged.append(e)
+            if master is None and damaged and len(damaged) == len(names):
+                raise damaged[0]
             if master is None:
-                raise WrongPasswordError("wrong password: no key of this repository opens with it")
+                raise WrongPasswordError(
+                    "wrong password: no key of this repository opens with it"
+                    + (f" ({len(damaged)} damaged key file(s): {damaged[0].message})" if damaged else "")
+                )
             cipher = Cipher(master)
         repo = cls(backend, cipher, config, cache_dir=cache_dir)
         repo.refresh()
@@ -348,9 +388,16 @@ class Repository:
         """Load every index file the head names (cached ones are not fetched again)."""
         if self._index_loaded_for == self.state.indexes:
             return self.index
-        index: dict[bytes, BlobRef] = {}
-        for name in self.state.indexes:
-            index.update(codec.decode_index(self.cipher, name, self.get_immutable(f"index/{name}")))
+        for attempt in range(3):
+            index: dict[bytes, BlobRef] = {}
+            try:
+                for name in self.state.indexes:
+                    index.update(codec.decode_index(self.cipher, name, self.get_immutable(f"index/{name}")))
+                break
+            except NotFoundError:
+                if attempt == 2:
+                    raise
+                self.refresh()  # a prune replaced the index files after we read the head
         self.index = index
         self._index_loaded_for = list(self.state.indexes)
         return index
@@ -373,6 +420,7 @@ class Repository:
         doc = codec.decode_document(
             self.cipher, b"snapshot", self.get_immutable(f"snapshots/{sid}"), what=f"snapshot {sid[:8]}"
         )
+        check_snapshot(doc, what=f"snapshot {sid[:8]}")
         doc["id"] = sid
         return doc
 

@@ -35,7 +35,7 @@ from typing import Any
 from . import codec
 from .backends.local import fsync_dir
 from .codec import BLOB_DATA, BlobRef
-from .errors import IntegrityError, UnsafeRestoreError, UsageError
+from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .reporter import Reporter
 from .repository import Repository, pack_name
@@ -368,5 +368,16 @@ class Restorer:
 def restore(
     repo: Repository, snapshot: dict[str, Any], options: RestoreOptions, *, reporter: Reporter
 ) -> RestoreResult:
-    """Restore ``snapshot`` (see the module docstring)."""
-    return Restorer(repo, snapshot, options, reporter=reporter).run()
+    """Restore ``snapshot`` (see the module docstring).
+
+    If a pack vanished because a prune repacked the data after we read the index, the head is read
+    again and the restore retried (twice at most) while the snapshot is still in the repository.
+    """
+    for attempt in range(3):
+        try:
+            return Restorer(repo, snapshot, options, reporter=reporter).run()
+        except NotFoundError:
+            if attempt == 2 or snapshot["id"] not in repo.refresh().snapshots:
+                raise
+            repo.load_index()
+    raise AssertionError("unreachable")

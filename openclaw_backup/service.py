@@ -274,10 +274,12 @@ def migrate(service: Service, *, dry_run: bool = False) -> dict[str, Any]:
         raise NotFoundError(f"no legacy backups found in {s.repository()}")
     prefix = s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
     backups = legacy.list_backups(store, prefix=prefix, warn=service.reporter.warn)
-    repo = service.repo()
-    done = {
-        t.removeprefix("legacy:") for snap in repo.snapshots() for t in snap.get("tags", []) if t.startswith("legacy:")
-    }
+    try:
+        repo: Repository | None = service.repo(create=not dry_run)  # a dry run creates nothing
+    except RepositoryNotFoundError:
+        repo = None
+    snaps = repo.snapshots() if repo is not None else []
+    done = {t.removeprefix("legacy:") for snap in snaps for t in snap.get("tags", []) if t.startswith("legacy:")}
     configured = {r.name: r.path for r in s.layout_roots()}
     imported: list[dict[str, Any]] = []
     skipped = [b.archive_name for b in backups if b.archive_name in done]
@@ -287,6 +289,7 @@ def migrate(service: Service, *, dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             imported.append({"archive": b.archive_name, "time": b.created_at.isoformat()})
             continue
+        assert repo is not None
         chain = legacy.resolve_chain(store, b, prefix=prefix, warn=service.reporter.warn)
         with tempfile.TemporaryDirectory(prefix="openclaw-migrate-", dir=s.cache_root()) as tmp:
             parts = legacy.extract_chain(

@@ -61,9 +61,16 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
             if not m or m.group(1) in out:
                 continue
             try:
-                parts = shlex.split(m.group(2), comments=True)
+                lexer = shlex.shlex(m.group(2), posix=True)
+                lexer.whitespace_split = True
+                lexer.commenters = ""  # a '#' starts a comment only at the start of a word, as in bash
+                parts = list(lexer)
             except ValueError:
                 continue
+            for i, word in enumerate(parts):
+                if word.startswith("#"):
+                    parts = parts[:i]
+                    break
             raw = m.group(2)
             if len(parts) > 1 or "$(" in raw or "`" in raw or ("$" in raw and not raw.startswith("'")):
                 continue
@@ -153,7 +160,8 @@ class Settings:
             s3_secret_key=self.env.get("AWS_SECRET_ACCESS_KEY") or None,
             s3_session_token=self.env.get("AWS_SESSION_TOKEN") or None,
             create=create,
-            private=_truthy(self.env.get("OPENCLAW_BACKUP_PRIVATE"), True),
+            # Like the legacy script: public only when explicitly false; anything else stays private.
+            private=(self.env.get("OPENCLAW_BACKUP_PRIVATE") or "").strip().lower() not in ("false", "0", "no", "off"),
         )
 
     # ------------------------------------------------------------- sources

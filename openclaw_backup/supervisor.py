@@ -100,6 +100,7 @@ class Supervisor:
         self._next_prune = time.monotonic() + options.prune_interval
         self._ok = 0
         self._failed = 0
+        self.status.update(healthy=True)
 
     # ------------------------------------------------------------------ signals
 
@@ -128,21 +129,21 @@ class Supervisor:
         try:
             account = self.jobs.backup()
             self._ok += 1
-            self.status.update(last_success=_now(), last_result=account, backups_ok=self._ok)
+            self.status.update(last_success=_now(), last_result=account, backups_ok=self._ok, healthy=True)
             self.log(f"{'final ' if final else ''}backup: {account} ({time.monotonic() - started:.1f}s)")
         except QuotaError as e:
             self._failed += 1
             delay = max(self.opts.interval, e.retry_after or 0)
             self._next_backup = time.monotonic() + delay
-            self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed)
+            self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed, healthy=False)
             self.log(f"backup postponed {delay:.0f}s: {e.message}")
         except BackupError as e:
             self._failed += 1
-            self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed)
+            self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed, healthy=False)
             self.log(f"backup failed (will retry): {e.message}" + (f" — {e.hint}" if e.hint else ""))
         except Exception as e:  # a bug must not take the agent down with it
             self._failed += 1
-            self.status.update(last_error=f"{_now()} internal error: {e!r}", backups_failed=self._failed)
+            self.status.update(last_error=f"{_now()} internal error: {e!r}", backups_failed=self._failed, healthy=False)
             self.log(f"backup failed with an internal error (will retry): {e!r}")
         finally:
             self._last_backup = time.monotonic()
@@ -180,7 +181,7 @@ class Supervisor:
         self.child = subprocess.Popen(self.opts.command, env=self.opts.env)
         self.status.update(state="running", child_pid=self.child.pid)
         threading.Thread(target=self._watch_child, name="child", daemon=True).start()
-        token, token_since = self._token(), time.monotonic()
+        token, token_since = self._token(), self._last_backup
         while not self.signals and self.child.poll() is None:
             self.wake.wait(timeout=min(self.opts.poll, max(0.05, self._next_backup - time.monotonic())))
             self.wake.clear()
@@ -227,11 +228,16 @@ class Supervisor:
         final = threading.Thread(target=self._run_backup, kwargs={"final": True}, name="final", daemon=True)
         final.start()
         final.join(timeout=max(0.0, deadline - time.monotonic()))
-        if final.is_alive():
+        abandoned = final.is_alive()
+        if abandoned:
             self.log("final backup did not finish within the grace period; the previous snapshot stands")
         if self.child.poll() is None:
             self.child.kill()
             self.child.wait()
         code = self._exit_status()
         self.status.update(state="stopped", exit_code=code, stopped=_now())
+        if abandoned:
+            # Its worker threads would keep the interpreter alive (and might still publish): stop now.
+            # A publication is atomic, so cutting it off leaves the previous snapshot intact.
+            os._exit(code)
         return code

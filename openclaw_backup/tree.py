@@ -117,10 +117,9 @@ def _decode_node(doc: Any) -> Node:
 
 def decode_tree(data: bytes) -> list[Node]:
     """Parse and validate a tree blob (see the module docstring for what is refused)."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise IntegrityError("tree is not valid JSON") from None
+    from .codec import parse_json
+
+    doc = parse_json(data, what="tree")
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or len(doc["nodes"]) > MAX_NODES:
         raise IntegrityError("tree has no node list")
     nodes = [_decode_node(n) for n in doc["nodes"]]

@@ -14,7 +14,7 @@ import pytest
 from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.backends.memory import MemoryBackend
 
-pytest_plugins: list[str] = ["tests.s3_fixtures", "tests.hub_fixtures"]
+pytest_plugins: list[str] = ["tests.s3_fixtures", "tests.hub_fixtures", "tests.faults"]
 
 BACKEND_KINDS = ["memory", "local", "s3", "hub"]
 
