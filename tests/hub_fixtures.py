@@ -27,12 +27,12 @@ import pytest
 
 from openclaw_backup.backends import BackendOptions
 from openclaw_backup.backends.hf import HfRepoBackend, open_hf
+from tests.servers import log_tail, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_fake_hub_test_token"
 USER = "tester"
 START_TIMEOUT = 20.0
-STOP_GRACE = 5.0
 
 # The control API is on loopback: never let a proxy from the environment see it.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -85,25 +85,6 @@ class HubServer:
         stop_process(self.proc)
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Bounded TERM-then-KILL of one process we started, by its PID."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_GRACE)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @pytest.fixture(scope="session")
 def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
     root = tmp_path_factory.mktemp("fakehub")
@@ -120,9 +101,9 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
         deadline = time.monotonic() + START_TIMEOUT
         while not port_file.exists():
             if proc.poll() is not None:
-                pytest.fail(f"the fake Hub exited with status {proc.returncode}:\n{_tail(log)}", pytrace=False)
+                pytest.fail(f"the fake Hub exited with status {proc.returncode}:\n{log_tail(log)}", pytrace=False)
             if time.monotonic() > deadline:
-                pytest.fail(f"the fake Hub did not start within {START_TIMEOUT:.0f} s:\n{_tail(log)}", pytrace=False)
+                pytest.fail(f"the fake Hub did not start within {START_TIMEOUT:.0f} s:\n{log_tail(log)}", pytrace=False)
             time.sleep(0.05)
         server = HubServer(f"http://127.0.0.1:{int(port_file.read_text())}", proc, log)
         server._control("GET", "/_test/health")

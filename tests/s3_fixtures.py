@@ -28,11 +28,11 @@ import pytest
 
 from openclaw_backup.backends import BackendOptions
 from openclaw_backup.backends.s3 import S3Backend, open_s3
+from tests.servers import log_tail, stop_process
 
 ACCESS_KEY = "openclaw-test-key"
 SECRET_KEY = "openclaw-test-secret-0123456789"
 START_TIMEOUT = 30.0
-STOP_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -117,24 +117,6 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_GRACE)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     weed = weed_binary()
@@ -176,9 +158,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         deadline = time.monotonic() + START_TIMEOUT
         while not _answers(endpoint):
             if proc.poll() is not None:
-                pytest.fail(f"SeaweedFS exited with status {proc.returncode}:\n{_tail(log)}", pytrace=False)
+                pytest.fail(f"SeaweedFS exited with status {proc.returncode}:\n{log_tail(log)}", pytrace=False)
             if time.monotonic() > deadline:
-                pytest.fail(f"SeaweedFS S3 did not answer within {START_TIMEOUT:.0f} s:\n{_tail(log)}", pytrace=False)
+                pytest.fail(
+                    f"SeaweedFS S3 did not answer within {START_TIMEOUT:.0f} s:\n{log_tail(log)}", pytrace=False
+                )
             time.sleep(0.1)
         server = S3Server(endpoint, ACCESS_KEY, SECRET_KEY, log)
         # The port answers before the credentials are loaded; wait until a signed request passes.
@@ -193,7 +177,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 time.sleep(0.1)
         yield server
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
