@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_backup.service import FLAG_COMPLETED, FLAG_SKIPPED
+from tests.servers import clean_env
 
 FLAG_DONE = Path(FLAG_COMPLETED)
 FLAG_NONE = Path(FLAG_SKIPPED)
@@ -54,20 +55,7 @@ def cli_command(*, module: bool = False) -> list[str]:
 
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Only PATH-like basics from our environment, a private HOME/XDG and the weak test KDF."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "HUGGINGFACE_", "AWS_", "XDG_"))
-    }
-    home = tmp / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CACHE_HOME=str(tmp / "xdg-cache"),
-        XDG_DATA_HOME=str(tmp / "xdg-data"),
-        OPENCLAW_BACKUP_TEST_WEAK_KDF="1",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.update(extra)
-    return env
+    return clean_env(tmp, **extra)
 
 
 def cli(

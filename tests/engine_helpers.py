@@ -33,6 +33,7 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import PackWriter, Repository
 from openclaw_backup.restorer import RestoreOptions, RestoreResult, restore
 from openclaw_backup.sources import Root
+from tests.servers import clean_env
 
 PASSWORD = "correct horse battery staple"
 PACK_SIZE = 64 * 1024
@@ -239,23 +240,8 @@ def cli_command() -> list[str]:
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A clean environment: a private HOME and XDG dirs, weak KDF, a fixed host name."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "HUGGINGFACE_", "AWS_", "XDG_"))
-    }
-    home = tmp / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CACHE_HOME=str(tmp / "xdg-cache"),
-        XDG_DATA_HOME=str(tmp / "xdg-data"),
-        OPENCLAW_BACKUP_TEST_WEAK_KDF="1",
-        OPENCLAW_BACKUP_PASSWORD=PASSWORD,
-        OPENCLAW_BACKUP_HOST=HOST,
-        OPENCLAW_BACKUP_NPM_ENABLED="0",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.update(extra)
-    return env
+    return clean_env(tmp, **{"OPENCLAW_BACKUP_PASSWORD": PASSWORD, "OPENCLAW_BACKUP_HOST": HOST,
+                             "OPENCLAW_BACKUP_NPM_ENABLED": "0", **extra})  # fmt: skip
 
 
 def run_cli(args: list[str], env: Mapping[str, str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,7 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.sources import Root
+from tests.servers import clean_env
 
 PASSWORD = "retention test password"
 PACK_SIZE = 256 * 1024
@@ -160,22 +161,8 @@ def needed_bytes(repo: Repository) -> int:
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A clean environment for a CLI subprocess: private HOME/XDG dirs, weak KDF, fixed host."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "HUGGINGFACE_", "AWS_", "XDG_"))
-    }
-    (tmp / "home").mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(tmp / "home"),
-        XDG_CACHE_HOME=str(tmp / "xdg-cache"),
-        XDG_DATA_HOME=str(tmp / "xdg-data"),
-        OPENCLAW_BACKUP_TEST_WEAK_KDF="1",
-        OPENCLAW_BACKUP_PASSWORD=PASSWORD,
-        OPENCLAW_BACKUP_HOST=HOST,
-        OPENCLAW_BACKUP_NPM_ENABLED="0",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.update(extra)
-    return env
+    return clean_env(tmp, **{"OPENCLAW_BACKUP_PASSWORD": PASSWORD, "OPENCLAW_BACKUP_HOST": HOST,
+                             "OPENCLAW_BACKUP_NPM_ENABLED": "0", **extra})  # fmt: skip
 
 
 def cli_command() -> list[str]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the fixtures that start real servers (the Hub test server, SeaweedFS)."""
+"""Helpers shared by the tests: stopping the servers they start (the Hub test server, SeaweedFS),
+and a clean environment for CLI subprocesses."""
 
 from __future__ import annotations
 
@@ -26,3 +27,23 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """An environment for a CLI subprocess: our own variables removed, a private HOME and XDG dirs,
+    the weak test KDF; ``extra`` on top."""
+    import os
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "HUGGINGFACE_", "AWS_", "XDG_"))
+    }
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    env.update(
+        HOME=str(tmp / "home"),
+        XDG_CACHE_HOME=str(tmp / "xdg-cache"),
+        XDG_DATA_HOME=str(tmp / "xdg-data"),
+        OPENCLAW_BACKUP_TEST_WEAK_KDF="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.update(extra)
+    return env
