@@ -81,7 +81,11 @@ def _excludes(args: argparse.Namespace) -> list[str]:
 def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     password = s.password()
     if args.insecure_no_encryption:
-        password = None
+        if password:
+            raise UsageError(
+                "--insecure-no-encryption, but a password is configured",
+                hint="unset OPENCLAW_BACKUP_PASSWORD / --password-file: an unencrypted repository refuses passwords",
+            )
     elif not password:
         raise UsageError(
             "no password given for the new repository",

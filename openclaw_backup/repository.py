@@ -222,6 +222,15 @@ class Repository:
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
         if not config.encrypted:
+            if password:
+                # The user expects encryption. Either this is the wrong repository, or someone who can
+                # write the store replaced the config (and perhaps deleted the keys) to make us write
+                # in the clear. Never silently downgrade.
+                raise IntegrityError(
+                    f"{backend.location} is an UNENCRYPTED repository, but a password is configured",
+                    hint="if you created it with --insecure-no-encryption, unset the password; "
+                    "otherwise its config was tampered with",
+                )
             if backend.list("keys/"):
                 # An unencrypted repository has no key files: someone rewrote the config to make
                 # us write in the clear (or read forged plaintext). Refuse.
@@ -425,8 +434,15 @@ class Repository:
         return doc
 
     def snapshots(self) -> list[dict[str, Any]]:
-        """Every live snapshot, oldest first."""
-        snaps = [self.load_snapshot(s) for s in self.state.snapshots]
+        """Every live snapshot, oldest first (re-reading the head if a forget raced us)."""
+        for attempt in range(3):
+            try:
+                snaps = [self.load_snapshot(s) for s in self.state.snapshots]
+                break
+            except NotFoundError:
+                if attempt == 2:
+                    raise
+                self.refresh()
         return sorted(snaps, key=lambda d: (str(d.get("time", "")), d["id"]))
 
     def find_snapshot(self, ref: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from tests.faults import (
 DRIVER = Path(__file__).with_name("crash_driver.py")
 PROJECT = DRIVER.parent.parent
 TREE: dict[str, Any] = {"files": 4, "size": 40_000}
-#: Typed failures a race may cause (see the pinned xfail test below for NotFoundError).
+#: Typed failures a race may still cause (a restore of a snapshot that a concurrent forget removed).
 ALLOWED_FAILURES = {"ConflictError", "LockedError", "NotFoundError"}
 
 

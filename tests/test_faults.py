@@ -191,8 +191,8 @@ S3_CASES = [
     ("stale listing", "prune"),
 ]
 OPS = ["backup", "restore", "forget", "prune", "check"]
-#: Typed, but the wrong type: see the xfail tests below (prune turns store errors into "damaged").
-KNOWN_MISCLASSIFIED = {("429 get", "prune")}
+#: Typed, but the wrong type (none left: prune and check used to call store trouble "damage").
+KNOWN_MISCLASSIFIED: set[tuple[str, str]] = set()
 
 
 def compose(kind: str, faulty: Backend) -> Backend:
@@ -690,6 +690,28 @@ def test_encryption_downgrade_by_rewriting_the_config_is_refused(mem_scene: Scen
     secret = (mem_scene.src / "credentials.json").read_bytes()
     leaked = any(secret in blob for blob in raw.objects.values())
     assert not leaked and repo.cipher.encrypted, "the backup was stored in the clear"
+
+
+def test_encryption_downgrade_with_the_key_files_deleted_is_refused(mem_scene: Scene) -> None:
+    """The attacker also deletes every key file: a client that has a password still refuses."""
+    raw = mem_scene.raw
+    assert isinstance(raw, MemoryBackend)
+    cfg = RepoConfig.from_bytes(raw.objects["config"])
+    seed = "22" * 32
+    plain = RepoConfig(cfg.id, False, cfg.chunker, cfg.chunker_sqlite, cfg.pack_size, cfg.created, seed)
+    raw.objects["config"] = plain.to_bytes()
+    for name in [n for n in raw.objects if n.startswith("keys/")]:
+        del raw.objects[name]
+    current = raw.read_head()
+    assert current is not None
+    forged = codec.encode_document(
+        PlainCipher(bytes.fromhex(seed)), b"head", {"version": 1, "seq": 99, "snapshots": [], "indexes": []}
+    )
+    raw.publish(head=forged, expect=current.version)
+    with pytest.raises(IntegrityError, match="UNENCRYPTED"):
+        Repository.open(raw, password=PASSWORD, cache_dir=None)
+    secret = (mem_scene.src / "credentials.json").read_bytes()
+    assert not any(secret in blob for blob in raw.objects.values())
 
 
 def test_key_file_made_for_another_master_key_does_not_open(mem_scene: Scene) -> None:

@@ -14,8 +14,8 @@ plaintext (what a key holder, or a bug, could write: the parser behind the MAC m
 
 "Never another exception, a hang, or unbounded allocation": every example must end in a
 :class:`BackupError` (or a valid result), within Hypothesis' deadline, and the inputs that declare
-a huge size are run under :mod:`tracemalloc` with a 64 MiB bound. The inputs that currently break
-a parser are pinned in ``xfail(strict=True)`` tests named after the bug.
+a huge size are run under :mod:`tracemalloc` with a 64 MiB bound. Inputs that once broke a parser
+are pinned in tests named after the bug.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def mutate(data: bytes, muts: list[tuple[Any, ...]]) -> bytes:
 mutations = st.lists(mutation, min_size=1, max_size=4)
 cipher_names = st.sampled_from(sorted(CIPHERS))
 
-# JSON values without the inputs pinned by the xfail tests below (infinities, deep nesting).
+# JSON values without the inputs pinned by the dedicated tests below (infinities, deep nesting).
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
