@@ -169,10 +169,21 @@ def test_lost_commit_answer_is_success_exactly_once(hub_backend: HfRepoBackend, 
     assert hub_backend.get("data/ff/x") == b"f" * 700
 
 
-def test_commit_that_did_not_land_is_transient_and_retryable(hub_backend: HfRepoBackend, hub_repo: HubRepo) -> None:
+def test_commit_that_did_not_land_is_made_again(hub_backend: HfRepoBackend, hub_repo: HubRepo) -> None:
+    """A 503 on the commit (known not to have landed) is repeated inside publish: one commit results."""
     v0 = hub_backend.publish(head=b"base", expect=None)
     hub_backend.put("data/ab/x", b"q" * 400)
+    before = commits(hub_repo)
     hub_repo.add_fault("commit", status=503)
+    hub_backend.publish(head=b"next", expect=v0)
+    assert commits(hub_repo) == before + 1
+    assert hub_backend.get("data/ab/x") == b"q" * 400
+
+
+def test_commit_failing_every_time_is_transient_and_retryable(hub_backend: HfRepoBackend, hub_repo: HubRepo) -> None:
+    v0 = hub_backend.publish(head=b"base", expect=None)
+    hub_backend.put("data/ab/x", b"q" * 400)
+    hub_repo.add_fault("commit", status=503, count=3)
     with pytest.raises(StoreError) as info:
         hub_backend.publish(head=b"next", expect=v0)
     assert info.value.transient
@@ -186,14 +197,14 @@ def test_timed_out_commit_that_lands_later_is_never_duplicated(hub_repo: HubRepo
     before = commits(hub_repo)
     hub_repo.add_fault("commit", delay=2.0)
     start = time.monotonic()
-    with pytest.raises(StoreError) as info:
+    try:  # not found on the branch yet, so publish makes it again on the same parent
         backend.publish(head=b"slow", expect=v0)
-    assert info.value.transient and time.monotonic() - start < 5.0
-    deadline = time.monotonic() + 5.0
-    while commits(hub_repo) == before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert commits(hub_repo) == before + 1  # it landed after all
-    with pytest.raises(ConflictError):  # a blind retry cannot make a second commit
+    except (StoreError, ConflictError) as e:
+        assert not isinstance(e, StoreError) or e.transient
+    assert time.monotonic() - start < 8.0
+    time.sleep(3.0)  # let the delayed commit finish, whichever way
+    assert commits(hub_repo) == before + 1  # at most one of two commits on the same parent lands
+    with pytest.raises(ConflictError):  # and a blind retry cannot make a second one
         backend.publish(head=b"slow", expect=v0)
     head = backend.read_head()
     assert head is not None and head.data == b"slow"

@@ -59,10 +59,11 @@ def open_raw_backend(address: str, options: BackendOptions | None = None) -> Bac
 
 def open_backend(address: str, options: BackendOptions | None = None) -> Backend:
     """Open ``address`` and wrap it with retries for transient errors (see :mod:`.wrappers`)."""
-    from .wrappers import RetryingBackend
+    from .wrappers import RetryingBackend, retry_transient
 
     options = options or BackendOptions()
-    raw = open_raw_backend(address, options)
+    # Opening a remote store already talks to it (repo info, bucket check): retry that too.
+    raw = retry_transient(lambda: open_raw_backend(address, options), attempts=options.retries)
     if isinstance(raw, (LocalBackend, MemoryBackend)):
         return raw
     return RetryingBackend(raw, attempts=options.retries)

@@ -47,6 +47,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -84,6 +85,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PART_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _PATHS_INFO_BATCH = 500
+_PUBLISH_ATTEMPTS = 3  # commits that did not land (5xx, dropped answer) are made again
 
 # --------------------------------------------------------------------------------------------
 # Addresses
@@ -129,6 +131,10 @@ class HubStatusError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.server_message = server_message
+
+
+class _NotLanded(StoreError):
+    """A commit failed transiently and is known not to be on the branch: safe to make again."""
 
 
 class HubTransportError(Exception):
@@ -542,7 +548,17 @@ class HfRepoBackend(Backend):
                     if self._call("publish", self._branch_sha) != parent:
                         raise ConflictError(f"{self.location}: the head moved while we worked (another writer)")
                     return parent
-            version = self._commit(parent, head, list(staged.values()), existing)
+            for attempt in range(_PUBLISH_ATTEMPTS):
+                try:
+                    version = self._commit(parent, head, list(staged.values()), existing)
+                    break
+                except _NotLanded:
+                    # Known not to be on the branch (when its outcome is unknown, we do not repeat
+                    # it). Same parent: if the first lands late after all, at most one of the two
+                    # can land, and the loser's 412 makes the caller re-plan.
+                    if attempt == _PUBLISH_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.5 * 2**attempt)
             with self._lock:
                 for n, op in staged.items():
                     if self._staged.get(n) is op:
@@ -609,7 +625,7 @@ class HfRepoBackend(Backend):
                 raise err from e
             landed = self._find_commit(nonce)
             if landed is None:
-                raise StoreError(
+                raise _NotLanded(
                     f"{err.message}; the commit is not on the branch",
                     transient=True,
                     hint="if it lands late, the next publication meets a conflict and re-plans; nothing is lost",

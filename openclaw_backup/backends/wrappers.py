@@ -7,7 +7,7 @@ Retry policy: only :class:`~openclaw_backup.errors.StoreError` with ``transient=
 with exponential backoff and jitter. A :class:`~openclaw_backup.errors.QuotaError` is never slept
 on here (a commit quota can mean an hour): it surfaces at once so the caller can reschedule.
 ``publish`` is retried only by the backend itself, which knows how to tell whether a lost
-publication landed; a retry here would risk a duplicate.
+publication landed (the Hub and S3 backends do); a retry here would risk a duplicate.
 """
 
 from __future__ import annotations
@@ -21,6 +21,25 @@ from ..errors import StoreError
 from .base import Backend, Head
 
 T = TypeVar("T")
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    *,
+    attempts: int,
+    base_delay: float = 0.2,
+    max_delay: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn``, retrying transient :class:`StoreError` with exponential backoff and jitter."""
+    for attempt in range(max(1, attempts)):
+        try:
+            return fn()
+        except StoreError as e:
+            if not e.transient or attempt >= attempts - 1:
+                raise
+            sleep(min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2))
+    raise AssertionError("unreachable")
 
 
 class WrappedBackend(Backend):
@@ -79,15 +98,9 @@ class RetryingBackend(WrappedBackend):
         self._sleep = sleep
 
     def _retry(self, fn: Callable[[], T]) -> T:
-        for attempt in range(self.attempts):
-            try:
-                return fn()
-            except StoreError as e:
-                if not e.transient or attempt == self.attempts - 1:
-                    raise
-                delay = min(self.max_delay, self.base_delay * 2**attempt)
-                self._sleep(delay * (0.5 + random.random() / 2))
-        raise AssertionError("unreachable")
+        return retry_transient(
+            fn, attempts=self.attempts, base_delay=self.base_delay, max_delay=self.max_delay, sleep=self._sleep
+        )
 
     def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
         return self._retry(lambda: self.inner.get(name, offset=offset, length=length))
