@@ -198,8 +198,11 @@ class Supervisor:
             if now >= self._next_backup or (settled and now - self._last_backup >= self.opts.min_gap):
                 self._start_backup()
             elif now >= self._next_prune:
+                # In the backup slot, so the two never overlap; off the main thread, so signals are
+                # handled at once. A prune cut short at shutdown is harmless (one atomic publication).
                 self._next_prune = now + self.opts.prune_interval
-                self._maintain()
+                self._backup_thread = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+                self._backup_thread.start()
         return self._shutdown()
 
     def _token(self) -> str:

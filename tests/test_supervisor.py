@@ -501,3 +501,22 @@ def test_process_exits_within_grace_when_final_backup_is_slow(senv: Env, runs: l
         code = None
     assert code == 128 + 9, f"still running {time.monotonic() - t0:.1f}s after SIGTERM (grace {GRACE}s)"
     assert time.monotonic() - t0 < GRACE + SLACK
+
+
+def test_scheduled_maintenance_forgets_by_the_legacy_keep_count(senv: Env, runs: list[Run]) -> None:
+    """forget + prune run on their own schedule, off the main thread, with OPENCLAW_BACKUP_KEEP_COUNT."""
+    for i in range(4):
+        write(senv.state / f"gen{i}.txt", f"generation {i}\n")
+        cli_ok(["backup"], senv.env)
+    assert len(senv.snapshots()) == 4
+    env = dict(senv.env, OPENCLAW_BACKUP_KEEP_COUNT="2")
+    r = start(senv, runs, "trap:0", "--interval", "600", "--settle", "600", "--prune-interval", "1",
+              "--grace", "8", env=env)  # fmt: skip
+    r.child_pid()
+    wait_for(lambda: "maintenance: forgot" in r.stderr(), 40, "a scheduled forget + prune")
+    assert len(senv.snapshots()) == 2
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.wait(12) == 0
+    assert (senv.state / "goodbye.txt").exists()
+    snaps = senv.snapshots()
+    assert len(snaps) >= 2 and any(s["summary"]["files"] == 5 for s in snaps)  # the final backup
