@@ -181,14 +181,15 @@ def _tune_malloc() -> None:
 
     Worker threads each get a malloc arena, and glibc's adaptive mmap threshold moves multi-MiB
     chunk and pack buffers into those arenas, where freed memory stays. Two arenas and a fixed
-    1 MiB mmap threshold cut the peak RSS of a backup by about a third (see docs/performance.md).
+    4 MiB mmap threshold (below it, chunk buffers are reused; above it, packs go back at once)
+    cut the peak RSS of a backup by about a third (see docs/performance.md).
     """
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, 2)  # M_ARENA_MAX
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
