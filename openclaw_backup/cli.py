@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -205,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
+        if args.verbose:  # storage calls, one line each (never contents or secrets)
+            logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+            logging.getLogger("openclaw_backup").setLevel(logging.DEBUG)
         reporter = make_reporter(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
         try:
             doc, text, code = run_command(args, with_env_files(os.environ), reporter)
@@ -223,4 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug: still one line, the traceback only on request
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            traceback.print_exc()
+        sys.stderr.write(f"error: internal error: {type(e).__name__}: {e}\n")
+        sys.stderr.write("hint: this is a bug in openclaw-backup; rerun with -v for the details and report it\n")
         return 1

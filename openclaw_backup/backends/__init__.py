@@ -6,6 +6,7 @@ Addresses: a filesystem path (local directory), ``memory:`` (tests), ``hf://data
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .base import Backend, Capabilities, Head
@@ -57,13 +58,23 @@ def open_raw_backend(address: str, options: BackendOptions | None = None) -> Bac
     return LocalBackend(address)
 
 
-def open_backend(address: str, options: BackendOptions | None = None) -> Backend:
-    """Open ``address`` and wrap it with retries for transient errors (see :mod:`.wrappers`)."""
-    from .wrappers import RetryingBackend, retry_transient
+def open_backend(
+    address: str,
+    options: BackendOptions | None = None,
+    *,
+    hook: Callable[[Backend], Backend] | None = None,
+) -> Backend:
+    """Open ``address`` with the wrappers of :mod:`.wrappers` composed around it.
+
+    ``hook`` (tests only) wraps the bare store first, e.g. to inject faults under the retries.
+    """
+    from .wrappers import LimitedBackend, LoggingBackend, RetryingBackend, retry_transient
 
     options = options or BackendOptions()
     # Opening a remote store already talks to it (repo info, bucket check): retry that too.
     raw = retry_transient(lambda: open_raw_backend(address, options), attempts=options.retries)
+    backend = hook(raw) if hook is not None else raw
+    backend = LoggingBackend(LimitedBackend(backend, limit=raw.capabilities.max_connections))
     if isinstance(raw, (LocalBackend, MemoryBackend)):
-        return raw
-    return RetryingBackend(raw, attempts=options.retries)
+        return backend  # local I/O errors are not transient: nothing to retry
+    return RetryingBackend(backend, attempts=options.retries)

@@ -1,7 +1,11 @@
-"""Cross-cutting behaviour as wrappers around a backend: retries now; fault injection lives in tests.
+"""Cross-cutting behaviour as wrappers around a backend, composed in one place.
 
 :class:`WrappedBackend` forwards every call; subclasses override what they change, so one wrapper
-serves each concern and :func:`openclaw_backup.backends.open_backend` composes them.
+serves each concern and :func:`openclaw_backup.backends.open_backend` composes them, innermost
+first: the store, then an optional test hook (fault injection, see ``tests/faults.py``), then
+:class:`LimitedBackend` (at most ``capabilities.max_connections`` calls at once), then
+:class:`LoggingBackend` (one ``logging`` record per call, on the ``openclaw_backup.storage``
+logger; the CLI shows them with ``-v``), then :class:`RetryingBackend`.
 
 Retry policy: only :class:`~openclaw_backup.errors.StoreError` with ``transient=True`` is retried,
 with exponential backoff and jitter. A :class:`~openclaw_backup.errors.QuotaError` is never slept
@@ -12,7 +16,9 @@ publication landed (the Hub and S3 backends do); a retry here would risk a dupli
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -77,6 +83,76 @@ class WrappedBackend(Backend):
     def __getattr__(self, name: str) -> object:
         # Backend-specific extras (e.g. a Hub repo's history squash) stay reachable.
         return getattr(self.inner, name)
+
+
+class LimitedBackend(WrappedBackend):
+    """At most ``limit`` calls in flight at once (a store's connection limit, a rate limit)."""
+
+    def __init__(self, inner: Backend, *, limit: int) -> None:
+        super().__init__(inner)
+        self._slots = threading.BoundedSemaphore(max(1, limit))
+
+    def _limited(self, fn: Callable[[], T]) -> T:
+        with self._slots:
+            return fn()
+
+    def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        return self._limited(lambda: self.inner.get(name, offset=offset, length=length))
+
+    def size(self, name: str) -> int:
+        return self._limited(lambda: self.inner.size(name))
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self._limited(lambda: self.inner.list(prefix))
+
+    def put(self, name: str, data: bytes) -> None:
+        self._limited(lambda: self.inner.put(name, data))
+
+    def read_head(self) -> Head | None:
+        return self._limited(self.inner.read_head)
+
+    def publish(self, *, head: bytes, expect: str | None, deletes: Sequence[str] = ()) -> str:
+        return self._limited(lambda: self.inner.publish(head=head, expect=expect, deletes=deletes))
+
+
+class LoggingBackend(WrappedBackend):
+    """One DEBUG record per call (operation, object, bytes, seconds, outcome); never object contents."""
+
+    def __init__(self, inner: Backend, *, logger: logging.Logger | None = None) -> None:
+        super().__init__(inner)
+        self.log = logger or logging.getLogger("openclaw_backup.storage")
+
+    def _logged(self, op: str, name: str, fn: Callable[[], T], *, sent: int = 0) -> T:
+        if not self.log.isEnabledFor(logging.DEBUG):
+            return fn()
+        start = time.monotonic()
+        try:
+            out = fn()
+        except Exception as e:
+            self.log.debug("%s %s %s: failed after %.3fs: %s", self.location, op, name, time.monotonic() - start, e)
+            raise
+        size = len(out) if isinstance(out, (bytes, bytearray)) else sent
+        self.log.debug("%s %s %s: %d bytes in %.3fs", self.location, op, name, size, time.monotonic() - start)
+        return out
+
+    def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        return self._logged("get", name, lambda: self.inner.get(name, offset=offset, length=length))
+
+    def size(self, name: str) -> int:
+        return self._logged("size", name, lambda: self.inner.size(name))
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self._logged("list", prefix or "/", lambda: self.inner.list(prefix))
+
+    def put(self, name: str, data: bytes) -> None:
+        self._logged("put", name, lambda: self.inner.put(name, data), sent=len(data))
+
+    def read_head(self) -> Head | None:
+        return self._logged("read", "head", self.inner.read_head)
+
+    def publish(self, *, head: bytes, expect: str | None, deletes: Sequence[str] = ()) -> str:
+        what = f"head ({len(deletes)} deletes)"
+        return self._logged("publish", what, lambda: self.inner.publish(head=head, expect=expect, deletes=deletes))
 
 
 class RetryingBackend(WrappedBackend):
