@@ -160,7 +160,7 @@ class Archiver:
                     f.seek(0)
                     # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
                     with self._big if st.st_size > self.repo.config.chunker.max_size else nullcontext():
-                        ids, size = self._store_chunks(self.repo.chunker.cut_stream(f))
+                        ids, size = self._store_chunks(self.repo.chunker.cut_stream(f, size_hint=st.st_size))
                     after = os.fstat(f.fileno())
                 now = os.lstat(e.path)
             except FileNotFoundError:

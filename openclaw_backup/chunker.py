@@ -55,17 +55,22 @@ class Chunker:
         for c in self._cdc.cut_buf(data):
             yield c.data
 
-    def cut_stream(self, f: BinaryIO) -> Iterator[bytes]:
-        """Yield chunks of a file object as ``bytes`` (each one owned by the caller).
+    def cut_stream(self, f: BinaryIO, *, size_hint: int | None = None) -> Iterator[bytes | memoryview]:
+        """Yield the chunks of a file object, in order.
 
         The cut points are the same as :meth:`cut_bytes` over the whole content. Files no larger
         than the maximum chunk are read in one go (the stream chunker allocates twice the maximum
-        chunk size per call, which dominates the cost of small files).
+        chunk size per call, which dominates the cost of small files); their chunks are views
+        into that one read. ``size_hint`` (the file's size) keeps the read from reserving the
+        maximum chunk size for a small file.
         """
-        first = f.read(self.profile.max_size + 1)
-        if len(first) <= self.profile.max_size:
-            for view in self.cut_bytes(first):
-                yield bytes(view)
+        limit = self.profile.max_size
+        want = limit + 1 if size_hint is None or not 0 <= size_hint < limit else size_hint + 1
+        first = f.read(want)
+        if len(first) == want and want <= limit:  # the file grew since its stat: read up to the limit
+            first += f.read(limit + 1 - want)
+        if len(first) <= limit:
+            yield from self.cut_bytes(first)
             return
         for c in self._cdc.cut_stream(_Prefixed(first, f)):
             yield bytes(c.data)
