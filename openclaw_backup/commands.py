@@ -106,11 +106,15 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
     return {"id": repo.config.id, "location": backend.location, "encrypted": repo.cipher.encrypted}, text, 0
 
 
-def cmd_backup(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
-    from .commands_service import legacy_mode
-    from .service import Service
+def legacy_mode(env: Mapping[str, str], args: argparse.Namespace) -> bool:
+    """The legacy script's configuration drives this run (no repository given the new way)."""
+    return bool(env.get("OPENCLAW_BACKUP_DATASET_REPO")) and not args.repo and not env.get("OPENCLAW_BACKUP_REPOSITORY")
 
+
+def cmd_backup(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     if legacy_mode(s.env, args):  # the legacy script's `backup`: create our repository on first use
+        from .service import Service
+
         repo = Service(s, reporter=reporter).repo(create=True)
     else:
         repo = open_repo(s, reporter=reporter)
@@ -225,10 +229,9 @@ def restore_destinations(snapshot: dict[str, Any], s: Settings, target: str | No
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
-    from .commands_service import legacy_mode
-    from .service import Service
-
     if legacy_mode(s.env, args) and not args.include:  # the legacy script's `restore`: ours or legacy, newest
+        from .service import Service
+
         account = Service(s, reporter=reporter).restore_latest(
             snapshot=args.snapshot, target=Path(args.target) if args.target else None
         )
@@ -414,10 +417,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Reporter], Result]] 
 
 
 def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> Result:
-    from . import commands_service as cs
+    if args.command in ("run", "status", "migrate", "legacy-env"):  # the service commands, imported on demand
+        from . import commands_service as cs
 
-    COMMANDS.update({"run": cs.cmd_run, "status": cs.cmd_status, "migrate": cs.cmd_migrate,
-                     "legacy-env": cs.cmd_legacy_env})  # fmt: skip
+        COMMANDS.update({"run": cs.cmd_run, "status": cs.cmd_status, "migrate": cs.cmd_migrate,
+                         "legacy-env": cs.cmd_legacy_env})  # fmt: skip
     if args.command not in COMMANDS:
         raise NotFoundError(f"unknown command {args.command}")
     return COMMANDS[args.command](args, _settings(args, env), reporter)

@@ -60,11 +60,6 @@ LEGACY_VARS: tuple[tuple[str, str], ...] = (
 )
 
 
-def legacy_mode(env: Mapping[str, str], args: argparse.Namespace) -> bool:
-    """The legacy script's configuration drives this run (no repository given the new way)."""
-    return bool(env.get("OPENCLAW_BACKUP_DATASET_REPO")) and not args.repo and not env.get("OPENCLAW_BACKUP_REPOSITORY")
-
-
 def interval_from(env: Mapping[str, str]) -> float:
     """Seconds between backups: OPENCLAW_BACKUP_INTERVAL, else the legacy cron/minutes, else 300."""
     if env.get("OPENCLAW_BACKUP_INTERVAL", "").strip():

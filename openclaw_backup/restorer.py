@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -82,25 +83,29 @@ class _Unit:
     links: list[tuple[Path, Node]] = field(default_factory=list)
 
 
+@functools.cache
 def _libc_renameat2() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return fn
+    """glibc's renameat2, looked up on first use (``find_library`` may run ``ldconfig``)."""
+    for name in ("libc.so.6", None):
+        try:
+            name = name or ctypes.util.find_library("c")
+            fn = ctypes.CDLL(name, use_errno=True).renameat2
+        except (OSError, AttributeError, TypeError):
+            continue
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        return fn
+    return None
 
 
-_renameat2 = _libc_renameat2()
 _AT_FDCWD = -100
 
 
 def exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths; False when the system cannot (caller falls back)."""
-    if _renameat2 is None:
+    renameat2 = _libc_renameat2()
+    if renameat2 is None:
         return False
-    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
