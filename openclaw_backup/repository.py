@@ -281,8 +281,17 @@ class Repository:
         self.head = head
         doc = codec.decode_document(self.cipher, b"head", head.data, what="head")
         self.state = HeadState.from_json(doc)
+        if self.cipher.encrypted and doc.get("config", self._config_mac()) != self._config_mac():
+            raise IntegrityError(
+                f"{self.backend.location}: the repository config does not match what its head vouches for",
+                hint="someone changed the config file; restore the original",
+            )
         self._check_rollback()
         return self.state
+
+    def _config_mac(self) -> str:
+        """The config, as the head vouches for it (sealed heads cannot be forged without the key)."""
+        return self.cipher.derive(b"config mac" + self.config.to_bytes(), 16).hex()
 
     def _check_rollback(self) -> None:
         if self.cache_dir is None:
@@ -301,7 +310,7 @@ class Repository:
             self.cache_write("head-seq", str(self.state.seq).encode())
 
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
-        data = codec.encode_document(self.cipher, b"head", state.to_json())
+        data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
         version = self.backend.publish(head=data, expect=expect, deletes=list(deletes))
         self.head = Head(version, data)
         self.state = state

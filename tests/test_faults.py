@@ -722,3 +722,16 @@ def test_key_file_made_for_another_master_key_does_not_open(mem_scene: Scene) ->
     with pytest.raises(IntegrityError, match="authentication failed"):
         Repository.open(raw, password="attacker", cache_dir=None)
     open_repository(raw)  # the owner's password still works
+
+
+def test_tampered_config_is_detected_by_the_head(mem_scene: Scene) -> None:
+    """The head vouches for the config: a changed chunker profile or pack size is refused."""
+    raw = mem_scene.raw
+    assert isinstance(raw, MemoryBackend)
+    cfg = RepoConfig.from_bytes(raw.objects["config"])
+    tampered = RepoConfig(cfg.id, True, cfg.chunker, cfg.chunker_sqlite, cfg.pack_size * 2, cfg.created)
+    raw.objects["config"] = tampered.to_bytes()
+    with pytest.raises(IntegrityError, match="config"):
+        Repository.open(raw, password=PASSWORD, cache_dir=None)
+    raw.objects["config"] = cfg.to_bytes()  # the original opens again
+    assert Repository.open(raw, password=PASSWORD, cache_dir=None).config == cfg
