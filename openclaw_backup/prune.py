@@ -149,7 +149,7 @@ def _old_enough(repo: Repository, names: list[str], grace: float) -> list[str]:
 
 
 def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squash: bool | None,
-                  squash_ratio: float) -> dict[str, Any]:  # fmt: skip
+                  squash_ratio: float, unindexed_grace: float = 3600.0) -> dict[str, Any]:  # fmt: skip
     writer = PackWriter(repo)
     reporter.phase("repack", total_items=len(plan.repack))
     live_in: dict[str, list[tuple[bytes, BlobRef]]] = {}
@@ -183,6 +183,9 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
         merge=False,
     )
     repo.load_index()
+    temporaries = 0
+    if hasattr(repo.backend, "remove_stale_temporaries"):  # local directories: leftovers of killed writes
+        temporaries = repo.backend.remove_stale_temporaries(older_than=unindexed_grace)
     squashed = False
     if not repo.backend.capabilities.frees_space_on_delete and hasattr(repo.backend, "squash_history"):
         pending = repo.state.deleted_since_squash
@@ -192,7 +195,7 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
             repo.state.deleted_since_squash = 0
             repo.publish()
             squashed = True
-    return {**plan.to_json(), "squashed": squashed, "new_packs": len(writer.packs)}
+    return {**plan.to_json(), "squashed": squashed, "new_packs": len(writer.packs), "temporaries_removed": temporaries}
 
 
 def prune(
@@ -211,7 +214,9 @@ def prune(
         if dry_run:
             return {**plan.to_json(), "dry_run": True}
         try:
-            return perform_prune(repo, plan, reporter=reporter, squash=squash, squash_ratio=squash_ratio)
+            return perform_prune(
+                repo, plan, reporter=reporter, squash=squash, squash_ratio=squash_ratio, unindexed_grace=unindexed_grace
+            )
         except ConflictError:
             if attempt == PRUNE_ATTEMPTS - 1:
                 raise

@@ -638,3 +638,21 @@ def test_kept_packs_garbage_never_exceeds_max_unused_across_prunes(tmp_path: Pat
         worst = max(worst, max(garbage.values()))
     print(f"\n[garbage] worst fraction of garbage left in a kept pack: {worst:.2f}")
     assert worst <= 0.1 + 0.02  # a little slack for the tree blobs that share the pack
+
+
+def test_prune_removes_stale_temporaries_of_killed_writes(tmp_path: Path) -> None:
+    """A write killed between its temp file and its rename leaves ``.tmp-*``; prune removes old ones."""
+    backend = LocalBackend(tmp_path / "repo")
+    repo = new_repo(backend, cache_dir=tmp_path / "cache")
+    write(tmp_path / "src/a.txt", b"a")
+    do_backup(repo, {"src": tmp_path / "src"})
+    stale = tmp_path / "repo/data/ab/.tmp-0123456789abcdef"
+    fresh = tmp_path / "repo/data/ab/.tmp-fedcba9876543210"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a pack")
+    fresh.write_bytes(b"a pack being written")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    res = prune.prune(repo, reporter=Reporter(), unindexed_grace=3600)
+    assert res["temporaries_removed"] == 1
+    assert not stale.exists() and fresh.exists()

@@ -163,3 +163,24 @@ class LocalBackend(Backend):
 
     def delete_unpublished(self, names: Sequence[str]) -> None:
         self._delete(names)
+
+    def remove_stale_temporaries(self, *, older_than: float) -> int:
+        """Remove ``.tmp-*`` files of writes killed mid-way, older than ``older_than`` seconds.
+
+        A live writer's temporary file is younger than that (a write takes seconds), so it is kept.
+        Returns how many were removed.
+        """
+        limit = time.time() - older_than
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for fn in filenames:
+                if not fn.startswith(_TMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, fn)
+                try:
+                    if os.lstat(path).st_mtime < limit:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
