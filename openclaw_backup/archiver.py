@@ -256,6 +256,8 @@ class Archiver:
             else:
                 todo.append(f)
         self.reporter.phase("backup", total_bytes=sum(f.st.st_size for f in todo), total_items=len(todo))
+        # Largest first: a big file (a SQLite capture above all) started last would run alone at the end.
+        todo.sort(key=lambda f: f.st.st_size, reverse=True)
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
             for f, out in zip(todo, pool.map(self._process, todo), strict=True):
                 outcomes[f.path] = out
