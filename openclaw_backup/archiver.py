@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -121,7 +122,7 @@ class Archiver:
             "files_cached": 0, "sqlite_captured": 0, "blobs_added": 0, "bytes_added": 0, "files_skipped": 0,
         }  # fmt: skip
         self.start_ns = time.time_ns()
-        self.scratch = options.scratch_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+        self.scratch = options.scratch_dir or Path(tempfile.gettempdir())
 
     # -------------------------------------------------------------- reading files
 

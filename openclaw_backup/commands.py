@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,8 +15,7 @@ from typing import Any
 
 from .archiver import BackupOptions, backup
 from .backends import open_backend
-from .crypto import KdfParams
-from .errors import IntegrityError, NotFoundError, PartialError, UnsafeRestoreError, UsageError
+from .errors import IntegrityError, NotFoundError, PartialError, UsageError
 from .filecache import FileCache
 from .maintenance import check, stats
 from .prune import forget, prune, repair_index
@@ -25,7 +23,7 @@ from .reporter import Reporter
 from .repository import Repository, walk
 from .restorer import RestoreOptions, restore
 from .retention import Policy, parse_duration
-from .settings import Settings, sources_from_paths
+from .settings import Settings, restore_destinations, sources_from_paths
 from .sources import DEFAULT_EXCLUDES, default_patterns
 
 Result = tuple[dict[str, Any], str, int]
@@ -38,13 +36,6 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         password_file=args.password_file,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
-
-
-def kdf_params(env: Mapping[str, str]) -> KdfParams:
-    """Test suites may ask for cheap key derivation; never the default."""
-    if env.get("OPENCLAW_BACKUP_TEST_WEAK_KDF") == "1":
-        return KdfParams.weak_for_tests()
-    return KdfParams()
 
 
 def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
@@ -95,7 +86,7 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
     repo = Repository.init(
         backend,
         password=password,
-        kdf=kdf_params(s.env),
+        kdf=s.kdf_params(),
         cache_dir=s.cache_root(),
         hostname=s.host(),
         username=s.username(),
@@ -199,35 +190,6 @@ def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
     return doc, "\n".join(lines), 0
 
 
-def restore_destinations(snapshot: dict[str, Any], s: Settings, target: str | None) -> dict[str, Path]:
-    """Where each root of ``snapshot`` goes: under ``target``, or to the place this machine configures.
-
-    A root this machine does not configure goes back to its recorded path only when that path is
-    inside the home directory; a repository cannot direct a restore at, say, ``/etc``.
-    """
-    roots: dict[str, Any] = snapshot.get("roots", {})
-    if target:
-        return {name: Path(target).absolute() / name for name in roots}
-    configured = {r.name: Path(r.path) for r in s.layout_roots()}
-    out: dict[str, Path] = {}
-    home = s.home.absolute()
-    for name, info in roots.items():
-        if name in configured:
-            out[name] = configured[name]
-            continue
-        recorded = Path(str(info.get("path", "")))
-        # Resolve symlinks on the way: ~/link -> /etc must not let a repository aim at /etc.
-        real = Path(os.path.realpath(recorded)) if recorded.is_absolute() else recorded
-        if recorded.is_absolute() and ".." not in recorded.parts and Path(os.path.realpath(home)) in real.parents:
-            out[name] = recorded
-        else:
-            raise UnsafeRestoreError(
-                f"root {name!r} was backed up from {recorded}, outside this machine's configured places",
-                hint="restore it with --target DIR",
-            )
-    return out
-
-
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     if legacy_mode(s.env, args) and not args.include:  # the legacy script's `restore`: ours or legacy, newest
         from .service import Service
@@ -308,7 +270,7 @@ def cmd_key(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
         lines = [f"{k['id']}  {k.get('created', '')}  {k.get('username', '')}@{k.get('hostname', '')}" for k in keys]
         return {"keys": keys}, "\n".join(lines), 0
     new = _read_new_password(args, s.env)
-    kid = repo.add_key(new, kdf=kdf_params(s.env), hostname=s.host(), username=s.username())
+    kid = repo.add_key(new, kdf=s.kdf_params(), hostname=s.host(), username=s.username())
     if args.key_command == "add":
         return {"added": kid[:12]}, f"added key {kid[:12]}", 0
     old = [n for n in repo.current_key_names(s.password() or "") if not n.endswith(kid)]

@@ -29,17 +29,11 @@ from .reporter import Reporter
 from .repository import Repository
 from .restorer import RestoreOptions, restore, swap_into_place
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
-from .settings import Settings
+from .settings import Settings, restore_destinations
 from .sources import Excluder, Root, default_patterns, scan_root
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
 FLAG_SKIPPED = "/tmp/openclaw-restore-skipped-no-backup"
-
-
-def kdf_for(env: Any) -> Any:
-    from .commands import kdf_params
-
-    return kdf_params(env)
 
 
 class Service:
@@ -89,7 +83,7 @@ class Service:
         repo = Repository.init(
             backend,
             password=password or None,
-            kdf=kdf_for(self.s.env),
+            kdf=self.s.kdf_params(),
             cache_dir=self.s.cache_root(),
             hostname=self.s.host(),
             username=self.s.username(),
@@ -238,8 +232,6 @@ class Service:
         )
 
     def _destinations(self, snap: dict[str, Any], target: Path | None) -> dict[str, Path]:
-        from .commands import restore_destinations
-
         return restore_destinations(snap, self.s, str(target) if target else None)
 
     def _restore_legacy(self, store: Any, latest: legacy.LegacyBackup, *, target: Path | None) -> str:

@@ -9,7 +9,8 @@ Roots of the OpenClaw layout (names are the legacy archive folders, see LEGACY_F
 ``root-config``, ``root-codex``, ``root-claude``, ``root-agents``, ``root-ssh``, ``root-env``,
 ``root-lark-cli``, ``root-npm`` (when npm backup is enabled) from ``OPENCLAW_BACKUP_ROOT_*_DIR``
 (default ``~/.<name>``), plus ``OPENCLAW_BACKUP_EXTRA_DIRS`` / ``OPENCLAW_BACKUP_EXTRA_FILES``
-(``name:/path,…``).
+(``name:/path,…``). The same mapping decides where a restore sends each root
+(:func:`restore_destinations`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .backends import BackendOptions
-from .errors import UsageError
+from .crypto import KdfParams
+from .errors import UnsafeRestoreError, UsageError
 from .sources import Root
 
 LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
@@ -150,6 +153,12 @@ class Settings:
             )
         return True
 
+    def kdf_params(self) -> KdfParams:
+        """Key-derivation cost for new key files; test suites may ask for cheap ones, never the default."""
+        if self.env.get("OPENCLAW_BACKUP_TEST_WEAK_KDF") == "1":
+            return KdfParams.weak_for_tests()
+        return KdfParams()
+
     def backend_options(self, *, create: bool = False) -> BackendOptions:
         return BackendOptions(
             token=self.env.get("HF_TOKEN") or self.env.get("HUGGINGFACE_HUB_TOKEN") or None,
@@ -234,3 +243,32 @@ def sources_from_paths(paths: list[str]) -> list[Root]:
         used.add(name)
         roots.append(Root(name, path))
     return roots
+
+
+def restore_destinations(snapshot: dict[str, Any], s: Settings, target: str | None) -> dict[str, Path]:
+    """Where each root of ``snapshot`` goes: under ``target``, or to the place this machine configures.
+
+    A root this machine does not configure goes back to its recorded path only when that path is
+    inside the home directory; a repository cannot direct a restore at, say, ``/etc``.
+    """
+    roots: dict[str, Any] = snapshot.get("roots", {})
+    if target:
+        return {name: Path(target).absolute() / name for name in roots}
+    configured = {r.name: Path(r.path) for r in s.layout_roots()}
+    out: dict[str, Path] = {}
+    home = s.home.absolute()
+    for name, info in roots.items():
+        if name in configured:
+            out[name] = configured[name]
+            continue
+        recorded = Path(str(info.get("path", "")))
+        # Resolve symlinks on the way: ~/link -> /etc must not let a repository aim at /etc.
+        real = Path(os.path.realpath(recorded)) if recorded.is_absolute() else recorded
+        if recorded.is_absolute() and ".." not in recorded.parts and Path(os.path.realpath(home)) in real.parents:
+            out[name] = recorded
+        else:
+            raise UnsafeRestoreError(
+                f"root {name!r} was backed up from {recorded}, outside this machine's configured places",
+                hint="restore it with --target DIR",
+            )
+    return out
