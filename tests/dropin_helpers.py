@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
-import json
 import os
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_backup.service import FLAG_COMPLETED, FLAG_SKIPPED
-from tests.servers import clean_env
+from tests.servers import clean_env, run_cli
+from tests.servers import cli_command as cli_command
+from tests.servers import json_out as json_out
 
 FLAG_DONE = Path(FLAG_COMPLETED)
 FLAG_NONE = Path(FLAG_SKIPPED)
@@ -45,46 +46,18 @@ def restore_flags_locked() -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-def cli_command(*, module: bool = False) -> list[str]:
-    """``openclaw-backup`` from this interpreter's venv (or ``python -m openclaw_backup``)."""
-    exe = Path(sys.executable).with_name("openclaw-backup")
-    if module or not exe.exists():
-        return [sys.executable, "-m", "openclaw_backup"]
-    return [str(exe)]
-
-
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Only PATH-like basics from our environment, a private HOME/XDG and the weak test KDF."""
     return clean_env(tmp, **extra)
 
 
-def cli(
-    args: list[str], env: Mapping[str, str], *, timeout: float = 90, module: bool = False
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_command(module=module) + args,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+cli = functools.partial(run_cli, timeout=90)  # this module's bound per CLI call
 
 
 def cli_ok(args: list[str], env: Mapping[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:
     proc = cli(args, env, **kw)
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
     return proc
-
-
-def json_out(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The single JSON object a ``--json`` command prints on stdout."""
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line of JSON, got {proc.stdout!r} (stderr {proc.stderr!r})"
-    doc = json.loads(lines[0])
-    assert isinstance(doc, dict)
-    return doc
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, *, every: float = 0.05) -> Any:

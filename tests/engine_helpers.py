@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -33,7 +31,11 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import PackWriter, Repository
 from openclaw_backup.restorer import RestoreOptions, RestoreResult, restore
 from openclaw_backup.sources import Root
-from tests.servers import clean_env
+from tests.servers import clean_env, json_out
+from tests.servers import cli_command as cli_command
+from tests.servers import run_cli as run_cli
+
+cli_json = json_out  # the name this suite uses
 
 PASSWORD = "correct horse battery staple"
 PACK_SIZE = 64 * 1024
@@ -233,27 +235,7 @@ def tree_id(repo: Repository, nodes: list[dict[str, Any]]) -> tuple[str, bytes]:
 # ---------------------------------------------------------------------------- CLI
 
 
-def cli_command() -> list[str]:
-    exe = Path(sys.executable).with_name("openclaw-backup")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "openclaw_backup"]
-
-
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A clean environment: a private HOME and XDG dirs, weak KDF, a fixed host name."""
     return clean_env(tmp, **{"OPENCLAW_BACKUP_PASSWORD": PASSWORD, "OPENCLAW_BACKUP_HOST": HOST,
                              "OPENCLAW_BACKUP_NPM_ENABLED": "0", **extra})  # fmt: skip
-
-
-def run_cli(args: list[str], env: Mapping[str, str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_command() + args, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def cli_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The single JSON object a ``--json`` command prints on stdout."""
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line of JSON on stdout, got {proc.stdout!r} (stderr {proc.stderr!r})"
-    doc = json.loads(lines[0])
-    assert isinstance(doc, dict)
-    return doc

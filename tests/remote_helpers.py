@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,12 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.sources import Root
+from tests.servers import cli_command as cli_command
+from tests.servers import json_out
+from tests.servers import run_cli as _run_cli
+
+cli_json = json_out  # the name this suite uses
+run_cli = functools.partial(_run_cli, timeout=60)  # this module's bound per CLI call
 
 PASSWORD = "remote e2e password"
 WEAK = KdfParams.weak_for_tests()
@@ -197,11 +204,6 @@ def assert_check_ok(repo: Repository) -> None:
 # ---------------------------------------------------------------------------- CLI
 
 
-def cli_command() -> list[str]:
-    exe = Path(sys.executable).with_name("openclaw-backup")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "openclaw_backup"]
-
-
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     """A clean environment: private HOME, XDG dirs, cheap KDF, the password; plus ``extra``."""
     env = {
@@ -240,24 +242,10 @@ def s3_env(endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
     }
 
 
-def run_cli(args: list[str], env: Mapping[str, str], *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_command() + args, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 def cli_ok(args: list[str], env: Mapping[str, str], *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     proc = run_cli(args, env, timeout=timeout)
     assert proc.returncode == 0, f"{args} -> {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
     return proc
-
-
-def cli_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one JSON line, got {proc.stdout!r} (stderr {proc.stderr!r})"
-    doc = json.loads(lines[0])
-    assert isinstance(doc, dict)
-    return doc
 
 
 # The CLI's own main(), in a fresh process, started only when the "go" file appears: the heavy

@@ -1,10 +1,14 @@
 """Helpers shared by the tests: stopping the servers they start (the Hub test server, SeaweedFS),
-and a clean environment for CLI subprocesses."""
+and running the CLI in a subprocess with a clean environment."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 STOP_GRACE = 5.0
 
@@ -47,3 +51,35 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def cli_command(*, module: bool = False) -> list[str]:
+    """``openclaw-backup`` from this interpreter's venv (or ``python -m openclaw_backup``)."""
+    exe = Path(sys.executable).with_name("openclaw-backup")
+    if module or not exe.exists():
+        return [sys.executable, "-m", "openclaw_backup"]
+    return [str(exe)]
+
+
+def run_cli(
+    args: list[str], env: Mapping[str, str], *, timeout: float = 120, module: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion; never raises on its exit code."""
+    return subprocess.run(
+        cli_command(module=module) + args,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def json_out(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The single JSON object a ``--json`` command prints on stdout."""
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line of JSON on stdout, got {proc.stdout!r} (stderr {proc.stderr!r})"
+    doc = json.loads(lines[0])
+    assert isinstance(doc, dict)
+    return doc
