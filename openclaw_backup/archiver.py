@@ -13,6 +13,7 @@ file is left out) and a warning says so. A torn mix is never stored.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import stat
@@ -34,7 +35,7 @@ from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .reporter import Reporter
 from .repository import PackWriter, Repository, pack_name
 from .sources import SQLITE_MAGIC, Entry, Excluder, Root, scan_root
-from .sqlite_capture import SqliteCaptureError, capture
+from .sqlite_capture import SqliteCaptureError, snapshot
 from .tree import Node, encode_tree
 
 #: Paths that hold secrets; an unencrypted backup names each one it stores.
@@ -94,6 +95,9 @@ class _Outcome:
     wal_mtime_ns: int = 0
 
 
+_SQLITE_MIN_SIZE = 512  # the smallest page size: anything shorter is not a database
+
+
 def _walk_files(e: Entry) -> Iterator[Entry]:
     if e.kind == "file":
         yield e
@@ -137,32 +141,28 @@ class Archiver:
         return ids, total
 
     def _read_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome:
-        copy = capture(e.path, self.scratch)
-        try:
-            with open(copy, "rb") as f, self._big:
-                ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(f))
-        finally:
-            copy.unlink(missing_ok=True)
+        with snapshot(e.path, self.scratch) as (image, _how):
+            ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(image))
         with self._lock:
             self.stats["sqlite_captured"] += 1
         return _Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns)
 
     def _read_file(self, e: Entry) -> _Outcome | None:
+        limit = self.repo.config.chunker.max_size
         for attempt in range(self.opts.read_attempts):
             try:
-                with open(e.path, "rb") as f:
+                with open(e.path, "rb", buffering=0) as f:
                     st = os.fstat(f.fileno())
-                    head = f.read(16)
-                    if head == SQLITE_MAGIC:
+                    if st.st_size >= _SQLITE_MIN_SIZE and os.pread(f.fileno(), 16, 0) == SQLITE_MAGIC:
                         try:
                             return self._read_sqlite(e, st)
                         except SqliteCaptureError as err:
                             self.reporter.warn(f"{err.message}; stored as a plain file")
-                    f.seek(0)
                     # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
-                    with self._big if st.st_size > self.repo.config.chunker.max_size else nullcontext():
+                    with self._big if st.st_size > limit else nullcontext():
                         ids, size = self._store_chunks(self.repo.chunker.cut_stream(f, size_hint=st.st_size))
-                    after = os.fstat(f.fileno())
+                # Still the same file (a replacement is a new inode: ours is held open), same size
+                # and mtime: nothing was written while we read.
                 now = os.lstat(e.path)
             except FileNotFoundError:
                 self.reporter.warn(f"{e.path}: vanished during the backup; left out")
@@ -170,7 +170,7 @@ class Archiver:
             except OSError as err:
                 self.reporter.warn(f"{e.path}: cannot read ({err.strerror}); left out")
                 return None
-            if _same(st, after) and _same(st, now) and size == st.st_size:
+            if _same(st, now) and size == st.st_size:
                 return _Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
             time.sleep(0.05 * (attempt + 1))
         return None
@@ -228,6 +228,17 @@ class Archiver:
     # -------------------------------------------------------------- run
 
     def run(self) -> BackupResult:
+        # Tens of thousands of short-lived objects and no reference cycles worth chasing: the
+        # cyclic collector would only burn CPU (and hold the GIL) during the run.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if paused:
+                gc.enable()
+
+    def _run(self) -> BackupResult:
         repo, opts = self.repo, self.opts
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
         repo.refresh()  # the head may have moved (or our last publication's answer was lost)

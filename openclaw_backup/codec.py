@@ -38,7 +38,7 @@ MAX_DOCUMENT_SIZE = 256 * 1024 * 1024
 _FLAG_RAW, _FLAG_ZSTD = 0, 1
 _HEADER_ENTRY = struct.Struct("<c32sII")  # type, id, stored length, raw length
 _INDEX_PACK = struct.Struct("<32sI")  # pack id, number of entries
-_ZSTD_LEVEL = 3
+_ZSTD_LEVEL = 1  # ~1.5x the speed of level 3 on this data, ~10 % larger on text
 
 
 def parse_json(data: bytes | str, *, what: str) -> Any:
@@ -73,13 +73,16 @@ def _decompress(data: bytes | memoryview, limit: int, *, what: str) -> bytes:
         declared = zstandard.get_frame_parameters(data).content_size
         if declared > limit:
             raise IntegrityError(f"{what}: claims {declared} bytes, more than the {limit} allowed")
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+        d = getattr(_local, "unzstd", None)
+        if d is None:
+            d = _local.unzstd = zstandard.ZstdDecompressor()
+        out = d.decompress(data, max_output_size=limit)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"{what}: cannot decompress ({e})") from None
     return out
 
 
-def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id: bytes) -> bytes:
+def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id: bytes) -> bytearray:
     """Compress (when it pays) and seal one blob whose id the caller computed."""
     body: bytes | memoryview = data
     flag = _FLAG_RAW
@@ -87,7 +90,7 @@ def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id:
         packed = _compress(data)
         if len(packed) + len(packed) // 32 < len(data):
             body, flag = packed, _FLAG_ZSTD
-    return cipher.seal(bytes([flag]) + bytes(body), b"blob" + btype + blob_id)
+    return cipher.seal_flagged(flag, body, b"blob" + btype + blob_id)
 
 
 def decode_blob(cipher: Cipher, btype: bytes, blob_id: bytes, stored: bytes | memoryview, raw_len: int) -> bytes:

@@ -104,6 +104,19 @@ class Cipher:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, bytes(plaintext), ad)
 
+    def seal_flagged(self, flag: int, body: bytes | memoryview, ad: bytes) -> bytearray:
+        """``seal(bytes([flag]) + body, ad)`` with one copy of ``body``: the plaintext is laid out
+        in the output buffer and encrypted where it lies."""
+        n = 1 + len(body)
+        out = bytearray(NONCE_SIZE + n + TAG_SIZE)
+        nonce = os.urandom(NONCE_SIZE)
+        out[:NONCE_SIZE] = nonce
+        out[NONCE_SIZE] = flag
+        out[NONCE_SIZE + 1 : NONCE_SIZE + n] = body
+        view = memoryview(out)
+        self._aead.encrypt_into(nonce, view[NONCE_SIZE : NONCE_SIZE + n], ad, view[NONCE_SIZE:])
+        return out
+
     def open(self, sealed: bytes | memoryview, ad: bytes, *, what: str) -> bytes:
         """Decrypt and authenticate; ``IntegrityError`` naming ``what`` on any mismatch."""
         if len(sealed) < OVERHEAD:
@@ -131,6 +144,12 @@ class PlainCipher(Cipher):
 
     def seal(self, plaintext: bytes | memoryview, ad: bytes) -> bytes:
         return bytes(plaintext)
+
+    def seal_flagged(self, flag: int, body: bytes | memoryview, ad: bytes) -> bytearray:
+        out = bytearray(1 + len(body))
+        out[0] = flag
+        out[1:] = body
+        return out
 
     def open(self, sealed: bytes | memoryview, ad: bytes, *, what: str) -> bytes:
         return bytes(sealed)

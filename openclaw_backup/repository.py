@@ -554,7 +554,7 @@ class PackWriter:
         """Encode and queue a claimed blob; uploads a pack when it is full."""
         self.add_stored(btype, bid, codec.encode_blob(self.repo.cipher, btype, data, bid), len(data))
 
-    def add_stored(self, btype: bytes, bid: bytes, stored: bytes, raw_len: int) -> None:
+    def add_stored(self, btype: bytes, bid: bytes, stored: bytes | bytearray, raw_len: int) -> None:
         """Queue an already sealed blob (also used by prune to copy blobs between packs)."""
         full: tuple[bytearray, list[tuple[bytes, bytes, int, int]]] | None = None
         with self._lock:
