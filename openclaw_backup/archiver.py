@@ -13,6 +13,7 @@ file is left out) and a warning says so. A torn mix is never stored.
 
 from __future__ import annotations
 
+import collections
 import gc
 import os
 import re
@@ -21,7 +22,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,6 +183,46 @@ class Archiver:
                 self.stats["bytes_read"] += out.size
         return out
 
+    def _read_all(self, todo: list[Entry], outcomes: dict[str, _Outcome | None]) -> None:
+        """Read every file in ``todo`` with ``workers`` threads, filling ``outcomes``.
+
+        Half the workers take the largest files first (a big file, a SQLite capture above all,
+        started last would run alone at the end), the other half the smallest first: a thread
+        busy in long GIL-free calls (compressing, hashing, sealing large chunks) pairs well with
+        one doing the Python-heavy work of many small files, where two of the same kind would
+        mostly hand the GIL back and forth.
+        """
+        queue = collections.deque(sorted(todo, key=lambda f: f.st.st_size))
+        failures: list[BaseException] = []
+
+        def work(largest_first: bool) -> None:
+            take = queue.pop if largest_first else queue.popleft
+            try:
+                while not failures:
+                    try:
+                        f = take()
+                    except IndexError:
+                        return
+                    outcomes[f.path] = self._process(f)
+                    self.reporter.progress(done_items=1)
+            except BaseException as e:  # re-raised by the caller below
+                failures.append(e)
+
+        threads = [
+            threading.Thread(target=work, args=(i % 2 == 0,), name=f"backup-{i}", daemon=True)
+            for i in range(max(1, min(self.opts.workers, len(todo))))
+        ]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        except BaseException:
+            failures.append(RuntimeError("interrupted"))  # stops the workers after their current file
+            raise
+        if failures:
+            raise failures[0]
+
     # -------------------------------------------------------------- trees
 
     def _cached(self, e: Entry) -> _Outcome | None:
@@ -268,12 +308,7 @@ class Archiver:
             else:
                 todo.append(f)
         self.reporter.phase("backup", total_bytes=sum(f.st.st_size for f in todo), total_items=len(todo))
-        # Largest first: a big file (a SQLite capture above all) started last would run alone at the end.
-        todo.sort(key=lambda f: f.st.st_size, reverse=True)
-        with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            for f, out in zip(todo, pool.map(self._process, todo), strict=True):
-                outcomes[f.path] = out
-                self.reporter.progress(done_items=1)
+        self._read_all(todo, outcomes)
         top_nodes = [n for e in scanned if (n := self._node(e, outcomes)) is not None]
         top_data = encode_tree(top_nodes)
         top_id = self.writer.store(BLOB_TREE, top_data)

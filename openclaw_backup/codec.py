@@ -82,15 +82,26 @@ def _decompress(data: bytes | memoryview, limit: int, *, what: str) -> bytes:
     return out
 
 
-def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id: bytes) -> bytearray:
-    """Compress (when it pays) and seal one blob whose id the caller computed."""
-    body: bytes | memoryview = data
-    flag = _FLAG_RAW
+def blob_body(data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
+    """``(flag, body)`` of a blob's stored form: zstd when it saves at least 1/32, else raw."""
     if len(data) >= 64:
         packed = _compress(data)
         if len(packed) + len(packed) // 32 < len(data):
-            body, flag = packed, _FLAG_ZSTD
-    return cipher.seal_flagged(flag, body, b"blob" + btype + blob_id)
+            return _FLAG_ZSTD, packed
+    return _FLAG_RAW, data
+
+
+def blob_ad(btype: bytes, blob_id: bytes) -> bytes:
+    return b"blob" + btype + blob_id
+
+
+def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id: bytes) -> bytearray:
+    """Compress (when it pays) and seal one blob whose id the caller computed."""
+    flag, body = blob_body(data)
+    out = bytearray(cipher.sealed_size(1 + len(body)))
+    with memoryview(out) as view:
+        cipher.seal_flagged_into(flag, body, blob_ad(btype, blob_id), view)
+    return out
 
 
 def decode_blob(cipher: Cipher, btype: bytes, blob_id: bytes, stored: bytes | memoryview, raw_len: int) -> bytes:
@@ -123,8 +134,11 @@ class BlobRef:
     raw_len: int
 
 
-def finish_pack(cipher: Cipher, buf: bytearray, entries: list[tuple[bytes, bytes, int, int]]) -> dict[bytes, BlobRef]:
-    """Append the sealed header to ``buf`` (blobs already concatenated in it) and return the refs.
+def finish_pack(
+    cipher: Cipher, buf: bytearray, entries: list[tuple[bytes, bytes, int, int]], end: int | None = None
+) -> tuple[dict[bytes, BlobRef], int]:
+    """Write the sealed header into ``buf`` at ``end`` (default: its length), after the blobs
+    already concatenated there; return the refs and the pack's length (``buf`` may be longer).
 
     ``entries`` are ``(type, id, stored length, raw length)`` in the order of the blobs in ``buf``.
     Building in place keeps one copy of a pack in memory, not two.
@@ -137,16 +151,21 @@ def finish_pack(cipher: Cipher, buf: bytearray, entries: list[tuple[bytes, bytes
         positions.append((btype, bid, offset, length, raw_len))
         offset += length
     sealed_header = cipher.seal(bytes(header), b"packheader")
-    buf += sealed_header
-    buf += struct.pack("<I", len(sealed_header))
-    name = storage_id(buf)
-    return {bid: BlobRef(name, btype, off, ln, raw) for btype, bid, off, ln, raw in positions}
+    tail = sealed_header + struct.pack("<I", len(sealed_header))
+    start = len(buf) if end is None else end
+    total = start + len(tail)
+    if total > len(buf):
+        buf.extend(bytes(total - len(buf)))
+    buf[start:total] = tail
+    with memoryview(buf) as view:
+        name = storage_id(view[:total])
+    return {bid: BlobRef(name, btype, off, ln, raw) for btype, bid, off, ln, raw in positions}, total
 
 
 def build_pack(cipher: Cipher, entries: list[tuple[bytes, bytes, bytes, int]]) -> tuple[bytes, dict[bytes, BlobRef]]:
     """Assemble a pack from ``(type, id, stored bytes, raw length)``; return its bytes and blob refs."""
     buf = bytearray(b"".join(e[2] for e in entries))
-    refs = finish_pack(cipher, buf, [(t, i, len(st), r) for t, i, st, r in entries])
+    refs, _ = finish_pack(cipher, buf, [(t, i, len(st), r) for t, i, st, r in entries])
     return bytes(buf), refs
 
 

@@ -104,18 +104,19 @@ class Cipher:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, bytes(plaintext), ad)
 
-    def seal_flagged(self, flag: int, body: bytes | memoryview, ad: bytes) -> bytearray:
-        """``seal(bytes([flag]) + body, ad)`` with one copy of ``body``: the plaintext is laid out
-        in the output buffer and encrypted where it lies."""
+    def sealed_size(self, plaintext_len: int) -> int:
+        return NONCE_SIZE + plaintext_len + TAG_SIZE
+
+    def seal_flagged_into(self, flag: int, body: bytes | memoryview, ad: bytes, out: memoryview) -> None:
+        """Write ``seal(bytes([flag]) + body, ad)`` into ``out`` (exactly ``sealed_size(1 +
+        len(body))`` bytes) with one copy of ``body``: the plaintext is laid out in place and
+        encrypted where it lies."""
         n = 1 + len(body)
-        out = bytearray(NONCE_SIZE + n + TAG_SIZE)
         nonce = os.urandom(NONCE_SIZE)
         out[:NONCE_SIZE] = nonce
         out[NONCE_SIZE] = flag
         out[NONCE_SIZE + 1 : NONCE_SIZE + n] = body
-        view = memoryview(out)
-        self._aead.encrypt_into(nonce, view[NONCE_SIZE : NONCE_SIZE + n], ad, view[NONCE_SIZE:])
-        return out
+        self._aead.encrypt_into(nonce, out[NONCE_SIZE : NONCE_SIZE + n], ad, out[NONCE_SIZE:])
 
     def open(self, sealed: bytes | memoryview, ad: bytes, *, what: str) -> bytes:
         """Decrypt and authenticate; ``IntegrityError`` naming ``what`` on any mismatch."""
@@ -145,11 +146,12 @@ class PlainCipher(Cipher):
     def seal(self, plaintext: bytes | memoryview, ad: bytes) -> bytes:
         return bytes(plaintext)
 
-    def seal_flagged(self, flag: int, body: bytes | memoryview, ad: bytes) -> bytearray:
-        out = bytearray(1 + len(body))
+    def sealed_size(self, plaintext_len: int) -> int:
+        return plaintext_len
+
+    def seal_flagged_into(self, flag: int, body: bytes | memoryview, ad: bytes, out: memoryview) -> None:
         out[0] = flag
         out[1:] = body
-        return out
 
     def open(self, sealed: bytes | memoryview, ad: bytes, *, what: str) -> bytes:
         return bytes(sealed)

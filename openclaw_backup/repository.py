@@ -522,11 +522,17 @@ class Repository:
         return out
 
 
+_PACK_SLACK = 1 << 20  # room beyond pack_size for the blob that fills a pack, and the header
+
+
 class PackWriter:
     """Collects new blobs into packs of about ``pack_size`` and uploads them. Thread-safe.
 
     ``add`` returns False when the blob is already stored or being stored (dedup across threads).
     After :meth:`flush`, :attr:`packs` describes every pack written, ready for an index file.
+    Blobs are compressed outside the lock, then sealed straight into the current pack's buffer;
+    the buffer of an uploaded pack is reused for a later one (backends keep no reference to what
+    ``put`` was given), so a long backup touches the memory of two packs, not of every pack.
     """
 
     def __init__(self, repo: Repository) -> None:
@@ -534,7 +540,9 @@ class PackWriter:
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
         self._buf = bytearray()
+        self._pos = 0
         self._entries: list[tuple[bytes, bytes, int, int]] = []
+        self._spare: list[bytearray] = []
         self.packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
         self.bytes_written = 0
         self.blobs_written = 0
@@ -551,21 +559,51 @@ class PackWriter:
             return True
 
     def add(self, btype: bytes, bid: bytes, data: bytes | memoryview) -> None:
-        """Encode and queue a claimed blob; uploads a pack when it is full."""
-        self.add_stored(btype, bid, codec.encode_blob(self.repo.cipher, btype, data, bid), len(data))
+        """Compress, seal and queue a claimed blob; uploads a pack when it is full."""
+        flag, body = codec.blob_body(data)
+        cipher = self.repo.cipher
+        n = cipher.sealed_size(1 + len(body))
+        with self._lock:
+            view = self._room(n)
+            cipher.seal_flagged_into(flag, body, codec.blob_ad(btype, bid), view)
+            view.release()
+            full = self._append(btype, bid, n, len(data))
+        if full:
+            self._upload(*full)
 
     def add_stored(self, btype: bytes, bid: bytes, stored: bytes | bytearray, raw_len: int) -> None:
         """Queue an already sealed blob (also used by prune to copy blobs between packs)."""
-        full: tuple[bytearray, list[tuple[bytes, bytes, int, int]]] | None = None
         with self._lock:
-            self._claimed.add(bid)
-            self._buf += stored
-            self._entries.append((btype, bid, len(stored), raw_len))
-            if len(self._buf) >= self.repo.config.pack_size:
-                full = (self._buf, self._entries)
-                self._buf, self._entries = bytearray(), []
+            view = self._room(len(stored))
+            view[:] = stored
+            view.release()
+            full = self._append(btype, bid, len(stored), raw_len)
         if full:
             self._upload(*full)
+
+    def _room(self, n: int) -> memoryview:
+        """A view of the next ``n`` bytes of the current pack (lock held)."""
+        end = self._pos + n
+        if end > len(self._buf):
+            grown = bytearray(max(end, self.repo.config.pack_size) + _PACK_SLACK)
+            grown[: self._pos] = memoryview(self._buf)[: self._pos]
+            self._buf = grown
+        return memoryview(self._buf)[self._pos : end]
+
+    def _append(self, btype: bytes, bid: bytes, n: int, raw_len: int) -> tuple[bytearray, int, list[Any]] | None:
+        """Account for the blob just written at the end (lock held); the full pack, if it now is."""
+        self._claimed.add(bid)
+        self._entries.append((btype, bid, n, raw_len))
+        self._pos += n
+        if self._pos < self.repo.config.pack_size:
+            return None
+        return self._take()
+
+    def _take(self) -> tuple[bytearray, int, list[Any]] | None:
+        full = (self._buf, self._pos, self._entries) if self._entries else None
+        self._buf = self._spare.pop() if self._spare else bytearray()
+        self._pos, self._entries = 0, []
+        return full
 
     def store(self, btype: bytes, data: bytes | memoryview) -> bytes:
         """Id of ``data``, storing it when new."""
@@ -574,21 +612,23 @@ class PackWriter:
             self.add(btype, bid, data)
         return bid
 
-    def _upload(self, buf: bytearray, entries: list[tuple[bytes, bytes, int, int]]) -> None:
-        refs = codec.finish_pack(self.repo.cipher, buf, entries)
+    def _upload(self, buf: bytearray, end: int, entries: list[tuple[bytes, bytes, int, int]]) -> None:
+        refs, total = codec.finish_pack(self.repo.cipher, buf, entries, end)
         pack = next(iter(refs.values())).pack
-        self.repo.backend.put(pack_name(pack), buf)  # type: ignore[arg-type]  # bytes-like is enough
+        with memoryview(buf) as view:
+            self.repo.backend.put(pack_name(pack), view[:total])  # type: ignore[arg-type]  # bytes-like
         with self._lock:
             self.packs[pack] = list(refs.items())
-            self.bytes_written += len(buf)
+            self.bytes_written += total
             self.blobs_written += len(refs)
+            if not self._spare:
+                self._spare.append(buf)
 
     def flush(self) -> None:
         with self._lock:
-            buf, entries = self._buf, self._entries
-            self._buf, self._entries = bytearray(), []
-        if entries:
-            self._upload(buf, entries)
+            full = self._take()
+        if full:
+            self._upload(*full)
 
     def write_index(self) -> str | None:
         """Write one index file for every pack written; returns its name (None when nothing new)."""

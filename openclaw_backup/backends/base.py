@@ -113,7 +113,8 @@ class Backend(ABC):
 
         Names are content-addressed or unique, so a repeated put of the same name with the same
         bytes is a harmless no-op (it must not fail). When it returns, the bytes are durable on the
-        store, or staged for the next :meth:`publish` on a batching store. A crash before the
+        store, or staged for the next :meth:`publish` on a batching store, and no reference to
+        ``data`` (any bytes-like object) is kept: the caller reuses that buffer. A crash before the
         publication leaves at most an unreferenced object, never a partly written one under
         ``name``.
         """
