@@ -18,6 +18,7 @@ decompression never produces more than the declared size, and every failure is a
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ MAX_BLOB_SIZE = 16 * 1024 * 1024  # no chunk or tree may claim more (decompressi
 MAX_DOCUMENT_SIZE = 256 * 1024 * 1024
 _FLAG_RAW, _FLAG_ZSTD = 0, 1
 _HEADER_ENTRY = struct.Struct("<c32sII")  # type, id, stored length, raw length
+PACK_ENTRY_SIZE = _HEADER_ENTRY.size
 _INDEX_PACK = struct.Struct("<32sI")  # pack id, number of entries
 _ZSTD_LEVEL = 1  # ~1.5x the speed of level 3 on this data, ~10 % larger on text
 
@@ -135,10 +137,11 @@ class BlobRef:
 
 
 def finish_pack(
-    cipher: Cipher, buf: bytearray, entries: list[tuple[bytes, bytes, int, int]], end: int | None = None
+    cipher: Cipher, buf: bytearray | mmap.mmap, entries: list[tuple[bytes, bytes, int, int]], end: int | None = None
 ) -> tuple[dict[bytes, BlobRef], int]:
     """Write the sealed header into ``buf`` at ``end`` (default: its length), after the blobs
-    already concatenated there; return the refs and the pack's length (``buf`` may be longer).
+    already concatenated there; return the refs and the pack's length (``buf`` may be longer; a
+    bytearray grows when needed, a mapping must have the room).
 
     ``entries`` are ``(type, id, stored length, raw length)`` in the order of the blobs in ``buf``.
     Building in place keeps one copy of a pack in memory, not two.
@@ -155,6 +158,8 @@ def finish_pack(
     start = len(buf) if end is None else end
     total = start + len(tail)
     if total > len(buf):
+        if not isinstance(buf, bytearray):
+            raise ValueError("no room for the pack header")
         buf.extend(bytes(total - len(buf)))
     buf[start:total] = tail
     with memoryview(buf) as view:

@@ -17,6 +17,7 @@ name; a cached copy is used only when its BLAKE3 still matches its name.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import secrets
 import threading
@@ -30,7 +31,7 @@ from . import codec
 from .backends.base import Backend, Head
 from .chunker import DEFAULT_PROFILE, SQLITE_PROFILE, Chunker, ChunkerProfile
 from .codec import BLOB_TREE, BlobRef, storage_id
-from .crypto import Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
+from .crypto import OVERHEAD, Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
 from .errors import (
     BackupError,
     ConflictError,
@@ -522,7 +523,9 @@ class Repository:
         return out
 
 
-_PACK_SLACK = 1 << 20  # room beyond pack_size for the blob that fills a pack, and the header
+_PACK_SLACK = 1 << 20  # room beyond pack_size for the blob that fills a pack
+_HEADER_ROOM = 256 << 10  # for the header: ~6000 entries (a pack of smaller blobs closes early)
+_Full = tuple[mmap.mmap, int, list[tuple[bytes, bytes, int, int]]]
 
 
 class PackWriter:
@@ -530,19 +533,20 @@ class PackWriter:
 
     ``add`` returns False when the blob is already stored or being stored (dedup across threads).
     After :meth:`flush`, :attr:`packs` describes every pack written, ready for an index file.
-    Blobs are compressed outside the lock, then sealed straight into the current pack's buffer;
-    the buffer of an uploaded pack is reused for a later one (backends keep no reference to what
-    ``put`` was given), so a long backup touches the memory of two packs, not of every pack.
+    Blobs are compressed outside the lock, then sealed straight into the current pack's buffer,
+    an anonymous mapping of ``pack_size`` plus room for the last blob and the header: no copy per
+    blob, no reallocation, and only the pages written are resident. Backends keep no reference to
+    what ``put`` was given, so the mapping is released as soon as the pack is uploaded.
     """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
-        self._buf = bytearray()
+        self._buf: mmap.mmap | None = None
         self._pos = 0
+        self._header = 0  # bytes the pack header will take
         self._entries: list[tuple[bytes, bytes, int, int]] = []
-        self._spare: list[bytearray] = []
         self.packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
         self.bytes_written = 0
         self.blobs_written = 0
@@ -564,45 +568,49 @@ class PackWriter:
         cipher = self.repo.cipher
         n = cipher.sealed_size(1 + len(body))
         with self._lock:
-            view = self._room(n)
+            closed, view = self._room(n)
             cipher.seal_flagged_into(flag, body, codec.blob_ad(btype, bid), view)
             view.release()
             full = self._append(btype, bid, n, len(data))
-        if full:
-            self._upload(*full)
+        for pack in (closed, full):
+            if pack:
+                self._upload(*pack)
 
     def add_stored(self, btype: bytes, bid: bytes, stored: bytes | bytearray, raw_len: int) -> None:
         """Queue an already sealed blob (also used by prune to copy blobs between packs)."""
         with self._lock:
-            view = self._room(len(stored))
+            closed, view = self._room(len(stored))
             view[:] = stored
             view.release()
             full = self._append(btype, bid, len(stored), raw_len)
-        if full:
-            self._upload(*full)
+        for pack in (closed, full):
+            if pack:
+                self._upload(*pack)
 
-    def _room(self, n: int) -> memoryview:
-        """A view of the next ``n`` bytes of the current pack (lock held)."""
-        end = self._pos + n
-        if end > len(self._buf):
-            grown = bytearray(max(end, self.repo.config.pack_size) + _PACK_SLACK)
-            grown[: self._pos] = memoryview(self._buf)[: self._pos]
-            self._buf = grown
-        return memoryview(self._buf)[self._pos : end]
+    def _room(self, n: int) -> tuple[_Full | None, memoryview]:
+        """A view of the next ``n`` bytes of the current pack (lock held). A blob that does not
+        fit closes the current pack (returned, to upload) and starts the next one."""
+        closed = None
+        need = self._pos + n + self._header + codec.PACK_ENTRY_SIZE + OVERHEAD + 4
+        if self._buf is None or need > len(self._buf):
+            closed = self._take()
+            room = max(self.repo.config.pack_size, n) + _PACK_SLACK
+            self._buf = mmap.mmap(-1, room + _HEADER_ROOM)
+        return closed, memoryview(self._buf)[self._pos : self._pos + n]
 
-    def _append(self, btype: bytes, bid: bytes, n: int, raw_len: int) -> tuple[bytearray, int, list[Any]] | None:
+    def _append(self, btype: bytes, bid: bytes, n: int, raw_len: int) -> _Full | None:
         """Account for the blob just written at the end (lock held); the full pack, if it now is."""
         self._claimed.add(bid)
         self._entries.append((btype, bid, n, raw_len))
         self._pos += n
+        self._header += codec.PACK_ENTRY_SIZE
         if self._pos < self.repo.config.pack_size:
             return None
         return self._take()
 
-    def _take(self) -> tuple[bytearray, int, list[Any]] | None:
-        full = (self._buf, self._pos, self._entries) if self._entries else None
-        self._buf = self._spare.pop() if self._spare else bytearray()
-        self._pos, self._entries = 0, []
+    def _take(self) -> _Full | None:
+        full = (self._buf, self._pos, self._entries) if self._buf is not None and self._entries else None
+        self._buf, self._pos, self._header, self._entries = None, 0, 0, []
         return full
 
     def store(self, btype: bytes, data: bytes | memoryview) -> bytes:
@@ -612,17 +620,18 @@ class PackWriter:
             self.add(btype, bid, data)
         return bid
 
-    def _upload(self, buf: bytearray, end: int, entries: list[tuple[bytes, bytes, int, int]]) -> None:
-        refs, total = codec.finish_pack(self.repo.cipher, buf, entries, end)
-        pack = next(iter(refs.values())).pack
-        with memoryview(buf) as view:
-            self.repo.backend.put(pack_name(pack), view[:total])  # type: ignore[arg-type]  # bytes-like
+    def _upload(self, buf: mmap.mmap, end: int, entries: list[tuple[bytes, bytes, int, int]]) -> None:
+        try:
+            refs, total = codec.finish_pack(self.repo.cipher, buf, entries, end)
+            pack = next(iter(refs.values())).pack
+            with memoryview(buf) as view:
+                self.repo.backend.put(pack_name(pack), view[:total])  # type: ignore[arg-type]  # bytes-like
+        finally:
+            buf.close()
         with self._lock:
             self.packs[pack] = list(refs.items())
             self.bytes_written += total
             self.blobs_written += len(refs)
-            if not self._spare:
-                self._spare.append(buf)
 
     def flush(self) -> None:
         with self._lock:
