@@ -11,20 +11,22 @@ import getpass
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .archiver import BackupOptions, backup
 from .backends import open_backend
 from .errors import IntegrityError, NotFoundError, PartialError, UsageError
 from .filecache import FileCache
-from .maintenance import check, stats
-from .prune import forget, prune, repair_index
 from .reporter import Reporter
 from .repository import Repository, walk
-from .restorer import RestoreOptions, restore
-from .retention import Policy, parse_duration
 from .settings import Settings, restore_destinations, sources_from_paths
 from .sources import DEFAULT_EXCLUDES, default_patterns
+
+if TYPE_CHECKING:
+    from .retention import Policy
+
+# Modules only some commands need (restore, check, stats, forget, prune, repair) are imported by
+# those commands: every CLI run pays for what it imports, and a backup every few minutes runs often.
 
 Result = tuple[dict[str, Any], str, int]
 
@@ -191,6 +193,7 @@ def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .restorer import RestoreOptions, restore
     if legacy_mode(s.env, args) and not args.include:  # the legacy script's `restore`: ours or legacy, newest
         from .service import Service
 
@@ -228,6 +231,7 @@ def _subset(spec: str | None) -> tuple[int, int] | float | None:
 
 
 def cmd_check(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .maintenance import check
     repo = open_repo(s, reporter=reporter)
     subset = _subset(args.read_data_subset)
     res = check(repo, read_data=args.read_data or subset is not None, subset=subset, reporter=reporter)
@@ -242,6 +246,7 @@ def cmd_check(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
 
 
 def cmd_stats(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .maintenance import stats
     doc = stats(open_repo(s, reporter=reporter))
     text = "\n".join(f"{k:24} {_human_size(v) if k.endswith('bytes') else v}" for k, v in doc.items())
     return doc, text, 0
@@ -279,6 +284,7 @@ def cmd_key(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
 
 
 def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> Policy:
+    from .retention import Policy, parse_duration
     policy = Policy(
         keep_last=args.keep_last,
         keep_hourly=args.keep_hourly,
@@ -299,6 +305,7 @@ def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> Policy:
 
 
 def cmd_forget(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .prune import forget, prune
     repo = open_repo(s, reporter=reporter)
     doc = forget(repo, policy_from(args, s.env), dry_run=args.dry_run)
     lines = [f"policy: {doc['policy']}"]
@@ -322,6 +329,7 @@ def _percent(text: str) -> float:
 
 
 def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .prune import prune
     repo = open_repo(s, reporter=reporter)
     doc = prune(repo, reporter=reporter, max_unused=_percent(args.max_unused), squash=args.squash,
                 dry_run=args.dry_run)  # fmt: skip
@@ -335,6 +343,7 @@ def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
 
 
 def cmd_repair(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    from .prune import repair_index
     backend = open_backend(s.repository(), s.backend_options())
     repo = Repository.open(backend, password=s.password(), cache_dir=s.cache_root())
     doc = repair_index(repo, reporter=reporter)
