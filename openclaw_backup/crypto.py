@@ -122,8 +122,9 @@ class Cipher:
         """Decrypt and authenticate; ``IntegrityError`` naming ``what`` on any mismatch."""
         if len(sealed) < OVERHEAD:
             raise IntegrityError(f"{what}: too short to be a sealed object")
+        view = memoryview(sealed)  # the AEAD reads buffers: no copies of the input
         try:
-            return self._aead.decrypt(bytes(sealed[:NONCE_SIZE]), bytes(sealed[NONCE_SIZE:]), ad)
+            return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], ad)
         except InvalidTag:
             raise IntegrityError(f"{what}: authentication failed (damaged, tampered or swapped)") from None
 

@@ -624,10 +624,12 @@ class PackWriter:
         try:
             refs, total = codec.finish_pack(self.repo.cipher, buf, entries, end)
             pack = next(iter(refs.values())).pack
-            with memoryview(buf) as view:
-                self.repo.backend.put(pack_name(pack), view[:total])  # type: ignore[arg-type]  # bytes-like
+            self.repo.backend.put(pack_name(pack), memoryview(buf)[:total])  # type: ignore[arg-type]  # bytes-like
         finally:
-            buf.close()
+            try:
+                buf.close()  # unmapped now, not whenever the collector gets to it
+            except BufferError:
+                pass  # a view of it is still alive (held by a failed put's traceback): unmapped with it
         with self._lock:
             self.packs[pack] = list(refs.items())
             self.bytes_written += total

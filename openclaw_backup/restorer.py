@@ -5,8 +5,9 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
 1. builds the whole tree in a fresh **staging** directory next to the destination
    (``.<name>.openclaw-restore-<random>``), creating directories and files itself with
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
-2. fetches each needed pack once (merged ranged reads), authenticates and verifies every blob
-   against its id, and writes it at its offsets; checks every file's size;
+2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
+   ranged reads, spread over worker threads), authenticates and verifies every blob against its
+   id, and writes it at its offsets; checks every file's size;
 3. sets modes and mtimes (directories deepest first);
 4. swaps the staging tree with the destination in one ``renameat2(RENAME_EXCHANGE)``, or — where
    the file system lacks it — two renames with a recoverable ``.openclaw-old-`` name;
@@ -24,6 +25,7 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import gc
 import os
 import secrets
 import shutil
@@ -35,18 +37,20 @@ from typing import Any
 
 from . import codec
 from .backends.local import fsync_dir
-from .codec import BLOB_DATA, BlobRef
+from .codec import BLOB_DATA, BLOB_TREE, BlobRef
 from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .reporter import Reporter
 from .repository import Repository, pack_name
 from .sources import SIDECAR_SUFFIXES
-from .tree import Node, check_node_name
+from .tree import Node, check_node_name, decode_tree
 
 STAGING_MARK = ".openclaw-restore-"
 OLD_MARK = ".openclaw-old-"
 _MERGE_GAP = 1024 * 1024
 _MAX_RANGE = 8 * 1024 * 1024  # one ranged read at most (bounds memory per worker)
+_MAX_WANTS = 128  # blobs per work unit at most: small files cost more than their bytes
+_WANT_COST = 16 * 1024  # the work of one blob write (file creation, system calls), in bytes of data
 _RENAME_EXCHANGE = 2
 
 
@@ -74,13 +78,52 @@ class RestoreResult:
 
 @dataclass
 class _Unit:
+    """One destination; entries are listed with their paths inside ``staging`` (plain strings)."""
+
     label: str
     node: Node
     dest: Path
     staging: Path = Path()
-    files: list[tuple[Path, Node]] = field(default_factory=list)
-    dirs: list[tuple[Path, Node]] = field(default_factory=list)
-    links: list[tuple[Path, Node]] = field(default_factory=list)
+    files: list[tuple[str, Node]] = field(default_factory=list)
+    dirs: list[tuple[str, Node]] = field(default_factory=list)  # parents before children
+    links: list[tuple[str, Node]] = field(default_factory=list)
+
+
+def _final(unit: _Unit, path: str) -> str:
+    """Where ``path`` (inside the staging tree) ends up once swapped in."""
+    return os.fspath(unit.dest) + path[len(os.fspath(unit.staging)) :]
+
+
+_Want = tuple[BlobRef, bytes, str, int]  # blob, its id, the path (or tree id) it goes to, offset there
+
+
+def _ranges(wants: list[_Want]) -> list[tuple[str, int, int, list[_Want]]]:
+    """Group ``wants`` by pack into merged ranged reads ``(pack, start, end, wants)``, by offset."""
+    by_pack: dict[str, list[_Want]] = {}
+    for w in wants:
+        by_pack.setdefault(w[0].pack, []).append(w)
+    out: list[tuple[str, int, int, list[_Want]]] = []
+    for pack, items in by_pack.items():
+        items.sort(key=lambda w: (w[0].offset, w[2], w[3]))
+        group: list[_Want] = []
+        start = end = 0
+        for w in items:
+            ref = w[0]
+            if (
+                group
+                and ref.offset <= end + _MERGE_GAP
+                and ref.offset + ref.length - start <= _MAX_RANGE
+                and len(group) < _MAX_WANTS
+            ):
+                group.append(w)
+                end = max(end, ref.offset + ref.length)
+            else:
+                if group:
+                    out.append((pack, start, end, group))
+                group, start, end = [w], ref.offset, ref.offset + ref.length
+        if group:
+            out.append((pack, start, end, group))
+    return out
 
 
 @functools.cache
@@ -181,7 +224,8 @@ class Restorer:
         self.opts = options
         self.reporter = reporter
         self._lock = threading.Lock()
-        self._open: dict[Path, int] = {}
+        self._open: dict[str, int] = {}
+        self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node]
 
     # ------------------------------------------------------------------ planning
 
@@ -212,37 +256,77 @@ class Restorer:
             units.append(_Unit(sel, node, dest))
         return units
 
-    def _collect(self, unit: _Unit, node: Node, path: Path) -> None:
-        if node.type == "dir":
-            unit.dirs.append((path, node))
-            assert node.subtree is not None
-            for child in self.repo.read_tree(node.subtree):
-                self._collect(unit, child, path / check_node_name(child.name))
-        elif node.type == "file":
-            unit.files.append((path, node))
-        else:
-            unit.links.append((path, node))
+    def _collect(self, unit: _Unit) -> None:
+        """List the unit's entries breadth first (parents before children), one tree level at a time."""
+        files, dirs, links = unit.files, unit.dirs, unit.links
+        level = [(os.fspath(unit.staging), unit.node)]
+        (dirs if unit.node.type == "dir" else files if unit.node.type == "file" else links).append(level[0])
+        if unit.node.type != "dir":
+            return
+        while level:
+            trees = self._read_trees({node.subtree or "" for _, node in level})
+            below: list[tuple[str, Node]] = []
+            for parent, dnode in level:
+                for child in trees[dnode.subtree or ""]:
+                    path = f"{parent}/{child.name}"  # a safe name: decode_tree checked it
+                    kind = child.type
+                    if kind == "file":
+                        files.append((path, child))
+                    elif kind == "dir":
+                        dirs.append((path, child))
+                        below.append((path, child))
+                    else:
+                        links.append((path, child))
+            level = below
+
+    def _read_trees(self, ids: set[str]) -> dict[str, list[Node]]:
+        """Fetch and decode many trees with merged ranged reads (each one verified like any blob)."""
+        index, cipher = self.repo.index, self.repo.cipher
+        wants: list[_Want] = []
+        for tid in ids:
+            bid = bytes.fromhex(tid)
+            ref = index.get(bid)
+            if ref is None or ref.btype != BLOB_TREE:
+                raise IntegrityError(f"blob {tid[:16]} is not in the index (missing data)")
+            wants.append((ref, bid, tid, 0))
+        trees: dict[str, list[Node]] = {}
+        for pack, start, end, group in _ranges(wants):
+            view = self._read(pack, start, end)
+            for ref, bid, tid, _ in group:
+                lo = ref.offset - start
+                trees[tid] = decode_tree(
+                    codec.decode_blob(cipher, BLOB_TREE, bid, view[lo : lo + ref.length], ref.raw_len)
+                )
+        return trees
+
+    def _read(self, pack: str, start: int, end: int) -> memoryview:
+        data = self.repo.backend.get(pack_name(pack), offset=start, length=end - start)
+        if len(data) != end - start:
+            raise IntegrityError(f"pack {pack[:16]} is truncated")
+        return memoryview(data)
 
     # ------------------------------------------------------------------ building
 
     def _build(self, unit: _Unit) -> None:
         for path, _ in unit.dirs:
             os.mkdir(path, 0o700)
-        plan: dict[str, list[tuple[BlobRef, bytes, Path, int]]] = {}
+        wants: list[_Want] = []
+        index = self.repo.index
         self._open = {}
-        self._pending: dict[Path, list[Any]] = {}  # path -> [writes left, node]
+        self._pending = {}
         total = 0
         for path, node in unit.files:
             offset = 0
             for cid in node.content:
                 bid = bytes.fromhex(cid)
-                ref = self.repo.index.get(bid)
+                ref = index.get(bid)
                 if ref is None or ref.btype != BLOB_DATA:
                     raise IntegrityError(f"{path}: data blob {cid[:16]} is missing from the repository")
-                plan.setdefault(ref.pack, []).append((ref, bid, path, offset))
+                wants.append((ref, bid, path, offset))
                 offset += ref.raw_len
             if offset != node.size:
-                raise IntegrityError(f"{unit.label}: {path.name} claims {node.size} bytes but its blobs hold {offset}")
+                name = path.rpartition("/")[2]
+                raise IntegrityError(f"{unit.label}: {name} claims {node.size} bytes but its blobs hold {offset}")
             total += node.size
             self._pending[path] = [len(node.content), node]
             if not node.content:
@@ -252,9 +336,20 @@ class Restorer:
             if total > free:
                 raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
+        # Work units are ranged reads (not whole packs) so that every worker stays busy; the
+        # largest go first so that no long one is left for the end.
+        ranges = sorted(_ranges(wants), key=lambda r: r[1] - r[2] - _WANT_COST * len(r[3]))
+        del wants
         try:
             with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
-                list(pool.map(self._restore_pack, plan.items()))
+                futures = [pool.submit(self._restore_range, r) for r in ranges]
+                try:
+                    for f in futures:
+                        f.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
         finally:
             for fd in self._open.values():
                 os.close(fd)
@@ -266,16 +361,16 @@ class Restorer:
             assert node.target is not None
             os.symlink(os.fsencode(node.target), path)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
-        for path, node in reversed(unit.dirs):
+        for path, node in reversed(unit.dirs):  # breadth-first order reversed: deepest first
             os.chmod(path, node.mode)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
     @staticmethod
-    def _create(path: Path) -> int:
+    def _create(path: str) -> int:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
     @staticmethod
-    def _finish(path: Path, fd: int, node: Node) -> None:
+    def _finish(path: str, fd: int, node: Node) -> None:
         """Check the size, then set mode and mtime through the open descriptor, and close it."""
         try:
             size = os.fstat(fd).st_size
@@ -286,50 +381,41 @@ class Restorer:
         finally:
             os.close(fd)
 
-    def _write(self, path: Path, data: bytes, offset: int) -> None:
+    def _write(self, path: str, data: bytes, offset: int) -> None:
         """Write one blob; the file is created on its first write and finished after its last."""
         with self._lock:
             fd = self._open.get(path)
             if fd is None:
                 fd = self._open[path] = self._create(path)
-        os.pwrite(fd, data, offset)
+        done = os.pwrite(fd, data, offset)
+        while done < len(data):  # a short write: go on, or fail (ENOSPC) rather than leave a hole
+            n = os.pwrite(fd, memoryview(data)[done:], offset + done)
+            if n <= 0:
+                raise OSError(errno.EIO, f"{path}: short write")
+            done += n
         with self._lock:
             entry = self._pending[path]
             entry[0] -= 1
-            done = entry[0] == 0
-            if done:
+            last = entry[0] == 0
+            if last:
                 del self._open[path]
-        if done:
+        if last:
             self._finish(path, fd, entry[1])
 
-    def _restore_pack(self, item: tuple[str, list[tuple[BlobRef, bytes, Path, int]]]) -> None:
-        pack, wants = item
-        wants.sort(key=lambda w: (w[0].offset, str(w[2]), w[3]))
-        ranges: list[list[tuple[BlobRef, bytes, Path, int]]] = []
-        for w in wants:
-            last = ranges[-1] if ranges else None
-            if (
-                last is not None
-                and w[0].offset <= last[-1][0].offset + last[-1][0].length + _MERGE_GAP
-                and w[0].offset + w[0].length - last[0][0].offset <= _MAX_RANGE
-            ):
-                last.append(w)
-            else:
-                ranges.append([w])
-        for group in ranges:
-            start = group[0][0].offset
-            end = max(r.offset + r.length for r, *_ in group)
-            data = self.repo.backend.get(pack_name(pack), offset=start, length=end - start)
-            if len(data) != end - start:
-                raise IntegrityError(f"pack {pack[:16]} is truncated")
-            last_id, plain = b"", b""  # wants are sorted by offset: repeats of a blob are adjacent
-            for ref, bid, path, offset in group:
-                if bid != last_id:
-                    stored = data[ref.offset - start : ref.offset - start + ref.length]
-                    plain = codec.decode_blob(self.repo.cipher, BLOB_DATA, bid, stored, ref.raw_len)
-                    last_id = bid
-                self._write(path, plain, offset)
-                self.reporter.progress(done_bytes=len(plain))
+    def _restore_range(self, item: tuple[str, int, int, list[_Want]]) -> None:
+        """Read one merged range of a pack, verify each blob in it, and write it where it goes."""
+        pack, start, end, group = item
+        view = self._read(pack, start, end)
+        cipher = self.repo.cipher
+        last_id, plain, done = b"", b"", 0  # wants are sorted by offset: repeats of a blob are adjacent
+        for ref, bid, path, offset in group:
+            if bid != last_id:
+                lo = ref.offset - start
+                plain = codec.decode_blob(cipher, BLOB_DATA, bid, view[lo : lo + ref.length], ref.raw_len)
+                last_id = bid
+            self._write(path, plain, offset)
+            done += len(plain)
+        self.reporter.progress(done_bytes=done)
 
     # ------------------------------------------------------------------ swapping
 
@@ -338,7 +424,7 @@ class Restorer:
         swap_into_place(staging, dest)
         for path, node in unit.files:
             if node.sqlite:
-                final = dest / path.relative_to(staging) if path != staging else dest
+                final = _final(unit, path)
                 for suffix in SIDECAR_SUFFIXES:
                     Path(f"{final}{suffix}").unlink(missing_ok=True)
 
@@ -350,7 +436,7 @@ class Restorer:
             unit.dest.parent.mkdir(parents=True, exist_ok=True)
             recover(unit.dest)
             unit.staging = unit.dest.with_name(f".{unit.dest.name}{STAGING_MARK}{secrets.token_hex(4)}")
-            self._collect(unit, unit.node, unit.staging)
+            self._collect(unit)
             try:
                 self._build(unit)
                 self._swap(unit)
@@ -359,14 +445,14 @@ class Restorer:
                 raise
             result.restored[unit.label] = str(unit.dest)
             for path, node in unit.files:
-                final = unit.dest / path.relative_to(unit.staging) if path != unit.staging else unit.dest
+                final = _final(unit, path)
                 result.files += 1
                 result.bytes += node.size
                 try:
                     st = os.lstat(final)
                 except OSError:
                     continue
-                result.seeds[str(final)] = CachedFile(signature(st, ""), node.content, node.sqlite)
+                result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite)
         return result
 
 
@@ -378,11 +464,17 @@ def restore(
     If a pack vanished because a prune repacked the data after we read the index, the head is read
     again and the restore retried (twice at most) while the snapshot is still in the repository.
     """
-    for attempt in range(3):
-        try:
-            return Restorer(repo, snapshot, options, reporter=reporter).run()
-        except NotFoundError:
-            if attempt == 2 or snapshot["id"] not in repo.refresh().snapshots:
-                raise
-            repo.load_index()
+    collecting = gc.isenabled()
+    gc.disable()  # many objects, hardly any cycles: the collector's passes would only cost time
+    try:
+        for attempt in range(3):
+            try:
+                return Restorer(repo, snapshot, options, reporter=reporter).run()
+            except NotFoundError:
+                if attempt == 2 or snapshot["id"] not in repo.refresh().snapshots:
+                    raise
+                repo.load_index()
+    finally:
+        if collecting:
+            gc.enable()
     raise AssertionError("unreachable")
