@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, memtune
 from .errors import EXIT_INTERRUPTED, BackupError, UsageError
 from .progress import make_reporter
 from .settings import with_env_files
@@ -178,28 +178,10 @@ def _print_result(args: argparse.Namespace, doc: dict[str, Any], text: str) -> N
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _tune_malloc() -> None:
-    """Keep peak memory near what we actually hold (glibc only; a no-op elsewhere).
-
-    Worker threads each get a malloc arena, and glibc's adaptive mmap threshold moves multi-MiB
-    chunk and pack buffers into those arenas, where freed memory stays. Two arenas and a fixed
-    4 MiB mmap threshold (below it, chunk buffers are reused; above it, packs go back at once)
-    cut the peak RSS of a backup by about a third (see docs/performance.md).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from .commands import run_command
 
-    _tune_malloc()
+    memtune.tune()
     parser = build_parser()
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import memtune
 from .errors import BackupError, QuotaError
 
 
@@ -147,6 +148,7 @@ class Supervisor:
             self.log(f"backup failed with an internal error (will retry): {e!r}")
         finally:
             self._last_backup = time.monotonic()
+            memtune.give_back()
 
     def _start_backup(self) -> None:
         self._next_backup = time.monotonic() + self.opts.interval
@@ -162,6 +164,8 @@ class Supervisor:
             self.log(f"maintenance failed (will retry tomorrow): {e.message}")
         except Exception as e:
             self.log(f"maintenance failed with an internal error: {e!r}")
+        finally:
+            memtune.give_back()
 
     # ------------------------------------------------------------------ main
 
