@@ -151,18 +151,14 @@ class Archiver:
         limit = self.repo.config.chunker.max_size
         for attempt in range(self.opts.read_attempts):
             try:
-                with open(e.path, "rb", buffering=0) as f:
-                    st = os.fstat(f.fileno())
-                    if st.st_size >= _SQLITE_MIN_SIZE and os.pread(f.fileno(), 16, 0) == SQLITE_MAGIC:
-                        try:
-                            return self._read_sqlite(e, st)
-                        except SqliteCaptureError as err:
-                            self.reporter.warn(f"{err.message}; stored as a plain file")
-                    # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
-                    with self._big if st.st_size > limit else nullcontext():
-                        ids, size = self._store_chunks(self.repo.chunker.cut_stream(f, size_hint=st.st_size))
-                # Still the same file (a replacement is a new inode: ours is held open), same size
-                # and mtime: nothing was written while we read.
+                if attempt == 0 and e.st.st_size <= limit:
+                    st, (ids, size), sqlite = e.st, *self._read_small(e)
+                else:
+                    st, (ids, size), sqlite = self._read_any(e)
+                if sqlite is not None:
+                    return sqlite
+                # Still the file we stat'ed (a replacement is a new inode), same size and mtime:
+                # nothing was written to it between that stat and the end of our read.
                 now = os.lstat(e.path)
             except FileNotFoundError:
                 self.reporter.warn(f"{e.path}: vanished during the backup; left out")
@@ -174,6 +170,40 @@ class Archiver:
                 return _Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
             time.sleep(0.05 * (attempt + 1))
         return None
+
+    def _read_small(self, e: Entry) -> tuple[tuple[list[str], int], _Outcome | None]:
+        """A file no larger than one chunk, in one read; the scan's lstat serves as the "before"
+        (open, read, close: the fewest system calls, each of which hands the GIL around)."""
+        fd = os.open(e.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, e.st.st_size + 1)
+        finally:
+            os.close(fd)
+        if len(data) > e.st.st_size:
+            return ([], -1), None  # it grew since the scan: read again, the careful way
+        if len(data) >= _SQLITE_MIN_SIZE and data[:16] == SQLITE_MAGIC:
+            out = self._try_sqlite(e, e.st)
+            if out is not None:
+                return ([], -1), out
+        return self._store_chunks(self.repo.chunker.cut_bytes(data)), None
+
+    def _read_any(self, e: Entry) -> tuple[os.stat_result, tuple[list[str], int], _Outcome | None]:
+        with open(e.path, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if st.st_size >= _SQLITE_MIN_SIZE and os.pread(f.fileno(), 16, 0) == SQLITE_MAGIC:
+                out = self._try_sqlite(e, st)
+                if out is not None:
+                    return st, ([], -1), out
+            # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
+            with self._big if st.st_size > self.repo.config.chunker.max_size else nullcontext():
+                return st, self._store_chunks(self.repo.chunker.cut_stream(f, size_hint=st.st_size)), None
+
+    def _try_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome | None:
+        try:
+            return self._read_sqlite(e, st)
+        except SqliteCaptureError as err:
+            self.reporter.warn(f"{err.message}; stored as a plain file")
+            return None
 
     def _process(self, e: Entry) -> _Outcome | None:
         out = self._read_file(e)
