@@ -54,6 +54,21 @@ _WANT_COST = 16 * 1024  # the work of one blob write (file creation, system call
 _RENAME_EXCHANGE = 2
 
 
+def _read_umask() -> int:
+    """The process umask, read without setting it (``os.umask`` would change it for every thread
+    for a moment); when unknown, the most restrictive answer, which makes every file get its mode
+    by ``fchmod``."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """``destinations`` maps each root name to where it goes; built by the edges."""
@@ -225,7 +240,8 @@ class Restorer:
         self.reporter = reporter
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}
-        self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node]
+        self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node, bytes written]
+        self._umask = _read_umask()  # now, not at import: a process may change it
 
     # ------------------------------------------------------------------ planning
 
@@ -328,9 +344,9 @@ class Restorer:
                 name = path.rpartition("/")[2]
                 raise IntegrityError(f"{unit.label}: {name} claims {node.size} bytes but its blobs hold {offset}")
             total += node.size
-            self._pending[path] = [len(node.content), node]
+            self._pending[path] = [len(node.content), node, 0]
             if not node.content:
-                self._finish(path, self._create(path), node)
+                self._finish(path, self._create(path, node), node, 0)
         if self.opts.check_space and total:
             free = shutil.disk_usage(unit.dest.parent).free
             if total > free:
@@ -354,7 +370,7 @@ class Restorer:
             for fd in self._open.values():
                 os.close(fd)
             self._open.clear()
-        unfinished = [p for p, (left, _) in self._pending.items() if left]
+        unfinished = [p for p, (left, *_) in self._pending.items() if left]
         if unfinished:
             raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
         for path, node in unit.links:
@@ -365,18 +381,23 @@ class Restorer:
             os.chmod(path, node.mode)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
-    @staticmethod
-    def _create(path: str) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    def _create(self, path: str, node: Node) -> int:
+        """Create the file, with its final mode when the umask leaves that mode alone (saves a
+        ``fchmod``; the descriptor is writable whatever the mode), else private until finished."""
+        mode = node.mode if self._creates_with_mode(node.mode) else 0o600
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
-    @staticmethod
-    def _finish(path: str, fd: int, node: Node) -> None:
-        """Check the size, then set mode and mtime through the open descriptor, and close it."""
+    def _creates_with_mode(self, mode: int) -> bool:
+        return mode & ~self._umask == mode and not mode & 0o7000
+
+    def _finish(self, path: str, fd: int, node: Node, written: int) -> None:
+        """Check the size (the bytes we wrote into this new file, which only we write), set the
+        mode (unless created with it) and mtime through the open descriptor, and close it."""
         try:
-            size = os.fstat(fd).st_size
-            if size != node.size:
-                raise IntegrityError(f"{path}: restored {size} bytes, expected {node.size}")
-            os.fchmod(fd, node.mode)
+            if written != node.size:
+                raise IntegrityError(f"{path}: restored {written} bytes, expected {node.size}")
+            if not self._creates_with_mode(node.mode):
+                os.fchmod(fd, node.mode)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
         finally:
             os.close(fd)
@@ -386,7 +407,7 @@ class Restorer:
         with self._lock:
             fd = self._open.get(path)
             if fd is None:
-                fd = self._open[path] = self._create(path)
+                fd = self._open[path] = self._create(path, self._pending[path][1])
         done = os.pwrite(fd, data, offset)
         while done < len(data):  # a short write: go on, or fail (ENOSPC) rather than leave a hole
             n = os.pwrite(fd, memoryview(data)[done:], offset + done)
@@ -396,11 +417,12 @@ class Restorer:
         with self._lock:
             entry = self._pending[path]
             entry[0] -= 1
+            entry[2] += done
             last = entry[0] == 0
             if last:
                 del self._open[path]
         if last:
-            self._finish(path, fd, entry[1])
+            self._finish(path, fd, entry[1], entry[2])
 
     def _restore_range(self, item: tuple[str, int, int, list[_Want]]) -> None:
         """Read one merged range of a pack, verify each blob in it, and write it where it goes."""

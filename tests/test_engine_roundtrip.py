@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,3 +259,23 @@ def test_single_file_root_roundtrip(tmp_path: Path, kind: str) -> None:
     dest = tmp_path / "out" / "config.json"
     run_restore(repo, "latest", {"cfg": dest})
     assert fingerprint(dest) == fingerprint(src)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o777])
+def test_file_modes_exact_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    """Files are created with their final mode when the umask allows it and get it by fchmod when
+    it does not: either way the restored modes are exactly the stored ones."""
+    src = tmp_path / "src"
+    modes = [0o644, 0o600, 0o664, 0o755, 0o400, 0o000, 0o777, 0o640, 0o4755, 0o2750]
+    for m in modes:
+        write(src / f"f{m:o}", os.urandom(3000) if m % 2 else b"", mode=m)
+    repo = new_repo()
+    run_backup(repo, {"s": src})
+    old = os.umask(umask)
+    try:
+        run_restore(repo, "latest", {"s": tmp_path / "out"})
+    finally:
+        os.umask(old)
+    got = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert got == {f"f{m:o}": m for m in modes}
+    assert fingerprint(tmp_path / "out") == fingerprint(src)
