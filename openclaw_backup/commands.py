@@ -194,6 +194,7 @@ def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     from .restorer import RestoreOptions, restore
+
     if legacy_mode(s.env, args) and not args.include:  # the legacy script's `restore`: ours or legacy, newest
         from .service import Service
 
@@ -232,6 +233,7 @@ def _subset(spec: str | None) -> tuple[int, int] | float | None:
 
 def cmd_check(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     from .maintenance import check
+
     repo = open_repo(s, reporter=reporter)
     subset = _subset(args.read_data_subset)
     res = check(repo, read_data=args.read_data or subset is not None, subset=subset, reporter=reporter)
@@ -247,6 +249,7 @@ def cmd_check(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
 
 def cmd_stats(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     from .maintenance import stats
+
     doc = stats(open_repo(s, reporter=reporter))
     text = "\n".join(f"{k:24} {_human_size(v) if k.endswith('bytes') else v}" for k, v in doc.items())
     return doc, text, 0
@@ -285,6 +288,7 @@ def cmd_key(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
 
 def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> Policy:
     from .retention import Policy, parse_duration
+
     policy = Policy(
         keep_last=args.keep_last,
         keep_hourly=args.keep_hourly,
@@ -306,6 +310,7 @@ def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> Policy:
 
 def cmd_forget(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     from .prune import forget, prune
+
     repo = open_repo(s, reporter=reporter)
     doc = forget(repo, policy_from(args, s.env), dry_run=args.dry_run)
     lines = [f"policy: {doc['policy']}"]
@@ -330,6 +335,7 @@ def _percent(text: str) -> float:
 
 def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     from .prune import prune
+
     repo = open_repo(s, reporter=reporter)
     doc = prune(repo, reporter=reporter, max_unused=_percent(args.max_unused), squash=args.squash,
                 dry_run=args.dry_run)  # fmt: skip
@@ -344,6 +350,7 @@ def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
 
 def cmd_repair(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     from .prune import repair_index
+
     backend = open_backend(s.repository(), s.backend_options())
     repo = Repository.open(backend, password=s.password(), cache_dir=s.cache_root())
     doc = repair_index(repo, reporter=reporter)
