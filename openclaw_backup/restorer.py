@@ -6,8 +6,10 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    (``.<name>.openclaw-restore-<random>``), creating directories and files itself with
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
-   ranged reads, spread over worker threads), authenticates and verifies every blob against its
-   id, and writes it at its offsets; checks every file's size;
+   ranged reads), authenticates and verifies every blob against its id, and writes it at its
+   offsets; checks every file's size. The data is written by worker threads — or, for a large
+   restore from a store that survives a fork (local), by this process and a forked one, each
+   taking whole files (:mod:`.forkwork`: the GIL lets two threads do little more than one);
 3. sets modes and mtimes (directories deepest first);
 4. swaps the staging tree with the destination in one ``renameat2(RENAME_EXCHANGE)``, or — where
    the file system lacks it — two renames with a recoverable ``.openclaw-old-`` name;
@@ -30,12 +32,13 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import codec
+from . import codec, forkwork
 from .backends.local import fsync_dir
 from .codec import BLOB_DATA, BLOB_TREE, BlobRef
 from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
@@ -68,7 +71,6 @@ def _read_umask() -> int:
     return 0o777
 
 
-
 @dataclass(frozen=True)
 class RestoreOptions:
     """``destinations`` maps each root name to where it goes; built by the edges."""
@@ -77,6 +79,9 @@ class RestoreOptions:
     includes: list[str] = field(default_factory=list)
     workers: int = max(2, os.cpu_count() or 2)
     check_space: bool = True
+    #: With several workers on a store that survives a fork, restores with at least this much work
+    #: (bytes, plus 16 KiB per blob write) split the files with a forked process (see forkwork).
+    fork_threshold: int = 32 << 20
 
 
 @dataclass
@@ -110,6 +115,18 @@ def _final(unit: _Unit, path: str) -> str:
 
 
 _Want = tuple[BlobRef, bytes, str, int]  # blob, its id, the path (or tree id) it goes to, offset there
+_FilePlan = tuple[int, str, list[_Want]]  # cost (bytes, plus _WANT_COST per write), path, its blobs
+
+
+def _halves(plan: list[_FilePlan]) -> tuple[list[_FilePlan], list[_FilePlan]]:
+    """Split files in two of about equal cost, largest first into the lighter half."""
+    halves: tuple[list[_FilePlan], list[_FilePlan]] = ([], [])
+    load = [0, 0]
+    for item in sorted(plan, key=lambda p: p[0], reverse=True):
+        side = 0 if load[0] <= load[1] else 1
+        halves[side].append(item)
+        load[side] += item[0]
+    return halves
 
 
 def _ranges(wants: list[_Want]) -> list[tuple[str, int, int, list[_Want]]]:
@@ -326,13 +343,14 @@ class Restorer:
     def _build(self, unit: _Unit) -> None:
         for path, _ in unit.dirs:
             os.mkdir(path, 0o700)
-        wants: list[_Want] = []
         index = self.repo.index
         self._open = {}
         self._pending = {}
+        plan: list[_FilePlan] = []
         total = 0
         for path, node in unit.files:
             offset = 0
+            wants: list[_Want] = []
             for cid in node.content:
                 bid = bytes.fromhex(cid)
                 ref = index.get(bid)
@@ -345,27 +363,26 @@ class Restorer:
                 raise IntegrityError(f"{unit.label}: {name} claims {node.size} bytes but its blobs hold {offset}")
             total += node.size
             self._pending[path] = [len(node.content), node, 0]
-            if not node.content:
+            if wants:
+                plan.append((node.size + _WANT_COST * (len(wants) + 1), path, wants))
+            else:
                 self._finish(path, self._create(path, node), node, 0)
         if self.opts.check_space and total:
             free = shutil.disk_usage(unit.dest.parent).free
             if total > free:
                 raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
-        # Work units are ranged reads (not whole packs) so that every worker stays busy; the
-        # largest go first so that no long one is left for the end.
-        ranges = sorted(_ranges(wants), key=lambda r: r[1] - r[2] - _WANT_COST * len(r[3]))
-        del wants
+        progress: Callable[[int], None] = lambda n: self.reporter.progress(done_bytes=n)  # noqa: E731
         try:
-            with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
-                futures = [pool.submit(self._restore_range, r) for r in ranges]
-                try:
-                    for f in futures:
-                        f.result()
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+            if self._forks(plan):
+                # Files split between this process and a forked one, each file wholly on one side.
+                mine, theirs = _halves(plan)
+                forkwork.run_split(lambda p: self._write_files(mine, 1, p), lambda p: self._write_files(theirs, 1, p),
+                                   progress)  # fmt: skip
+                for _, path, _ in theirs:
+                    self._pending[path][0] = 0  # finished (and checked) by the child
+            else:
+                self._write_files(plan, self.opts.workers, progress)
         finally:
             for fd in self._open.values():
                 os.close(fd)
@@ -380,6 +397,40 @@ class Restorer:
         for path, node in reversed(unit.dirs):  # breadth-first order reversed: deepest first
             os.chmod(path, node.mode)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
+
+    def _forks(self, plan: list[_FilePlan]) -> bool:
+        """Whether to split the writing with a forked process: several workers wanted, a store
+        that survives a fork, and enough work to be worth one."""
+        return (
+            self.opts.workers > 1
+            and len(plan) > 1
+            and forkwork.available()
+            and self.repo.backend.capabilities.fork_safe
+            and sum(cost for cost, _, _ in plan) >= self.opts.fork_threshold
+        )
+
+    def _write_files(self, plan: list[_FilePlan], workers: int, progress: Callable[[int], None]) -> None:
+        """Restore the data of the files in ``plan`` with ``workers`` threads; check all are done."""
+        # Work units are ranged reads (not whole packs) so that every worker stays busy; the
+        # largest go first so that no long one is left for the end.
+        ranges = _ranges([w for _, _, wants in plan for w in wants])
+        ranges.sort(key=lambda r: r[1] - r[2] - _WANT_COST * len(r[3]))
+        if workers == 1:
+            for r in ranges:
+                self._restore_range(r, progress)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(self._restore_range, r, progress) for r in ranges]
+                try:
+                    for f in futures:
+                        f.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        unfinished = [path for _, path, _ in plan if self._pending[path][0]]
+        if unfinished:
+            raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
 
     def _create(self, path: str, node: Node) -> int:
         """Create the file, with its final mode when the umask leaves that mode alone (saves a
@@ -424,7 +475,7 @@ class Restorer:
         if last:
             self._finish(path, fd, entry[1], entry[2])
 
-    def _restore_range(self, item: tuple[str, int, int, list[_Want]]) -> None:
+    def _restore_range(self, item: tuple[str, int, int, list[_Want]], progress: Callable[[int], None]) -> None:
         """Read one merged range of a pack, verify each blob in it, and write it where it goes."""
         pack, start, end, group = item
         view = self._read(pack, start, end)
@@ -437,7 +488,7 @@ class Restorer:
                 last_id = bid
             self._write(path, plain, offset)
             done += len(plain)
-        self.reporter.progress(done_bytes=done)
+        progress(done)
 
     # ------------------------------------------------------------------ swapping
 

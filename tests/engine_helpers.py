@@ -183,8 +183,11 @@ def run_backup(
 def run_restore(
     repo: Repository, ref: str, dests: Mapping[str, Path], *, includes: Iterable[str] = ()
 ) -> RestoreResult:
+    """Restore with the data written by two processes whatever the size (the forked path; a store
+    that cannot be forked from falls back to threads), so that every engine test goes through it."""
     snap = repo.find_snapshot(ref)
-    return restore(repo, snap, RestoreOptions(destinations=dict(dests), includes=list(includes)), reporter=Reporter())
+    opts = RestoreOptions(destinations=dict(dests), includes=list(includes), workers=2, fork_threshold=0)
+    return restore(repo, snap, opts, reporter=Reporter())
 
 
 def publish_crafted(repo: Repository, top_nodes: list[dict[str, Any]], *, subtrees: Iterable[bytes] = (),

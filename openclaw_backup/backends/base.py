@@ -48,6 +48,8 @@ class Capabilities:
     ``consistent_listing``: :meth:`Backend.list` sees every published object at once.
     ``ranged_reads``: ``get(offset=, length=)`` transfers only that range.
     ``max_connections``: how many calls may run at once.
+    ``fork_safe``: the object keeps working in a child forked from its process (no connection
+    pool, socket or thread that the two processes would then share).
     """
 
     compare_and_swap: bool = True
@@ -56,6 +58,7 @@ class Capabilities:
     consistent_listing: bool = True
     ranged_reads: bool = True
     max_connections: int = 4
+    fork_safe: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from .base import Backend, Capabilities, Head, check_name
 class MemoryBackend(Backend):
     """Objects in a dict; the head compare-and-swapped under a lock. Thread-safe."""
 
-    capabilities = Capabilities(atomic_batch=False, max_connections=8)  # puts are visible at once
+    capabilities = Capabilities(atomic_batch=False, max_connections=8, fork_safe=True)  # puts visible at once
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
