@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, codec
+from . import __version__, codec, forkwork
 from .codec import BLOB_DATA, BLOB_TREE
 from .errors import ConflictError, NotFoundError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
@@ -57,6 +57,9 @@ class BackupOptions:
     agent_version: str | None = None
     workers: int = max(2, os.cpu_count() or 2)
     read_attempts: int = 3
+    #: With several workers on a store that survives a fork, backups with at least this much to
+    #: read (bytes, plus 16 KiB per file) share the reading with a forked process.
+    fork_threshold: int = 32 << 20
     force: bool = False
     scratch_dir: Path | None = None
     origin: str = "backup"
@@ -96,6 +99,19 @@ class _Outcome:
 
 
 _SQLITE_MIN_SIZE = 512  # the smallest page size: anything shorter is not a database
+_FILE_COST = 16 * 1024  # the work of one file (open, read, a blob), in bytes of data (measured)
+
+
+class _Forwarding(Reporter):
+    """The reporter of a forked reader: keeps warnings (sent back), forwards bytes done."""
+
+    def __init__(self, tick: forkwork.Progress) -> None:
+        super().__init__()
+        self.tick = tick
+
+    def progress(self, *, done_bytes: int = 0, done_items: int = 0) -> None:
+        if done_bytes:
+            self.tick(done_bytes)
 
 
 def _walk_files(e: Entry) -> Iterator[Entry]:
@@ -213,7 +229,60 @@ class Archiver:
                 self.stats["bytes_read"] += out.size
         return out
 
-    def _read_all(self, todo: list[Entry], outcomes: dict[str, _Outcome | None]) -> None:
+    def _read_files(self, todo: list[Entry], outcomes: dict[str, _Outcome | None]) -> None:
+        """Read every file in ``todo``, filling ``outcomes``: with worker threads, or — when the
+        store survives a fork and there is enough to do — here and in a forked process, which
+        takes the largest files, stores them in packs of its own and sends back what it stored
+        (see :mod:`.forkwork`: two threads of one interpreter do little more than one)."""
+        cost = [f.st.st_size + _FILE_COST for f in todo]
+        if not (
+            self.opts.workers > 1
+            and len(todo) > 1
+            and sum(cost) >= self.opts.fork_threshold
+            and forkwork.available()
+            and self.repo.backend.capabilities.fork_safe
+        ):
+            self._read_all(todo, outcomes, self.opts.workers)
+            return
+        order = sorted(todo, key=lambda f: f.st.st_size, reverse=True)
+        half, taken, i = sum(cost) / 2, 0, 0
+        while i < len(order) - 1 and taken < half:
+            taken += order[i].st.st_size + _FILE_COST
+            i += 1
+        while i < len(order) - 1 and order[i].st.st_size == order[i - 1].st.st_size:
+            i += 1  # equal sizes stay together: copies of one file are deduplicated by one process
+        theirs, mine = order[:i], order[i:]
+        got = forkwork.run_split(
+            lambda tick: self._read_all(mine, outcomes, 1, tick),
+            lambda tick: self._child_half(theirs, tick),
+            lambda n: self.reporter.progress(done_bytes=n),
+        )
+        child_outcomes, packs, packed_bytes, stats, warnings = got
+        outcomes.update(child_outcomes)
+        self.writer.adopt(packs, packed_bytes)
+        for key in ("files_read", "bytes_read", "sqlite_captured"):
+            self.stats[key] += stats[key]
+        for message in warnings:
+            self.reporter.warn(message)
+        self.reporter.progress(done_items=len(theirs))
+
+    def _child_half(self, files: list[Entry], tick: forkwork.Progress) -> tuple[Any, ...]:
+        """In the forked process: read ``files`` into packs of our own; what the parent needs back."""
+        self.reporter = _Forwarding(tick)  # this process's reporter belongs to the parent
+        self.writer = PackWriter(self.repo)
+        self.stats = dict.fromkeys(self.stats, 0)
+        outcomes: dict[str, _Outcome | None] = {}
+        self._read_all(files, outcomes, 1)
+        self.writer.flush()
+        return outcomes, self.writer.packs, self.writer.bytes_written, self.stats, self.reporter.warnings
+
+    def _read_all(
+        self,
+        todo: list[Entry],
+        outcomes: dict[str, _Outcome | None],
+        workers: int,
+        tick: forkwork.Progress | None = None,
+    ) -> None:
         """Read every file in ``todo`` with ``workers`` threads, filling ``outcomes``.
 
         Half the workers take the largest files first (a big file, a SQLite capture above all,
@@ -223,6 +292,14 @@ class Archiver:
         mostly hand the GIL back and forth.
         """
         queue = collections.deque(sorted(todo, key=lambda f: f.st.st_size))
+        if workers == 1:
+            while queue:
+                f = queue.pop()
+                outcomes[f.path] = self._process(f)
+                self.reporter.progress(done_items=1)
+                if tick is not None:
+                    tick(0)  # lets the other process's progress through
+            return
         failures: list[BaseException] = []
 
         def work(largest_first: bool) -> None:
@@ -240,7 +317,7 @@ class Archiver:
 
         threads = [
             threading.Thread(target=work, args=(i % 2 == 0,), name=f"backup-{i}", daemon=True)
-            for i in range(max(1, min(self.opts.workers, len(todo))))
+            for i in range(max(1, min(workers, len(todo))))
         ]
         try:
             for t in threads:
@@ -338,7 +415,7 @@ class Archiver:
             else:
                 todo.append(f)
         self.reporter.phase("backup", total_bytes=sum(f.st.st_size for f in todo), total_items=len(todo))
-        self._read_all(todo, outcomes)
+        self._read_files(todo, outcomes)
         top_nodes = [n for e in scanned if (n := self._node(e, outcomes)) is not None]
         top_data = encode_tree(top_nodes)
         top_id = self.writer.store(BLOB_TREE, top_data)

@@ -7,8 +7,9 @@ plan) shared copy-on-write, and nothing to coordinate with while it works, as lo
 halves touch disjoint files.
 
 :func:`run_split` runs ``mine`` here and ``theirs`` in the child. The child reports progress and
-its outcome (None, or the exception it raised) through a pipe; the parent re-raises that
-exception, so callers see the same typed errors as from in-process work. If the parent fails or
+its outcome (what ``theirs`` returned, pickled, or the exception it raised) through a pipe; the
+parent returns that value or re-raises that exception, so callers see the same typed errors as
+from in-process work. If the parent fails or
 is interrupted, the child is killed and reaped before the exception goes on: nothing keeps writing
 behind the caller's back. The child also dies with the parent (``PR_SET_PDEATHSIG``, Linux).
 Linux/POSIX only (``os.fork``); callers fall back to threads elsewhere.
@@ -26,8 +27,11 @@ import signal
 import struct
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .errors import BackupError
+
+T = TypeVar("T")
 
 Progress = Callable[[int], None]
 _FRAME = struct.Struct("<cI")  # kind (b"P" progress, b"R" result), payload length
@@ -42,10 +46,10 @@ def available() -> bool:
     return hasattr(os, "fork")
 
 
-def run_split(mine: Callable[[Progress], None], theirs: Callable[[Progress], None], progress: Progress) -> None:
-    """Run ``theirs(progress)`` in a forked child while ``mine(progress)`` runs here; raise the
-    first failure (the parent's own before the child's). ``progress`` receives both halves' counts,
-    in this process."""
+def run_split(mine: Callable[[Progress], None], theirs: Callable[[Progress], T], progress: Progress) -> T:
+    """Run ``theirs(progress)`` in a forked child while ``mine(progress)`` runs here; return what
+    ``theirs`` returned, or raise the first failure (the parent's own before the child's).
+    ``progress`` receives both halves' counts, in this process."""
     rfd, wfd = os.pipe()
     parent = os.getpid()
     pid = os.fork()
@@ -72,13 +76,14 @@ def run_split(mine: Callable[[Progress], None], theirs: Callable[[Progress], Non
     finally:
         os.close(rfd)
         _, status = os.waitpid(pid, 0)
-    if inbox.outcome is not None:
-        raise inbox.outcome
+    if inbox.error is not None:
+        raise inbox.error
     if not inbox.finished:
         raise WorkerDied(f"the worker process ended without finishing its half ({_describe(status)})")
+    return inbox.value
 
 
-def _child(work: Callable[[Progress], None], wfd: int, parent: int) -> None:
+def _child(work: Callable[[Progress], Any], wfd: int, parent: int) -> None:
     code = 0
     try:
         _die_with_parent(parent)
@@ -93,17 +98,18 @@ def _child(work: Callable[[Progress], None], wfd: int, parent: int) -> None:
                 _send(wfd, b"P", struct.pack("<q", pending))
                 last, pending = now, 0
 
-        outcome: BaseException | None = None
+        value: Any = None
+        error: BaseException | None = None
         try:
-            work(report)
+            value = work(report)
         except BaseException as e:  # re-raised by the parent
-            outcome = e
+            error = e
         if pending:
             _send(wfd, b"P", struct.pack("<q", pending))
         try:
-            payload = pickle.dumps(outcome)
+            payload = pickle.dumps((value, error))
         except Exception:  # an exception that does not pickle: keep its message
-            payload = pickle.dumps(BackupError(f"worker process failed: {outcome!r}"))
+            payload = pickle.dumps((None, BackupError(f"worker process failed: {error or value!r}")))
         _send(wfd, b"R", payload)
     except BaseException:
         code = 70
@@ -119,7 +125,8 @@ class _Inbox:
         self.progress = progress
         self.buf = bytearray()
         self.finished = False
-        self.outcome: BaseException | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
 
     def poll(self) -> None:
         try:
@@ -144,7 +151,7 @@ class _Inbox:
                 self.progress(struct.unpack("<q", payload)[0])
             else:
                 self.finished = True
-                self.outcome = pickle.loads(payload)  # from our own child
+                self.value, self.error = pickle.loads(payload)  # from our own child
 
 
 def _send(wfd: int, kind: bytes, payload: bytes) -> None:

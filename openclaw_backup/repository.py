@@ -641,6 +641,15 @@ class PackWriter:
         if full:
             self._upload(*full)
 
+    def adopt(self, packs: dict[str, list[tuple[bytes, BlobRef]]], bytes_written: int) -> None:
+        """Count packs another writer uploaded (a forked reader's) as ours, for the index."""
+        with self._lock:
+            for pack, blobs in packs.items():
+                self.packs[pack] = blobs
+                self._claimed.update(bid for bid, _ in blobs)
+                self.blobs_written += len(blobs)
+            self.bytes_written += bytes_written
+
     def write_index(self) -> str | None:
         """Write one index file for every pack written; returns its name (None when nothing new)."""
         self.flush()

@@ -170,6 +170,10 @@ def run_backup(
     reporter: Reporter | None = None,
     **kw: Any,
 ) -> BackupResult:
+    """Back up with the reading shared by two processes whatever the size (the forked path; a store
+    that cannot be forked from falls back to threads), so that every engine test goes through it."""
+    kw.setdefault("workers", 2)
+    kw.setdefault("fork_threshold", 0)
     opts = BackupOptions(
         roots=[Root(name, str(path)) for name, path in roots.items()],
         excludes=list(excludes),

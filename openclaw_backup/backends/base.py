@@ -49,7 +49,8 @@ class Capabilities:
     ``ranged_reads``: ``get(offset=, length=)`` transfers only that range.
     ``max_connections``: how many calls may run at once.
     ``fork_safe``: the object keeps working in a child forked from its process (no connection
-    pool, socket or thread that the two processes would then share).
+    pool, socket or thread that the two processes would then share), and what the child stores
+    the parent sees.
     """
 
     compare_and_swap: bool = True

@@ -13,7 +13,8 @@ from .base import Backend, Capabilities, Head, check_name
 class MemoryBackend(Backend):
     """Objects in a dict; the head compare-and-swapped under a lock. Thread-safe."""
 
-    capabilities = Capabilities(atomic_batch=False, max_connections=8, fork_safe=True)  # puts visible at once
+    # puts are visible at once; not fork-safe: what a forked child stores stays in the child's copy
+    capabilities = Capabilities(atomic_batch=False, max_connections=8)
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}

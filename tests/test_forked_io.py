@@ -1,0 +1,104 @@
+"""Backups and restores whose file work is shared with a forked process (local store): the same
+results as in one process, warnings and typed errors carried back, nothing published on failure."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from openclaw_backup.backends.local import LocalBackend
+from openclaw_backup.errors import StoreError
+from openclaw_backup.filecache import FileCache
+from openclaw_backup.maintenance import check
+from openclaw_backup.reporter import Reporter
+from tests.engine_helpers import (
+    fingerprint,
+    local_repo,
+    new_repo,
+    past_ns,
+    run_backup,
+    run_restore,
+    sample_state,
+    set_mtimes,
+    write,
+)
+
+
+def _state(root: Path) -> None:
+    sample_state(root)
+    db = root / "memory/main.sqlite"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v BLOB)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", ((i, os.urandom(500)) for i in range(3000)))
+    con.commit()
+    con.close()
+    big = os.urandom(3_000_000)
+    for name in ("a.bin", "b.bin"):  # equal files: one process stores them, once
+        write(root / "media" / name, big)
+    for i in range(300):  # many small files, some identical, for the other process
+        write(root / "cache" / f"{i:03}.js", b"module.exports = %d;\n" % (i % 7) * (i + 1))
+    set_mtimes(root, past_ns(60))  # not "racy": the file cache may keep them
+
+
+def test_forked_backup_and_restore_roundtrip(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _state(src)
+    repo = local_repo(tmp_path / "repo")
+    cache = FileCache(tmp_path / "files.db")
+    res = run_backup(repo, {"s": src}, cache=cache)
+    assert res.snapshot_id and not res.warnings, res.warnings
+    assert res.stats["files_read"] == res.stats["files"] and res.stats["sqlite_captured"] == 1
+    assert res.stats["bytes_added"] == sum(p.stat().st_size for p in (tmp_path / "repo/data").rglob("*") if p.is_file())
+    report = check(repo, read_data=True, reporter=Reporter())
+    assert not report.problems, report.problems
+    stored = sum(ref.raw_len for ref in repo.index.values() if ref.btype == b"D")
+    assert stored < sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) - 2_900_000  # b.bin deduplicated
+
+    again = run_backup(repo, {"s": src}, cache=FileCache(tmp_path / "files.db"))
+    assert again.unchanged and again.stats["files_read"] == 0  # the child's files went into the cache too
+
+    out = tmp_path / "out" / "s"
+    run_restore(repo, "latest", {"s": out})
+    skip = lambda rel: rel.startswith(b"memory/main.sqlite")  # noqa: E731  # a capture, compared by rows
+    assert fingerprint(out, skip=skip) == fingerprint(src, skip=skip)
+    con = sqlite3.connect(out / "memory/main.sqlite")
+    assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 3000
+    con.close()
+
+
+def test_a_warning_in_the_forked_half_reaches_the_result(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _state(src)
+    bad = bytearray((src / "memory/main.sqlite").read_bytes())
+    bad[4096 : 4096 + 12] = b"\x0d\xff\xff" + b"\xff" * 9  # the largest file, so the forked half's
+    write(src / "memory/main.sqlite", bytes(bad) + os.urandom(4_000_000))
+    res = run_backup(local_repo(tmp_path / "repo"), {"s": src})
+    assert res.snapshot_id
+    assert any("main.sqlite" in w and "stored as a plain file" in w for w in res.warnings), res.warnings
+
+
+class _ChildCannotWrite(LocalBackend):
+    """A local store on which only the parent process can store packs."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, lock_timeout=5.0)
+        self.parent = os.getpid()
+
+    def put(self, name: str, data: bytes) -> None:
+        if os.getpid() != self.parent and name.startswith("data/"):
+            raise StoreError(f"cannot write {name}: no space left on device", transient=False)
+        super().put(name, data)
+
+
+def test_a_store_error_in_the_forked_half_fails_the_backup_and_publishes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _state(src)
+    repo = new_repo(_ChildCannotWrite(tmp_path / "repo"))
+    with pytest.raises(StoreError, match="no space left"):
+        run_backup(repo, {"s": src})
+    assert repo.refresh().snapshots == {} or not repo.snapshots()
