@@ -91,13 +91,14 @@ def settle() -> None:
 
 
 def run_step(cmds: list[tuple[list[str], Path]], env: dict, logdir: Path, tag: str) -> dict:
-    acc = {"wall_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "cpu_s": 0.0, "rss_kb": 0}
+    acc = {"wall_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "cpu_s": 0.0, "rss_kb": 0, "pss_kb": 0}
     settle()
     for i, (argv, cwd) in enumerate(cmds):
         m = run_measured(argv, cwd, env, logdir, f"{tag}.{i}")
         for k in ("wall_s", "user_s", "sys_s", "cpu_s"):
             acc[k] += m[k]
         acc["rss_kb"] = max(acc["rss_kb"], m["rss_kb"])
+        acc["pss_kb"] = max(acc["pss_kb"], m.get("pss_kb", 0))
     return acc
 
 
@@ -490,16 +491,17 @@ METRICS = [  # (key in step dict, label, scale divisor)
     ("wall_s", "wall s", 1),
     ("cpu_s", "cpu s", 1),
     ("rss_kb", "peak RSS MB", 1024),
+    ("pss_kb", "peak PSS MB", 1024),
     ("repo_bytes", "repo MB", 1e6),
     ("added_bytes", "added MB", 1e6),
     ("cache_bytes", "cache MB", 1e6),
 ]
 STEP_METRICS = {
-    "init": ["wall_s", "cpu_s", "rss_kb", "repo_bytes"],
-    "initial": ["wall_s", "cpu_s", "rss_kb", "repo_bytes", "added_bytes", "cache_bytes"],
-    "unchanged": ["wall_s", "cpu_s", "rss_kb", "added_bytes"],
-    "mutated": ["wall_s", "cpu_s", "rss_kb", "repo_bytes", "added_bytes", "cache_bytes"],
-    "restore": ["wall_s", "cpu_s", "rss_kb"],
+    "init": ["wall_s", "cpu_s", "rss_kb", "pss_kb", "repo_bytes"],
+    "initial": ["wall_s", "cpu_s", "rss_kb", "pss_kb", "repo_bytes", "added_bytes", "cache_bytes"],
+    "unchanged": ["wall_s", "cpu_s", "rss_kb", "pss_kb", "added_bytes"],
+    "mutated": ["wall_s", "cpu_s", "rss_kb", "pss_kb", "repo_bytes", "added_bytes", "cache_bytes"],
+    "restore": ["wall_s", "cpu_s", "rss_kb", "pss_kb"],
 }
 
 
