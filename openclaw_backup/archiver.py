@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import collections
 import gc
+import itertools
 import os
 import re
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,31 +233,33 @@ class Archiver:
     def _read_files(self, todo: list[Entry], outcomes: dict[str, _Outcome | None]) -> None:
         """Read every file in ``todo``, filling ``outcomes``: with worker threads, or — when the
         store survives a fork and there is enough to do — here and in a forked process, which
-        takes the largest files, stores them in packs of its own and sends back what it stored
-        (see :mod:`.forkwork`: two threads of one interpreter do little more than one)."""
-        cost = [f.st.st_size + _FILE_COST for f in todo]
+        stores what it reads in packs of its own and sends back what it stored (see
+        :mod:`.forkwork`: two threads of one interpreter do little more than one).
+
+        The two processes draw from one deck of files sorted by size, the child from the largest
+        end, this process from the smallest, so that they finish together. Files of equal size are
+        dealt as one card: copies of a file are read, and deduplicated, by the same process.
+        """
         if not (
             self.opts.workers > 1
             and len(todo) > 1
-            and sum(cost) >= self.opts.fork_threshold
+            and sum(f.st.st_size + _FILE_COST for f in todo) >= self.opts.fork_threshold
             and forkwork.available()
             and self.repo.backend.capabilities.fork_safe
         ):
             self._read_all(todo, outcomes, self.opts.workers)
             return
-        order = sorted(todo, key=lambda f: f.st.st_size, reverse=True)
-        half, taken, i = sum(cost) / 2, 0, 0
-        while i < len(order) - 1 and taken < half:
-            taken += order[i].st.st_size + _FILE_COST
-            i += 1
-        while i < len(order) - 1 and order[i].st.st_size == order[i - 1].st.st_size:
-            i += 1  # equal sizes stay together: copies of one file are deduplicated by one process
-        theirs, mine = order[:i], order[i:]
-        got = forkwork.run_split(
-            lambda tick: self._read_all(mine, outcomes, 1, tick),
-            lambda tick: self._child_half(theirs, tick),
-            lambda n: self.reporter.progress(done_bytes=n),
-        )
+        ordered = sorted(todo, key=lambda f: f.st.st_size)
+        cards = [list(same) for _, same in itertools.groupby(ordered, key=lambda f: f.st.st_size)]
+        deck = forkwork.TwoEnds(len(cards))
+        try:
+            got = forkwork.run_split(
+                lambda tick: self._read_dealt(cards, deck.take_low, outcomes, tick),
+                lambda tick: self._child_half(cards, deck.take_high, tick),
+                lambda n: self.reporter.progress(done_bytes=n),
+            )
+        finally:
+            deck.close()
         child_outcomes, packs, packed_bytes, stats, warnings = got
         outcomes.update(child_outcomes)
         self.writer.adopt(packs, packed_bytes)
@@ -264,25 +267,33 @@ class Archiver:
             self.stats[key] += stats[key]
         for message in warnings:
             self.reporter.warn(message)
-        self.reporter.progress(done_items=len(theirs))
+        self.reporter.progress(done_items=len(child_outcomes))
 
-    def _child_half(self, files: list[Entry], tick: forkwork.Progress) -> tuple[Any, ...]:
-        """In the forked process: read ``files`` into packs of our own; what the parent needs back."""
+    def _read_dealt(
+        self,
+        cards: list[list[Entry]],
+        take: Callable[[], int | None],
+        outcomes: dict[str, _Outcome | None],
+        tick: forkwork.Progress,
+    ) -> None:
+        while (i := take()) is not None:
+            for f in cards[i]:
+                outcomes[f.path] = self._process(f)
+                self.reporter.progress(done_items=1)
+            tick(0)  # lets the other process's progress through
+
+    def _child_half(self, cards: list[list[Entry]], take: Callable[[], int | None], tick: forkwork.Progress) -> Any:
+        """In the forked process: read the files dealt to us into packs of our own; return what
+        the parent needs back."""
         self.reporter = _Forwarding(tick)  # this process's reporter belongs to the parent
         self.writer = PackWriter(self.repo)
         self.stats = dict.fromkeys(self.stats, 0)
         outcomes: dict[str, _Outcome | None] = {}
-        self._read_all(files, outcomes, 1)
+        self._read_dealt(cards, take, outcomes, tick)
         self.writer.flush()
         return outcomes, self.writer.packs, self.writer.bytes_written, self.stats, self.reporter.warnings
 
-    def _read_all(
-        self,
-        todo: list[Entry],
-        outcomes: dict[str, _Outcome | None],
-        workers: int,
-        tick: forkwork.Progress | None = None,
-    ) -> None:
+    def _read_all(self, todo: list[Entry], outcomes: dict[str, _Outcome | None], workers: int) -> None:
         """Read every file in ``todo`` with ``workers`` threads, filling ``outcomes``.
 
         Half the workers take the largest files first (a big file, a SQLite capture above all,
@@ -292,14 +303,6 @@ class Archiver:
         mostly hand the GIL back and forth.
         """
         queue = collections.deque(sorted(todo, key=lambda f: f.st.st_size))
-        if workers == 1:
-            while queue:
-                f = queue.pop()
-                outcomes[f.path] = self._process(f)
-                self.reporter.progress(done_items=1)
-                if tick is not None:
-                    tick(0)  # lets the other process's progress through
-            return
         failures: list[BaseException] = []
 
         def work(largest_first: bool) -> None:

@@ -21,6 +21,7 @@ only calls ``theirs`` with a progress callback, then leaves with ``os._exit``.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import pickle
 import signal
@@ -44,6 +45,41 @@ class WorkerDied(BackupError):
 
 def available() -> bool:
     return hasattr(os, "fork")
+
+
+class TwoEnds:
+    """Indices ``0 .. n-1`` dealt to two processes from opposite ends: :meth:`take_low` gives the
+    next from the bottom, :meth:`take_high` the next from the top, each index once, None when all
+    are dealt. Create it before :func:`run_split`; the state lives in a shared mapping, guarded by
+    a one-token pipe, so that both sides of the fork draw from the same deck and finish together."""
+
+    def __init__(self, n: int) -> None:
+        self._state = mmap.mmap(-1, 16)  # shared (MAP_SHARED) with the forked child
+        struct.pack_into("<qq", self._state, 0, 0, n - 1)
+        self._rfd, self._wfd = os.pipe()
+        os.write(self._wfd, b".")  # the token
+
+    def _take(self, low: bool) -> int | None:
+        os.read(self._rfd, 1)
+        try:
+            lo, hi = struct.unpack_from("<qq", self._state, 0)
+            if lo > hi:
+                return None
+            struct.pack_into("<qq", self._state, 0, lo + 1 if low else lo, hi if low else hi - 1)
+            return lo if low else hi
+        finally:
+            os.write(self._wfd, b".")
+
+    def take_low(self) -> int | None:
+        return self._take(True)
+
+    def take_high(self) -> int | None:
+        return self._take(False)
+
+    def close(self) -> None:
+        os.close(self._rfd)
+        os.close(self._wfd)
+        self._state.close()
 
 
 def run_split(mine: Callable[[Progress], None], theirs: Callable[[Progress], T], progress: Progress) -> T:
