@@ -249,13 +249,15 @@ class Archiver:
         ):
             self._read_all(todo, outcomes, self.opts.workers)
             return
+        half_packs = max(1 << 20, self.repo.config.pack_size // 2)  # two packs in the making: one's memory
+        self.writer.pack_size = half_packs
         ordered = sorted(todo, key=lambda f: f.st.st_size)
         cards = [list(same) for _, same in itertools.groupby(ordered, key=lambda f: f.st.st_size)]
         deck = forkwork.TwoEnds(len(cards))
         try:
             got = forkwork.run_split(
                 lambda tick: self._read_dealt(cards, deck.take_low, outcomes, tick),
-                lambda tick: self._child_half(cards, deck.take_high, tick),
+                lambda tick: self._child_half(cards, deck.take_high, half_packs, tick),
                 lambda n: self.reporter.progress(done_bytes=n),
             )
         finally:
@@ -282,11 +284,13 @@ class Archiver:
                 self.reporter.progress(done_items=1)
             tick(0)  # lets the other process's progress through
 
-    def _child_half(self, cards: list[list[Entry]], take: Callable[[], int | None], tick: forkwork.Progress) -> Any:
+    def _child_half(
+        self, cards: list[list[Entry]], take: Callable[[], int | None], pack_size: int, tick: forkwork.Progress
+    ) -> Any:
         """In the forked process: read the files dealt to us into packs of our own; return what
         the parent needs back."""
         self.reporter = _Forwarding(tick)  # this process's reporter belongs to the parent
-        self.writer = PackWriter(self.repo)
+        self.writer = PackWriter(self.repo, pack_size=pack_size)
         self.stats = dict.fromkeys(self.stats, 0)
         outcomes: dict[str, _Outcome | None] = {}
         self._read_dealt(cards, take, outcomes, tick)

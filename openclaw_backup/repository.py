@@ -539,8 +539,11 @@ class PackWriter:
     what ``put`` was given, so the mapping is released as soon as the pack is uploaded.
     """
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, *, pack_size: int | None = None) -> None:
         self.repo = repo
+        #: where a pack is closed: the repository's, or less (two processes writing at once
+        #: keep the memory of one pack between them)
+        self.pack_size = pack_size or repo.config.pack_size
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
         self._buf: mmap.mmap | None = None
@@ -594,7 +597,7 @@ class PackWriter:
         need = self._pos + n + self._header + codec.PACK_ENTRY_SIZE + OVERHEAD + 4
         if self._buf is None or need > len(self._buf):
             closed = self._take()
-            room = max(self.repo.config.pack_size, n) + _PACK_SLACK
+            room = max(self.pack_size, n) + _PACK_SLACK
             self._buf = mmap.mmap(-1, room + _HEADER_ROOM)
         return closed, memoryview(self._buf)[self._pos : self._pos + n]
 
@@ -604,7 +607,7 @@ class PackWriter:
         self._entries.append((btype, bid, n, raw_len))
         self._pos += n
         self._header += codec.PACK_ENTRY_SIZE
-        if self._pos < self.repo.config.pack_size:
+        if self._pos < self.pack_size:
             return None
         return self._take()
 
