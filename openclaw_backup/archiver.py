@@ -249,7 +249,8 @@ class Archiver:
         ):
             self._read_all(todo, outcomes, self.opts.workers)
             return
-        half_packs = max(1 << 20, self.repo.config.pack_size // 2)  # two packs in the making: one's memory
+        size = self.repo.config.pack_size
+        half_packs = size // 2 if size >= 2 << 20 else size  # two packs in the making: one's memory
         self.writer.pack_size = half_packs
         ordered = sorted(todo, key=lambda f: f.st.st_size)
         cards = [list(same) for _, same in itertools.groupby(ordered, key=lambda f: f.st.st_size)]
