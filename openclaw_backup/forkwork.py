@@ -123,7 +123,10 @@ def _child(work: Callable[[Progress], Any], wfd: int, parent: int) -> None:
     code = 0
     try:
         _die_with_parent(parent)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent handles ^C, and then kills us
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            # The parent's handlers (the supervisor's forward signals to the agent) are not ours:
+            # the parent handles these, and kills us if it gives up.
+            signal.signal(sig, signal.SIG_DFL)
         last, pending = time.monotonic(), 0
 
         def report(n: int) -> None:

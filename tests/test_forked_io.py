@@ -102,3 +102,29 @@ def test_a_store_error_in_the_forked_half_fails_the_backup_and_publishes_nothing
     with pytest.raises(StoreError, match="no space left"):
         run_backup(repo, {"s": src})
     assert repo.refresh().snapshots == {} or not repo.snapshots()
+
+
+def test_forked_backup_from_a_worker_thread(tmp_path: Path) -> None:
+    """The supervisor backs up from a thread, with its own signal handlers installed: the forked
+    reader must work from there too (and must not run those handlers)."""
+    import signal
+    import threading
+
+    src = tmp_path / "src"
+    _state(src)
+    repo = local_repo(tmp_path / "repo")
+    seen: list[int] = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    results: list[object] = []
+    try:
+        t = threading.Thread(target=lambda: results.append(run_backup(repo, {"s": src})))
+        t.start()
+        t.join(120)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    (res,) = results
+    assert res.snapshot_id and not res.warnings  # type: ignore[attr-defined]
+    out = tmp_path / "out" / "s"
+    run_restore(repo, "latest", {"s": out})
+    skip = lambda rel: rel.startswith(b"memory/main.sqlite")  # noqa: E731
+    assert fingerprint(out, skip=skip) == fingerprint(src, skip=skip) and not seen
