@@ -12,7 +12,7 @@ parent returns that value or re-raises that exception, so callers see the same t
 from in-process work. If the parent fails or
 is interrupted, the child is killed and reaped before the exception goes on: nothing keeps writing
 behind the caller's back. The child also dies with the parent (``PR_SET_PDEATHSIG``, Linux).
-Linux/POSIX only (``os.fork``); callers fall back to threads elsewhere.
+Linux only (:func:`available`); callers fall back to threads elsewhere.
 
 The child must not touch anything the parent's other threads may hold (reporters, consoles): it
 only calls ``theirs`` with a progress callback, then leaves with ``os._exit``.
@@ -26,6 +26,7 @@ import os
 import pickle
 import signal
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -44,7 +45,8 @@ class WorkerDied(BackupError):
 
 
 def available() -> bool:
-    return hasattr(os, "fork")
+    """Linux only: elsewhere a fork of a threaded process is not dependable (macOS)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
 class TwoEnds:
