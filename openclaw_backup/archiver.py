@@ -14,7 +14,6 @@ file is left out) and a warning says so. A torn mix is never stored.
 from __future__ import annotations
 
 import collections
-import gc
 import itertools
 import os
 import re
@@ -29,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, codec, forkwork
+from . import __version__, codec, forkwork, memtune
 from .codec import BLOB_DATA, BLOB_TREE
 from .errors import ConflictError, NotFoundError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
@@ -383,15 +382,8 @@ class Archiver:
     # -------------------------------------------------------------- run
 
     def run(self) -> BackupResult:
-        # Tens of thousands of short-lived objects and no reference cycles worth chasing: the
-        # cyclic collector would only burn CPU (and hold the GIL) during the run.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with memtune.collector_paused():
             return self._run()
-        finally:
-            if paused:
-                gc.enable()
 
     def _run(self) -> BackupResult:
         repo, opts = self.repo, self.opts

@@ -27,7 +27,6 @@ import ctypes
 import ctypes.util
 import errno
 import functools
-import gc
 import os
 import secrets
 import shutil
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import codec, forkwork
+from . import codec, forkwork, memtune
 from .backends.local import fsync_dir
 from .codec import BLOB_DATA, BLOB_TREE, BlobRef
 from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
@@ -537,9 +536,7 @@ def restore(
     If a pack vanished because a prune repacked the data after we read the index, the head is read
     again and the restore retried (twice at most) while the snapshot is still in the repository.
     """
-    collecting = gc.isenabled()
-    gc.disable()  # many objects, hardly any cycles: the collector's passes would only cost time
-    try:
+    with memtune.collector_paused():
         for attempt in range(3):
             try:
                 return Restorer(repo, snapshot, options, reporter=reporter).run()
@@ -547,7 +544,4 @@ def restore(
                 if attempt == 2 or snapshot["id"] not in repo.refresh().snapshots:
                     raise
                 repo.load_index()
-    finally:
-        if collecting:
-            gc.enable()
     raise AssertionError("unreachable")
