@@ -21,7 +21,7 @@ only calls ``theirs`` with a progress callback, then leaves with ``os._exit``.
 from __future__ import annotations
 
 import ctypes
-import mmap
+import fcntl
 import os
 import pickle
 import signal
@@ -52,25 +52,26 @@ def available() -> bool:
 class TwoEnds:
     """Indices ``0 .. n-1`` dealt to two processes from opposite ends: :meth:`take_low` gives the
     next from the bottom, :meth:`take_high` the next from the top, each index once, None when all
-    are dealt. Create it before :func:`run_split`; the state lives in a shared mapping, guarded by
-    a one-token pipe, so that both sides of the fork draw from the same deck and finish together."""
+    are dealt. Create it before :func:`run_split`: the two counters live in an anonymous file both
+    sides of the fork share, guarded by a POSIX record lock (``lockf``), which the kernel drops when
+    its holder dies, so a killed child cannot leave the parent waiting for the deck forever."""
+
+    _STATE = struct.Struct("<qq")
 
     def __init__(self, n: int) -> None:
-        self._state = mmap.mmap(-1, 16)  # shared (MAP_SHARED) with the forked child
-        struct.pack_into("<qq", self._state, 0, 0, n - 1)
-        self._rfd, self._wfd = os.pipe()
-        os.write(self._wfd, b".")  # the token
+        self._fd = os.memfd_create("openclaw-backup-deck", os.MFD_CLOEXEC)
+        os.pwrite(self._fd, self._STATE.pack(0, n - 1), 0)
 
     def _take(self, low: bool) -> int | None:
-        os.read(self._rfd, 1)
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
         try:
-            lo, hi = struct.unpack_from("<qq", self._state, 0)
+            lo, hi = self._STATE.unpack(os.pread(self._fd, self._STATE.size, 0))
             if lo > hi:
                 return None
-            struct.pack_into("<qq", self._state, 0, lo + 1 if low else lo, hi if low else hi - 1)
+            os.pwrite(self._fd, self._STATE.pack(lo + 1, hi) if low else self._STATE.pack(lo, hi - 1), 0)
             return lo if low else hi
         finally:
-            os.write(self._wfd, b".")
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def take_low(self) -> int | None:
         return self._take(True)
@@ -79,9 +80,7 @@ class TwoEnds:
         return self._take(False)
 
     def close(self) -> None:
-        os.close(self._rfd)
-        os.close(self._wfd)
-        self._state.close()
+        os.close(self._fd)
 
 
 def run_split(mine: Callable[[Progress], None], theirs: Callable[[Progress], T], progress: Progress) -> T:

@@ -76,3 +76,43 @@ def test_a_child_killed_by_a_signal_is_an_error() -> None:
 
     with pytest.raises(forkwork.WorkerDied, match="signal 9"):
         forkwork.run_split(lambda p: None, theirs, lambda n: None)
+
+
+def test_the_deck_deals_each_card_once_and_survives_a_child_killed_holding_it() -> None:
+    import fcntl
+
+    deck = forkwork.TwoEnds(100)
+    try:
+        mine: list[int] = []
+
+        def theirs(progress: forkwork.Progress) -> list[int]:
+            got = []
+            while (i := deck.take_high()) is not None:
+                got.append(i)
+            return got
+
+        def take_all(progress: forkwork.Progress) -> None:
+            while (i := deck.take_low()) is not None:
+                mine.append(i)
+
+        their = forkwork.run_split(take_all, theirs, lambda n: None)
+        assert sorted(mine + their) == list(range(100))
+        assert mine == sorted(mine) and their == sorted(their, reverse=True)
+    finally:
+        deck.close()
+
+    deck = forkwork.TwoEnds(3)
+    try:
+
+        def dies_holding_the_lock(progress: forkwork.Progress) -> None:
+            fcntl.lockf(deck._fd, fcntl.LOCK_EX)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def waits_for_it(progress: forkwork.Progress) -> None:
+            time.sleep(0.3)  # the child holds the lock by now
+            assert [deck.take_low(), deck.take_low(), deck.take_low(), deck.take_low()] == [0, 1, 2, None]
+
+        with pytest.raises(forkwork.WorkerDied):
+            forkwork.run_split(waits_for_it, dies_holding_the_lock, lambda n: None)
+    finally:
+        deck.close()
