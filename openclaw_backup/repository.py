@@ -421,13 +421,23 @@ class Repository:
         self._index_loaded_for = list(self.state.indexes)
         return index
 
-    def read_blob(self, bid: bytes, btype: bytes) -> bytes:
+    def blob_ref(self, bid: bytes, btype: bytes) -> BlobRef:
+        """Where blob ``bid`` (of type ``btype``) is stored; ``IntegrityError`` when not indexed."""
         ref = self.index.get(bid)
         if ref is None or ref.btype != btype:
             raise IntegrityError(f"blob {bid.hex()[:16]} is not in the index (missing data)")
-        stored = self.backend.get(pack_name(ref.pack), offset=ref.offset, length=ref.length)
-        if len(stored) != ref.length:
-            raise IntegrityError(f"pack {ref.pack[:16]} is truncated")
+        return ref
+
+    def read_pack_range(self, pack: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of pack ``pack`` from ``offset``; ``IntegrityError`` when it is shorter."""
+        data = self.backend.get(pack_name(pack), offset=offset, length=length)
+        if len(data) != length:
+            raise IntegrityError(f"pack {pack[:16]} is truncated")
+        return data
+
+    def read_blob(self, bid: bytes, btype: bytes) -> bytes:
+        ref = self.blob_ref(bid, btype)
+        stored = self.read_pack_range(ref.pack, ref.offset, ref.length)
         return codec.decode_blob(self.cipher, btype, bid, stored, ref.raw_len)
 
     def read_tree(self, tree_id: str) -> list[Node]:
@@ -567,25 +577,26 @@ class PackWriter:
 
     def add(self, btype: bytes, bid: bytes, data: bytes | memoryview) -> None:
         """Compress, seal and queue a claimed blob; uploads a pack when it is full."""
-        flag, body = codec.blob_body(data)
-        cipher = self.repo.cipher
-        n = cipher.sealed_size(1 + len(body))
-        with self._lock:
-            closed, view = self._room(n)
-            cipher.seal_flagged_into(flag, body, codec.blob_ad(btype, bid), view)
-            view.release()
-            full = self._append(btype, bid, n, len(data))
-        for pack in (closed, full):
-            if pack:
-                self._upload(*pack)
+        flag, body = codec.blob_body(data)  # outside the lock: the costly part
+        cipher, ad = self.repo.cipher, codec.blob_ad(btype, bid)
+        self._queue(btype, bid, cipher.sealed_size(1 + len(body)), len(data),
+                    lambda view: cipher.seal_flagged_into(flag, body, ad, view))  # fmt: skip
 
     def add_stored(self, btype: bytes, bid: bytes, stored: bytes | bytearray, raw_len: int) -> None:
         """Queue an already sealed blob (also used by prune to copy blobs between packs)."""
-        with self._lock:
-            closed, view = self._room(len(stored))
+
+        def fill(view: memoryview) -> None:
             view[:] = stored
+
+        self._queue(btype, bid, len(stored), raw_len, fill)
+
+    def _queue(self, btype: bytes, bid: bytes, n: int, raw_len: int, fill: Callable[[memoryview], None]) -> None:
+        """Let ``fill`` write the ``n`` stored bytes of a blob at the end of the current pack."""
+        with self._lock:
+            closed, view = self._room(n)
+            fill(view)
             view.release()
-            full = self._append(btype, bid, len(stored), raw_len)
+            full = self._append(btype, bid, n, raw_len)
         for pack in (closed, full):
             if pack:
                 self._upload(*pack)

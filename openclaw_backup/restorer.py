@@ -43,7 +43,7 @@ from .codec import BLOB_DATA, BLOB_TREE, BlobRef
 from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .reporter import Reporter
-from .repository import Repository, pack_name
+from .repository import Repository
 from .sources import SIDECAR_SUFFIXES
 from .tree import Node, check_node_name, decode_tree
 
@@ -313,14 +313,11 @@ class Restorer:
 
     def _read_trees(self, ids: set[str]) -> dict[str, list[Node]]:
         """Fetch and decode many trees with merged ranged reads (each one verified like any blob)."""
-        index, cipher = self.repo.index, self.repo.cipher
+        cipher = self.repo.cipher
         wants: list[_Want] = []
         for tid in ids:
             bid = bytes.fromhex(tid)
-            ref = index.get(bid)
-            if ref is None or ref.btype != BLOB_TREE:
-                raise IntegrityError(f"blob {tid[:16]} is not in the index (missing data)")
-            wants.append((ref, bid, tid, 0))
+            wants.append((self.repo.blob_ref(bid, BLOB_TREE), bid, tid, 0))
         trees: dict[str, list[Node]] = {}
         for pack, start, end, group in _ranges(wants):
             view = self._read(pack, start, end)
@@ -332,10 +329,7 @@ class Restorer:
         return trees
 
     def _read(self, pack: str, start: int, end: int) -> memoryview:
-        data = self.repo.backend.get(pack_name(pack), offset=start, length=end - start)
-        if len(data) != end - start:
-            raise IntegrityError(f"pack {pack[:16]} is truncated")
-        return memoryview(data)
+        return memoryview(self.repo.read_pack_range(pack, start, end - start))
 
     # ------------------------------------------------------------------ building
 
