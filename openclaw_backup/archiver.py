@@ -6,9 +6,21 @@ threads, cutting, hashing, compressing and sealing chunks into packs → build t
 → if the root tree equals the parent snapshot's, stop: nothing changed, nothing is published →
 else write the index, the snapshot, and publish the head (one compare-and-swap).
 
-A file that changes while it is read (size or mtime differ before and after) is read again, up to
-``read_attempts`` times; if it never holds still, the previous snapshot's version is kept (or the
-file is left out) and a warning says so. A torn mix is never stored.
+Files that change while they are read: a file read up to the size it had when opened, whose size
+only grew meanwhile and whose first and last bytes read are unchanged (an appended log, a JSONL
+transcript) is stored up to that size — a state it really had — and counted in ``files_grown``.
+Any other change (rewritten in place, shrunk, replaced) makes us read it again, up to
+``read_attempts`` times; if it never holds still, or cannot be read (or, for a SQLite database,
+captured), the parent snapshot's version is kept (else the local cache's), with a warning — or, when
+no earlier version exists, the file is left out with a warning. A torn mix is never stored.
+
+SQLite databases are captured through :mod:`.sqlite_capture`; a damaged one is stored as a *raw
+set* (the main file and its ``-wal``/``-journal``, copied together, stored as sibling entries and
+restored together), with a warning. What is stored for a database never depends on the local cache:
+degraded outcomes are never cached, and the cache only remembers what it may skip reading.
+
+Every warning of a backup means that the snapshot holds less than, or other than, what the sources
+had: :attr:`BackupResult.degraded` is then true and the edges report it as such.
 """
 
 from __future__ import annotations
@@ -30,13 +42,16 @@ from typing import Any
 
 from . import __version__, codec, forkwork, memtune
 from .codec import BLOB_DATA, BLOB_TREE
-from .errors import ConflictError, NotFoundError, UsageError
+from .errors import BackupError, ConflictError, NotFoundError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .reporter import Reporter
 from .repository import PackWriter, Repository, pack_name
 from .sources import SQLITE_MAGIC, Entry, Excluder, Root, scan_root
 from .sqlite_capture import SqliteCaptureError, snapshot
 from .tree import Node, encode_tree
+
+_HEAD_CHECK = 4096  # bytes re-read at the start and end of a file that grew while read
+_TAIL_CHECK = 64 * 1024
 
 #: Paths that hold secrets; an unencrypted backup names each one it stores.
 SECRET_PATTERNS = re.compile(
@@ -76,11 +91,17 @@ class BackupResult:
     warnings: list[str]
     clear_secrets: list[str]
 
+    @property
+    def degraded(self) -> bool:
+        """The snapshot holds less than, or other than, what the sources had (see the warnings)."""
+        return bool(self.warnings)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "snapshot": self.snapshot_id,
             "parent": self.parent_id,
             "unchanged": self.unchanged,
+            "degraded": self.degraded,
             "stats": self.stats,
             "warnings": self.warnings,
             "stored_in_clear": self.clear_secrets,
@@ -96,6 +117,45 @@ class _Outcome:
     sig: str
     read: bool  # False: reused from the cache
     wal_mtime_ns: int = 0
+    info: dict[str, Any] | None = None  # what SQLite said about a captured database
+    sidecars: list[tuple[str, list[str], int]] = field(default_factory=list)  # raw set: (suffix, ids, size)
+
+
+class _Unread(Exception):
+    """A file we could not store as it is now; ``reason`` goes into the warning."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Recorder:
+    """A file object limited to ``limit`` bytes that remembers the first and last bytes read."""
+
+    def __init__(self, f: Any, limit: int) -> None:
+        self.f, self.left = f, limit
+        self.head = b""
+        self.tail = bytearray()
+
+    def _note(self, data: bytes | memoryview) -> None:
+        if len(self.head) < _HEAD_CHECK:
+            self.head += bytes(data[: _HEAD_CHECK - len(self.head)])
+        self.tail += data[-_TAIL_CHECK:]
+        del self.tail[:-_TAIL_CHECK]
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.f.read(n) if n else b""
+        self.left -= len(data)
+        self._note(data)
+        return data
+
+    def readinto(self, buf: memoryview) -> int:
+        view = memoryview(buf)[: self.left]
+        got = self.f.readinto(view) if len(view) else 0
+        self.left -= got
+        self._note(view[:got])
+        return got
 
 
 _SQLITE_MIN_SIZE = 512  # the smallest page size: anything shorter is not a database
@@ -140,7 +200,11 @@ class Archiver:
         self.stats = {
             "files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "files_read": 0, "bytes_read": 0,
             "files_cached": 0, "sqlite_captured": 0, "blobs_added": 0, "bytes_added": 0, "files_skipped": 0,
+            "files_grown": 0, "files_previous": 0, "sqlite_degraded": 0,
         }  # fmt: skip
+        self.unread: dict[str, str] = {}  # path -> why it could not be stored as it is
+        self._parent_snap: dict[str, Any] | None = None
+        self._parent_trees: dict[str, dict[str, Node]] = {}
         self.start_ns = time.time_ns()
         self.scratch = options.scratch_dir or Path(tempfile.gettempdir())
 
@@ -157,76 +221,108 @@ class Archiver:
         return ids, total
 
     def _read_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome:
-        with snapshot(e.path, self.scratch) as (image, _how):
-            ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(image))
+        try:
+            with snapshot(e.path, self.scratch) as cap:
+                ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(cap.image))
+                sidecars = [
+                    (suffix, *self._store_chunks(self.repo.chunker.cut_stream(f)))
+                    for suffix, f in sorted(cap.sidecars.items())
+                ]
+        except SqliteCaptureError as err:
+            raise _Unread(f"cannot capture the SQLite database ({err.message.partition(': ')[2]})") from err
+        if cap.degraded is None:
+            with self._lock:
+                self.stats["sqlite_captured"] += 1
+            return _Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns, cap.info)
+        if e.rel.count("/") == 0:
+            raise _Unread(f"{cap.degraded}; a database given as a root cannot be stored as a raw set")
         with self._lock:
-            self.stats["sqlite_captured"] += 1
-        return _Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns)
+            self.stats["sqlite_degraded"] += 1
+        names = " and ".join(s for s, *_ in sidecars)
+        kept = f"the file with its {names}, copied together, restored together" if names else "the file as it is"
+        self.reporter.warn(f"{e.path}: {cap.degraded}; stored as a raw set ({kept})")
+        # never cached (no signature): read again, and captured if it can be, next time
+        return _Outcome(ids, size, False, st, "", True, e.wal_mtime_ns, cap.info, sidecars)
 
     def _read_file(self, e: Entry) -> _Outcome | None:
+        """Store ``e`` as it is now (see the module docstring); None when it vanished. Raises
+        :class:`_Unread` when it cannot be stored as it is."""
         limit = self.repo.config.chunker.max_size
+        reason = "kept changing while read"
         for attempt in range(self.opts.read_attempts):
             try:
-                if attempt == 0 and e.st.st_size <= limit:
-                    st, (ids, size), sqlite = e.st, *self._read_small(e)
-                else:
-                    st, (ids, size), sqlite = self._read_any(e)
-                if sqlite is not None:
-                    return sqlite
-                # Still the file we stat'ed (a replacement is a new inode), same size and mtime:
-                # nothing was written to it between that stat and the end of our read.
-                now = os.lstat(e.path)
+                out = self._read_small(e) if attempt == 0 and e.st.st_size <= limit else self._read_any(e)
             except FileNotFoundError:
-                self.reporter.warn(f"{e.path}: vanished during the backup; left out")
+                self.reporter.info(f"{e.path}: removed during the backup; not in this snapshot")
                 return None
             except OSError as err:
-                self.reporter.warn(f"{e.path}: cannot read ({err.strerror}); left out")
-                return None
-            if _same(st, now) and size == st.st_size:
-                return _Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
+                raise _Unread(f"cannot read ({err.strerror})") from err
+            if out is not None:
+                return out
             time.sleep(0.05 * (attempt + 1))
-        return None
+        raise _Unread(reason)
 
-    def _read_small(self, e: Entry) -> tuple[tuple[list[str], int], _Outcome | None]:
+    def _read_small(self, e: Entry) -> _Outcome | None:
         """A file no larger than one chunk, in one read; the scan's lstat serves as the "before"
-        (open, read, close: the fewest system calls, each of which hands the GIL around)."""
+        (open, read, close: the fewest system calls, each of which hands the GIL around).
+        None when it changed since the scan (read again, the careful way)."""
         fd = os.open(e.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, e.st.st_size + 1)
         finally:
             os.close(fd)
-        if len(data) > e.st.st_size:
-            return ([], -1), None  # it grew since the scan: read again, the careful way
+        if len(data) != e.st.st_size:
+            return None  # it grew or shrank since the scan
         if len(data) >= _SQLITE_MIN_SIZE and data[:16] == SQLITE_MAGIC:
-            out = self._try_sqlite(e, e.st)
-            if out is not None:
-                return ([], -1), out
-        return self._store_chunks(self.repo.chunker.cut_bytes(data)), None
+            return self._read_sqlite(e, e.st)
+        ids, size = self._store_chunks(self.repo.chunker.cut_bytes(data))
+        # Still the file we stat'ed (a replacement is a new inode), same size and mtime:
+        # nothing was written to it between that stat and the end of our read.
+        if not _same(e.st, os.lstat(e.path)):
+            return None
+        return _Outcome(ids, size, False, e.st, signature(e.st, e.wal_sig), True)
 
-    def _read_any(self, e: Entry) -> tuple[os.stat_result, tuple[list[str], int], _Outcome | None]:
+    def _read_any(self, e: Entry) -> _Outcome | None:
+        """Read the file up to the size it has when opened; None when it changed other than by growing."""
         with open(e.path, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
             if st.st_size >= _SQLITE_MIN_SIZE and os.pread(f.fileno(), 16, 0) == SQLITE_MAGIC:
-                out = self._try_sqlite(e, st)
-                if out is not None:
-                    return st, ([], -1), out
+                return self._read_sqlite(e, st)
+            rec = _Recorder(f, st.st_size)
             # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
             with self._big if st.st_size > self.repo.config.chunker.max_size else nullcontext():
-                return st, self._store_chunks(self.repo.chunker.cut_stream(f, size_hint=st.st_size)), None
+                ids, size = self._store_chunks(self.repo.chunker.cut_stream(rec, size_hint=st.st_size))
+            now = os.fstat(f.fileno())
+            if size != st.st_size:
+                return None  # shrank while read
+            if _same(st, now) and _same(st, os.lstat(e.path)):
+                return _Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
+            grew = now.st_size > st.st_size and os.lstat(e.path).st_ino == st.st_ino
+            if not grew or not self._prefix_intact(f.fileno(), rec, size):
+                return None
+        with self._lock:
+            self.stats["files_grown"] += 1
+        self.reporter.info(f"{e.path}: grew while read; stored as it was when opened ({size} bytes)")
+        return _Outcome(ids, size, False, st, "", True)  # no signature: read again next time
 
-    def _try_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome | None:
-        try:
-            return self._read_sqlite(e, st)
-        except SqliteCaptureError as err:
-            self.reporter.warn(f"{err.message}; stored as a plain file")
-            return None
+    @staticmethod
+    def _prefix_intact(fd: int, rec: _Recorder, size: int) -> bool:
+        """The first and last bytes we read are still there: the file was appended to, not rewritten."""
+        head = os.pread(fd, len(rec.head), 0)
+        tail = os.pread(fd, len(rec.tail), size - len(rec.tail))
+        return head == rec.head and tail == rec.tail
 
     def _process(self, e: Entry) -> _Outcome | None:
-        out = self._read_file(e)
+        try:
+            out = self._read_file(e)
+        except _Unread as err:
+            with self._lock:
+                self.unread[e.path] = err.reason
+            return None
         with self._lock:
             if out is not None:
                 self.stats["files_read"] += 1
-                self.stats["bytes_read"] += out.size
+                self.stats["bytes_read"] += out.size + sum(n for *_, n in out.sidecars)
         return out
 
     def _read_files(self, todo: list[Entry], outcomes: dict[str, _Outcome | None]) -> None:
@@ -262,11 +358,12 @@ class Archiver:
             )
         finally:
             deck.close()
-        child_outcomes, packs, packed_bytes, stats, warnings = got
+        child_outcomes, packs, packed_bytes, stats, warnings, unread = got
         outcomes.update(child_outcomes)
         self.writer.adopt(packs, packed_bytes)
-        for key in ("files_read", "bytes_read", "sqlite_captured"):
+        for key in ("files_read", "bytes_read", "sqlite_captured", "files_grown", "sqlite_degraded"):
             self.stats[key] += stats[key]
+        self.unread.update(unread)
         for message in warnings:
             self.reporter.warn(message)
         self.reporter.progress(done_items=len(child_outcomes))
@@ -292,10 +389,11 @@ class Archiver:
         self.reporter = _Forwarding(tick)  # this process's reporter belongs to the parent
         self.writer = PackWriter(self.repo, pack_size=pack_size)
         self.stats = dict.fromkeys(self.stats, 0)
+        self.unread = {}
         outcomes: dict[str, _Outcome | None] = {}
         self._read_dealt(cards, take, outcomes, tick)
         self.writer.flush()
-        return outcomes, self.writer.packs, self.writer.bytes_written, self.stats, self.reporter.warnings
+        return outcomes, self.writer.packs, self.writer.bytes_written, self.stats, self.reporter.warnings, self.unread
 
     def _read_all(self, todo: list[Entry], outcomes: dict[str, _Outcome | None], workers: int) -> None:
         """Read every file in ``todo`` with ``workers`` threads, filling ``outcomes``.
@@ -345,7 +443,7 @@ class Archiver:
         if hit is None or not all(bytes.fromhex(c) in self.repo.index for c in hit.content):
             return None
         return _Outcome(
-            hit.content, e.st.st_size if not hit.sqlite else -1, hit.sqlite, e.st, sig, False, e.wal_mtime_ns
+            hit.content, e.st.st_size if not hit.sqlite else -1, hit.sqlite, e.st, sig, False, e.wal_mtime_ns, hit.info
         )
 
     def _node(self, e: Entry, outcomes: dict[str, _Outcome | None]) -> Node | None:
@@ -355,6 +453,11 @@ class Archiver:
             return Node(e.name, "symlink", 0o777, e.st.st_mtime_ns, target=os.fsdecode(e.target or ""))
         if e.kind == "dir":
             children = [n for c in e.children if (n := self._node(c, outcomes)) is not None]
+            taken = {n.name for n in children}
+            children += [
+                n for c in e.children if c.kind == "file"
+                for n in self._sidecar_nodes(c, outcomes) if n.name not in taken
+            ]  # fmt: skip
             data = encode_tree(children)
             tid = self.writer.store(BLOB_TREE, data)
             self.needed.add(tid)
@@ -362,14 +465,9 @@ class Archiver:
             return Node(e.name, "dir", mode, e.st.st_mtime_ns, subtree=tid.hex())
         out = outcomes.get(e.path)
         if out is None:
-            prev = self.cache.entries.get(e.path)
-            self.stats["files_skipped"] += 1
-            if prev is not None and all(bytes.fromhex(c) in self.repo.index for c in prev.content):
-                self.reporter.warn(f"{e.path}: kept changing while read; the previous version is kept")
-                out = _Outcome(prev.content, -1, prev.sqlite, e.st, "", False)
-            else:
-                self.reporter.warn(f"{e.path}: kept changing while read; left out of this snapshot")
-                return None
+            if e.path not in self.unread:
+                return None  # removed during the backup
+            return self._earlier_version(e, self.unread[e.path])
         size = out.size
         if size < 0:  # reused content whose size we did not measure (SQLite copy / kept version)
             size = sum(self.repo.index[bytes.fromhex(c)].raw_len for c in out.content)
@@ -377,7 +475,68 @@ class Archiver:
         self.stats["files"] += 1
         self.stats["bytes"] += size
         return Node(e.name, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns, size=size,
-                    content=out.content, sqlite=out.sqlite)  # fmt: skip
+                    content=out.content, sqlite=out.sqlite, sqlite_info=out.info)  # fmt: skip
+
+    def _sidecar_nodes(self, e: Entry, outcomes: dict[str, _Outcome | None]) -> list[Node]:
+        """The raw set's ``-wal``/``-journal`` of a damaged database, stored beside it."""
+        out = outcomes.get(e.path)
+        if out is None or not out.sidecars:
+            return []
+        nodes = []
+        for suffix, ids, size in out.sidecars:
+            self.needed.update(bytes.fromhex(c) for c in ids)
+            self.stats["files"] += 1
+            self.stats["bytes"] += size
+            info = {"capture": "raw set", "sidecar_of": e.name}
+            nodes.append(Node(e.name + suffix, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns,
+                              size=size, content=ids, sqlite_info=info))  # fmt: skip
+        return nodes
+
+    def _earlier_version(self, e: Entry, reason: str) -> Node | None:
+        """The parent snapshot's version of a file we could not store as it is (else the local
+        cache's), with a warning; None (and a warning) when there is none."""
+        prev = self._parent_node(e.rel)
+        if prev is not None and all(bytes.fromhex(c) in self.repo.index for c in prev.content):
+            self.reporter.warn(f"{e.path}: {reason}; the previous snapshot's version is kept")
+            node = Node(e.name, "file", prev.mode, prev.mtime_ns, size=prev.size, content=prev.content,
+                        sqlite=prev.sqlite, sqlite_info=prev.sqlite_info)  # fmt: skip
+        elif (hit := self.cache.entries.get(e.path)) is not None and all(
+            bytes.fromhex(c) in self.repo.index for c in hit.content
+        ):
+            self.reporter.warn(f"{e.path}: {reason}; the last backed-up version is kept")
+            size = sum(self.repo.index[bytes.fromhex(c)].raw_len for c in hit.content)
+            node = Node(e.name, "file", stat.S_IMODE(e.st.st_mode), e.st.st_mtime_ns, size=size,
+                        content=hit.content, sqlite=hit.sqlite, sqlite_info=hit.info)  # fmt: skip
+        else:
+            self.stats["files_skipped"] += 1
+            self.reporter.warn(f"{e.path}: {reason}; NOT in this snapshot (no earlier version to keep)")
+            return None
+        self.stats["files_previous"] += 1
+        self.needed.update(bytes.fromhex(c) for c in node.content)
+        self.stats["files"] += 1
+        self.stats["bytes"] += node.size
+        return node
+
+    def _parent_node(self, rel: str) -> Node | None:
+        """The file at ``rel`` (root name first) in the parent snapshot, walking its trees."""
+        if self._parent_snap is None:
+            return None
+        tree_id: str | None = self._parent_snap.get("tree")
+        node: Node | None = None
+        for part in rel.split("/"):
+            if tree_id is None:
+                return None
+            nodes = self._parent_trees.get(tree_id)
+            if nodes is None:
+                try:
+                    nodes = self._parent_trees[tree_id] = {n.name: n for n in self.repo.read_tree(tree_id)}
+                except BackupError:
+                    return None  # an unreadable parent tree: no earlier version from there
+            node = nodes.get(part)
+            if node is None:
+                return None
+            tree_id = node.subtree
+        return node if node is not None and node.type == "file" else None
 
     # -------------------------------------------------------------- run
 
@@ -404,6 +563,7 @@ class Archiver:
                 "nothing to back up: none of the sources exist (" + ", ".join(r.path for r in opts.roots) + ")",
                 hint="set OPENCLAW_STATE_DIR or pass --source",
             )
+        self._parent_snap = self._parent(roots)
         files = [f for e in scanned for f in _walk_files(e)]
         outcomes: dict[str, _Outcome | None] = {}
         todo: list[Entry] = []
@@ -420,7 +580,7 @@ class Archiver:
         top_data = encode_tree(top_nodes)
         top_id = self.writer.store(BLOB_TREE, top_data)
         self.needed.add(top_id)
-        parent = self._parent(roots)
+        parent = self._parent_snap
         result_stats = dict(self.stats)
         if parent is not None and parent.get("tree") == top_id.hex() and not opts.force:
             self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
@@ -490,7 +650,7 @@ class Archiver:
                 continue
             if max(out.st.st_mtime_ns, out.wal_mtime_ns) >= limit:
                 continue  # racy: read it again next time
-            entries[path] = CachedFile(out.sig, out.content, out.sqlite)
+            entries[path] = CachedFile(out.sig, out.content, out.sqlite, out.info)
         self.cache.replace(entries)
 
     def _clear_secrets(self, scanned: list[Entry]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pyfastcdc import FastCDC
 
@@ -43,6 +43,14 @@ DEFAULT_PROFILE = ChunkerProfile(512 * 1024, 1024 * 1024, 8 * 1024 * 1024)
 SQLITE_PROFILE = ChunkerProfile(8 * 1024, 16 * 1024, 64 * 1024)
 
 
+class Readable(Protocol):
+    """What :meth:`Chunker.cut_stream` needs of a file: ``read`` and ``readinto``."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def readinto(self, buf: memoryview, /) -> int: ...
+
+
 class Chunker:
     """Cuts byte streams with one profile and the repository's secret ``seed`` (63 bits)."""
 
@@ -55,7 +63,7 @@ class Chunker:
         for c in self._cdc.cut_buf(data):
             yield c.data
 
-    def cut_stream(self, f: BinaryIO, *, size_hint: int | None = None) -> Iterator[bytes | memoryview]:
+    def cut_stream(self, f: BinaryIO | Readable, *, size_hint: int | None = None) -> Iterator[bytes | memoryview]:
         """Yield the chunks of a file object, in order.
 
         The cut points are the same as :meth:`cut_bytes` over the whole content. Files no larger
@@ -79,7 +87,7 @@ class Chunker:
 class _Prefixed:
     """A stream of ``prefix`` followed by the rest of ``f`` (for data already read)."""
 
-    def __init__(self, prefix: bytes, f: BinaryIO) -> None:
+    def __init__(self, prefix: bytes, f: BinaryIO | Readable) -> None:
         self._prefix = memoryview(prefix)
         self._f = f
 
@@ -89,4 +97,4 @@ class _Prefixed:
             buf[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
             return n
-        return self._f.readinto(buf)  # type: ignore[attr-defined]
+        return self._f.readinto(buf)  # type: ignore[union-attr]

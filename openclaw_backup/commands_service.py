@@ -126,6 +126,9 @@ def cmd_status(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Res
                                           "backups_ok", "backups_failed", "child_pid") if k in doc]  # fmt: skip
     healthy = doc.get("healthy", not doc.get("last_error"))
     lines.append(f"{'healthy':16} {healthy}")
+    if doc.get("degraded"):
+        lines.append("the last backup is INCOMPLETE; these files were not stored as they are:")
+        lines += [f"  {problem}" for problem in doc["degraded"]]
     return doc, "\n".join(lines), 0 if healthy else 1
 
 

@@ -20,6 +20,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RACY_WINDOW_NS = 2_000_000_000
 
@@ -33,6 +34,7 @@ class CachedFile:
     sig: str
     content: list[str]
     sqlite: bool
+    info: dict[str, Any] | None = None  # what SQLite said about a captured database (tree node field)
 
 
 class FileCache:
@@ -46,9 +48,10 @@ class FileCache:
         try:
             con = sqlite3.connect(path)
             try:
-                for p, sig, content, is_sqlite in con.execute("SELECT path, sig, content, sqlite FROM files"):
+                rows = con.execute("SELECT path, sig, content, sqlite, info FROM files")
+                for p, sig, content, is_sqlite, info in rows:
                     self.entries[bytes(p).decode("utf-8", "surrogateescape")] = CachedFile(
-                        sig, json.loads(content), bool(is_sqlite)
+                        sig, json.loads(content), bool(is_sqlite), json.loads(info) if info else None
                     )
             finally:
                 con.close()
@@ -60,8 +63,10 @@ class FileCache:
         return hit if hit is not None and hit.sig == sig else None
 
     def is_sqlite(self, path: str) -> bool | None:
+        """True when ``path`` was last captured as a SQLite database; None when not known (a
+        negative answer is never given: whether a file is a database is read from the file)."""
         hit = self.entries.get(path)
-        return hit.sqlite if hit is not None else None
+        return True if hit is not None and hit.sqlite else None
 
     def replace(self, entries: dict[str, CachedFile], *, merge: bool = False) -> None:
         """Store ``entries`` as the cache (or add them to it when ``merge``)."""
@@ -75,17 +80,18 @@ class FileCache:
             con = sqlite3.connect(self.path)
             try:
                 with con:
+                    con.execute("DROP TABLE IF EXISTS files")  # every generation is written whole
                     con.execute(
-                        "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, sig TEXT, content TEXT, sqlite INT)"
+                        "CREATE TABLE files (path BLOB PRIMARY KEY, sig TEXT, content TEXT, sqlite INT, info TEXT)"
                     )
-                    con.execute("DELETE FROM files")
                     con.executemany(
-                        "INSERT INTO files VALUES (?, ?, ?, ?)",
+                        "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
                         [
-                            (p.encode("utf-8", "surrogateescape"), e.sig, json.dumps(e.content), int(e.sqlite))
+                            (p.encode("utf-8", "surrogateescape"), e.sig, json.dumps(e.content), int(e.sqlite),
+                             json.dumps(e.info, sort_keys=True) if e.info else None)
                             for p, e in new.items()
                         ],
-                    )
+                    )  # fmt: skip
             finally:
                 con.close()
             self.entries = new

@@ -518,7 +518,14 @@ class Restorer:
                     st = os.lstat(final)
                 except OSError:
                     continue
-                result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite)
+                if node.sqlite_info and node.sqlite_info.get("capture") == "raw set":
+                    # restored with its -wal beside it: SQLite replays it when the database is opened
+                    if "sidecar_of" not in node.sqlite_info:
+                        self.reporter.warn(
+                            f"{final}: was damaged when backed up; restored as the raw set it was stored as"
+                        )
+                    continue  # never seed: the next backup captures it again through SQLite
+                result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite, node.sqlite_info)
         return result
 
 

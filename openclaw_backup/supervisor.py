@@ -34,12 +34,21 @@ from . import memtune
 from .errors import BackupError, QuotaError
 
 
+@dataclass(frozen=True)
+class Account:
+    """What one backup did: a line for the log, and the warnings that make the snapshot incomplete
+    (it holds less than, or other than, what the sources had). Any problem makes the status unhealthy."""
+
+    text: str
+    problems: tuple[str, ...] = ()
+
+
 class Jobs(Protocol):
     def restore_if_needed(self, *, force: bool) -> str:
         """Restore when the state is missing (or ``force``); return a one-line account."""
 
-    def backup(self) -> str:
-        """Take a backup; return a one-line account. Raises BackupError."""
+    def backup(self) -> Account:
+        """Take a backup; return its account. Raises BackupError."""
 
     def maintain(self) -> str:
         """Forget + prune by the configured policy; return a one-line account."""
@@ -130,8 +139,18 @@ class Supervisor:
         try:
             account = self.jobs.backup()
             self._ok += 1
-            self.status.update(last_success=_now(), last_result=account, backups_ok=self._ok, healthy=True)
-            self.log(f"{'final ' if final else ''}backup: {account} ({time.monotonic() - started:.1f}s)")
+            took = f"({time.monotonic() - started:.1f}s)"
+            if account.problems:
+                self.status.update(last_success=_now(), last_result=account.text, backups_ok=self._ok, healthy=False,
+                                   degraded=list(account.problems[:20]))  # fmt: skip
+                self.log(f"{'final ' if final else ''}backup INCOMPLETE: {account.text} {took}; "
+                         f"{len(account.problems)} files not stored as they are:")  # fmt: skip
+                for problem in account.problems[:20]:
+                    self.log(f"  {problem}")
+            else:
+                self.status.update(last_success=_now(), last_result=account.text, backups_ok=self._ok, healthy=True,
+                                   degraded=[])  # fmt: skip
+                self.log(f"{'final ' if final else ''}backup: {account.text} {took}")
         except QuotaError as e:
             self._failed += 1
             delay = max(self.opts.interval, e.retry_after or 0)

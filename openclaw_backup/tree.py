@@ -7,7 +7,10 @@ UTF-8 round-trips through a ``\\udcXX`` escape).
 
 Node fields: ``name``, ``type`` (``file`` | ``dir`` | ``symlink``), ``mode`` (permission bits),
 ``mtime_ns``; files add ``size`` and ``content`` (hex blob ids in order) and, when captured
-through SQLite, ``sqlite: true``; directories add ``subtree`` (hex id); symlinks add ``target``.
+through SQLite, ``sqlite: true``; a file that SQLite knows about may add ``sqlite_info`` (what SQLite
+said: ``capture`` = ``in place`` | ``copied`` | ``raw set``, ``journal_mode``, ``page_size``,
+``pages``, ``sqlite_version``; a raw set's sidecar names its database in ``sidecar_of``);
+directories add ``subtree`` (hex id); symlinks add ``target``.
 
 :func:`decode_tree` is the gate every restore goes through: it refuses names that could escape a
 directory (empty, ``.``, ``..``, containing ``/`` or NUL), duplicates, unknown types (devices,
@@ -41,6 +44,7 @@ class Node:
     subtree: str | None = None
     target: str | None = None
     sqlite: bool = False
+    sqlite_info: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": self.name, "type": self.type, "mode": self.mode, "mtime_ns": self.mtime_ns}
@@ -49,6 +53,8 @@ class Node:
             doc["content"] = self.content
             if self.sqlite:
                 doc["sqlite"] = True
+            if self.sqlite_info:
+                doc["sqlite_info"] = self.sqlite_info
         elif self.type == "dir":
             doc["subtree"] = self.subtree
         else:
@@ -83,6 +89,21 @@ def _int(doc: dict[str, Any], key: str, lo: int, hi: int) -> int:
     return v
 
 
+def _sqlite_info(name: str, info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    simple = (str, int, bool, type(None))
+    if not (
+        isinstance(info, dict)
+        and len(info) <= 32
+        and all(isinstance(k, str) and len(k) <= 64 for k in info)
+        and all(isinstance(v, simple) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+                for v in info.values())
+    ):  # fmt: skip
+        raise IntegrityError(f"{name!r}: bad sqlite_info")
+    return info
+
+
 def _decode_node(doc: Any) -> Node:
     if not isinstance(doc, dict):
         raise IntegrityError("tree node is not an object")
@@ -98,6 +119,7 @@ def _decode_node(doc: Any) -> Node:
             raise IntegrityError(f"{name!r}: bad content list")
         node.content = content
         node.sqlite = doc.get("sqlite") is True
+        node.sqlite_info = _sqlite_info(name, doc.get("sqlite_info"))
     elif ntype == "dir":
         sub = doc.get("subtree")
         if not isinstance(sub, str) or not _HEX64.match(sub):

@@ -79,7 +79,7 @@ def test_a_warning_in_the_forked_half_reaches_the_result(tmp_path: Path) -> None
     write(src / "memory/main.sqlite", bytes(bad) + os.urandom(4_000_000))
     res = run_backup(local_repo(tmp_path / "repo"), {"s": src})
     assert res.snapshot_id
-    assert any("main.sqlite" in w and "stored as a plain file" in w for w in res.warnings), res.warnings
+    assert any("main.sqlite" in w and "stored as a raw set" in w for w in res.warnings), res.warnings
 
 
 class _ChildCannotWrite(LocalBackend):

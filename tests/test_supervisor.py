@@ -424,11 +424,11 @@ class _Jobs:
     def __init__(self) -> None:
         self.calls = 0
 
-    def backup(self) -> str:
+    def backup(self) -> supervisor.Account:
         self.calls += 1
         if self.calls == 1:
             raise BackupError("store unreachable")
-        return "ok"
+        return supervisor.Account("ok")
 
 
 def test_success_right_after_an_error_is_healthy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
