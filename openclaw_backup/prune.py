@@ -183,18 +183,15 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
         merge=False,
     )
     repo.load_index()
-    temporaries = 0
-    if hasattr(repo.backend, "remove_stale_temporaries"):  # local directories: leftovers of killed writes
-        temporaries = repo.backend.remove_stale_temporaries(older_than=unindexed_grace)
+    temporaries = repo.backend.remove_stale_temporaries(older_than=unindexed_grace)  # leftovers of killed writes
     squashed = False
-    if not repo.backend.capabilities.frees_space_on_delete and hasattr(repo.backend, "squash_history"):
-        pending = repo.state.deleted_since_squash
-        if squash or (squash is None and pending > squash_ratio * max(plan.bytes_live, 1)):
-            repo.backend.squash_history()
-            repo.refresh()
-            repo.state.deleted_since_squash = 0
-            repo.publish()
-            squashed = True
+    pending = repo.state.deleted_since_squash
+    due = squash or (squash is None and pending > squash_ratio * max(plan.bytes_live, 1))
+    if due and not repo.backend.capabilities.frees_space_on_delete and repo.backend.squash_history():
+        repo.refresh()
+        repo.state.deleted_since_squash = 0
+        repo.publish()
+        squashed = True
     return {**plan.to_json(), "squashed": squashed, "new_packs": len(writer.packs), "temporaries_removed": temporaries}
 
 

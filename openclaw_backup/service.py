@@ -31,6 +31,7 @@ from .restorer import RestoreOptions, restore, swap_into_place
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
 from .sources import Excluder, Root, default_patterns, scan_root
+from .supervisor import Account
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
 FLAG_SKIPPED = "/tmp/openclaw-restore-skipped-no-backup"
@@ -104,17 +105,19 @@ class Service:
             **kw,
         )
 
-    def backup(self) -> str:
+    def backup(self) -> Account:
         repo = self.repo()
         cache = FileCache(repo.cache_dir / "files.db" if repo.cache_dir else None)
         res = backup(repo, self.backup_options(), reporter=self.reporter, cache=cache)
         st = res.stats
         if res.unchanged:
-            return "no changes, nothing uploaded"
-        return (
-            f"snapshot {str(res.snapshot_id)[:8]}: {st['files']} files, read {st['files_read']}, "
-            f"added {st['bytes_added']} bytes" + (f", {len(res.warnings)} warnings" if res.warnings else "")
-        )
+            text = "no changes, nothing uploaded"
+        else:
+            text = (
+                f"snapshot {str(res.snapshot_id)[:8]}: {st['files']} files, read {st['files_read']}, "
+                f"added {st['bytes_added']} bytes"
+            )
+        return Account(text, tuple(res.warnings))
 
     def change_token(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -305,7 +308,7 @@ def legacy_store(s: Settings) -> Any:
     """A read view of the repository's root, where the legacy script's files live (None if none)."""
     address = s.repository()
     if address.startswith("hf://"):
-        from .backends.hf import open_legacy_view
+        from .legacy_hub import open_legacy_view
 
         try:
             return open_legacy_view(address, s.backend_options())

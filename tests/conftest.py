@@ -16,7 +16,8 @@ from openclaw_backup.backends.memory import MemoryBackend
 
 pytest_plugins: list[str] = ["tests.s3_fixtures", "tests.hub_fixtures", "tests.faults"]
 
-BACKEND_KINDS = ["memory", "local", "s3", "hub"]
+#: Every kind of store; the contract suite (tests/test_backend_contract.py) runs on each ``<kind>_backend``.
+BACKEND_KINDS = ["memory", "local", "s3", "hub", "hub_bucket"]
 
 
 @pytest.fixture

@@ -250,7 +250,7 @@ def open_store(spec: dict[str, Any]) -> Backend:
     if kind == "hub":
         os.environ["HF_HUB_DISABLE_XET"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        from openclaw_backup.backends.hf import open_hf
+        from openclaw_backup.backends import open_hf
 
         opts = BackendOptions(token=spec["token"], hf_endpoint=spec["endpoint"], timeout=20.0, retries=1)
         return RetryingBackend(open_hf(spec["address"], opts), attempts=5, base_delay=0.05)

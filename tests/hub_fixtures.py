@@ -4,29 +4,41 @@
 port file and a data directory, and stops it by PID: TERM, then KILL after a few seconds. Its
 :class:`HubServer` handle reads and resets the server's counters and injects faults and quotas.
 ``hub_repo`` names a fresh repository per test (not yet created) and ``hub_backend`` yields an
-:class:`~openclaw_backup.backends.hf.HfRepoBackend` on it, created private. Uploads use plain LFS
+:class:`~openclaw_backup.backends.hf_repo.HfRepoBackend` on it, created private. Uploads use plain LFS
 (``HF_HUB_DISABLE_XET``), as the fake server speaks no Xet.
+
+Buckets need Xet, so there is no bucket on the fake server: ``hub_bucket_backend`` yields an
+:class:`~openclaw_backup.backends.hf_bucket.HfBucketBackend` on a :class:`FakeBucketApi`, an
+in-memory stand-in for the bucket methods of ``HfApi`` (the live run in ``tests/test_hf_backend.py``
+covers the real API when ``OPENCLAW_TEST_HF_BUCKET`` is set).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from huggingface_hub import errors as hf_errors
+from huggingface_hub._buckets import BucketFile, BucketInfo
 
-from openclaw_backup.backends import BackendOptions
-from openclaw_backup.backends.hf import HfRepoBackend, open_hf
+from openclaw_backup.backends import BackendOptions, open_hf
+from openclaw_backup.backends.hf_bucket import HfBucketBackend
+from openclaw_backup.backends.hf_repo import HfRepoBackend
 from tests.servers import log_tail, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -168,3 +180,90 @@ def hub_repo(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def hub_backend(hub_repo: HubRepo) -> HfRepoBackend:
     """A backend on a fresh private dataset repo of the fake Hub (created on open)."""
     return hub_repo.open(create=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets: the fake Hub speaks no Xet, so the bucket backend runs against an in-memory bucket API
+
+
+class FakeBucketApi:
+    """In-memory stand-in for HfApi's bucket methods (the ones HfBucketBackend calls)."""
+
+    endpoint = "http://fake-bucket.invalid"
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, dict[str, bytes]] = {}
+        self.private: dict[str, bool] = {}
+        self.lock = threading.RLock()
+        self.on_upload: Callable[[str], None] | None = None
+
+    def _files(self, bucket_id: str) -> dict[str, bytes]:
+        if bucket_id not in self.buckets:
+            url = f"{self.endpoint}/api/buckets/{bucket_id}"
+            response = httpx2.Response(404, request=httpx2.Request("GET", url))
+            raise hf_errors.BucketNotFoundError("404 Bucket Not Found", response=response)
+        return self.buckets[bucket_id]
+
+    def bucket_info(self, bucket_id: str) -> BucketInfo:
+        files = self._files(bucket_id)
+        return BucketInfo(
+            id=bucket_id,
+            private=self.private[bucket_id],
+            createdAt=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            size=sum(map(len, files.values())),
+            totalFiles=len(files),
+        )
+
+    def create_bucket(self, bucket_id: str, *, private: bool | None = None, exist_ok: bool = False) -> None:
+        with self.lock:
+            if bucket_id in self.buckets and not exist_ok:
+                raise AssertionError("exists")
+            self.buckets.setdefault(bucket_id, {})
+            self.private[bucket_id] = bool(private)
+
+    def batch_bucket_files(
+        self, bucket_id: str, *, add: list[tuple[bytes, str]] | None = None, delete: list[str] | None = None
+    ) -> None:
+        with self.lock:
+            files = self._files(bucket_id)
+            for data, path in add or []:
+                files[path] = bytes(data)
+            for path in delete or []:
+                files.pop(path, None)
+        for _, path in add or []:
+            if self.on_upload is not None:
+                self.on_upload(path)
+
+    def _file(self, path: str, data: bytes) -> BucketFile:
+        return BucketFile(type="file", path=path, size=len(data), xetHash=hashlib.sha256(data).hexdigest())
+
+    def get_bucket_paths_info(self, bucket_id: str, paths: list[str]) -> Iterator[BucketFile]:
+        with self.lock:
+            files = dict(self._files(bucket_id))
+        return iter([self._file(p, files[p]) for p in paths if p in files])
+
+    def list_bucket_tree(self, bucket_id: str, prefix: str | None = None, *, recursive: bool | None = None) -> Any:
+        with self.lock:
+            files = dict(self._files(bucket_id))
+        base = (prefix or "").rstrip("/") + "/" if prefix else ""
+        return iter([self._file(p, d) for p, d in sorted(files.items()) if p.startswith(base)])
+
+    def reader(self, bucket_id: str) -> Callable[[str, int, int | None], bytes | None]:
+        def read(path: str, offset: int, length: int | None) -> bytes | None:
+            with self.lock:
+                data = self._files(bucket_id).get(path)
+            if data is None:
+                return None
+            return data[offset : None if length is None else offset + length]
+
+        return read
+
+
+@pytest.fixture
+def hub_bucket_backend() -> Iterator[HfBucketBackend]:
+    """A bucket backend on a fresh bucket of a :class:`FakeBucketApi` (created on open)."""
+    fake = FakeBucketApi()
+    backend = HfBucketBackend(fake, "tester/bucket", prefix="p", read_range=fake.reader("tester/bucket"))
+    backend.ensure_bucket(create=True, private=True)
+    yield backend
+    backend.close()

@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
 
-import httpx2
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
-from huggingface_hub import errors as hf_errors
-from huggingface_hub._buckets import BucketFile, BucketInfo
 
-from openclaw_backup.backends import BackendOptions, open_backend
+from openclaw_backup.backends import BackendOptions, open_backend, open_hf
 from openclaw_backup.backends.base import Backend
-from openclaw_backup.backends.hf import DEFAULT_PREFIX, HfRepoBackend, open_hf, open_legacy_view, parse_hf_address
 from openclaw_backup.backends.hf_bucket import HfBucketBackend
+from openclaw_backup.backends.hf_repo import HfRepoBackend
+from openclaw_backup.backends.options import DEFAULT_PREFIX, parse_hf_address
 from openclaw_backup.errors import (
     ConflictError,
     LockedError,
@@ -37,8 +32,9 @@ from openclaw_backup.errors import (
     StoreError,
     UsageError,
 )
+from openclaw_backup.legacy_hub import open_legacy_view
 from tests import test_backend_contract as contract
-from tests.hub_fixtures import HubRepo, HubServer
+from tests.hub_fixtures import FakeBucketApi, HubRepo, HubServer
 
 # Read at import: the autouse _clean_env fixture removes OPENCLAW_*/HF_* before each test runs.
 LIVE_BUCKET = os.environ.get("OPENCLAW_TEST_HF_BUCKET")
@@ -301,79 +297,6 @@ def test_missing_object_and_missing_head(hub_backend: HfRepoBackend) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The bucket backend against a fake of the bucket methods it calls
-
-
-class FakeBucketApi:
-    """In-memory stand-in for HfApi's bucket methods (the ones HfBucketBackend calls)."""
-
-    endpoint = "http://fake-bucket.invalid"
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, dict[str, bytes]] = {}
-        self.private: dict[str, bool] = {}
-        self.lock = threading.RLock()
-        self.on_upload: Callable[[str], None] | None = None
-
-    def _files(self, bucket_id: str) -> dict[str, bytes]:
-        if bucket_id not in self.buckets:
-            url = f"{self.endpoint}/api/buckets/{bucket_id}"
-            response = httpx2.Response(404, request=httpx2.Request("GET", url))
-            raise hf_errors.BucketNotFoundError("404 Bucket Not Found", response=response)
-        return self.buckets[bucket_id]
-
-    def bucket_info(self, bucket_id: str) -> BucketInfo:
-        files = self._files(bucket_id)
-        return BucketInfo(
-            id=bucket_id,
-            private=self.private[bucket_id],
-            createdAt=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            size=sum(map(len, files.values())),
-            totalFiles=len(files),
-        )
-
-    def create_bucket(self, bucket_id: str, *, private: bool | None = None, exist_ok: bool = False) -> None:
-        with self.lock:
-            if bucket_id in self.buckets and not exist_ok:
-                raise AssertionError("exists")
-            self.buckets.setdefault(bucket_id, {})
-            self.private[bucket_id] = bool(private)
-
-    def batch_bucket_files(
-        self, bucket_id: str, *, add: list[tuple[bytes, str]] | None = None, delete: list[str] | None = None
-    ) -> None:
-        with self.lock:
-            files = self._files(bucket_id)
-            for data, path in add or []:
-                files[path] = bytes(data)
-            for path in delete or []:
-                files.pop(path, None)
-        for _, path in add or []:
-            if self.on_upload is not None:
-                self.on_upload(path)
-
-    def _file(self, path: str, data: bytes) -> BucketFile:
-        return BucketFile(type="file", path=path, size=len(data), xetHash=hashlib.sha256(data).hexdigest())
-
-    def get_bucket_paths_info(self, bucket_id: str, paths: list[str]) -> Iterator[BucketFile]:
-        with self.lock:
-            files = dict(self._files(bucket_id))
-        return iter([self._file(p, files[p]) for p in paths if p in files])
-
-    def list_bucket_tree(self, bucket_id: str, prefix: str | None = None, *, recursive: bool | None = None) -> Any:
-        with self.lock:
-            files = dict(self._files(bucket_id))
-        base = (prefix or "").rstrip("/") + "/" if prefix else ""
-        return iter([self._file(p, d) for p, d in sorted(files.items()) if p.startswith(base)])
-
-    def reader(self, bucket_id: str) -> Callable[[str, int, int | None], bytes | None]:
-        def read(path: str, offset: int, length: int | None) -> bytes | None:
-            with self.lock:
-                data = self._files(bucket_id).get(path)
-            if data is None:
-                return None
-            return data[offset : None if length is None else offset + length]
-
-        return read
 
 
 class Clock:

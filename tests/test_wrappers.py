@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from openclaw_backup.backends import open_backend
-from openclaw_backup.backends.base import Backend
+from openclaw_backup.backends import SCHEMES, open_backend, open_raw_backend, scheme_of
+from openclaw_backup.backends.base import Backend, Capabilities
 from openclaw_backup.backends.memory import MemoryBackend
 from openclaw_backup.backends.wrappers import LimitedBackend, LoggingBackend, RetryingBackend, WrappedBackend
 from openclaw_backup.errors import QuotaError, StoreError
@@ -99,3 +100,27 @@ def test_open_backend_puts_the_hook_under_the_other_wrappers(tmp_path: Path) -> 
     assert b.get("data/00/x") == b"x"
     assert len(seen) == 1 and type(seen[0]).__name__ == "LocalBackend"
     assert isinstance(b, LoggingBackend) and isinstance(b.inner, LimitedBackend)
+
+
+def test_optional_operations_reach_the_store_through_every_wrapper(tmp_path: Path) -> None:
+    b = open_backend(str(tmp_path / "repo"))
+    b.put("data/00/x", b"x")
+    stale = tmp_path / "repo" / "data" / "00" / ".tmp-killed"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert b.remove_stale_temporaries(older_than=3600) == 1 and not stale.exists()
+    assert b.squash_history() is False  # a directory keeps no history: the no-op default
+    assert not hasattr(b, "root")  # wrappers are backends, not proxies of the store's other attributes
+
+
+class Remote(MemoryBackend):
+    capabilities = Capabilities(max_connections=2)  # fails transiently, like a network store
+
+
+def test_scheme_registry_and_retries_by_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SCHEMES, "remote", lambda address, options: Remote())
+    assert scheme_of("remote://x") == "remote" and scheme_of("memory:") == "memory" and scheme_of("/a:b") == ""
+    remote = open_backend("remote://anything")
+    assert isinstance(remote, RetryingBackend) and isinstance(open_raw_backend("remote://x"), Remote)
+    local = open_backend("memory:")
+    assert isinstance(local, LoggingBackend) and not isinstance(local, RetryingBackend)

@@ -18,6 +18,11 @@ The write order of the repository (packs → index → snapshot → head) relies
 publication, which then fails as a whole or lands as a whole), and ``publish`` never makes a head
 visible whose objects are not.
 
+Besides the contract, a backend may offer **optional operations** — maintenance that only some
+stores need (:meth:`Backend.squash_history`, :meth:`Backend.remove_stale_temporaries`). They are
+declared here with defaults that do nothing and say so in their result, so callers and wrappers
+call them on any backend instead of probing for them.
+
 Backends are dumb: no retries, no rate limits, no logging. Those are wrappers composed in
 :func:`openclaw_backup.backends.open_backend`.
 """
@@ -48,6 +53,9 @@ class Capabilities:
     ``consistent_listing``: :meth:`Backend.list` sees every published object at once.
     ``ranged_reads``: ``get(offset=, length=)`` transfers only that range.
     ``max_connections``: how many calls may run at once.
+    ``transient_failures``: calls can fail in ways a retry may cure (a network, a server under
+    load), so :func:`~openclaw_backup.backends.open_backend` wraps the store in retries. False for
+    stores on this machine, whose errors a retry would not cure.
     ``fork_safe``: the object keeps working in a child forked from its process (no connection
     pool, socket or thread that the two processes would then share), and what the child stores
     the parent sees.
@@ -60,6 +68,7 @@ class Capabilities:
     ranged_reads: bool = True
     max_connections: int = 4
     fork_safe: bool = False
+    transient_failures: bool = True
 
 
 @dataclass(frozen=True)
@@ -153,3 +162,22 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections, leases and temporary files. Idempotent."""
+
+    # -- optional operations (see the module docstring) ---------------------------------------
+
+    def squash_history(self) -> bool:
+        """Drop the store's history so deleted objects free their space; True when it did.
+
+        Only stores without ``frees_space_on_delete`` keep a history (a versioned Hub repo). The
+        squash changes the head version, so a concurrent publisher gets a conflict. Default: no
+        history, nothing to do (False).
+        """
+        return False
+
+    def remove_stale_temporaries(self, *, older_than: float) -> int:
+        """Remove leftovers of writes killed mid-way older than ``older_than`` seconds; return how many.
+
+        Only stores that write through temporary files have them (a local directory). A live
+        writer's temporary file is younger than ``older_than``, so it is kept. Default: none (0).
+        """
+        return 0

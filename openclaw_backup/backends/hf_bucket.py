@@ -53,7 +53,8 @@ from huggingface_hub import errors as hf_errors
 
 from ..errors import BackupError, ConflictError, IntegrityError, LockedError, NotFoundError, RepositoryNotFoundError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-from .hf import LIBRARY_NAME, ensure_bounded_session, http_get, hub_call
+from .hub_client import ensure_bounded_session, http_get, hub_call, hub_headers, make_api
+from .options import BackendOptions, HfAddress
 
 LEASE_DIR = ".leases"
 DEFAULT_LEASE_TTL = 600.0
@@ -124,13 +125,9 @@ class HfBucketBackend(Backend):
         return f"{self.prefix}/{LEASE_DIR}/{self.holder}"
 
     def _http_read(self, path: str, offset: int, length: int | None) -> bytes | None:
-        from huggingface_hub.utils import build_hf_headers
-
         url = f"{self._api.endpoint}/buckets/{self.bucket_id}/resolve/{quote(path)}"
         try:
-            return http_get(
-                url, build_hf_headers(token=self._token, library_name=LIBRARY_NAME), offset=offset, length=length
-            )
+            return http_get(url, hub_headers(self._token), offset=offset, length=length)
         except (hf_errors.BucketNotFoundError, hf_errors.RepositoryNotFoundError):
             raise
         except hf_errors.HfHubHTTPError as e:
@@ -325,3 +322,16 @@ class HfBucketBackend(Backend):
         with self._lease_lock:
             if self._renewed is not None:
                 self._release_quietly()
+
+
+def open_hf_bucket(address: HfAddress, options: BackendOptions) -> HfBucketBackend:
+    """Open the bucket of ``address`` (the ``hf`` scheme's factory for buckets).
+
+    A missing bucket raises :class:`RepositoryNotFoundError`, or is created when ``options.create``
+    (private unless ``options.private`` is False).
+    """
+    bucket = HfBucketBackend(
+        make_api(options), address.repo_id, prefix=address.prefix, token=options.token, timeout=options.timeout
+    )
+    bucket.ensure_bucket(create=options.create, private=options.private)
+    return bucket

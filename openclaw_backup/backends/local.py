@@ -45,7 +45,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(8)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")  # bytes, whatever the buffer's item size: os.write counts bytes
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
@@ -61,7 +61,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 class LocalBackend(Backend):
     """See the module docstring. ``lock_timeout`` bounds the wait for another process's publish."""
 
-    capabilities = Capabilities(atomic_batch=False, max_connections=4, fork_safe=True)
+    capabilities = Capabilities(atomic_batch=False, max_connections=4, fork_safe=True, transient_failures=False)
 
     def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)

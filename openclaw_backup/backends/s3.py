@@ -24,8 +24,8 @@ How the contract is met:
   anything else is a conflict.
 * **Deletes** of a publication happen after the head was replaced (``atomic_batch=False``), with
   batched ``DeleteObjects``. They are best effort once the head landed — the publication *has*
-  happened and is reported as such; names that could not be deleted are kept in
-  :attr:`S3Backend.undeleted` and remain unreferenced garbage for the next prune.
+  happened and is reported as such; names that could not be deleted remain unreferenced garbage
+  for the next prune.
 
 ``compare_and_swap=True`` relies on the store honouring conditional writes: AWS S3 (``If-None-Match``
 since August 2024, ``If-Match`` since November 2024), Cloudflare R2, MinIO, SeaweedFS (checked by
@@ -49,7 +49,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 import botocore.exceptions as bex
@@ -65,9 +65,7 @@ from ..errors import (
     UsageError,
 )
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-
-if TYPE_CHECKING:
-    from . import BackendOptions
+from .options import BackendOptions
 
 _DELETE_BATCH = 1000  # the S3 limit of DeleteObjects
 _PUBLISH_ATTEMPTS = 3  # conditional sends of one head write whose outcome stayed unknown
@@ -161,8 +159,6 @@ class S3Backend(Backend):
         if self.endpoint:
             self.location += f" at {self.endpoint}"
         self.region = options.s3_region
-        #: Names a publication meant to delete but could not (garbage for the next prune).
-        self.undeleted: list[str] = []
         config = Config(
             connect_timeout=options.timeout,
             read_timeout=options.timeout,
@@ -296,6 +292,8 @@ class S3Backend(Backend):
     def _swap_head(self, head: bytes, expect: str | None) -> str:
         """The conditional PUT of the head, resolving lost responses by re-reading it."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.root + HEAD_NAME, "Body": head}
+        if expect == "":  # no ETag is empty; an empty If-Match would be dropped, making the PUT unconditional
+            raise ConflictError("the repository head moved while we worked (no head has an empty version)")
         if expect is None:
             kwargs["IfNoneMatch"] = "*"
         else:
@@ -384,12 +382,12 @@ class S3Backend(Backend):
         return failed, error
 
     def _delete_after_publish(self, names: Sequence[str]) -> None:
+        """Best effort: what fails stays behind as unreferenced garbage for the next prune."""
         if names:
             try:
-                failed, _ = self._delete_keys(names)
+                self._delete_keys(names)
             except BackupError:
-                failed = list(names)
-            self.undeleted.extend(failed)
+                pass
 
     def delete_unpublished(self, names: Sequence[str]) -> None:
         failed, error = self._delete_keys([check_name(n) for n in names])

@@ -49,7 +49,11 @@ def retry_transient(
 
 
 class WrappedBackend(Backend):
-    """Forwards everything to ``inner``."""
+    """Forwards every operation of the interface to ``inner``, the optional ones included.
+
+    Anything else of the store (its root, its client) is reached through ``inner``, never through
+    the wrapper: a wrapper is a :class:`Backend`, not a proxy.
+    """
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
@@ -80,9 +84,11 @@ class WrappedBackend(Backend):
     def close(self) -> None:
         self.inner.close()
 
-    def __getattr__(self, name: str) -> object:
-        # Backend-specific extras (e.g. a Hub repo's history squash) stay reachable.
-        return getattr(self.inner, name)
+    def squash_history(self) -> bool:
+        return self.inner.squash_history()
+
+    def remove_stale_temporaries(self, *, older_than: float) -> int:
+        return self.inner.remove_stale_temporaries(older_than=older_than)
 
 
 class LimitedBackend(WrappedBackend):

@@ -1,0 +1,339 @@
+"""The Hub client shared by the Hub backends: one bounded HTTP session, error translation, and the calls.
+
+Words used here:
+
+* **bounded call** — every call to the Hub made by this package runs inside :func:`hub_call`: each
+  HTTP request gets ``options.timeout`` as its connect/read/write timeout, and the responses that
+  ``huggingface_hub`` would retry *with a sleep* (408, 429, 5xx, network errors; a 429 on the
+  commit quota can ask for an hour) raise at once instead. The retry policy lives in
+  :mod:`.wrappers`; a quota surfaces as :class:`QuotaError` with ``retry_after`` within seconds.
+* **repo files** — :class:`RepoFiles`: the files of one dataset/model repo read by path at a
+  revision (a branch or a commit id). It serves the repo backend (:mod:`.hf_repo`, objects under a
+  prefix) and the legacy view (:mod:`openclaw_backup.legacy_hub`, the legacy script's files at the
+  root) alike.
+
+huggingface_hub 2.4 has no per-call switch for its backoff (``http_backoff`` is called inside
+``preupload_lfs_files``, the LFS batch/upload and the tree pagination), so this module installs, once
+per process, an ``httpx2.Client`` subclass as the library's session (``set_client_factory``). The
+subclass only changes requests made inside :func:`hub_call` (a context variable marks them); other
+users of ``huggingface_hub`` in the process keep the library's behaviour.
+
+How errors are translated (``raise … from`` keeps the original)::
+
+    HTTP 429 (our client)              → QuotaError(retry_after=Retry-After)
+    HTTP 408/5xx, network, timeout     → StoreError(transient=True)
+    HTTP 412 on a commit               → ConflictError
+    RepositoryNotFound / 401 on a repo → RepositoryNotFoundError (create it, or fix the token)
+    RevisionNotFound / EntryNotFound   → NotFoundError
+    HTTP 401/403 otherwise, other 4xx  → StoreError(transient=False)
+
+The token is handed to ``huggingface_hub`` only; it never appears in a message (URLs are shown
+without their query, where pre-signed upload URLs carry signatures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx2
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, set_client_factory
+
+from .. import __version__
+from ..errors import (
+    BackupError,
+    ConflictError,
+    NotFoundError,
+    QuotaError,
+    RepositoryNotFoundError,
+    StoreError,
+)
+from .options import BackendOptions
+
+T = TypeVar("T")
+
+LIBRARY_NAME = "openclaw-backup"
+_RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+# --------------------------------------------------------------------------------------------
+# Bounded calls: per-request timeouts and no sleeping inside huggingface_hub
+
+
+class HubStatusError(Exception):
+    """A response huggingface_hub would have retried after a sleep; raised instead (inside hub_call)."""
+
+    def __init__(self, status: int, retry_after: float | None, where: str, server_message: str) -> None:
+        super().__init__(f"HTTP {status} from {where}" + (f": {server_message}" if server_message else ""))
+        self.status = status
+        self.retry_after = retry_after
+        self.server_message = server_message
+
+
+class HubTransportError(Exception):
+    """A network failure or timeout (inside hub_call), raised instead of the library's retry-with-sleep."""
+
+
+@dataclass(frozen=True)
+class _Bound:
+    timeout: float
+
+
+_BOUND: ContextVar[_Bound | None] = ContextVar("openclaw_backup_hf_bound", default=None)
+
+
+def _where(request: httpx2.Request) -> str:
+    return f"{request.method} {request.url.host}{request.url.path}"  # no query: it may carry signatures
+
+
+def _retry_after(headers: httpx2.Headers) -> float | None:
+    value = headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    match = re.search(r"\bt\s*=\s*(\d+)", headers.get("RateLimit", ""))
+    return float(match.group(1)) if match else None
+
+
+def _server_message(response: httpx2.Response) -> str:
+    message = response.headers.get("X-Error-Message", "")
+    length = response.headers.get("Content-Length", "")
+    if not message and length.isdigit() and int(length) < 65536:  # never read an unbounded body
+        try:
+            response.read()
+            payload = json.loads(response.content or b"{}")
+            message = str(payload.get("error", "")) if isinstance(payload, dict) else ""
+        except (ValueError, httpx2.HTTPError):
+            message = ""
+    return message.splitlines()[0][:300] if message else ""
+
+
+class _BoundedClient(httpx2.Client):
+    """The library's session, changed only for requests made inside :func:`hub_call`."""
+
+    def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        bound = _BOUND.get()
+        if bound is None:
+            return super().send(request, **kwargs)
+        request.extensions = {**request.extensions, "timeout": httpx2.Timeout(bound.timeout).as_dict()}
+        try:
+            response = super().send(request, **kwargs)
+        except httpx2.TransportError as e:
+            raise HubTransportError(f"{_where(request)}: {type(e).__name__}: {e}") from e
+        if response.status_code in _RETRIED_STATUSES:
+            try:
+                error = HubStatusError(
+                    response.status_code, _retry_after(response.headers), _where(request), _server_message(response)
+                )
+            finally:
+                response.close()
+            raise error
+        return response
+
+
+def _client_factory() -> httpx2.Client:
+    from huggingface_hub.utils import _http as hf_http  # the library's own request hook (offline mode, ids)
+
+    hook = getattr(hf_http, "hf_request_event_hook", None)
+    return _BoundedClient(event_hooks={"request": [hook] if hook else []}, follow_redirects=True, timeout=None)
+
+
+class _DropXetFallbackWarning(logging.Filter):
+    """We hand uploads over as buffers on purpose (plain LFS); the library warns about it every time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "binary IO buffer is not supported by Xet" not in record.getMessage()
+
+
+_INSTALL_LOCK = threading.Lock()
+_installed = False
+
+
+def ensure_bounded_session() -> None:
+    """Install the bounded session as huggingface_hub's client factory (once per process)."""
+    global _installed
+    with _INSTALL_LOCK:
+        if not isinstance(get_session(), _BoundedClient):
+            set_client_factory(_client_factory)
+        if not _installed:
+            logging.getLogger("huggingface_hub._commit_api").addFilter(_DropXetFallbackWarning())
+            _installed = True
+
+
+@contextmanager
+def bounded(timeout: float) -> Iterator[None]:
+    """Mark the Hub calls made inside as bounded (see the module docstring)."""
+    if not isinstance(get_session(), _BoundedClient):  # someone replaced the library's client factory
+        ensure_bounded_session()
+    token = _BOUND.set(_Bound(timeout))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+
+
+def translate_error(e: BaseException, what: str) -> BackupError:
+    """Map an exception raised by huggingface_hub/httpx2 (or our session) to our typed errors."""
+    for exc in _causes(e):
+        if isinstance(exc, BackupError):
+            return exc
+        if isinstance(exc, HubStatusError):
+            if exc.status == 429:
+                label = "commit quota exhausted" if "commit" in exc.server_message.lower() else "rate limited"
+                wait = f"retry after {exc.retry_after:.0f} s" if exc.retry_after is not None else "retry later"
+                return QuotaError(
+                    f"{what}: {label} (HTTP 429), {wait}",
+                    retry_after=exc.retry_after,
+                    hint="the Hub allows about 128 commits per hour per repository; back up less often",
+                )
+            return StoreError(f"{what}: {exc}", transient=True)
+        if isinstance(exc, HubTransportError):
+            return StoreError(f"{what}: {exc}", transient=True)
+        if isinstance(exc, hf_errors.BucketNotFoundError):
+            return RepositoryNotFoundError(f"{what}: bucket not found", hint="check the address and token")
+        if isinstance(exc, hf_errors.RepositoryNotFoundError):
+            return RepositoryNotFoundError(
+                f"{what}: repository not found (or the token cannot see it)",
+                hint="check the address and the HF token, or let the tool create the repository",
+            )
+        if isinstance(exc, hf_errors.RevisionNotFoundError):
+            return NotFoundError(f"{what}: branch or commit not found")
+        if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
+            return NotFoundError(f"{what}: no such file")
+        if isinstance(exc, hf_errors.HfHubHTTPError):
+            status = exc.response.status_code if exc.response is not None else 0
+            detail = f"HTTP {status}" + (f": {exc.server_message.splitlines()[0]}" if exc.server_message else "")
+            if status in (409, 412):
+                return ConflictError(f"{what}: the branch moved (another writer committed first)")
+            if status == 429:
+                ra = _retry_after(exc.response.headers) if exc.response is not None else None
+                return QuotaError(f"{what}: rate limited ({detail})", retry_after=ra)
+            if status in (401, 403):
+                return StoreError(f"{what}: not allowed ({detail})", hint="the token needs write access to the repo")
+            return StoreError(f"{what}: {detail}", transient=status >= 500 or status == 408)
+        if isinstance(exc, hf_errors.OfflineModeIsEnabled):
+            return StoreError(f"{what}: huggingface_hub is in offline mode (HF_HUB_OFFLINE)")
+        if isinstance(exc, (httpx2.TransportError, TimeoutError, ConnectionError)):
+            return StoreError(f"{what}: {type(exc).__name__}", transient=True)
+    first = str(e).splitlines()[0][:300] if str(e) else ""
+    return StoreError(f"{what}: {type(e).__name__}: {first}")
+
+
+def hub_call(timeout: float, what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` (Hub calls) bounded by ``timeout`` per request, translating errors."""
+    with bounded(timeout):
+        try:
+            return fn()
+        except BackupError:
+            raise
+        except Exception as e:
+            raise translate_error(e, what) from e
+
+
+def http_get(url: str, headers: dict[str, str], *, offset: int = 0, length: int | None = None) -> bytes:
+    """GET ``url`` (a resolve URL) with a Range header when a part is asked; 416 → ``b""``."""
+    request_headers = {**headers, "Accept-Encoding": "identity"}
+    ranged = offset > 0 or length is not None
+    if ranged:
+        request_headers["Range"] = f"bytes={offset}-" + (str(offset + length - 1) if length is not None else "")
+    response = get_session().get(url, headers=request_headers)
+    if response.status_code == 416:
+        return b""
+    hf_raise_for_status(response)
+    data = response.content
+    if ranged and response.status_code == 200:  # the server ignored the range
+        data = data[offset : None if length is None else offset + length]
+    return data
+
+
+def hub_headers(token: str | None) -> dict[str, str]:
+    """The headers of a direct request to the Hub (authorisation and user agent)."""
+    return build_hf_headers(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+
+
+def make_api(options: BackendOptions) -> HfApi:
+    """The HfApi for ``options``, with the bounded session installed."""
+    ensure_bounded_session()
+    return HfApi(endpoint=options.hf_endpoint, token=options.token, library_name=LIBRARY_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# The files of a repo
+
+
+class RepoFiles:
+    """The files of one Hub dataset/model repo, read by path at a revision.
+
+    The methods are plain Hub calls: run them inside :func:`hub_call` (or :meth:`call`), which bounds
+    and translates them; the library's own exceptions that callers tell apart (a missing revision,
+    a missing folder) are documented per method.
+    """
+
+    def __init__(self, api: HfApi, repo_id: str, *, repo_type: str, token: str | None, timeout: float) -> None:
+        ensure_bounded_session()
+        self.api = api
+        self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.token = token
+        self.timeout = timeout
+        self.location = f"hf://{repo_type}s/{repo_id}"
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """:func:`hub_call` with this repo's timeout, ``what`` prefixed with its location."""
+        return hub_call(self.timeout, f"{self.location}: {what}", fn)
+
+    def branch_commit(self, branch: str) -> str | None:
+        """The branch's commit id, or None when the branch has no commit yet."""
+        try:
+            info = self.api.repo_info(
+                self.repo_id,
+                repo_type=self.repo_type,
+                revision=branch,
+                expand="sha",  # only the commit id, not the whole file list
+            )
+        except hf_errors.RevisionNotFoundError:
+            return None
+        if not info.sha:
+            raise StoreError(f"{self.location}: the Hub did not say which commit {branch} is")
+        return str(info.sha)
+
+    def read(self, path: str, revision: str | None, *, offset: int = 0, length: int | None = None) -> bytes | None:
+        """The file's bytes (or ``length`` from ``offset``; a short read at the end), None when missing.
+
+        An unknown ``revision`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
+        """
+        url = hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=revision, endpoint=self.api.endpoint)
+        try:
+            return http_get(url, hub_headers(self.token), offset=offset, length=length)
+        except hf_errors.RemoteEntryNotFoundError:
+            return None
+
+    def list(self, folder: str | None, revision: str) -> list[str]:
+        """Paths of the files under ``folder`` (the whole repo when None), recursively; [] when missing.
+
+        An unknown ``revision`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
+        """
+        try:
+            entries = self.api.list_repo_tree(
+                self.repo_id, folder, recursive=True, revision=revision, repo_type=self.repo_type
+            )
+            return [e.path for e in entries if isinstance(e, RepoFile)]
+        except hf_errors.RemoteEntryNotFoundError:
+            return []

@@ -1,0 +1,77 @@
+"""What opening a store takes: the typed options, and the parsed form of a Hub address.
+
+This module owns the inputs of :func:`openclaw_backup.backends.open_backend` that are plain data, so
+every backend module can depend on them without depending on the package that composes the
+backends (and without importing a network client):
+
+* :class:`BackendOptions` — settings built at the edge (CLI, settings); backends never read the
+  environment.
+* :class:`HfAddress` — ``hf://{datasets,models,buckets}/<ns>/<name>[/<prefix>]``. Objects live under
+  ``<prefix>/`` (default :data:`DEFAULT_PREFIX`), so a repository shared with the legacy script's
+  ``backups/`` and ``latest-backup.json`` is never touched outside that folder.
+
+The S3 address (``s3://<bucket>[/<prefix>]``) is parsed by :class:`~openclaw_backup.backends.s3.S3Address`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+DEFAULT_PREFIX = "openclaw-backup"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PART_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Typed options built by the edges (CLI/settings); backends never read the environment.
+
+    ``token``: Hub token. ``hf_endpoint``: Hub server (None = the client's default).
+    ``s3_endpoint``, ``s3_region``, ``s3_access_key``, ``s3_secret_key``, ``s3_session_token``: S3 settings (None = the
+    AWS defaults chain). ``timeout``: seconds bound on every single network call.
+    ``create``: create the remote repo/bucket when missing. ``private``: visibility of a created repo.
+    ``retries``: attempts of a transient failure before giving up.
+    """
+
+    token: str | None = None
+    hf_endpoint: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_session_token: str | None = None
+    timeout: float = 60.0
+    create: bool = False
+    private: bool = True
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class HfAddress:
+    """A parsed ``hf://`` address: ``kind`` is ``dataset``, ``model`` or ``bucket``."""
+
+    kind: str
+    repo_id: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"hf://{self.kind}s/{self.repo_id}/{self.prefix}"
+
+
+def parse_hf_address(address: str) -> HfAddress:
+    """Parse ``hf://{datasets,models,buckets}/<ns>/<name>[/<prefix>]``; ``UsageError`` otherwise."""
+    usage = f"{address!r}: expected hf://datasets/<namespace>/<name>[/<prefix>] (or hf://models/…, hf://buckets/…)"
+    if not address.startswith("hf://"):
+        raise UsageError(usage)
+    parts = address[len("hf://") :].strip("/").split("/")
+    if len(parts) < 3 or parts[0] not in ("datasets", "models", "buckets"):
+        raise UsageError(usage, hint="Spaces are rebuilt on every commit: keep backups in a dataset repo")
+    kind, namespace, name, rest = parts[0][:-1], parts[1], parts[2], parts[3:]
+    if not (_ID_RE.match(namespace) and _ID_RE.match(name)):
+        raise UsageError(f"{address!r}: invalid namespace or name")
+    if any(not _PART_RE.match(p) or p in (".", "..") for p in rest):
+        raise UsageError(f"{address!r}: invalid prefix (letters, digits, '.', '_', '-' and '/')")
+    return HfAddress(kind, f"{namespace}/{name}", "/".join(rest) or DEFAULT_PREFIX)
