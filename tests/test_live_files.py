@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import apsw
 
 from openclaw_backup.filecache import FileCache
+from openclaw_backup.reporter import Reporter
 from openclaw_backup.sqlite_capture import SQLITE_VERSION
 from tests.engine_helpers import local_repo, past_ns, run_backup, run_restore, write
 from tests.test_engine_units import snapshot_nodes
@@ -38,19 +40,6 @@ with open(path, "ab", buffering=0) as f:
         if n % 50 == 0:
             time.sleep(0.001)
 """
-
-REWRITER = r"""
-import os, sys
-path, ready = sys.argv[1], sys.argv[2]
-fd = os.open(path, os.O_WRONLY)
-v = 0
-while True:  # rewritten in place, never resized: a reader can only tell by the mtime
-    v += 1
-    os.pwrite(fd, bytes([v % 250 + 1]) * 4096, (v * 7919 % 700) * 4096)
-    if v == 50:
-        open(ready, "w").close()
-"""
-
 
 def _start(script: str, path: Path, tmp: Path) -> subprocess.Popen[bytes]:
     ready = tmp / f"ready-{path.name}"
@@ -89,24 +78,50 @@ def test_log_appended_during_a_cold_backup_is_in_the_snapshot(tmp_path: Path) ->
     assert res.stats["files_grown"] + res.stats["files_read"] >= 1
 
 
+class _RewriteWhileRead(Reporter):
+    """Rewrites ``path`` in place (same size, new first bytes, a new mtime) each time the backup
+    reports progress, i.e. while it is reading: a file that never holds still, deterministically."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path, self.version = path, 0
+
+    def progress(self, *, done_bytes: int = 0, done_items: int = 0) -> None:
+        if done_bytes:
+            self.version += 1
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, bytes([self.version % 250 + 1]) * 4096, 0)
+            finally:
+                os.close(fd)
+            os.utime(self.path, ns=(0, past_ns(30) + self.version))
+
+
 def test_rewritten_in_place_keeps_the_parent_snapshots_version(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    state = src / "state.bin"
+    write(state, b"\0" * 3_000_000, mtime_ns=past_ns(60))
+    repo = local_repo(tmp_path / "repo")
+    assert not run_backup(repo, {"s": src}).degraded
+    write(src / "other.txt", b"a change, so that a snapshot is made", mtime_ns=past_ns(60))
+    # a fresh cache, so the earlier version can only come from the parent snapshot
+    res = run_backup(repo, {"s": src}, cache=FileCache(None), workers=1, reporter=_RewriteWhileRead(state))
+    assert res.degraded and res.stats["files_previous"] == 1
+    assert any("state.bin" in w and "previous snapshot's version is kept" in w for w in res.warnings), res.warnings
+    assert snapshot_nodes(repo)["s/state.bin"].size == 3_000_000
+    assert _restored(repo, tmp_path, "state.bin") == b"\0" * 3_000_000
+
+
+def test_rewritten_in_place_with_no_earlier_version_is_named(tmp_path: Path) -> None:
     src = tmp_path / "src"
     state = src / "state.bin"
     write(state, b"\0" * 3_000_000, mtime_ns=past_ns(60))
     write(src / "other.txt", b"other", mtime_ns=past_ns(60))
     repo = local_repo(tmp_path / "repo")
-    first = run_backup(repo, {"s": src})
-    assert not first.degraded
-    proc = _start(REWRITER, state, tmp_path)
-    try:
-        # a fresh cache, so the earlier version can only come from the parent snapshot
-        res = run_backup(repo, {"s": src}, cache=FileCache(None), force=True, read_attempts=2)
-    finally:
-        _stop(proc)
-    node = snapshot_nodes(repo)["s/state.bin"]
-    assert res.stats["files_previous"] == 1 and res.degraded
-    assert any("state.bin" in w and "previous snapshot's version is kept" in w for w in res.warnings)
-    assert node.size == 3_000_000 and _restored(repo, tmp_path, "state.bin") == b"\0" * 3_000_000
+    res = run_backup(repo, {"s": src}, workers=1, reporter=_RewriteWhileRead(state))
+    assert res.degraded and res.stats["files_skipped"] == 1
+    assert any("state.bin" in w and "NOT in this snapshot" in w for w in res.warnings), res.warnings
+    assert "s/state.bin" not in snapshot_nodes(repo) and "s/other.txt" in snapshot_nodes(repo)
 
 
 def _restored(repo: object, tmp: Path, rel: str) -> bytes:
