@@ -40,13 +40,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, codec, forkwork, memtune
-from .codec import BLOB_DATA, BLOB_TREE
-from .errors import BackupError, ConflictError, NotFoundError, UsageError
+from . import __version__, forkwork, memtune
+from .errors import BackupError, ConflictError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
+from .index import BLOB_DATA, BLOB_TREE
 from .reporter import Reporter
-from .repository import PackWriter, Repository, pack_name
-from .sources import SQLITE_MAGIC, Entry, Excluder, Root, scan_root
+from .repository import Repository
+from .snapshot import Snapshot
+from .sources import SQLITE_MAGIC, Entry, Excluder, ExclusionReport, Root, scan_root
 from .sqlite_capture import SqliteCaptureError, snapshot
 from .tree import Node, encode_tree
 
@@ -90,6 +91,7 @@ class BackupResult:
     stats: dict[str, int]
     warnings: list[str]
     clear_secrets: list[str]
+    excluded: dict[str, dict[str, int]] = field(default_factory=dict)  # by rule: what the rules left out
 
     @property
     def degraded(self) -> bool:
@@ -105,6 +107,7 @@ class BackupResult:
             "stats": self.stats,
             "warnings": self.warnings,
             "stored_in_clear": self.clear_secrets,
+            "excluded": self.excluded,
         }
 
 
@@ -193,7 +196,7 @@ class Archiver:
         self.opts = options
         self.reporter = reporter
         self.cache = cache
-        self.writer = PackWriter(repo)
+        self.writer = repo.pack_writer()
         self.needed: set[bytes] = set()
         self._lock = threading.Lock()
         self._big = threading.Semaphore(1)
@@ -203,7 +206,7 @@ class Archiver:
             "files_grown": 0, "files_previous": 0, "sqlite_degraded": 0,
         }  # fmt: skip
         self.unread: dict[str, str] = {}  # path -> why it could not be stored as it is
-        self._parent_snap: dict[str, Any] | None = None
+        self._parent_snap: Snapshot | None = None
         self._parent_trees: dict[str, dict[str, Node]] = {}
         self.start_ns = time.time_ns()
         self.scratch = options.scratch_dir or Path(tempfile.gettempdir())
@@ -247,7 +250,7 @@ class Archiver:
     def _read_file(self, e: Entry) -> _Outcome | None:
         """Store ``e`` as it is now (see the module docstring); None when it vanished. Raises
         :class:`_Unread` when it cannot be stored as it is."""
-        limit = self.repo.config.chunker.max_size
+        limit = self.repo.chunker.profile.max_size
         reason = "kept changing while read"
         for attempt in range(self.opts.read_attempts):
             try:
@@ -290,7 +293,7 @@ class Archiver:
                 return self._read_sqlite(e, st)
             rec = _Recorder(f, st.st_size)
             # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
-            with self._big if st.st_size > self.repo.config.chunker.max_size else nullcontext():
+            with self._big if st.st_size > self.repo.chunker.profile.max_size else nullcontext():
                 ids, size = self._store_chunks(self.repo.chunker.cut_stream(rec, size_hint=st.st_size))
             now = os.fstat(f.fileno())
             if size != st.st_size:
@@ -340,11 +343,11 @@ class Archiver:
             and len(todo) > 1
             and sum(f.st.st_size + _FILE_COST for f in todo) >= self.opts.fork_threshold
             and forkwork.available()
-            and self.repo.backend.capabilities.fork_safe
+            and self.repo.fork_safe
         ):
             self._read_all(todo, outcomes, self.opts.workers)
             return
-        size = self.repo.config.pack_size
+        size = self.writer.pack_size
         half_packs = size // 2 if size >= 2 << 20 else size  # two packs in the making: one's memory
         self.writer.pack_size = half_packs
         ordered = sorted(todo, key=lambda f: f.st.st_size)
@@ -387,7 +390,7 @@ class Archiver:
         """In the forked process: read the files dealt to us into packs of our own; return what
         the parent needs back."""
         self.reporter = _Forwarding(tick)  # this process's reporter belongs to the parent
-        self.writer = PackWriter(self.repo, pack_size=pack_size)
+        self.writer = self.repo.pack_writer(pack_size=pack_size)
         self.stats = dict.fromkeys(self.stats, 0)
         self.unread = {}
         outcomes: dict[str, _Outcome | None] = {}
@@ -440,7 +443,7 @@ class Archiver:
     def _cached(self, e: Entry) -> _Outcome | None:
         sig = signature(e.st, e.wal_sig)
         hit = self.cache.lookup(e.path, sig)
-        if hit is None or not all(bytes.fromhex(c) in self.repo.index for c in hit.content):
+        if hit is None or not self.repo.has_blobs(hit.content):
             return None
         return _Outcome(
             hit.content, e.st.st_size if not hit.sqlite else -1, hit.sqlite, e.st, sig, False, e.wal_mtime_ns, hit.info
@@ -470,7 +473,7 @@ class Archiver:
             return self._earlier_version(e, self.unread[e.path])
         size = out.size
         if size < 0:  # reused content whose size we did not measure (SQLite copy / kept version)
-            size = sum(self.repo.index[bytes.fromhex(c)].raw_len for c in out.content)
+            size = self.repo.content_size(out.content)
         self.needed.update(bytes.fromhex(c) for c in out.content)
         self.stats["files"] += 1
         self.stats["bytes"] += size
@@ -496,15 +499,13 @@ class Archiver:
         """The parent snapshot's version of a file we could not store as it is (else the local
         cache's), with a warning; None (and a warning) when there is none."""
         prev = self._parent_node(e.rel)
-        if prev is not None and all(bytes.fromhex(c) in self.repo.index for c in prev.content):
+        if prev is not None and self.repo.has_blobs(prev.content):
             self.reporter.warn(f"{e.path}: {reason}; the previous snapshot's version is kept")
             node = Node(e.name, "file", prev.mode, prev.mtime_ns, size=prev.size, content=prev.content,
                         sqlite=prev.sqlite, sqlite_info=prev.sqlite_info)  # fmt: skip
-        elif (hit := self.cache.entries.get(e.path)) is not None and all(
-            bytes.fromhex(c) in self.repo.index for c in hit.content
-        ):
+        elif (hit := self.cache.entries.get(e.path)) is not None and self.repo.has_blobs(hit.content):
             self.reporter.warn(f"{e.path}: {reason}; the last backed-up version is kept")
-            size = sum(self.repo.index[bytes.fromhex(c)].raw_len for c in hit.content)
+            size = self.repo.content_size(hit.content)
             node = Node(e.name, "file", stat.S_IMODE(e.st.st_mode), e.st.st_mtime_ns, size=size,
                         content=hit.content, sqlite=hit.sqlite, sqlite_info=hit.info)  # fmt: skip
         else:
@@ -521,7 +522,7 @@ class Archiver:
         """The file at ``rel`` (root name first) in the parent snapshot, walking its trees."""
         if self._parent_snap is None:
             return None
-        tree_id: str | None = self._parent_snap.get("tree")
+        tree_id: str | None = self._parent_snap.tree
         node: Node | None = None
         for part in rel.split("/"):
             if tree_id is None:
@@ -550,11 +551,14 @@ class Archiver:
         repo.refresh()  # the head may have moved (or our last publication's answer was lost)
         repo.load_index()
         excluder = Excluder(opts.excludes)
+        self.excluded = ExclusionReport()
         self.reporter.phase("scan")
         scanned: list[Entry] = []
         roots: dict[str, dict[str, str]] = {}
         for root in opts.roots:
-            entry = scan_root(root, excluder, warn=self.reporter.warn, sqlite_hint=self.cache.is_sqlite)
+            entry = scan_root(
+                root, excluder, warn=self.reporter.warn, sqlite_hint=self.cache.is_sqlite, report=self.excluded
+            )
             if entry is not None:
                 scanned.append(entry)
                 roots[root.name] = {"path": opts.recorded_paths.get(root.name, root.path), "type": entry.kind}
@@ -581,38 +585,38 @@ class Archiver:
         top_id = self.writer.store(BLOB_TREE, top_data)
         self.needed.add(top_id)
         parent = self._parent_snap
-        result_stats = dict(self.stats)
-        if parent is not None and parent.get("tree") == top_id.hex() and not opts.force:
+        result_stats = dict(self.stats, excluded_entries=self.excluded.entries, excluded_bytes=self.excluded.bytes)
+        if parent is not None and parent.tree == top_id.hex() and not opts.force:
             self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
             self._save_cache(outcomes)
-            return BackupResult(None, parent["id"], True, result_stats, self.reporter.warnings[first_warning:], [])
-        index_name = self.writer.write_index()
+            return BackupResult(None, parent.id, True, result_stats, self.reporter.warnings[first_warning:], [],
+                                self.excluded.to_json())  # fmt: skip
+        self.writer.flush()
+        index_name = repo.save_index(self.writer.packs)
         result_stats["blobs_added"] = self.writer.blobs_written
         result_stats["bytes_added"] = self.writer.bytes_written
-        clear = [] if repo.cipher.encrypted else self._clear_secrets(scanned)
-        when = opts.time or datetime.now(UTC)
-        doc = {
-            "version": 1,
-            "time": when.isoformat(timespec="microseconds"),
-            "host": opts.host,
-            "username": opts.username,
-            "tags": sorted(set(opts.tags)),
-            "roots": roots,
-            "tree": top_id.hex(),
-            "parent": parent["id"] if parent else None,
-            "tool_version": __version__,
-            "agent_version": opts.agent_version,
-            "origin": opts.origin,
-            "summary": result_stats,
-            "warnings": len(self.reporter.warnings),
-        }
-        sid = repo.put_immutable("snapshots", codec.encode_document(repo.cipher, b"snapshot", doc))
+        clear = [] if repo.encrypted else self._clear_secrets(scanned)
+        snap = Snapshot(
+            tree=top_id.hex(),
+            roots=roots,
+            time=(opts.time or datetime.now(UTC)).isoformat(timespec="microseconds"),
+            host=opts.host,
+            username=opts.username,
+            tags=sorted(set(opts.tags)),
+            parent=parent.id if parent else None,
+            tool_version=__version__,
+            agent_version=opts.agent_version,
+            origin=opts.origin,
+            summary=result_stats,
+            warnings=len(self.reporter.warnings),
+        )
+        sid = repo.save_snapshot(snap)
         repo.publish(add_snapshots=[sid], add_indexes=[index_name] if index_name else [], needs=self._check_needed)
         self._save_cache(outcomes)
         warnings = self.reporter.warnings[first_warning:]  # problems with inputs (exit 3), not the notices below
         for path in clear:
             self.reporter.warn(f"stored in the clear (repository is not encrypted): {path}")
-        return BackupResult(sid, parent["id"] if parent else None, False, result_stats, warnings, clear)
+        return BackupResult(sid, snap.parent, False, result_stats, warnings, clear, self.excluded.to_json())
 
     def _check_needed(self) -> None:
         """After a conflict: is everything this snapshot references still there?
@@ -620,25 +624,17 @@ class Archiver:
         Blobs from the index must still be indexed (a prune may have dropped them), and our own
         new packs must still exist (a prune may have taken them for a crashed writer's leftovers).
         """
-        new = self.writer.new_refs()
-        missing = [b for b in self.needed if b not in self.repo.index and b not in new]
-        # Where uploads only become visible with their publication (a Hub commit) nothing can take them.
-        own = [] if self.repo.backend.capabilities.atomic_batch else list(self.writer.packs)
-        for pack in own:
-            try:
-                self.repo.backend.size(pack_name(pack))
-            except NotFoundError:
-                missing.append(bytes.fromhex(pack))
+        missing = len(self.writer.unstored(self.needed)) + len(self.writer.vanished_packs())
         if missing:
             raise ConflictError(
-                f"a concurrent prune removed {len(missing)} blobs this backup reuses; nothing was published",
+                f"a concurrent prune removed {missing} blobs this backup reuses; nothing was published",
                 hint="run the backup again",
             )
 
-    def _parent(self, roots: dict[str, dict[str, str]]) -> dict[str, Any] | None:
+    def _parent(self, roots: dict[str, dict[str, str]]) -> Snapshot | None:
         names = set(roots)
         for snap in reversed(self.repo.snapshots()):
-            if set(snap.get("roots", {})) == names and snap.get("host") == self.opts.host:
+            if set(snap.roots) == names and snap.host == self.opts.host:
                 return snap
         return None
 

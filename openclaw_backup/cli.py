@@ -1,7 +1,9 @@
 """The command line: parse arguments, build typed options from settings, run, print, exit.
 
 This is an edge: it reads the environment (through :class:`~.settings.Settings`), prints, and
-turns typed errors into one line of text (plus a hint) and a documented exit code:
+turns typed errors into one line of text (plus a hint) and a documented exit code. The commands
+themselves live in :mod:`.commands`; :data:`COMMANDS` names each one's module, imported only when
+that command runs.
 
 ====  =====================================================================
 code  meaning
@@ -25,18 +27,48 @@ code  meaning
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, memtune
-from .errors import EXIT_INTERRUPTED, BackupError, UsageError
+from .errors import EXIT_INTERRUPTED, BackupError, NotFoundError, UsageError
 from .progress import make_reporter
-from .settings import with_env_files
+from .settings import Settings, with_env_files
+
+if TYPE_CHECKING:
+    from .commands._common import Result
+    from .reporter import Reporter
+
+#: Command name -> (module of :mod:`.commands`, function). A command's module is imported only when
+#: that command runs: every CLI run pays for what it imports, and a backup every few minutes runs
+#: often (``--help``, ``status`` and ``excludes`` import no storage or engine code of other commands).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("repo", "cmd_init"),
+    "key": ("repo", "cmd_key"),
+    "snapshots": ("repo", "cmd_snapshots"),
+    "ls": ("repo", "cmd_ls"),
+    "diff": ("repo", "cmd_diff"),
+    "backup": ("backup", "cmd_backup"),
+    "restore": ("restore", "cmd_restore"),
+    "check": ("maintain", "cmd_check"),
+    "stats": ("maintain", "cmd_stats"),
+    "forget": ("maintain", "cmd_forget"),
+    "prune": ("maintain", "cmd_prune"),
+    "repair": ("maintain", "cmd_repair"),
+    "run": ("run", "cmd_run"),
+    "status": ("run", "cmd_status"),
+    "migrate": ("run", "cmd_migrate"),
+    "legacy-env": ("run", "cmd_legacy_env"),
+    "excludes": ("guide", "cmd_excludes"),
+    "demo": ("guide", "cmd_demo"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,19 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     _common(common, top=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add = sub.add_parser
 
-    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
-        return _add(name, parents=[common], **kw)
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        """A command's parser, which also accepts the global options after the command name."""
+        return sub.add_parser(name, parents=[common], **kw)
 
-    sub.add_parser = add_parser  # type: ignore[method-assign,assignment]
-
-    s = sub.add_parser("init", help="create a repository")
+    s = add("init", help="create a repository")
     s.add_argument(
         "--insecure-no-encryption", action="store_true", help="store everything in the clear (not recommended)"
     )
 
-    s = sub.add_parser("backup", help="take a snapshot (of the OpenClaw layout unless --source is given)")
+    s = add("backup", help="take a snapshot (of the OpenClaw layout unless --source is given)")
     s.add_argument("--source", action="append", default=[], metavar="PATH", help="back up PATH (repeatable)")
     s.add_argument(
         "--exclude",
@@ -97,27 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tag", action="append", default=[])
     s.add_argument("--host", help="host name to record (default: the Space id or the machine's name)")
     s.add_argument("--force", action="store_true", help="make a snapshot even if nothing changed")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be stored, read and left out (by rule, with sizes); store and write nothing",
+    )
 
-    s = sub.add_parser("snapshots", help="list snapshots")
-    s = sub.add_parser("ls", help="list the files of a snapshot")
+    s = add("snapshots", help="list snapshots")
+    s = add("ls", help="list the files of a snapshot")
     s.add_argument("snapshot", nargs="?", default="latest")
     s.add_argument("path", nargs="?", default="")
-    s = sub.add_parser("diff", help="what changed between two snapshots")
+    s = add("diff", help="what changed between two snapshots")
     s.add_argument("first")
     s.add_argument("second", nargs="?", default="latest")
 
-    s = sub.add_parser("restore", help="restore a snapshot (atomically, into place or under --target)")
+    s = add("restore", help="restore a snapshot (atomically, into place or under --target)")
     s.add_argument("snapshot", nargs="?", default="latest")
     s.add_argument("--target", metavar="DIR", help="restore every root under DIR/<root name> instead of its own place")
     s.add_argument("--include", action="append", default=[], metavar="PATH", help="restore only ROOT/PATH (repeatable)")
 
-    s = sub.add_parser("check", help="verify the repository")
+    s = add("check", help="verify the repository")
     s.add_argument("--read-data", action="store_true", help="also read and authenticate every stored byte")
     s.add_argument("--read-data-subset", metavar="N/M|P%", help="read only a subset of the packs")
 
-    sub.add_parser("stats", help="sizes and deduplication")
+    add("stats", help="sizes and deduplication")
 
-    s = sub.add_parser("forget", help="remove snapshots by a keep policy (data stays until prune)")
+    s = add("forget", help="remove snapshots by a keep policy (data stays until prune)")
     for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         s.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
     s.add_argument("--keep-within", metavar="DURATION", help="keep everything newer than this (e.g. 7d, 2w, 1y)")
@@ -125,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="show what would go and why")
     s.add_argument("--prune", action="store_true", help="prune right after")
 
-    s = sub.add_parser("prune", help="free the space of data no snapshot needs")
+    s = add("prune", help="free the space of data no snapshot needs")
     s.add_argument("--max-unused", default="10%", help="repack packs with more garbage than this (default 10%%)")
     s.add_argument("--dry-run", action="store_true", help="show the plan only")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--squash", action="store_true", default=None, help="always squash a Hub repo's history")
     g.add_argument("--no-squash", dest="squash", action="store_false", help="never squash history")
 
-    s = sub.add_parser("run", help="supervise an agent: restore if missing, run it, back up periodically and at exit")
+    s = add("run", help="supervise an agent: restore if missing, run it, back up periodically and at exit")
     s.add_argument("--interval", type=float, help="seconds between backups (default 300, or the legacy cron)")
     s.add_argument("--settle", type=float, default=20.0, help="back up this many quiet seconds after a change")
     s.add_argument(
@@ -144,29 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status-file", help="where to write the status JSON")
     s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the agent command")
 
-    s = sub.add_parser("status", help="the supervisor's last success, last error and next run")
+    s = add("status", help="the supervisor's last success, last error and next run")
     s.add_argument("--status-file")
 
-    s = sub.add_parser("migrate", help="import the legacy script's backups as snapshots")
+    s = add("migrate", help="import the legacy script's backups as snapshots")
     s.add_argument("--dry-run", action="store_true")
 
-    sub.add_parser("legacy-env", help="the legacy script's variables and how each is handled")
+    add("legacy-env", help="the legacy script's variables and how each is handled")
 
-    s = sub.add_parser("repair", help="rebuild the index from the packs")
+    s = add("repair", help="rebuild the index from the packs")
     s.add_argument("what", choices=["index"])
 
-    s = sub.add_parser("key", help="manage passwords")
+    s = add("key", help="manage passwords")
     ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
     ks.add_parser("list", help="list key files", parents=[common])
     for name, text in (("add", "add a password"), ("passwd", "change the current password")):
         k = ks.add_parser(name, help=text, parents=[common])
         k.add_argument("--new-password-file", help="read the new password from this file")
 
-    s = sub.add_parser("excludes", help="show the exclude patterns a backup would apply")
+    s = add("excludes", help="show the exclude patterns a backup would apply")
     s.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     s.add_argument("--no-default-excludes", action="store_true")
 
-    s = sub.add_parser("demo", help="back up and restore a sample agent home on a local repository, and verify it")
+    s = add("demo", help="back up and restore a sample agent home on a local repository, and verify it")
     s.add_argument("--dir", help="work directory (default: a new temporary directory)")
     return p
 
@@ -178,14 +213,40 @@ def _print_result(args: argparse.Namespace, doc: dict[str, Any], text: str) -> N
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .commands import run_command
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """The settings of one run: the global flags over the environment (plus the legacy script's
+    env files); the process environment itself is kept for the agent that ``run`` starts."""
+    return Settings(
+        with_env_files(env),
+        process_env=env,
+        repo=args.repo,
+        password_file=args.password_file,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
 
+
+def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> Result:
+    """Import the module of ``args.command`` (only it) and run the command."""
+    if args.command not in COMMANDS:
+        raise NotFoundError(f"unknown command {args.command}")
+    module, name = COMMANDS[args.command]
+    command = getattr(importlib.import_module(f"{__package__}.commands.{module}"), name)
+    settings = settings_from(args, env)
+    for name, close in settings.unknown_variables():
+        reporter.warn(f"{name} is not a variable this tool knows; it is ignored"
+                      + (f" (did you mean {close}?)" if close else ""))  # fmt: skip
+    result: Result = command(args, settings, reporter)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     memtune.tune()
     parser = build_parser()
-    json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    words = list(argv if argv is not None else sys.argv[1:])
+    json_mode = "--json" in words
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
         if not args.command:
             parser.print_help()
             return 2
@@ -194,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("openclaw_backup").setLevel(logging.DEBUG)
         reporter = make_reporter(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
         try:
-            doc, text, code = run_command(args, with_env_files(os.environ), reporter)
+            doc, text, code = run_command(args, os.environ, reporter)
         finally:
             reporter.done()
         _print_result(args, doc, text)
@@ -212,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as e:  # a bug: still one line, the traceback only on request
-        if "-v" in sys.argv or "--verbose" in sys.argv:
+        if args.verbose if args is not None else ("-v" in words or "--verbose" in words):
             traceback.print_exc()
         sys.stderr.write(f"error: internal error: {type(e).__name__}: {e}\n")
         sys.stderr.write("hint: this is a bug in openclaw-backup; rerun with -v for the details and report it\n")

@@ -97,15 +97,6 @@ def blob_ad(btype: bytes, blob_id: bytes) -> bytes:
     return b"blob" + btype + blob_id
 
 
-def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id: bytes) -> bytearray:
-    """Compress (when it pays) and seal one blob whose id the caller computed."""
-    flag, body = blob_body(data)
-    out = bytearray(cipher.sealed_size(1 + len(body)))
-    with memoryview(out) as view:
-        cipher.seal_flagged_into(flag, body, blob_ad(btype, blob_id), view)
-    return out
-
-
 def decode_blob(cipher: Cipher, btype: bytes, blob_id: bytes, stored: bytes | memoryview, raw_len: int) -> bytes:
     """Open, decompress and verify one blob; the result's id and length are checked."""
     what = f"blob {blob_id.hex()[:16]}"
@@ -165,13 +156,6 @@ def finish_pack(
     with memoryview(buf) as view:
         name = storage_id(view[:total])
     return {bid: BlobRef(name, btype, off, ln, raw) for btype, bid, off, ln, raw in positions}, total
-
-
-def build_pack(cipher: Cipher, entries: list[tuple[bytes, bytes, bytes, int]]) -> tuple[bytes, dict[bytes, BlobRef]]:
-    """Assemble a pack from ``(type, id, stored bytes, raw length)``; return its bytes and blob refs."""
-    buf = bytearray(b"".join(e[2] for e in entries))
-    refs, _ = finish_pack(cipher, buf, [(t, i, len(st), r) for t, i, st, r in entries])
-    return bytes(buf), refs
 
 
 def parse_pack_header(cipher: Cipher, pack: str, data: bytes) -> dict[bytes, BlobRef]:

@@ -6,7 +6,6 @@ a ``hint``. The tree::
 
     BackupError (1)                     anything that stops an operation
     ├── UsageError (2)                  bad options or arguments
-    ├── PartialError (3)                finished, but some inputs were skipped (see warnings)
     ├── IntegrityError (4)              stored data failed authentication or a consistency check
     ├── RepositoryNotFoundError (10)    no repository at the address
     ├── NotFoundError (10)              a named object / snapshot does not exist
@@ -17,7 +16,9 @@ a ``hint``. The tree::
     ├── StoreError (15)                 the storage failed (I/O, network) — ``transient`` says if a retry may help
     └── UnsafeRestoreError (16)         the repository asks for something a restore must refuse
 
-Exit code 130 is reserved for an interrupt (SIGINT/SIGTERM at the CLI).
+Exit code 3 (:data:`EXIT_INCOMPLETE`) is not an error: the operation finished, but its result holds
+less than, or other than, what was asked for (a degraded backup; see its warnings). Exit code 130
+is reserved for an interrupt (SIGINT/SIGTERM at the CLI).
 """
 
 from __future__ import annotations
@@ -36,10 +37,6 @@ class BackupError(Exception):
 
 class UsageError(BackupError):
     exit_code = 2
-
-
-class PartialError(BackupError):
-    exit_code = 3
 
 
 class IntegrityError(BackupError):
@@ -93,4 +90,5 @@ class UnsafeRestoreError(BackupError):
 
 
 EXIT_SUCCESS = 0
+EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130

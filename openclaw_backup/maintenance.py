@@ -9,15 +9,12 @@ bytes, parses its own header and authenticates every blob in it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import codec
-from .codec import BLOB_DATA, BLOB_TREE
 from .errors import IntegrityError, NotFoundError
 from .reporter import Reporter
-from .repository import Repository, pack_name
-from .tree import decode_tree
+from .repository import Repository
 
 
 @dataclass
@@ -71,31 +68,31 @@ def check(
     except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
         res.problems.append(f"index: {e.message}")
         return res
-    stored = set(repo.backend.list("data/"))
-    packs_in_index = {ref.pack for ref in repo.index.values()}
+    stored = repo.list_packs()
+    packs_in_index = set(repo.indexed_packs())
     res.packs = len(packs_in_index)
     for pack in sorted(packs_in_index):
-        if pack_name(pack) not in stored:
+        if pack not in stored:
             res.problems.append(f"pack {pack[:16]} is named by the index but missing from the store")
     bad_blobs: set[bytes] = set()
     if read_data:
         bad_blobs = _read_packs(repo, _select(sorted(packs_in_index), subset), res, reporter)
-    missing_packs = {p for p in packs_in_index if pack_name(p) not in stored}
-    for snap_id in repo.state.snapshots:
+    missing_packs = packs_in_index - stored
+    for snap_id in repo.snapshot_ids():
         try:
             snap = repo.load_snapshot(snap_id)
         except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
             res.problems.append(f"snapshot {snap_id[:8]}: {e.message}")
             continue
         res.snapshots += 1
-        affected = _check_tree(repo, snap["tree"], "", res, bad_blobs, missing_packs, seen=set())
+        affected = _check_tree(repo, snap.tree, "", res, bad_blobs, missing_packs, seen=set())
         if affected:
             res.damaged[snap_id] = affected
     return res
 
 
 def _blob_ok(repo: Repository, bid: bytes, bad: set[bytes], missing_packs: set[str]) -> bool:
-    ref = repo.index.get(bid)
+    ref = repo.locate(bid)
     return ref is not None and bid not in bad and ref.pack not in missing_packs
 
 
@@ -115,7 +112,7 @@ def _check_tree(
         res.problems.append(f"tree {tree_id[:16]} ({prefix or '/'}) is missing or damaged")
         return [prefix or "/"]
     try:
-        nodes = decode_tree(repo.read_blob(bid, BLOB_TREE))
+        nodes = repo.read_tree(tree_id)
     except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
         res.problems.append(f"tree {tree_id[:16]} ({prefix or '/'}): {e.message}")
         return [prefix or "/"]
@@ -139,48 +136,58 @@ def _read_packs(repo: Repository, packs: Iterable[str], res: CheckResult, report
     """Read packs fully; return the ids of blobs that failed."""
     packs = list(packs)
     reporter.phase("read data", total_items=len(packs))
-    by_pack: dict[str, list[bytes]] = {}
-    for bid, ref in repo.index.items():
-        by_pack.setdefault(ref.pack, []).append(bid)
     bad: set[bytes] = set()
-    for pack in packs:
-        try:
-            data = repo.backend.get(pack_name(pack))
-        except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
-            res.problems.append(f"pack {pack[:16]}: {e.message}")
-            bad.update(by_pack.get(pack, []))
+    for found in repo.verify_packs(packs):  # damage and absence are reported; store trouble propagates
+        pack = found.pack
+        if found.error is not None:
+            res.problems.append(f"pack {pack[:16]}: {found.error}")
+            bad.update(bid for bid, _ in found.bad)
             continue
         res.packs_read += 1
-        if codec.storage_id(data) != pack:
+        if not found.name_ok:
             res.problems.append(f"pack {pack[:16]}: content does not match its name (damaged)")
-        for bid in by_pack.get(pack, []):
-            ref = repo.index[bid]
-            try:
-                codec.decode_blob(repo.cipher, ref.btype, bid, data[ref.offset : ref.offset + ref.length], ref.raw_len)
-                res.blobs_read += 1
-            except (IntegrityError, NotFoundError) as e:  # store trouble propagates: it is not damage
-                bad.add(bid)
-                res.problems.append(f"pack {pack[:16]}: {e.message}")
-        reporter.progress(done_items=1, done_bytes=len(data))
+        res.blobs_read += found.blobs_ok
+        for bid, why in found.bad:
+            bad.add(bid)
+            res.problems.append(f"pack {pack[:16]}: {why}")
+        reporter.progress(done_items=1, done_bytes=found.size)
     return bad
 
 
-def stats(repo: Repository) -> dict[str, Any]:
+@dataclass
+class StatsResult:
+    """Sizes: what the snapshots hold versus what the repository stores."""
+
+    snapshots: int
+    packs: int
+    blobs: int
+    data_blobs: int
+    stored_bytes: int
+    unique_raw_bytes: int
+    snapshots_logical_bytes: int
+    dedup_ratio: float | None
+    index_files: int
+    encrypted: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stats(repo: Repository) -> StatsResult:
     """Sizes: what the snapshots hold versus what the repository stores."""
     repo.load_index()
     snaps = repo.snapshots()
-    stored = sum(r.length for r in repo.index.values())
-    raw = sum(r.raw_len for r in repo.index.values())
-    logical = sum(int(s.get("summary", {}).get("bytes", 0)) for s in snaps)
-    return {
-        "snapshots": len(snaps),
-        "packs": len({r.pack for r in repo.index.values()}),
-        "blobs": len(repo.index),
-        "data_blobs": sum(1 for r in repo.index.values() if r.btype == BLOB_DATA),
-        "stored_bytes": stored,
-        "unique_raw_bytes": raw,
-        "snapshots_logical_bytes": logical,
-        "dedup_ratio": round(logical / raw, 2) if raw else None,
-        "index_files": len(repo.state.indexes),
-        "encrypted": repo.cipher.encrypted,
-    }
+    idx = repo.index_summary()
+    logical = sum(int(s.summary.get("bytes", 0)) for s in snaps)
+    return StatsResult(
+        snapshots=len(snaps),
+        packs=idx.packs,
+        blobs=idx.blobs,
+        data_blobs=idx.data_blobs,
+        stored_bytes=idx.stored_bytes,
+        unique_raw_bytes=idx.raw_bytes,
+        snapshots_logical_bytes=logical,
+        dedup_ratio=round(logical / idx.raw_bytes, 2) if idx.raw_bytes else None,
+        index_files=idx.files,
+        encrypted=repo.encrypted,
+    )

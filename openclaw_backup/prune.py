@@ -27,35 +27,44 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import codec
-from .codec import BLOB_TREE, BlobRef
 from .errors import ConflictError, IntegrityError, NotFoundError
+from .index import PackEntries
 from .reporter import Reporter
-from .repository import PackWriter, Repository, pack_name
+from .repository import Repository
 from .retention import Policy, apply_policy
-from .tree import decode_tree
+from .snapshot import Snapshot
 
 PRUNE_ATTEMPTS = 5
 
 
-def forget(repo: Repository, policy: Policy, *, dry_run: bool = False) -> dict[str, Any]:
+@dataclass
+class ForgetResult:
+    """What a forget removed (or would remove) and why each other snapshot stays."""
+
+    policy: str
+    forgotten: list[Snapshot]
+    kept: dict[str, list[str]]  # snapshot id -> the rules that keep it
+    dry_run: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "forget": [{"id": s.id, "time": s.time} for s in self.forgotten],
+            "keep": [{"id": k, "reasons": v} for k, v in self.kept.items()],
+            "dry_run": self.dry_run,
+        }
+
+
+def forget(repo: Repository, policy: Policy, *, dry_run: bool = False) -> ForgetResult:
     """Remove the snapshots the policy does not keep (their data stays until ``prune``)."""
-    snaps = repo.snapshots()
-    gone, reasons = apply_policy(snaps, policy)
-    ids = [s["id"] for s in gone]
-    if ids and not dry_run:
-        repo.publish(remove_snapshots=ids, deletes=[f"snapshots/{i}" for i in ids])
-    return {
-        "policy": policy.describe(),
-        "forget": [{"id": s["id"], "time": s.get("time")} for s in gone],
-        "keep": [{"id": k, "reasons": v} for k, v in reasons.items()],
-        "dry_run": dry_run,
-    }
+    gone, reasons = apply_policy(repo.snapshots(), policy)
+    if gone and not dry_run:
+        repo.forget_snapshots([s.id for s in gone])
+    return ForgetResult(policy.describe(), gone, reasons, dry_run)
 
 
 @dataclass
 class PrunePlan:
-    head_version: str | None
     live: set[bytes]
     keep: set[str] = field(default_factory=set)
     delete: set[str] = field(default_factory=set)
@@ -65,25 +74,63 @@ class PrunePlan:
     bytes_live: int = 0
     bytes_freed: int = 0
 
+
+@dataclass
+class PruneResult:
+    """What a prune did (or, with ``dry_run``, would do): pack counts and bytes of its plan, then
+    what performing it took."""
+
+    packs_kept: int
+    packs_deleted: int
+    packs_repacked: int
+    unindexed_deleted: int
+    live_blobs: int
+    bytes_total: int
+    bytes_live: int
+    bytes_to_free: int
+    dry_run: bool = False
+    squashed: bool = False
+    new_packs: int = 0
+    temporaries_removed: int = 0
+
+    @classmethod
+    def of(cls, plan: PrunePlan, **done: Any) -> PruneResult:
+        return cls(len(plan.keep), len(plan.delete), len(plan.repack), len(plan.unindexed), len(plan.live),
+                   plan.bytes_total, plan.bytes_live, plan.bytes_freed, **done)  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "packs_kept": len(self.keep),
-            "packs_deleted": len(self.delete),
-            "packs_repacked": len(self.repack),
-            "unindexed_deleted": len(self.unindexed),
-            "live_blobs": len(self.live),
+        doc: dict[str, Any] = {
+            "packs_kept": self.packs_kept,
+            "packs_deleted": self.packs_deleted,
+            "packs_repacked": self.packs_repacked,
+            "unindexed_deleted": self.unindexed_deleted,
+            "live_blobs": self.live_blobs,
             "bytes_total": self.bytes_total,
             "bytes_live": self.bytes_live,
-            "bytes_to_free": self.bytes_freed,
+            "bytes_to_free": self.bytes_to_free,
         }
+        if self.dry_run:
+            return {**doc, "dry_run": True}
+        return {**doc, "squashed": self.squashed, "new_packs": self.new_packs,
+                "temporaries_removed": self.temporaries_removed}  # fmt: skip
+
+
+@dataclass
+class RepairResult:
+    packs_indexed: int
+    blobs: int
+    damaged_packs: list[str]  # "<pack id prefix>: why"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"packs_indexed": self.packs_indexed, "blobs": self.blobs, "damaged_packs": self.damaged_packs}
 
 
 def mark_live(repo: Repository) -> set[bytes]:
     """Every blob reachable from the head's snapshots; raises when a tree is missing."""
     live: set[bytes] = set()
     stack: list[str] = []
-    for sid in repo.state.snapshots:
-        stack.append(repo.load_snapshot(sid)["tree"])
+    for sid in repo.snapshot_ids():
+        stack.append(repo.load_snapshot(sid).tree)
     while stack:
         tid = stack.pop()
         bid = bytes.fromhex(tid)
@@ -91,7 +138,7 @@ def mark_live(repo: Repository) -> set[bytes]:
             continue
         live.add(bid)
         try:
-            nodes = decode_tree(repo.read_blob(bid, BLOB_TREE))
+            nodes = repo.read_tree(tid)
         except (IntegrityError, NotFoundError) as e:  # store trouble (StoreError, QuotaError) propagates as is
             raise IntegrityError(
                 f"tree {tid[:16]} is unreadable ({e.message}); refusing to prune a damaged repository",
@@ -108,10 +155,8 @@ def mark_live(repo: Repository) -> set[bytes]:
 def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -> PrunePlan:
     repo.refresh()
     repo.load_index()
-    plan = PrunePlan(repo.head.version if repo.head else None, mark_live(repo))
-    per_pack: dict[str, list[tuple[bytes, BlobRef]]] = {}
-    for bid, ref in repo.index.items():
-        per_pack.setdefault(ref.pack, []).append((bid, ref))
+    plan = PrunePlan(mark_live(repo))
+    per_pack = repo.indexed_packs()
     for pack, blobs in per_pack.items():
         total = sum(r.length for _, r in blobs)
         live = sum(r.length for b, r in blobs if b in plan.live)
@@ -125,74 +170,53 @@ def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -
             plan.bytes_freed += total - live
         else:
             plan.keep.add(pack)
-    stored = {n.rsplit("/", 1)[-1] for n in repo.backend.list("data/")}
-    unindexed = sorted(stored - set(per_pack))
+    unindexed = sorted(repo.list_packs() - set(per_pack))
     plan.unindexed = _old_enough(repo, unindexed, unindexed_grace)
     return plan
 
 
 def _old_enough(repo: Repository, names: list[str], grace: float) -> list[str]:
-    if repo.backend.capabilities.atomic_batch:
+    if repo.staged_uploads:
         return names  # uploads are invisible until committed: unindexed means garbage
     seen: dict[str, float] = {}
-    marker = repo.cache_dir / "unindexed-seen.json" if repo.cache_dir else None
+    marker = repo.cache_read("unindexed-seen.json")
     if marker is not None:
         try:
-            seen = json.loads(marker.read_text())
-        except (OSError, ValueError):
+            seen = json.loads(marker)
+        except ValueError:
             seen = {}
     now = time.time()
     seen = {n: seen.get(n, now) for n in names}
-    if marker is not None:
-        repo.cache_write("unindexed-seen.json", json.dumps(seen).encode())
+    repo.cache_write("unindexed-seen.json", json.dumps(seen).encode())
     return [n for n, first in seen.items() if now - first >= grace]
 
 
 def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squash: bool | None,
-                  squash_ratio: float, unindexed_grace: float = 3600.0) -> dict[str, Any]:  # fmt: skip
-    writer = PackWriter(repo)
+                  squash_ratio: float, unindexed_grace: float = 3600.0) -> PruneResult:  # fmt: skip
+    writer = repo.pack_writer()
     reporter.phase("repack", total_items=len(plan.repack))
-    live_in: dict[str, list[tuple[bytes, BlobRef]]] = {}
-    for bid, ref in repo.index.items():
-        if ref.pack in plan.repack and bid in plan.live:
-            live_in.setdefault(ref.pack, []).append((bid, ref))
+    per_pack = repo.indexed_packs()
     for pack in sorted(plan.repack):
-        data = repo.backend.get(pack_name(pack))
-        for bid, ref in live_in.get(pack, []):
-            stored = data[ref.offset : ref.offset + ref.length]
-            codec.decode_blob(repo.cipher, ref.btype, bid, stored, ref.raw_len)  # never copy damage
-            writer.add_stored(ref.btype, bid, stored, ref.raw_len)
+        writer.repack(pack, [(bid, ref) for bid, ref in per_pack.get(pack, []) if bid in plan.live])
         reporter.progress(done_items=1)
     writer.flush()
-    entries: dict[str, list[tuple[bytes, BlobRef]]] = {}
-    for bid, ref in repo.index.items():
-        if ref.pack in plan.keep:  # all of a kept pack, garbage included, so later plans can count it
-            entries.setdefault(ref.pack, []).append((bid, ref))
-    for pack, blobs in writer.packs.items():
-        entries[pack] = blobs
-    new_index = repo.put_immutable("index", codec.encode_index(repo.cipher, entries)) if entries else None
-    old_indexes = list(repo.state.indexes)
-    deletes = [pack_name(p) for p in sorted(plan.delete | plan.repack)] + [pack_name(p) for p in plan.unindexed]
-    deletes += [f"index/{i}" for i in old_indexes if i != new_index]
-    freed = plan.bytes_freed
-    repo.state.deleted_since_squash += freed
+    # all of a kept pack, garbage included, so later plans can count it
+    entries: PackEntries = {pack: blobs for pack, blobs in per_pack.items() if pack in plan.keep}
+    entries.update(writer.packs)
+    new_index = repo.save_index(entries)
     repo.publish(
-        remove_indexes=[i for i in old_indexes if i != new_index],
+        remove_indexes=[i for i in repo.index_names() if i != new_index],
         add_indexes=[new_index] if new_index else [],
-        deletes=deletes,
+        delete_packs=sorted(plan.delete | plan.repack) + plan.unindexed,
+        deleted_bytes=plan.bytes_freed,
         merge=False,
     )
     repo.load_index()
-    temporaries = repo.backend.remove_stale_temporaries(older_than=unindexed_grace)  # leftovers of killed writes
-    squashed = False
-    pending = repo.state.deleted_since_squash
+    temporaries = repo.remove_stale_temporaries(older_than=unindexed_grace)  # leftovers of killed writes
+    pending = repo.deleted_since_squash
     due = squash or (squash is None and pending > squash_ratio * max(plan.bytes_live, 1))
-    if due and not repo.backend.capabilities.frees_space_on_delete and repo.backend.squash_history():
-        repo.refresh()
-        repo.state.deleted_since_squash = 0
-        repo.publish()
-        squashed = True
-    return {**plan.to_json(), "squashed": squashed, "new_packs": len(writer.packs), "temporaries_removed": temporaries}
+    squashed = bool(due) and repo.squash_history()
+    return PruneResult.of(plan, squashed=squashed, new_packs=len(writer.packs), temporaries_removed=temporaries)
 
 
 def prune(
@@ -204,12 +228,12 @@ def prune(
     squash: bool | None = None,
     squash_ratio: float = 0.25,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> PruneResult:
     """Plan and perform, re-planning when a concurrent writer publishes first."""
     for attempt in range(PRUNE_ATTEMPTS):
         plan = plan_prune(repo, max_unused=max_unused, unindexed_grace=unindexed_grace)
         if dry_run:
-            return {**plan.to_json(), "dry_run": True}
+            return PruneResult.of(plan, dry_run=True)
         try:
             return perform_prune(
                 repo, plan, reporter=reporter, squash=squash, squash_ratio=squash_ratio, unindexed_grace=unindexed_grace
@@ -221,33 +245,24 @@ def prune(
     raise AssertionError("unreachable")
 
 
-def repair_index(repo: Repository, *, reporter: Reporter) -> dict[str, Any]:
+def repair_index(repo: Repository, *, reporter: Reporter) -> RepairResult:
     """Rebuild the index from the packs' own headers (reading only their tails)."""
-    names = repo.backend.list("data/")
-    reporter.phase("repair", total_items=len(names))
-    entries: dict[str, list[tuple[bytes, BlobRef]]] = {}
+    packs = sorted(repo.list_packs())
+    reporter.phase("repair", total_items=len(packs))
+    entries: PackEntries = {}
     damaged: list[str] = []
-    for name in names:
-        pack = name.rsplit("/", 1)[-1]
+    for pack in packs:
         try:
-            size = repo.backend.size(name)
-            tail = repo.backend.get(name, offset=max(0, size - 4))
-            hlen = int.from_bytes(tail[-4:], "little")
-            if hlen + 4 > size:
-                raise IntegrityError(f"pack {pack[:16]}: bad header length")
-            head = repo.backend.get(name, offset=size - 4 - hlen, length=hlen + 4)
-            refs = codec.parse_pack_header(repo.cipher, pack, bytes(size - 4 - hlen) + head)
+            refs = repo.pack_header(pack)
         except (IntegrityError, NotFoundError) as e:
             damaged.append(f"{pack[:16]}: {e.message}")
             continue
         entries[pack] = list(refs.items())
         reporter.progress(done_items=1)
-    old = list(repo.state.indexes)
-    new_index = repo.put_immutable("index", codec.encode_index(repo.cipher, entries)) if entries else None
+    new_index = repo.save_index(entries)
     repo.publish(
-        remove_indexes=[i for i in old if i != new_index],
+        remove_indexes=[i for i in repo.index_names() if i != new_index],
         add_indexes=[new_index] if new_index else [],
-        deletes=[f"index/{i}" for i in old if i != new_index],
         merge=False,
     )
-    return {"packs_indexed": len(entries), "blobs": sum(len(v) for v in entries.values()), "damaged_packs": damaged}
+    return RepairResult(len(entries), sum(len(v) for v in entries.values()), damaged)

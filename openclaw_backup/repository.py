@@ -1,4 +1,5 @@
-"""The repository: config, keys, the head, the blob index, packs being written, snapshots.
+"""The repository: the one way into the format. Config, the head and its publication, the local
+cache, the blob index, reading blobs, writing packs and index files, snapshots, keys.
 
 Words: the **head** is the one mutable object; its sealed JSON names the live snapshots and index
 files and carries a sequence number that only grows. A **publication** replaces the head by
@@ -12,28 +13,29 @@ may have dropped some), merges its additions into the new head and tries again.
 
 Objects that never change (index files, snapshots, key files) are cached under ``cache_dir`` by
 name; a cached copy is used only when its BLAKE3 still matches its name.
+
+Parts: :mod:`.index` (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key
+files), :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
+restorer and maintenance use the methods of :class:`Repository` only; only the repository and
+its parts know byte formats and object names.
 """
 
 from __future__ import annotations
 
-import json
-import mmap
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import codec
+from . import codec, keys
 from .backends.base import Backend, Head
-from .chunker import DEFAULT_PROFILE, SQLITE_PROFILE, Chunker, ChunkerProfile
+from .chunker import Chunker
 from .codec import BLOB_TREE, BlobRef, storage_id
-from .crypto import OVERHEAD, Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
+from .crypto import Cipher, KdfParams, PlainCipher
 from .errors import (
-    BackupError,
     ConflictError,
     IntegrityError,
     NotFoundError,
@@ -41,63 +43,15 @@ from .errors import (
     UsageError,
     WrongPasswordError,
 )
+from .index import Index, IndexSummary, PackEntries
+from .pack import PackCheck, PackWriter, ReadBatch, check_pack, pack_name, plan_reads, read_batch, read_header
+from .repo_config import DEFAULT_PACK_SIZE, RepoConfig
+from .snapshot import Snapshot
 from .tree import Node, decode_tree
 
-REPO_VERSION = 1
-DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+T = TypeVar("T")
+
 PUBLISH_ATTEMPTS = 6
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    id: str
-    encrypted: bool
-    chunker: ChunkerProfile = DEFAULT_PROFILE
-    chunker_sqlite: ChunkerProfile = SQLITE_PROFILE
-    pack_size: int = DEFAULT_PACK_SIZE
-    created: str = ""
-    plain_seed: str = ""  # only for unencrypted repositories: the chunker's (public) seed
-
-    def to_bytes(self) -> bytes:
-        doc: dict[str, Any] = {
-            "version": REPO_VERSION,
-            "id": self.id,
-            "encryption": "aes-256-gcm" if self.encrypted else "none",
-            "chunker": self.chunker.to_json(),
-            "chunker_sqlite": self.chunker_sqlite.to_json(),
-            "pack_size": self.pack_size,
-            "created": self.created,
-        }
-        if not self.encrypted:
-            doc["plain_seed"] = self.plain_seed
-        return json.dumps(doc, indent=1, sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> RepoConfig:
-        try:
-            doc = json.loads(data)
-            if doc["version"] != REPO_VERSION:
-                raise UsageError(
-                    f"repository format version {doc['version']} is not supported by this version",
-                    hint="upgrade openclaw-backup",
-                )
-            enc = doc["encryption"]
-            if enc not in ("aes-256-gcm", "none"):
-                raise IntegrityError(f"unknown encryption {enc!r}")
-            cfg = cls(
-                id=str(doc["id"]),
-                encrypted=enc != "none",
-                chunker=ChunkerProfile.from_json(doc["chunker"]),
-                chunker_sqlite=ChunkerProfile.from_json(doc["chunker_sqlite"]),
-                pack_size=int(doc["pack_size"]),
-                created=str(doc.get("created", "")),
-                plain_seed=str(doc.get("plain_seed", "")),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
-            raise IntegrityError(f"malformed repository config: {e}") from None
-        if not 1024 <= cfg.pack_size <= 1 << 30:
-            raise IntegrityError("repository config has an absurd pack size")
-        return cfg
 
 
 @dataclass
@@ -136,33 +90,14 @@ class HeadState:
         return st
 
 
-def check_snapshot(doc: dict[str, Any], *, what: str) -> None:
-    """The fields every reader relies on, with the right types (``IntegrityError`` otherwise)."""
-    tree, roots = doc.get("tree"), doc.get("roots")
-    ok = (
-        isinstance(tree, str)
-        and len(tree) == 64
-        and all(c in "0123456789abcdef" for c in tree)
-        and isinstance(roots, dict)
-        and all(
-            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("path", ""), str) for k, v in roots.items()
-        )
-        and isinstance(doc.get("time", ""), str)
-        and isinstance(doc.get("host", ""), str)
-        and isinstance(doc.get("tags", []), list)
-        and all(isinstance(t, str) for t in doc.get("tags", []))
-        and isinstance(doc.get("summary", {}), dict)
-    )
-    if not ok:
-        raise IntegrityError(f"{what}: malformed snapshot document")
-
-
-def pack_name(pack: str) -> str:
-    return f"data/{pack[:2]}/{pack}"
-
 
 class Repository:
-    """An opened repository. Use :meth:`init` or :meth:`open`; not thread-safe except where noted."""
+    """An opened repository. Use :meth:`init` or :meth:`open`; not thread-safe except where noted
+    (reading blobs and writing packs are thread-safe).
+
+    ``backend``, ``cipher``, ``config``, ``state`` (the head as last read) and ``index`` are the
+    repository's own: its parts use them, and tests look at them; everyone else asks its methods.
+    """
 
     def __init__(self, backend: Backend, cipher: Cipher, config: RepoConfig, *, cache_dir: Path | None) -> None:
         self.backend = backend
@@ -174,8 +109,7 @@ class Repository:
         self.sqlite_chunker = Chunker(config.chunker_sqlite, seed)
         self.head: Head | None = None
         self.state = HeadState()
-        self.index: dict[bytes, BlobRef] = {}
-        self._index_loaded_for: list[str] | None = None
+        self.index = Index()
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ opening
@@ -206,8 +140,7 @@ class Repository:
             config = RepoConfig(secrets.token_hex(16), True, pack_size=pack_size, created=now)
             master = secrets.token_bytes(64)
             cipher = Cipher(master)
-            key = make_key_file(master, password, params=kdf or KdfParams(), hostname=hostname, username=username)
-            backend.put(f"keys/{storage_id(key)}", key)
+            keys.add(backend, master, password, kdf=kdf, hostname=hostname, username=username)
         backend.put("config", config.to_bytes())
         repo = cls(backend, cipher, config, cache_dir=cache_dir)
         repo._publish_state(HeadState(seq=1), expect=None)
@@ -232,7 +165,7 @@ class Repository:
                     hint="if you created it with --insecure-no-encryption, unset the password; "
                     "otherwise its config was tampered with",
                 )
-            if backend.list("keys/"):
+            if keys.names(backend):
                 # An unencrypted repository has no key files: someone rewrote the config to make
                 # us write in the clear (or read forged plaintext). Refuse.
                 raise IntegrityError(
@@ -249,28 +182,37 @@ class Repository:
                     "this repository is encrypted and no password was given",
                     hint="set OPENCLAW_BACKUP_PASSWORD or pass --password-file",
                 )
-            master = None
-            damaged: list[IntegrityError] = []
-            names = backend.list("keys/")
-            for name in names:
-                try:
-                    master = open_key_file(backend.get(name), password)
-                    break
-                except WrongPasswordError:
-                    continue
-                except IntegrityError as e:  # one damaged key file must not hide a good one
-                    damaged.append(e)
-            if master is None and damaged and len(damaged) == len(names):
-                raise damaged[0]
-            if master is None:
-                raise WrongPasswordError(
-                    "wrong password: no key of this repository opens with it"
-                    + (f" ({len(damaged)} damaged key file(s): {damaged[0].message})" if damaged else "")
-                )
-            cipher = Cipher(master)
+            cipher = Cipher(keys.unlock(backend, password))
         repo = cls(backend, cipher, config, cache_dir=cache_dir)
         repo.refresh()
         return repo
+
+    @staticmethod
+    def peek_id(backend: Backend) -> str:
+        """The id of the repository at ``backend`` (it names the local cache), read from its
+        plaintext config without a password and without opening it; ``NotFoundError`` when the
+        store has no repository."""
+        return RepoConfig.from_bytes(backend.get("config")).id
+
+    @property
+    def id(self) -> str:
+        """The repository's id (from its config): names its local cache."""
+        return self.config.id
+
+    @property
+    def encrypted(self) -> bool:
+        return self.cipher.encrypted
+
+    @property
+    def staged_uploads(self) -> bool:
+        """Uploads become visible only with the publication that names them (a Hub commit): an
+        unindexed pack there is garbage, never a concurrent writer's work in progress."""
+        return self.backend.capabilities.atomic_batch
+
+    @property
+    def fork_safe(self) -> bool:
+        """The store keeps working in a forked child, and what the child stores the parent sees."""
+        return self.backend.capabilities.fork_safe
 
     # ------------------------------------------------------------------ head
 
@@ -289,6 +231,19 @@ class Repository:
             )
         self._check_rollback()
         return self.state
+
+    def snapshot_ids(self) -> list[str]:
+        """The live snapshots, as the head last read names them."""
+        return list(self.state.snapshots)
+
+    def index_names(self) -> list[str]:
+        """The live index files, as the head last read names them."""
+        return list(self.state.indexes)
+
+    @property
+    def deleted_since_squash(self) -> int:
+        """Bytes deleted since the store's history was last squashed (the head last read counts them)."""
+        return self.state.deleted_since_squash
 
     def _config_mac(self) -> str:
         """The config, as the head vouches for it (sealed heads cannot be forged without the key)."""
@@ -324,21 +279,41 @@ class Repository:
         add_indexes: Iterable[str] = (),
         remove_snapshots: Iterable[str] = (),
         remove_indexes: Iterable[str] = (),
-        deletes: Iterable[str] = (),
+        delete_packs: Iterable[str] = (),
+        deleted_bytes: int = 0,
         needs: Callable[[], None] | None = None,
         attempts: int = PUBLISH_ATTEMPTS,
         merge: bool = True,
     ) -> None:
         """Publish a change of the head, merging with concurrent writers.
 
-        On a conflict the head is re-read; ``remove_*`` must still be present (else the change is
-        abandoned: another process did the same maintenance) and ``needs`` is called to check that
-        what we reference still exists, raising when it does not. With ``merge=False`` (prune,
-        whose plan is only valid for the head it read) a conflict is raised at once.
+        Removed snapshots and index files, and ``delete_packs``, are deleted after (or with) the
+        publication; ``deleted_bytes`` adds to the head's count of bytes deleted since the last
+        squash. On a conflict the head is re-read; ``remove_*`` must still be present (else the
+        change is abandoned: another process did the same maintenance) and ``needs`` is called to
+        check that what we reference still exists, raising when it does not. With ``merge=False``
+        (prune, whose plan is only valid for the head it read) a conflict is raised at once.
         """
-        add_s, add_i = list(add_snapshots), list(add_indexes)
-        rm_s, rm_i = set(remove_snapshots), set(remove_indexes)
-        dels = list(deletes)
+        rm_s, rm_i = list(remove_snapshots), list(remove_indexes)
+        deletes = [pack_name(p) for p in delete_packs]
+        deletes += [f"snapshots/{s}" for s in rm_s] + [f"index/{i}" for i in rm_i]
+        self._publish(list(add_snapshots), list(add_indexes), set(rm_s), set(rm_i), deletes,
+                      deleted_bytes=deleted_bytes, needs=needs, attempts=attempts, merge=merge)  # fmt: skip
+
+    def _publish(
+        self,
+        add_s: list[str],
+        add_i: list[str],
+        rm_s: set[str],
+        rm_i: set[str],
+        deletes: list[str],
+        *,
+        deleted_bytes: int = 0,
+        squashed: bool = False,
+        needs: Callable[[], None] | None = None,
+        attempts: int = PUBLISH_ATTEMPTS,
+        merge: bool = True,
+    ) -> None:
         for attempt in range(attempts):
             base = self.state
             if not rm_s <= set(base.snapshots) or not rm_i <= set(base.indexes):
@@ -347,10 +322,10 @@ class Repository:
                 base.seq + 1,
                 [s for s in base.snapshots if s not in rm_s] + [s for s in add_s if s not in base.snapshots],
                 [i for i in base.indexes if i not in rm_i] + [i for i in add_i if i not in base.indexes],
-                base.deleted_since_squash,
+                0 if squashed else base.deleted_since_squash + deleted_bytes,
             )
             try:
-                self._publish_state(new, expect=self.head.version if self.head else None, deletes=dels)
+                self._publish_state(new, expect=self.head.version if self.head else None, deletes=deletes)
                 return
             except ConflictError:
                 if not merge:
@@ -365,7 +340,20 @@ class Repository:
                     self.load_index()
                     needs()
 
-    # ------------------------------------------------------------------ immutable objects
+    def squash_history(self) -> bool:
+        """Free what deletions left behind on a store that keeps history (a Hub dataset repo):
+        squash it and reset the head's count. False, doing nothing, on any other store."""
+        if self.backend.capabilities.frees_space_on_delete or not self.backend.squash_history():
+            return False
+        self.refresh()
+        self._publish([], [], set(), set(), [], squashed=True)
+        return True
+
+    def remove_stale_temporaries(self, *, older_than: float) -> int:
+        """Remove what writes killed half-way left in the store; how many were removed."""
+        return self.backend.remove_stale_temporaries(older_than=older_than)
+
+    # ------------------------------------------------------------------ the local cache and immutable objects
 
     def cache_write(self, name: str, data: bytes) -> None:
         if self.cache_dir is None:
@@ -379,16 +367,21 @@ class Repository:
         except OSError:
             pass  # the cache is an optimisation only
 
+    def cache_read(self, name: str) -> bytes | None:
+        """A file of this repository's local cache; None when there is none (or no cache)."""
+        if self.cache_dir is None:
+            return None
+        try:
+            return (self.cache_dir / name).read_bytes()
+        except OSError:
+            return None
+
     def get_immutable(self, name: str) -> bytes:
         """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache."""
         expected = name.rsplit("/", 1)[-1]
-        if self.cache_dir is not None:
-            try:
-                data = (self.cache_dir / name).read_bytes()
-                if storage_id(data) == expected:
-                    return data
-            except OSError:
-                pass
+        data = self.cache_read(name)
+        if data is not None and storage_id(data) == expected:
+            return data
         data = self.backend.get(name)
         if storage_id(data) != expected:
             raise IntegrityError(f"{name}: content does not match its name (damaged or swapped)")
@@ -401,59 +394,125 @@ class Repository:
         self.cache_write(f"{prefix}/{sid}", data)
         return sid
 
-    # ------------------------------------------------------------------ index and blobs
+    # ------------------------------------------------------------------ the index
 
-    def load_index(self) -> dict[bytes, BlobRef]:
+    def load_index(self) -> Index:
         """Load every index file the head names (cached ones are not fetched again)."""
-        if self._index_loaded_for == self.state.indexes:
+        if self.index.files == tuple(self.state.indexes):
             return self.index
         for attempt in range(3):
-            index: dict[bytes, BlobRef] = {}
             try:
-                for name in self.state.indexes:
-                    index.update(codec.decode_index(self.cipher, name, self.get_immutable(f"index/{name}")))
+                index = Index.decode(self.cipher, ((n, self.get_immutable(f"index/{n}")) for n in self.state.indexes))
                 break
             except NotFoundError:
                 if attempt == 2:
                     raise
                 self.refresh()  # a prune replaced the index files after we read the head
         self.index = index
-        self._index_loaded_for = list(self.state.indexes)
         return index
+
+    def is_indexed(self, bid: bytes) -> bool:
+        return bid in self.index
+
+    def locate(self, bid: bytes, btype: bytes | None = None) -> BlobRef | None:
+        """Where blob ``bid`` is stored; None when it is not indexed (or not of type ``btype``)."""
+        return self.index.locate(bid, btype)
+
+    def has_blobs(self, hex_ids: Iterable[str]) -> bool:
+        """Every blob of a file's content (hex ids) is indexed."""
+        return self.index.has_all(hex_ids)
+
+    def content_size(self, hex_ids: Iterable[str]) -> int:
+        """The bytes a file's content (hex ids, all indexed) holds."""
+        return self.index.raw_size(hex_ids)
+
+    def indexed_packs(self) -> PackEntries:
+        """The indexed blobs of each pack."""
+        return self.index.by_pack()
+
+    def index_summary(self) -> IndexSummary:
+        return self.index.summary()
+
+    # ------------------------------------------------------------------ reading blobs
 
     def blob_ref(self, bid: bytes, btype: bytes) -> BlobRef:
         """Where blob ``bid`` (of type ``btype``) is stored; ``IntegrityError`` when not indexed."""
-        ref = self.index.get(bid)
-        if ref is None or ref.btype != btype:
+        ref = self.index.locate(bid, btype)
+        if ref is None:
             raise IntegrityError(f"blob {bid.hex()[:16]} is not in the index (missing data)")
         return ref
 
-    def read_pack_range(self, pack: str, offset: int, length: int) -> bytes:
-        """``length`` bytes of pack ``pack`` from ``offset``; ``IntegrityError`` when it is shorter."""
-        data = self.backend.get(pack_name(pack), offset=offset, length=length)
-        if len(data) != length:
-            raise IntegrityError(f"pack {pack[:16]} is truncated")
-        return data
-
     def read_blob(self, bid: bytes, btype: bytes) -> bytes:
-        ref = self.blob_ref(bid, btype)
-        stored = self.read_pack_range(ref.pack, ref.offset, ref.length)
-        return codec.decode_blob(self.cipher, btype, bid, stored, ref.raw_len)
+        """One blob, verified."""
+        ((_, data),) = self.read_blobs([(bid, self.blob_ref(bid, btype), None)])
+        return data
 
     def read_tree(self, tree_id: str) -> list[Node]:
         return decode_tree(self.read_blob(bytes.fromhex(tree_id), BLOB_TREE))
 
+    def read_trees(self, tree_ids: Iterable[str]) -> dict[str, list[Node]]:
+        """Many trees with merged ranged reads (a level of a restore at a time), each verified."""
+        wants = []
+        for tid in tree_ids:
+            bid = bytes.fromhex(tid)
+            wants.append((bid, self.blob_ref(bid, BLOB_TREE), tid))
+        return {tid: decode_tree(data) for tid, data in self.read_blobs(wants)}
+
+    def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
+        """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work)."""
+        return plan_reads(wants)
+
+    def read_batch(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
+        """``(what for, plaintext)`` for each want of one read batch, each blob verified; the blobs
+        are decoded from views of the one read, never copied. Thread-safe."""
+        return read_batch(self.backend, self.cipher, batch)
+
+    def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
+        """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged
+        ranged reads and verified."""
+        for batch in plan_reads(wants):
+            yield from read_batch(self.backend, self.cipher, batch)
+
+    # ------------------------------------------------------------------ packs and index files
+
+    def pack_writer(self, *, pack_size: int | None = None) -> PackWriter:
+        """A writer of new packs (``pack_size``: close packs there rather than at the config's)."""
+        return PackWriter(self.backend, self.cipher, pack_size=pack_size or self.config.pack_size,
+                          indexed=self.is_indexed)  # fmt: skip
+
+    def save_index(self, packs: PackEntries) -> str | None:
+        """Write one index file listing ``packs``; its name (None, writing nothing, when empty)."""
+        if not packs:
+            return None
+        return self.put_immutable("index", codec.encode_index(self.cipher, packs))
+
+    def list_packs(self) -> set[str]:
+        """The ids of the packs in the store (where the format puts them), indexed or not."""
+        names = self.backend.list("data/")
+        return {pack for name in names if pack_name(pack := name.rsplit("/", 1)[-1]) == name}
+
+    def pack_header(self, pack: str) -> dict[bytes, BlobRef]:
+        """What a pack's own header says it holds (reads only its tail)."""
+        return read_header(self.backend, self.cipher, pack)
+
+    def verify_packs(self, packs: Iterable[str]) -> Iterator[PackCheck]:
+        """Read each pack whole and verify every indexed blob in it (see :func:`.pack.check_pack`)."""
+        by_pack = self.index.by_pack()
+        for pack in packs:
+            yield check_pack(self.backend, self.cipher, pack, by_pack.get(pack, []))
+
     # ------------------------------------------------------------------ snapshots
 
-    def load_snapshot(self, sid: str) -> dict[str, Any]:
-        doc = codec.decode_document(
-            self.cipher, b"snapshot", self.get_immutable(f"snapshots/{sid}"), what=f"snapshot {sid[:8]}"
-        )
-        check_snapshot(doc, what=f"snapshot {sid[:8]}")
-        doc["id"] = sid
-        return doc
+    def load_snapshot(self, sid: str) -> Snapshot:
+        what = f"snapshot {sid[:8]}"
+        doc = codec.decode_document(self.cipher, b"snapshot", self.get_immutable(f"snapshots/{sid}"), what=what)
+        return Snapshot.from_json(doc, id=sid, what=what)
 
-    def snapshots(self) -> list[dict[str, Any]]:
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """Store a snapshot document (not yet published: see :meth:`publish`); its id."""
+        return self.put_immutable("snapshots", codec.encode_document(self.cipher, b"snapshot", snapshot.to_json()))
+
+    def snapshots(self) -> list[Snapshot]:
         """Every live snapshot, oldest first (re-reading the head if a forget raced us)."""
         for attempt in range(3):
             try:
@@ -463,9 +522,9 @@ class Repository:
                 if attempt == 2:
                     raise
                 self.refresh()
-        return sorted(snaps, key=lambda d: (str(d.get("time", "")), d["id"]))
+        return sorted(snaps, key=lambda s: (s.time, s.id))
 
-    def find_snapshot(self, ref: str) -> dict[str, Any]:
+    def find_snapshot(self, ref: str) -> Snapshot:
         """``latest`` or a unique prefix of a snapshot id."""
         if ref == "latest":
             snaps = self.snapshots()
@@ -479,28 +538,17 @@ class Repository:
             raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more characters")
         return self.load_snapshot(matches[0])
 
+    def forget_snapshots(self, ids: Iterable[str]) -> None:
+        """Remove snapshots from the head and delete their documents (their data stays until prune)."""
+        self.publish(remove_snapshots=ids)
+
     # ------------------------------------------------------------------ keys
 
     def key_names(self) -> list[str]:
-        return self.backend.list("keys/")
+        return keys.names(self.backend)
 
     def describe_keys(self) -> list[dict[str, Any]]:
-        out = []
-        for name in self.key_names():
-            try:
-                doc = parse_key_file(self.backend.get(name))
-                out.append(
-                    {
-                        "id": name.split("/")[-1][:12],
-                        "created": doc.get("created"),
-                        "hostname": doc.get("hostname"),
-                        "username": doc.get("username"),
-                        "kdf": doc["kdf"]["algorithm"],
-                    }
-                )
-            except BackupError as e:
-                out.append({"id": name.split("/")[-1][:12], "error": e.message})
-        return out
+        return keys.describe(self.backend)
 
     def add_key(self, password: str, *, kdf: KdfParams | None = None, hostname: str = "", username: str = "") -> str:
         """Add a password; returns the new key's id. Publishes (the head is re-signed, unchanged)."""
@@ -508,171 +556,18 @@ class Repository:
             raise UsageError("this repository is not encrypted; it has no passwords")
         if not password:
             raise UsageError("the password is empty")
-        key = make_key_file(
-            self.cipher.master, password, params=kdf or KdfParams(), hostname=hostname, username=username
-        )
-        sid = storage_id(key)
-        self.backend.put(f"keys/{sid}", key)
+        sid = keys.add(self.backend, self.cipher.master, password, kdf=kdf, hostname=hostname, username=username)
         self.publish()
         return sid
 
     def remove_keys(self, names: list[str]) -> None:
         if len(self.key_names()) <= len(names):
             raise UsageError("refusing to remove the last key: the repository would become unreadable")
-        self.publish(deletes=names)
+        self._publish([], [], set(), set(), list(names))
 
     def current_key_names(self, password: str) -> list[str]:
         """Key files that open with ``password``."""
-        out = []
-        for name in self.key_names():
-            try:
-                open_key_file(self.backend.get(name), password)
-                out.append(name)
-            except (WrongPasswordError, IntegrityError):
-                continue
-        return out
-
-
-_PACK_SLACK = 1 << 20  # room beyond pack_size for the blob that fills a pack
-_HEADER_ROOM = 256 << 10  # for the header: ~6000 entries (a pack of smaller blobs closes early)
-_Full = tuple[mmap.mmap, int, list[tuple[bytes, bytes, int, int]]]
-
-
-class PackWriter:
-    """Collects new blobs into packs of about ``pack_size`` and uploads them. Thread-safe.
-
-    ``add`` returns False when the blob is already stored or being stored (dedup across threads).
-    After :meth:`flush`, :attr:`packs` describes every pack written, ready for an index file.
-    Blobs are compressed outside the lock, then sealed straight into the current pack's buffer,
-    an anonymous mapping of ``pack_size`` plus room for the last blob and the header: no copy per
-    blob, no reallocation, and only the pages written are resident. Backends keep no reference to
-    what ``put`` was given, so the mapping is released as soon as the pack is uploaded.
-    """
-
-    def __init__(self, repo: Repository, *, pack_size: int | None = None) -> None:
-        self.repo = repo
-        #: where a pack is closed: the repository's, or less (two processes writing at once
-        #: keep the memory of one pack between them)
-        self.pack_size = pack_size or repo.config.pack_size
-        self._lock = threading.Lock()
-        self._claimed: set[bytes] = set()
-        self._buf: mmap.mmap | None = None
-        self._pos = 0
-        self._header = 0  # bytes the pack header will take
-        self._entries: list[tuple[bytes, bytes, int, int]] = []
-        self.packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
-        self.bytes_written = 0
-        self.blobs_written = 0
-
-    def known(self, bid: bytes) -> bool:
-        return bid in self.repo.index or bid in self._claimed
-
-    def claim(self, bid: bytes) -> bool:
-        """Reserve ``bid`` for storing; False when it is stored already (or someone else stores it)."""
-        with self._lock:
-            if bid in self.repo.index or bid in self._claimed:
-                return False
-            self._claimed.add(bid)
-            return True
-
-    def add(self, btype: bytes, bid: bytes, data: bytes | memoryview) -> None:
-        """Compress, seal and queue a claimed blob; uploads a pack when it is full."""
-        flag, body = codec.blob_body(data)  # outside the lock: the costly part
-        cipher, ad = self.repo.cipher, codec.blob_ad(btype, bid)
-        self._queue(btype, bid, cipher.sealed_size(1 + len(body)), len(data),
-                    lambda view: cipher.seal_flagged_into(flag, body, ad, view))  # fmt: skip
-
-    def add_stored(self, btype: bytes, bid: bytes, stored: bytes | bytearray, raw_len: int) -> None:
-        """Queue an already sealed blob (also used by prune to copy blobs between packs)."""
-
-        def fill(view: memoryview) -> None:
-            view[:] = stored
-
-        self._queue(btype, bid, len(stored), raw_len, fill)
-
-    def _queue(self, btype: bytes, bid: bytes, n: int, raw_len: int, fill: Callable[[memoryview], None]) -> None:
-        """Let ``fill`` write the ``n`` stored bytes of a blob at the end of the current pack."""
-        with self._lock:
-            closed, view = self._room(n)
-            fill(view)
-            view.release()
-            full = self._append(btype, bid, n, raw_len)
-        for pack in (closed, full):
-            if pack:
-                self._upload(*pack)
-
-    def _room(self, n: int) -> tuple[_Full | None, memoryview]:
-        """A view of the next ``n`` bytes of the current pack (lock held). A blob that does not
-        fit closes the current pack (returned, to upload) and starts the next one."""
-        closed = None
-        need = self._pos + n + self._header + codec.PACK_ENTRY_SIZE + OVERHEAD + 4
-        if self._buf is None or need > len(self._buf):
-            closed = self._take()
-            room = max(self.pack_size, n) + _PACK_SLACK
-            self._buf = mmap.mmap(-1, room + _HEADER_ROOM)
-        return closed, memoryview(self._buf)[self._pos : self._pos + n]
-
-    def _append(self, btype: bytes, bid: bytes, n: int, raw_len: int) -> _Full | None:
-        """Account for the blob just written at the end (lock held); the full pack, if it now is."""
-        self._claimed.add(bid)
-        self._entries.append((btype, bid, n, raw_len))
-        self._pos += n
-        self._header += codec.PACK_ENTRY_SIZE
-        if self._pos < self.pack_size:
-            return None
-        return self._take()
-
-    def _take(self) -> _Full | None:
-        full = (self._buf, self._pos, self._entries) if self._buf is not None and self._entries else None
-        self._buf, self._pos, self._header, self._entries = None, 0, 0, []
-        return full
-
-    def store(self, btype: bytes, data: bytes | memoryview) -> bytes:
-        """Id of ``data``, storing it when new."""
-        bid = self.repo.cipher.blob_id(data)
-        if self.claim(bid):
-            self.add(btype, bid, data)
-        return bid
-
-    def _upload(self, buf: mmap.mmap, end: int, entries: list[tuple[bytes, bytes, int, int]]) -> None:
-        try:
-            refs, total = codec.finish_pack(self.repo.cipher, buf, entries, end)
-            pack = next(iter(refs.values())).pack
-            self.repo.backend.put(pack_name(pack), memoryview(buf)[:total])  # type: ignore[arg-type]  # bytes-like
-        finally:
-            try:
-                buf.close()  # unmapped now, not whenever the collector gets to it
-            except BufferError:
-                pass  # a view of it is still alive (held by a failed put's traceback): unmapped with it
-        with self._lock:
-            self.packs[pack] = list(refs.items())
-            self.bytes_written += total
-            self.blobs_written += len(refs)
-
-    def flush(self) -> None:
-        with self._lock:
-            full = self._take()
-        if full:
-            self._upload(*full)
-
-    def adopt(self, packs: dict[str, list[tuple[bytes, BlobRef]]], bytes_written: int) -> None:
-        """Count packs another writer uploaded (a forked reader's) as ours, for the index."""
-        with self._lock:
-            for pack, blobs in packs.items():
-                self.packs[pack] = blobs
-                self._claimed.update(bid for bid, _ in blobs)
-                self.blobs_written += len(blobs)
-            self.bytes_written += bytes_written
-
-    def write_index(self) -> str | None:
-        """Write one index file for every pack written; returns its name (None when nothing new)."""
-        self.flush()
-        if not self.packs:
-            return None
-        return self.repo.put_immutable("index", codec.encode_index(self.repo.cipher, self.packs))
-
-    def new_refs(self) -> dict[bytes, BlobRef]:
-        return {bid: ref for blobs in self.packs.values() for bid, ref in blobs}
+        return keys.opening_with(self.backend, password)
 
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:

@@ -6,10 +6,11 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    (``.<name>.openclaw-restore-<random>``), creating directories and files itself with
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
-   ranged reads), authenticates and verifies every blob against its id, and writes it at its
-   offsets; checks every file's size. The data is written by worker threads — or, for a large
-   restore from a store that survives a fork (local), by this process and a forked one, each
-   taking whole files (:mod:`.forkwork`: the GIL lets two threads do little more than one);
+   ranged reads: :meth:`.Repository.read_batch`, which authenticates and verifies every blob
+   against its id), and writes each blob at its offsets; checks every file's size. The data is
+   written by worker threads — or, for a large restore from a store that survives a fork (local),
+   by this process and a forked one, each taking whole files (:mod:`.forkwork`: the GIL lets two
+   threads do little more than one);
 3. sets modes and mtimes (directories deepest first);
 4. swaps the staging tree with the destination in one ``renameat2(RENAME_EXCHANGE)``, or — where
    the file system lacks it — two renames with a recoverable ``.openclaw-old-`` name;
@@ -37,21 +38,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import codec, forkwork, memtune
+from . import forkwork, memtune
 from .backends.local import fsync_dir
-from .codec import BLOB_DATA, BLOB_TREE, BlobRef
 from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
+from .index import BLOB_DATA, BlobRef
+from .pack import ReadBatch
 from .reporter import Reporter
 from .repository import Repository
+from .snapshot import Snapshot
 from .sources import SIDECAR_SUFFIXES
-from .tree import Node, check_node_name, decode_tree
+from .tree import Node, check_node_name
 
 STAGING_MARK = ".openclaw-restore-"
 OLD_MARK = ".openclaw-old-"
-_MERGE_GAP = 1024 * 1024
-_MAX_RANGE = 8 * 1024 * 1024  # one ranged read at most (bounds memory per worker)
-_MAX_WANTS = 128  # blobs per work unit at most: small files cost more than their bytes
 _WANT_COST = 16 * 1024  # the work of one blob write (file creation, system calls), in bytes of data
 _RENAME_EXCHANGE = 2
 
@@ -113,7 +113,7 @@ def _final(unit: _Unit, path: str) -> str:
     return os.fspath(unit.dest) + path[len(os.fspath(unit.staging)) :]
 
 
-_Want = tuple[BlobRef, bytes, str, int]  # blob, its id, the path (or tree id) it goes to, offset there
+_Want = tuple[bytes, BlobRef, tuple[str, int]]  # a blob's id, where it is, the path and offset it goes to
 _FilePlan = tuple[int, str, list[_Want]]  # cost (bytes, plus _WANT_COST per write), path, its blobs
 
 
@@ -126,35 +126,6 @@ def _halves(plan: list[_FilePlan]) -> tuple[list[_FilePlan], list[_FilePlan]]:
         halves[side].append(item)
         load[side] += item[0]
     return halves
-
-
-def _ranges(wants: list[_Want]) -> list[tuple[str, int, int, list[_Want]]]:
-    """Group ``wants`` by pack into merged ranged reads ``(pack, start, end, wants)``, by offset."""
-    by_pack: dict[str, list[_Want]] = {}
-    for w in wants:
-        by_pack.setdefault(w[0].pack, []).append(w)
-    out: list[tuple[str, int, int, list[_Want]]] = []
-    for pack, items in by_pack.items():
-        items.sort(key=lambda w: (w[0].offset, w[2], w[3]))
-        group: list[_Want] = []
-        start = end = 0
-        for w in items:
-            ref = w[0]
-            if (
-                group
-                and ref.offset <= end + _MERGE_GAP
-                and ref.offset + ref.length - start <= _MAX_RANGE
-                and len(group) < _MAX_WANTS
-            ):
-                group.append(w)
-                end = max(end, ref.offset + ref.length)
-            else:
-                if group:
-                    out.append((pack, start, end, group))
-                group, start, end = [w], ref.offset, ref.offset + ref.length
-        if group:
-            out.append((pack, start, end, group))
-    return out
 
 
 @functools.cache
@@ -249,7 +220,7 @@ def swap_into_place(staging: Path, dest: Path) -> None:
 
 
 class Restorer:
-    def __init__(self, repo: Repository, snapshot: dict[str, Any], options: RestoreOptions, *, reporter: Reporter):
+    def __init__(self, repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, reporter: Reporter):
         self.repo = repo
         self.snap = snapshot
         self.opts = options
@@ -262,26 +233,30 @@ class Restorer:
     # ------------------------------------------------------------------ planning
 
     def _units(self) -> list[_Unit]:
-        top = self.repo.read_tree(self.snap["tree"])
+        top = self.repo.read_tree(self.snap.tree)
         by_name = {n.name: n for n in top}
         units: list[_Unit] = []
         selections = self.opts.includes or list(by_name)
         for sel in selections:
             parts = [p for p in sel.strip("/").split("/") if p]
             if not parts or parts[0] not in by_name:
-                raise UsageError(f"{sel!r} is not in snapshot {self.snap['id'][:8]}", hint="see `openclaw-backup ls`")
+                raise UsageError(f"{sel!r} is not in snapshot {self.snap.id[:8]}", hint="see `openclaw-backup ls`")
             root = parts[0]
             if root not in self.opts.destinations:
                 raise UsageError(f"no destination for root {root!r}", hint="pass --target DIR")
             node = by_name[root]
             dest = self.opts.destinations[root]
+            if dest.is_symlink() and node.type != "symlink" and dest.exists():
+                # a root that is a link (a state directory on a mounted volume): the link stays, the
+                # restore goes into its target, and is staged beside the target (same file system)
+                dest = Path(os.path.realpath(dest))
             for part in parts[1:]:
                 check_node_name(part)
                 if node.type != "dir" or node.subtree is None:
-                    raise UsageError(f"{sel!r} is not in snapshot {self.snap['id'][:8]}")
+                    raise UsageError(f"{sel!r} is not in snapshot {self.snap.id[:8]}")
                 children = {n.name: n for n in self.repo.read_tree(node.subtree)}
                 if part not in children:
-                    raise UsageError(f"{sel!r} is not in snapshot {self.snap['id'][:8]}")
+                    raise UsageError(f"{sel!r} is not in snapshot {self.snap.id[:8]}")
                 if dest.is_symlink():
                     raise UnsafeRestoreError(f"{dest} is a symlink; refusing to restore through it")
                 node, dest = children[part], dest / part
@@ -296,7 +271,7 @@ class Restorer:
         if unit.node.type != "dir":
             return
         while level:
-            trees = self._read_trees({node.subtree or "" for _, node in level})
+            trees = self.repo.read_trees({node.subtree or "" for _, node in level})
             below: list[tuple[str, Node]] = []
             for parent, dnode in level:
                 for child in trees[dnode.subtree or ""]:
@@ -311,32 +286,12 @@ class Restorer:
                         links.append((path, child))
             level = below
 
-    def _read_trees(self, ids: set[str]) -> dict[str, list[Node]]:
-        """Fetch and decode many trees with merged ranged reads (each one verified like any blob)."""
-        cipher = self.repo.cipher
-        wants: list[_Want] = []
-        for tid in ids:
-            bid = bytes.fromhex(tid)
-            wants.append((self.repo.blob_ref(bid, BLOB_TREE), bid, tid, 0))
-        trees: dict[str, list[Node]] = {}
-        for pack, start, end, group in _ranges(wants):
-            view = self._read(pack, start, end)
-            for ref, bid, tid, _ in group:
-                lo = ref.offset - start
-                trees[tid] = decode_tree(
-                    codec.decode_blob(cipher, BLOB_TREE, bid, view[lo : lo + ref.length], ref.raw_len)
-                )
-        return trees
-
-    def _read(self, pack: str, start: int, end: int) -> memoryview:
-        return memoryview(self.repo.read_pack_range(pack, start, end - start))
-
     # ------------------------------------------------------------------ building
 
     def _build(self, unit: _Unit) -> None:
         for path, _ in unit.dirs:
             os.mkdir(path, 0o700)
-        index = self.repo.index
+        locate = self.repo.locate
         self._open = {}
         self._pending = {}
         plan: list[_FilePlan] = []
@@ -346,10 +301,10 @@ class Restorer:
             wants: list[_Want] = []
             for cid in node.content:
                 bid = bytes.fromhex(cid)
-                ref = index.get(bid)
-                if ref is None or ref.btype != BLOB_DATA:
+                ref = locate(bid, BLOB_DATA)
+                if ref is None:
                     raise IntegrityError(f"{path}: data blob {cid[:16]} is missing from the repository")
-                wants.append((ref, bid, path, offset))
+                wants.append((bid, ref, (path, offset)))
                 offset += ref.raw_len
             if offset != node.size:
                 name = path.rpartition("/")[2]
@@ -398,7 +353,7 @@ class Restorer:
             self.opts.workers > 1
             and len(plan) > 1
             and forkwork.available()
-            and self.repo.backend.capabilities.fork_safe
+            and self.repo.fork_safe
             and sum(cost for cost, _, _ in plan) >= self.opts.fork_threshold
         )
 
@@ -406,8 +361,8 @@ class Restorer:
         """Restore the data of the files in ``plan`` with ``workers`` threads; check all are done."""
         # Work units are ranged reads (not whole packs) so that every worker stays busy; the
         # largest go first so that no long one is left for the end.
-        ranges = _ranges([w for _, _, wants in plan for w in wants])
-        ranges.sort(key=lambda r: r[1] - r[2] - _WANT_COST * len(r[3]))
+        ranges = self.repo.plan_reads(w for _, _, wants in plan for w in wants)
+        ranges.sort(key=lambda r: r.start - r.end - _WANT_COST * len(r.wants))
         if workers == 1:
             for r in ranges:
                 self._restore_range(r, progress)
@@ -468,17 +423,10 @@ class Restorer:
         if last:
             self._finish(path, fd, entry[1], entry[2])
 
-    def _restore_range(self, item: tuple[str, int, int, list[_Want]], progress: Callable[[int], None]) -> None:
-        """Read one merged range of a pack, verify each blob in it, and write it where it goes."""
-        pack, start, end, group = item
-        view = self._read(pack, start, end)
-        cipher = self.repo.cipher
-        last_id, plain, done = b"", b"", 0  # wants are sorted by offset: repeats of a blob are adjacent
-        for ref, bid, path, offset in group:
-            if bid != last_id:
-                lo = ref.offset - start
-                plain = codec.decode_blob(cipher, BLOB_DATA, bid, view[lo : lo + ref.length], ref.raw_len)
-                last_id = bid
+    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Callable[[int], None]) -> None:
+        """Read one merged range of a pack (each blob in it verified) and write each blob where it goes."""
+        done = 0
+        for (path, offset), plain in self.repo.read_batch(batch):
             self._write(path, plain, offset)
             done += len(plain)
         progress(done)
@@ -497,7 +445,7 @@ class Restorer:
     def run(self) -> RestoreResult:
         self.repo.load_index()
         units = self._units()
-        result = RestoreResult(self.snap["id"], {})
+        result = RestoreResult(self.snap.id, {})
         for unit in units:
             unit.dest.parent.mkdir(parents=True, exist_ok=True)
             recover(unit.dest)
@@ -529,9 +477,7 @@ class Restorer:
         return result
 
 
-def restore(
-    repo: Repository, snapshot: dict[str, Any], options: RestoreOptions, *, reporter: Reporter
-) -> RestoreResult:
+def restore(repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, reporter: Reporter) -> RestoreResult:
     """Restore ``snapshot`` (see the module docstring).
 
     If a pack vanished because a prune repacked the data after we read the index, the head is read
@@ -542,7 +488,10 @@ def restore(
             try:
                 return Restorer(repo, snapshot, options, reporter=reporter).run()
             except NotFoundError:
-                if attempt == 2 or snapshot["id"] not in repo.refresh().snapshots:
+                if attempt == 2:
+                    raise
+                repo.refresh()
+                if snapshot.id not in repo.snapshot_ids():
                     raise
                 repo.load_index()
     raise AssertionError("unreachable")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from .errors import UsageError
+from .snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,10 @@ def parse_duration(text: str) -> timedelta:
     return total
 
 
-def snapshot_time(snap: dict[str, Any]) -> datetime:
+def snapshot_time(snap: Snapshot) -> datetime:
+    """When ``snap`` was taken (the epoch when its time is unreadable)."""
     try:
-        t = datetime.fromisoformat(str(snap.get("time")))
+        t = datetime.fromisoformat(snap.time)
     except ValueError:
         return datetime.fromtimestamp(0, UTC)
     return t if t.tzinfo else t.replace(tzinfo=UTC)
@@ -81,26 +82,26 @@ _BUCKETS = {
 }
 
 
-def apply_policy(snapshots: list[dict[str, Any]], policy: Policy) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+def apply_policy(snapshots: list[Snapshot], policy: Policy) -> tuple[list[Snapshot], dict[str, list[str]]]:
     """Return (snapshots to forget, {kept id: reasons})."""
     if policy.empty():
-        return [], {s["id"]: ["no policy"] for s in snapshots}
-    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        return [], {s.id: ["no policy"] for s in snapshots}
+    groups: dict[tuple[str, tuple[str, ...]], list[Snapshot]] = {}
     for s in snapshots:
-        groups.setdefault((str(s.get("host", "")), tuple(sorted(s.get("roots", {})))), []).append(s)
+        groups.setdefault((s.host, tuple(sorted(s.roots))), []).append(s)
     reasons: dict[str, list[str]] = {}
-    forget: list[dict[str, Any]] = []
+    forget: list[Snapshot] = []
     for group in groups.values():
         group.sort(key=snapshot_time, reverse=True)
         newest = snapshot_time(group[0])
-        kept: dict[str, list[str]] = {s["id"]: [] for s in group}
+        kept: dict[str, list[str]] = {s.id: [] for s in group}
         for i, s in enumerate(group):
             if i < policy.keep_last:
-                kept[s["id"]].append("last")
+                kept[s.id].append("last")
             if policy.keep_within is not None and snapshot_time(s) >= newest - policy.keep_within:
-                kept[s["id"]].append("within")
-            if policy.keep_tags and set(policy.keep_tags) & set(s.get("tags", [])):
-                kept[s["id"]].append("tag")
+                kept[s.id].append("within")
+            if policy.keep_tags and set(policy.keep_tags) & set(s.tags):
+                kept[s.id].append("tag")
         for name, key in _BUCKETS.items():
             limit = getattr(policy, f"keep_{name}")
             seen: set[tuple[int, ...]] = set()
@@ -110,10 +111,10 @@ def apply_policy(snapshots: list[dict[str, Any]], policy: Policy) -> tuple[list[
                 bucket = key(snapshot_time(s))
                 if bucket not in seen:
                     seen.add(bucket)
-                    kept[s["id"]].append(name)
+                    kept[s.id].append(name)
         for s in group:
-            if kept[s["id"]]:
-                reasons[s["id"]] = kept[s["id"]]
+            if kept[s.id]:
+                reasons[s.id] = kept[s.id]
             else:
                 forget.append(s)
     return forget, reasons

@@ -30,6 +30,7 @@ from .repository import Repository
 from .restorer import RestoreOptions, restore, swap_into_place
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
+from .snapshot import Snapshot
 from .sources import Excluder, Root, default_patterns, scan_root
 from .supervisor import Account
 
@@ -89,7 +90,7 @@ class Service:
             hostname=self.s.host(),
             username=self.s.username(),
         )
-        self.reporter.info(f"created repository {repo.config.id[:8]} at {backend.location}")
+        self.reporter.info(f"created repository {repo.id[:8]} at {backend.location}")
         return repo
 
     # ------------------------------------------------------------------ backup
@@ -138,11 +139,10 @@ class Service:
         from .prune import forget, prune
 
         repo = self.repo()
-        keep = self.s.env.get("OPENCLAW_BACKUP_KEEP_COUNT", "").strip()
-        policy = policy or (Policy(keep_last=int(keep)) if keep.isdigit() and int(keep) > 0 else DEFAULT_POLICY)
+        policy = policy or self.s.keep_policy() or DEFAULT_POLICY
         gone = forget(repo, policy)
         pr = prune(repo, reporter=self.reporter)
-        return f"forgot {len(gone['forget'])} snapshots ({policy.describe()}); freed {pr['bytes_to_free']} bytes"
+        return f"forgot {len(gone.forgotten)} snapshots ({policy.describe()}); freed {pr.bytes_to_free} bytes"
 
     # ------------------------------------------------------------------ restore
 
@@ -160,16 +160,11 @@ class Service:
 
     def _restore_source(self) -> Settings:
         """``OPENCLAW_RESTORE_DATASET_REPO`` when set and it exists, else the backup repository."""
-        other = self.s.env.get("OPENCLAW_RESTORE_DATASET_REPO")
-        if not other or other == self.s.env.get("OPENCLAW_BACKUP_DATASET_REPO"):
+        configured = self.s.restore_repository()
+        if configured is None:
             return self.s
-        kind = self.s.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
-        alt = Settings(
-            self.s.env,
-            repo=f"hf://{kind}s/{other.strip('/')}",
-            password_file=self.s.password_file,
-            cache_dir=self.s.cache_dir,
-        )
+        other, address = configured
+        alt = self.s.with_repository(address)
         try:
             open_backend(alt.repository(), alt.backend_options())
             return alt
@@ -180,7 +175,7 @@ class Service:
     def restore_latest(self, *, snapshot: str | None = None, target: Path | None = None) -> str:
         """Restore the newest good state (ours or legacy); touches the legacy flag files."""
         src = self._restore_source()
-        archive = self.s.env.get("OPENCLAW_RESTORE_ARCHIVE")
+        archive = self.s.restore_archive()
         repo = None
         try:
             repo = Service(src, reporter=self.reporter).repo(create=False)
@@ -194,7 +189,7 @@ class Service:
         store = legacy_store(src)
         latest_legacy = None
         if store is not None and (not snapshot or snapshot == "latest"):
-            prefix = self.s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
+            prefix = self.s.legacy_prefix()
             try:
                 latest_legacy = (
                     legacy.find_archive(store, prefix=prefix, archive_name=archive)
@@ -219,26 +214,24 @@ class Service:
                     repo, snap, RestoreOptions(destinations=self._destinations(snap, target)), reporter=self.reporter
                 )
             except IntegrityError as e:
-                failures.append(f"{snap['id'][:8]}: {e.message}")
-                self.reporter.warn(
-                    f"snapshot {snap['id'][:8]} failed verification ({e.message}); trying the previous one"
-                )
+                failures.append(f"{snap.id[:8]}: {e.message}")
+                self.reporter.warn(f"snapshot {snap.id[:8]} failed verification ({e.message}); trying the previous one")
                 continue
             if target is None and repo.cache_dir:
                 FileCache(repo.cache_dir / "files.db").replace(res.seeds, merge=True)
             _touch(FLAG_COMPLETED)
             note = f" (newer snapshots failed: {'; '.join(failures)})" if failures else ""
-            return f"restored snapshot {snap['id'][:8]} from {snap.get('time')}: {res.files} files{note}"
+            return f"restored snapshot {snap.id[:8]} from {snap.time}: {res.files} files{note}"
         raise IntegrityError(
             "every recent snapshot failed verification: " + "; ".join(failures),
             hint="run `openclaw-backup check --read-data`",
         )
 
-    def _destinations(self, snap: dict[str, Any], target: Path | None) -> dict[str, Path]:
-        return restore_destinations(snap, self.s, str(target) if target else None)
+    def _destinations(self, snap: Snapshot, target: Path | None) -> dict[str, Path]:
+        return restore_destinations(snap.roots, self.s, str(target) if target else None)
 
     def _restore_legacy(self, store: Any, latest: legacy.LegacyBackup, *, target: Path | None) -> str:
-        prefix = self.s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
+        prefix = self.s.legacy_prefix()
         chain = legacy.resolve_chain(store, latest, prefix=prefix, warn=self.reporter.warn)
         configured = {r.name: Path(r.path) for r in self.s.layout_roots()}
         base = Path(target) if target else Path(self.s.state_dir()).parent
@@ -267,14 +260,14 @@ def migrate(service: Service, *, dry_run: bool = False) -> dict[str, Any]:
     store = legacy_store(s)
     if store is None:
         raise NotFoundError(f"no legacy backups found in {s.repository()}")
-    prefix = s.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
+    prefix = s.legacy_prefix()
     backups = legacy.list_backups(store, prefix=prefix, warn=service.reporter.warn)
     try:
         repo: Repository | None = service.repo(create=not dry_run)  # a dry run creates nothing
     except RepositoryNotFoundError:
         repo = None
     snaps = repo.snapshots() if repo is not None else []
-    done = {t.removeprefix("legacy:") for snap in snaps for t in snap.get("tags", []) if t.startswith("legacy:")}
+    done = {t.removeprefix("legacy:") for snap in snaps for t in snap.tags if t.startswith("legacy:")}
     configured = {r.name: r.path for r in s.layout_roots()}
     imported: list[dict[str, Any]] = []
     skipped = [b.archive_name for b in backups if b.archive_name in done]

@@ -11,10 +11,16 @@ Roots of the OpenClaw layout (names are the legacy archive folders, see LEGACY_F
 (default ``~/.<name>``), plus ``OPENCLAW_BACKUP_EXTRA_DIRS`` / ``OPENCLAW_BACKUP_EXTRA_FILES``
 (``name:/path,…``). The same mapping decides where a restore sends each root
 (:func:`restore_destinations`).
+
+Every environment variable the package honours is named in this module and parsed here, once, into
+a typed value (:meth:`Settings.keep_policy`, :meth:`Settings.interval`, :meth:`Settings.grace`, …);
+the commands, the service and the supervisor receive values, never names. :data:`LEGACY_VARS` lists
+the legacy script's variables and what becomes of each (``openclaw-backup legacy-env``).
 """
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import json
 import os
@@ -24,11 +30,11 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .backends import BackendOptions
+from .backends import BackendOptions, normalize_address
 from .crypto import KdfParams
 from .errors import UnsafeRestoreError, UsageError
+from .retention import Policy
 from .sources import Root
 
 LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
@@ -41,9 +47,63 @@ LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
     ("root-lark-cli", "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", ".lark-cli"),
 )
 
+#: Legacy variables and what becomes of them (shown by ``openclaw-backup legacy-env``).
+LEGACY_VARS: tuple[tuple[str, str], ...] = (
+    ("OPENCLAW_BACKUP_DATASET_REPO", "honoured: the repository is hf://datasets/<it> (or models, see REPO_TYPE)"),
+    ("HF_TOKEN", "honoured: Hub token (never printed)"),
+    ("HUGGINGFACE_HUB_TOKEN", "honoured: Hub token when HF_TOKEN is unset"),
+    ("OPENCLAW_RESTORE_DATASET_REPO", "honoured: restore from this repo (falls back to the backup repo)"),
+    ("OPENCLAW_RESTORE_ARCHIVE", "honoured: restore this legacy archive"),
+    ("OPENCLAW_BACKUP_ENCRYPTION_ENABLED", "honoured: true without a password is refused (not silently plaintext)"),
+    ("OPENCLAW_BACKUP_ENCRYPTION_PASSWORD", "honoured: the repository password (and the legacy archives')"),
+    ("OPENCLAW_STATE_DIR", "honoured: the state directory"),
+    ("OPENCLAW_BACKUP_SOURCE_DIR", "honoured: overrides OPENCLAW_STATE_DIR"),
+    ("OPENCLAW_BACKUP_ROOT_CONFIG_DIR", "honoured: extra root root-config"),
+    ("OPENCLAW_BACKUP_ROOT_CODEX_DIR", "honoured: extra root root-codex"),
+    ("OPENCLAW_BACKUP_ROOT_CLAUDE_DIR", "honoured: extra root root-claude"),
+    ("OPENCLAW_BACKUP_ROOT_AGENTS_DIR", "honoured: extra root root-agents"),
+    ("OPENCLAW_BACKUP_ROOT_SSH_DIR", "honoured: extra root root-ssh"),
+    ("OPENCLAW_BACKUP_ROOT_ENV_DIR", "honoured: extra root root-env"),
+    ("OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", "honoured: extra root root-lark-cli"),
+    ("OPENCLAW_BACKUP_ROOT_NPM_DIR", "honoured: extra root root-npm"),
+    ("OPENCLAW_BACKUP_NPM_ENABLED", "honoured: include root-npm"),
+    ("OPENCLAW_RESTORE_NPM_ENABLED", "accepted; root-npm is restored when the snapshot has it"),
+    ("OPENCLAW_BACKUP_EXTRA_DIRS", "honoured: name:/path,… extra roots"),
+    ("OPENCLAW_BACKUP_EXTRA_FILES", "honoured: name:/path,… extra file roots"),
+    ("OPENCLAW_BACKUP_REPO_TYPE", "honoured: dataset (default) or model"),
+    ("OPENCLAW_BACKUP_PATH_PREFIX", "honoured: where the legacy archives are read from"),
+    ("OPENCLAW_BACKUP_PRIVATE", "honoured: visibility of a repo we create"),
+    ("OPENCLAW_BACKUP_KEEP_COUNT", "honoured: keep-last policy of the supervisor's forget/prune"),
+    ("OPENCLAW_BACKUP_CRON", "honoured by `run`: */N minutes becomes the backup interval"),
+    ("OPENCLAW_INCREMENTAL_INTERVAL_MINUTES", "honoured by `run`: the backup interval"),
+    ("OPENCLAW_BACKUP_WORK_DIR", "ignored: no scratch archives are built"),
+    ("OPENCLAW_BACKUP_METADATA_DIR", "ignored: metadata lives in the repository"),
+    ("OPENCLAW_INCREMENTAL_BACKUP", "ignored: every backup is incremental and complete"),
+    ("OPENCLAW_FULL_BACKUP_INTERVAL_HOURS", "ignored: no full/incremental chains"),
+    ("OPENCLAW_MAX_INCREMENTAL_BACKUPS", "ignored: no chains"),
+    ("OPENCLAW_BACKUP_COMPRESSION_LEVEL", "ignored: zstd per chunk, only when it pays"),
+    ("OPENCLAW_BACKUP_SPLIT_SIZE", "ignored: data is packed in ~16 MiB packs"),
+    ("OPENCLAW_BACKUP_SIZE_WARNING_MB", "ignored"),
+    ("OPENCLAW_DYNAMIC_BACKUP", "ignored: `run` backs up soon after bursts of change"),
+)
 
 LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "{home}/.env.d/openclaw-backup.env")
 _ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+#: The tool's own secrets: never handed to the agent that ``run`` supervises. The agent keeps the
+#: generic names (``HF_TOKEN``, ``AWS_*``) it may need itself; give the backup its own token with
+#: the ``OPENCLAW_BACKUP_*`` names.
+TOOL_SECRETS: tuple[str, ...] = (
+    "OPENCLAW_BACKUP_PASSWORD",
+    "OPENCLAW_BACKUP_PASSWORD_FILE",
+    "OPENCLAW_BACKUP_NEW_PASSWORD",
+    "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD",
+    "OPENCLAW_BACKUP_HF_TOKEN",
+    "OPENCLAW_BACKUP_S3_ACCESS_KEY_ID",
+    "OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY",
+    "OPENCLAW_BACKUP_S3_SESSION_TOKEN",
+)
 
 
 def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_FILES) -> dict[str, str]:
@@ -81,10 +141,106 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
     return out
 
 
+#: Every ``OPENCLAW_*`` variable this tool reads or knows of (ours and the legacy script's);
+#: others that look like ours get a warning naming the closest (a typo is otherwise silent).
+KNOWN_VARIABLES: frozenset[str] = frozenset((
+    "OPENCLAW_BACKUP_CACHE_DIR",
+    "OPENCLAW_BACKUP_COMPRESSION_LEVEL",
+    "OPENCLAW_BACKUP_CRON",
+    "OPENCLAW_BACKUP_DATASET_REPO",
+    "OPENCLAW_BACKUP_ENCRYPTION_ENABLED",
+    "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD",
+    "OPENCLAW_BACKUP_EXTRA_DIRS",
+    "OPENCLAW_BACKUP_EXTRA_FILES",
+    "OPENCLAW_BACKUP_GRACE_SECONDS",
+    "OPENCLAW_BACKUP_HF_TOKEN",
+    "OPENCLAW_BACKUP_HOST",
+    "OPENCLAW_BACKUP_INTERVAL",
+    "OPENCLAW_BACKUP_KEEP_COUNT",
+    "OPENCLAW_BACKUP_METADATA_DIR",
+    "OPENCLAW_BACKUP_NEW_PASSWORD",
+    "OPENCLAW_BACKUP_NPM_ENABLED",
+    "OPENCLAW_BACKUP_PASSWORD",
+    "OPENCLAW_BACKUP_PASSWORD_FILE",
+    "OPENCLAW_BACKUP_PATH_PREFIX",
+    "OPENCLAW_BACKUP_PRIVATE",
+    "OPENCLAW_BACKUP_REPOSITORY",
+    "OPENCLAW_BACKUP_REPO_TYPE",
+    "OPENCLAW_BACKUP_ROOT_AGENTS_DIR",
+    "OPENCLAW_BACKUP_ROOT_CLAUDE_DIR",
+    "OPENCLAW_BACKUP_ROOT_CODEX_DIR",
+    "OPENCLAW_BACKUP_ROOT_CONFIG_DIR",
+    "OPENCLAW_BACKUP_ROOT_ENV_DIR",
+    "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR",
+    "OPENCLAW_BACKUP_ROOT_NPM_DIR",
+    "OPENCLAW_BACKUP_ROOT_SSH_DIR",
+    "OPENCLAW_BACKUP_S3_ACCESS_KEY_ID",
+    "OPENCLAW_BACKUP_S3_ENDPOINT",
+    "OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY",
+    "OPENCLAW_BACKUP_S3_SESSION_TOKEN",
+    "OPENCLAW_BACKUP_SIZE_WARNING_MB",
+    "OPENCLAW_BACKUP_SOURCE_DIR",
+    "OPENCLAW_BACKUP_SPLIT_SIZE",
+    "OPENCLAW_BACKUP_STATUS_FILE",
+    "OPENCLAW_BACKUP_TEST_WEAK_KDF",
+    "OPENCLAW_BACKUP_WORK_DIR",
+    "OPENCLAW_DYNAMIC_BACKUP",
+    "OPENCLAW_FULL_BACKUP_INTERVAL_HOURS",
+    "OPENCLAW_INCREMENTAL_BACKUP",
+    "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES",
+    "OPENCLAW_MAX_INCREMENTAL_BACKUPS",
+    "OPENCLAW_RESTORE_ARCHIVE",
+    "OPENCLAW_RESTORE_DATASET_REPO",
+    "OPENCLAW_RESTORE_NPM_ENABLED",
+    "OPENCLAW_STATE_DIR",
+    "OPENCLAW_VERSION",
+))
+_OUR_PREFIXES = ("OPENCLAW_BACKUP_", "OPENCLAW_RESTORE_")
+
+
+_CRON_HELP = (
+    "supported: '*/N * * * *' (every N minutes), 'M * * * *' (hourly), 'M */H * * *' (every H hours); "
+    "or set OPENCLAW_BACKUP_INTERVAL (seconds)"
+)
+
+
+def cron_interval(expr: str) -> float:
+    """Seconds between runs of the legacy script's ``OPENCLAW_BACKUP_CRON`` schedule, for the cron
+    forms that are a fixed interval; any other expression (invalid, a zero step, a calendar
+    schedule) is a :class:`UsageError`, never silently replaced by a default."""
+    fields = expr.split()
+    if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
+        raise UsageError(f"OPENCLAW_BACKUP_CRON={expr!r} is not a supported schedule", hint=_CRON_HELP)
+    minute, hour = fields[:2]
+    step = re.fullmatch(r"\*/(\d{1,4})", minute)
+    if step and hour == "*":
+        n = int(step.group(1))
+        if not 1 <= n <= 59:
+            raise UsageError(f"OPENCLAW_BACKUP_CRON={expr!r}: a step of {n} minutes is out of range", hint=_CRON_HELP)
+        return n * 60.0
+    if minute.isdigit() and int(minute) <= 59:
+        if hour == "*":
+            return 3600.0
+        every = re.fullmatch(r"\*/(\d{1,3})", hour)
+        if every and 1 <= int(every.group(1)) <= 23:
+            return int(every.group(1)) * 3600.0
+    raise UsageError(f"OPENCLAW_BACKUP_CRON={expr!r} is not a supported schedule", hint=_CRON_HELP)
+
+
 def _truthy(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _positive(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise UsageError(f"{what} must be a positive number, got {text!r}")
+    return value
 
 
 @dataclass
@@ -96,6 +252,9 @@ class Settings:
     password_file: str | None = None
     cache_dir: Path | None = None
     home: Path = field(default_factory=Path.home)
+    #: the process's own environment (``env`` may add the legacy env files' variables); what the
+    #: supervised agent inherits, minus :data:`TOOL_SECRETS`
+    process_env: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.env.get("HOME") or self.home)
@@ -103,15 +262,45 @@ class Settings:
     # ------------------------------------------------------------- repository
 
     def repository(self) -> str:
+        """The repository address, its scheme in lower case; an unknown or mistyped scheme is a
+        :class:`UsageError` here, before anything is created."""
         if self.repo:
-            return self.repo
+            return normalize_address(self.repo)
         if self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
-            return self.env["OPENCLAW_BACKUP_REPOSITORY"]
+            return normalize_address(self.env["OPENCLAW_BACKUP_REPOSITORY"])
         legacy = self.env.get("OPENCLAW_BACKUP_DATASET_REPO")
         if legacy:
             kind = self.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
             return f"hf://{kind}s/{legacy.strip('/')}"
         return str(self.data_home() / "openclaw-backup" / "repository")
+
+    def legacy_mode(self) -> bool:
+        """The legacy script's configuration drives this run (no repository given the new way)."""
+        return (
+            bool(self.env.get("OPENCLAW_BACKUP_DATASET_REPO"))
+            and not self.repo
+            and not self.env.get("OPENCLAW_BACKUP_REPOSITORY")
+        )
+
+    def restore_repository(self) -> tuple[str, str] | None:
+        """``OPENCLAW_RESTORE_DATASET_REPO`` as (the name given, its address), when it names another repo."""
+        other = self.env.get("OPENCLAW_RESTORE_DATASET_REPO")
+        if not other or other == self.env.get("OPENCLAW_BACKUP_DATASET_REPO"):
+            return None
+        kind = self.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
+        return other, f"hf://{kind}s/{other.strip('/')}"
+
+    def with_repository(self, address: str) -> Settings:
+        """These settings, for the repository at ``address``."""
+        return Settings(self.env, repo=address, password_file=self.password_file, cache_dir=self.cache_dir)
+
+    def restore_archive(self) -> str | None:
+        """The legacy archive a restore must use (``OPENCLAW_RESTORE_ARCHIVE``), or None for the newest."""
+        return self.env.get("OPENCLAW_RESTORE_ARCHIVE") or None
+
+    def legacy_prefix(self) -> str:
+        """The folder of the legacy script's backups in the repository (``OPENCLAW_BACKUP_PATH_PREFIX``)."""
+        return self.env.get("OPENCLAW_BACKUP_PATH_PREFIX", "backups")
 
     def data_home(self) -> Path:
         return Path(self.env.get("XDG_DATA_HOME") or self.home / ".local" / "share")
@@ -138,6 +327,18 @@ class Settings:
             return self.password()
         return None
 
+    def new_password(self, path: str | None = None) -> str | None:
+        """The password ``key add``/``key passwd`` install: from ``path``, else ``OPENCLAW_BACKUP_NEW_PASSWORD``.
+
+        None when neither is given (the command may then ask on a terminal).
+        """
+        if path:
+            try:
+                return Path(path).read_text().rstrip("\r\n")
+            except OSError as e:
+                raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        return self.env.get("OPENCLAW_BACKUP_NEW_PASSWORD") or None
+
     def legacy_unencrypted_choice(self) -> bool:
         """True when a legacy configuration chose no encryption (our repository may then be plain).
 
@@ -159,19 +360,80 @@ class Settings:
             return KdfParams.weak_for_tests()
         return KdfParams()
 
+    def _first(self, *names: str) -> str | None:
+        return next((self.env[n] for n in names if self.env.get(n)), None)
+
     def backend_options(self, *, create: bool = False) -> BackendOptions:
+        """The tool's own credentials (``OPENCLAW_BACKUP_HF_TOKEN``, ``OPENCLAW_BACKUP_S3_*``) come
+        first, so the backup and the agent can hold different tokens; then the usual names."""
         return BackendOptions(
-            token=self.env.get("HF_TOKEN") or self.env.get("HUGGINGFACE_HUB_TOKEN") or None,
+            token=self._first("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN"),
             hf_endpoint=self.env.get("HF_ENDPOINT") or None,
-            s3_endpoint=self.env.get("OPENCLAW_BACKUP_S3_ENDPOINT") or self.env.get("AWS_ENDPOINT_URL") or None,
-            s3_region=self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION") or None,
-            s3_access_key=self.env.get("AWS_ACCESS_KEY_ID") or None,
-            s3_secret_key=self.env.get("AWS_SECRET_ACCESS_KEY") or None,
-            s3_session_token=self.env.get("AWS_SESSION_TOKEN") or None,
+            s3_endpoint=self._first("OPENCLAW_BACKUP_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
+            s3_region=self._first("AWS_REGION", "AWS_DEFAULT_REGION"),
+            s3_access_key=self._first("OPENCLAW_BACKUP_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+            s3_secret_key=self._first("OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+            s3_session_token=self._first("OPENCLAW_BACKUP_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
             create=create,
             # Like the legacy script: public only when explicitly false; anything else stays private.
             private=(self.env.get("OPENCLAW_BACKUP_PRIVATE") or "").strip().lower() not in ("false", "0", "no", "off"),
         )
+
+    # ------------------------------------------------------------- service (`run`, retention)
+
+    def unknown_variables(self) -> list[tuple[str, str | None]]:
+        """``(name, closest known name)`` for each ``OPENCLAW_BACKUP_*``/``OPENCLAW_RESTORE_*``
+        variable set that this tool does not know."""
+        out = []
+        for name in sorted(self.env):
+            if name.startswith(_OUR_PREFIXES) and name not in KNOWN_VARIABLES:
+                close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
+                out.append((name, close[0] if close else None))
+        return out
+
+    def agent_environment(self) -> dict[str, str]:
+        """The environment of the agent ``run`` supervises: this process's own, without the tool's
+        secrets (a prompt-injected agent could read them, or write them into transcripts that are
+        then backed up)."""
+        base = self.process_env if self.process_env is not None else self.env
+        return {k: v for k, v in base.items() if k not in TOOL_SECRETS}
+
+    def keep_policy(self) -> Policy | None:
+        """``OPENCLAW_BACKUP_KEEP_COUNT`` as a keep-last policy, or None when unset or not a positive integer.
+
+        One rule for ``forget`` (with no flags) and for the supervisor's daily forget: digits only
+        (ASCII), greater than zero; anything else ("lots", "0", "-1") is ignored, as the legacy
+        script ignored tuning it did not understand.
+        """
+        text = (self.env.get("OPENCLAW_BACKUP_KEEP_COUNT") or "").strip()
+        if not re.fullmatch(r"[0-9]+", text) or int(text) <= 0:
+            return None
+        return Policy(keep_last=int(text))
+
+    def interval(self) -> float:
+        """Seconds between backups: OPENCLAW_BACKUP_INTERVAL, else the legacy cron/minutes, else 300."""
+        if self.env.get("OPENCLAW_BACKUP_INTERVAL", "").strip():
+            return _positive(self.env["OPENCLAW_BACKUP_INTERVAL"], "OPENCLAW_BACKUP_INTERVAL")
+        if self.env.get("OPENCLAW_BACKUP_CRON", "").strip():
+            return cron_interval(self.env["OPENCLAW_BACKUP_CRON"])
+        minutes = self.env.get("OPENCLAW_INCREMENTAL_INTERVAL_MINUTES", "")
+        if minutes.strip():
+            return _positive(minutes, "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES") * 60
+        return 300.0
+
+    def grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL of the agent (``OPENCLAW_BACKUP_GRACE_SECONDS``, default 10)."""
+        return _positive(self.env.get("OPENCLAW_BACKUP_GRACE_SECONDS", "10"), "OPENCLAW_BACKUP_GRACE_SECONDS")
+
+    def status_file(self, explicit: str | None = None) -> Path:
+        """Where the supervisor's status JSON lives: ``explicit`` (a flag), ``OPENCLAW_BACKUP_STATUS_FILE``, or
+        ``status.json`` in the cache."""
+        path = explicit or self.env.get("OPENCLAW_BACKUP_STATUS_FILE")
+        return Path(path) if path else self.cache_root() / "status.json"
+
+    def legacy_variables(self) -> list[tuple[str, bool, str]]:
+        """Each of :data:`LEGACY_VARS` as (name, set here, handling); never a value (some are secrets)."""
+        return [(name, name in self.env, handling) for name, handling in LEGACY_VARS]
 
     # ------------------------------------------------------------- sources
 
@@ -245,13 +507,12 @@ def sources_from_paths(paths: list[str]) -> list[Root]:
     return roots
 
 
-def restore_destinations(snapshot: dict[str, Any], s: Settings, target: str | None) -> dict[str, Path]:
-    """Where each root of ``snapshot`` goes: under ``target``, or to the place this machine configures.
+def restore_destinations(roots: Mapping[str, Mapping[str, str]], s: Settings, target: str | None) -> dict[str, Path]:
+    """Where each of a snapshot's ``roots`` goes: under ``target``, or to the place this machine configures.
 
     A root this machine does not configure goes back to its recorded path only when that path is
     inside the home directory; a repository cannot direct a restore at, say, ``/etc``.
     """
-    roots: dict[str, Any] = snapshot.get("roots", {})
     if target:
         return {name: Path(target).absolute() / name for name in roots}
     configured = {r.name: Path(r.path) for r in s.layout_roots()}

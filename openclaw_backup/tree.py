@@ -139,9 +139,10 @@ def _decode_node(doc: Any) -> Node:
 
 def decode_tree(data: bytes) -> list[Node]:
     """Parse and validate a tree blob (see the module docstring for what is refused)."""
-    from .codec import parse_json
-
-    doc = parse_json(data, what="tree")
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError, OverflowError):
+        raise IntegrityError("tree: not valid JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or len(doc["nodes"]) > MAX_NODES:
         raise IntegrityError("tree has no node list")
     nodes = [_decode_node(n) for n in doc["nodes"]]

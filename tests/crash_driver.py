@@ -295,7 +295,7 @@ def do_prune(backend: Backend, spec: dict[str, Any]) -> dict[str, Any]:
         reporter=Reporter(),
         max_unused=spec.get("max_unused", 0.1),
         unindexed_grace=spec.get("unindexed_grace", 3600.0),
-    )
+    ).to_json()
 
 
 def do_forget(backend: Backend, spec: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +303,7 @@ def do_forget(backend: Backend, spec: dict[str, Any]) -> dict[str, Any]:
     from openclaw_backup.retention import Policy
 
     policy = Policy(keep_last=spec.get("keep_last", 0), keep_tags=tuple(spec.get("keep_tags", ())))
-    return forget(_repo(backend, spec), policy)
+    return forget(_repo(backend, spec), policy).to_json()
 
 
 def do_restore(backend: Backend, spec: dict[str, Any], snapshot: str, target: dict[str, str] | str) -> dict[str, Any]:
@@ -314,7 +314,7 @@ def do_restore(backend: Backend, spec: dict[str, Any], snapshot: str, target: di
     repo = _repo(backend, spec)
     snap = repo.find_snapshot(snapshot)
     if isinstance(target, str):
-        dests = {name: Path(target) / name for name in snap.get("roots", {})}
+        dests = {name: Path(target) / name for name in snap.roots}
     else:
         dests = {k: Path(v) for k, v in target.items()}
     res = restore(repo, snap, RestoreOptions(destinations=dests, workers=spec.get("workers", 1)), reporter=Reporter())

@@ -24,11 +24,12 @@ from openclaw_backup.archiver import BackupOptions, BackupResult, backup
 from openclaw_backup.backends.base import Backend
 from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.backends.memory import MemoryBackend
-from openclaw_backup.codec import BLOB_TREE
-from openclaw_backup.crypto import KdfParams
+from openclaw_backup.codec import BLOB_TREE, BlobRef
+from openclaw_backup.crypto import Cipher, KdfParams
 from openclaw_backup.filecache import FileCache
+from openclaw_backup.pack import PackWriter
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.repository import PackWriter, Repository
+from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, RestoreResult, restore
 from openclaw_backup.sources import Root
 from tests.servers import clean_env, json_out
@@ -201,11 +202,12 @@ def publish_crafted(repo: Repository, top_nodes: list[dict[str, Any]], *, subtre
     ``subtrees`` are extra tree blobs (raw JSON bytes) stored first; returns the snapshot id.
     """
     repo.load_index()
-    w = PackWriter(repo)
+    w = repo.pack_writer()
     for data in subtrees:
         w.store(BLOB_TREE, data)
     top = w.store(BLOB_TREE, raw_tree(top_nodes))
-    index = w.write_index()
+    w.flush()
+    index = repo.save_index(w.packs)
     doc = {
         "version": 1,
         "time": "2030-01-01T00:00:00.000000+00:00",
@@ -246,3 +248,22 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A clean environment: a private HOME and XDG dirs, weak KDF, a fixed host name."""
     return clean_env(tmp, **{"OPENCLAW_BACKUP_PASSWORD": PASSWORD, "OPENCLAW_BACKUP_HOST": HOST,
                              "OPENCLAW_BACKUP_NPM_ENABLED": "0", **extra})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- stored forms, built by hand
+
+
+def encode_blob(cipher: Cipher, btype: bytes, data: bytes | memoryview, blob_id: bytes) -> bytearray:
+    """One blob's stored form: compressed when it pays, sealed (what a pack writer stores)."""
+    flag, body = codec.blob_body(data)
+    out = bytearray(cipher.sealed_size(1 + len(body)))
+    with memoryview(out) as view:
+        cipher.seal_flagged_into(flag, body, codec.blob_ad(btype, blob_id), view)
+    return out
+
+
+def build_pack(cipher: Cipher, entries: list[tuple[bytes, bytes, bytes, int]]) -> tuple[bytes, dict[bytes, BlobRef]]:
+    """A pack of ``(type, id, stored bytes, raw length)``: its bytes and the refs of its blobs."""
+    buf = bytearray(b"".join(e[2] for e in entries))
+    refs, _ = codec.finish_pack(cipher, buf, [(t, i, len(st), r) for t, i, st, r in entries])
+    return bytes(buf), refs

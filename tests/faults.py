@@ -435,7 +435,7 @@ def verify_store(
             dest = work / sid[:16]
             try:
                 snap = repo.load_snapshot(sid)
-                names = list(snap.get("roots", {})) or list(roots)
+                names = list(snap.roots) or list(roots)
                 restore(
                     repo,
                     snap,

@@ -252,7 +252,8 @@ def cli_ok(args: list[str], env: Mapping[str, str], *, timeout: float = 60) -> s
 # imports are done by then, so two processes begin their backups within milliseconds of each other.
 _LAUNCHER = r"""
 import os, sys, time
-import openclaw_backup.cli, openclaw_backup.commands, openclaw_backup.backends.hf_repo, openclaw_backup.backends.s3
+import openclaw_backup.cli, openclaw_backup.commands.backup
+import openclaw_backup.backends.hf_repo, openclaw_backup.backends.s3
 go, ready = sys.argv[1], sys.argv[2]
 open(ready, "w").close()
 deadline = time.monotonic() + 60

@@ -80,7 +80,7 @@ def restore_to(repo: Repository, snap_id: str, target: Path) -> dict[str, Path]:
     """Restore every root of a snapshot under ``target/<root>``; returns the destinations."""
     repo.load_index()
     snap = repo.find_snapshot(snap_id)
-    dests = {name: target / name for name in snap.get("roots", {})}
+    dests = {name: target / name for name in snap.roots}
     target.mkdir(parents=True, exist_ok=True)
     restore(repo, snap, RestoreOptions(destinations=dests, check_space=False), reporter=Reporter())
     return dests

@@ -200,7 +200,7 @@ def test_restore_survives_a_prune_between_reading_the_index_and_the_packs(tmp_pa
     try:
         restore(repo, repo.load_snapshot(sid), RestoreOptions({"home": dest}), reporter=Reporter())
     finally:
-        assert racing.results and racing.results[0]["packs_repacked"] + racing.results[0]["packs_deleted"] > 0
+        assert racing.results and racing.results[0].packs_repacked + racing.results[0].packs_deleted > 0
         assert verify_store(raw, {sid: want}).ok  # the snapshot itself is intact all along
     assert fingerprint(dest) == want
 

@@ -216,22 +216,23 @@ def test_excludes_and_json_output(tmp_path: Path) -> None:
 
     state = tmp_path / "state"
     write(state / "keep.txt", b"k")
-    write(state / "node_modules/x/index.js", b"x")
-    write(state / "agents/main/tmp/scratch", b"x")
+    write(state / "node_modules/x/index.js", b"x")  # defaults are anchored: not OpenClaw's bulk
     write(state / "debug.log", b"x")
-    write(state / "logs/keep-this.txt", b"x")
+    write(state / "agents/main/agent/tmp/scratch", b"x")
+    write(state / "cache/control-ui-assets/app.js", b"x")
+    write(state / "tmp/keep-this.txt", b"x")
     assert run_cli(["init", "--json"], env).returncode == 0
     # global options also after the command; --json: one object on stdout, JSON lines on stderr
-    proc = run_cli(["backup", "--json", "--exclude", "!logs/"], env)
+    proc = run_cli(["backup", "--json", "--exclude", "!openclaw-state/tmp/"], env)
     assert proc.returncode == 0, proc.stderr
     doc = cli_json(proc)
     assert doc["snapshot"]
     for line in proc.stderr.splitlines():
         assert isinstance(json.loads(line), dict)
     entries = {e["path"] for e in cli_json(run_cli(["ls", "--json"], env))["entries"]}
-    assert "openclaw-state/keep.txt" in entries
-    assert "openclaw-state/logs/keep-this.txt" in entries
-    for gone in ("node_modules", "agents/main/tmp", "debug.log"):
+    for kept in ("keep.txt", "tmp/keep-this.txt", "node_modules/x/index.js", "debug.log"):
+        assert f"openclaw-state/{kept}" in entries
+    for gone in ("cache", "agents/main/agent/tmp"):
         assert f"openclaw-state/{gone}" not in entries
 
     for args in (["snapshots", "--json"], ["stats", "--json"], ["check", "--read-data", "--json"],
@@ -263,3 +264,46 @@ def test_cli_global_options_after_key_action(tmp_path: Path) -> None:
     proc = run_cli(["key", "list", "--json"], env)
     assert proc.returncode == 0, proc.stderr
     assert len(cli_json(proc)["keys"]) == 1
+
+
+def test_every_command_is_registered_and_imported_only_when_it_runs(tmp_path: Path) -> None:
+    """The lazy registry in cli.py names a module and function for each parser command; a fast
+    command imports no other command's module (and no engine code it does not use)."""
+    import importlib
+
+    from openclaw_backup import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(cli.COMMANDS)  # type: ignore[arg-type]
+    for module, name in cli.COMMANDS.values():
+        assert callable(getattr(importlib.import_module(f"openclaw_backup.commands.{module}"), name))
+    probe = (
+        "import sys; from openclaw_backup import cli; code = cli.main(sys.argv[1:]); "
+        "print(' '.join(m for m in sys.modules if m.startswith('openclaw_backup')), file=sys.stderr)"
+    )
+    env = cli_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", probe, "excludes"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stderr.split())
+    assert "openclaw_backup.commands.guide" in loaded
+    others = {"backup", "restore", "repo", "maintain", "run"}
+    assert not {f"openclaw_backup.commands.{m}" for m in others} & loaded
+    assert not {"openclaw_backup.archiver", "openclaw_backup.restorer", "openclaw_backup.service"} & loaded
+
+
+def test_internal_error_traceback_follows_the_given_argv(tmp_path: Path) -> None:
+    """``-v`` decides whether a bug's traceback is shown, read from the arguments given to main(),
+    not from the process's own (here the two disagree on purpose)."""
+    probe = (
+        "import sys; from openclaw_backup import cli\n"
+        "def boom(*a, **k): raise RuntimeError('boom')\n"
+        "cli.run_command = boom\n"
+        "sys.exit(cli.main(['excludes'] if '-v' in sys.argv else ['-v', 'excludes']))\n"
+    )
+    env = cli_env(tmp_path)
+    quiet = subprocess.run([sys.executable, "-c", probe, "-v"], env=env, capture_output=True, text=True)
+    loud = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert quiet.returncode == loud.returncode == 1
+    assert "internal error: RuntimeError: boom" in quiet.stderr and "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr

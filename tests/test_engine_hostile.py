@@ -37,12 +37,12 @@ from engine_helpers import (
 from openclaw_backup import cli, codec
 from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.codec import BLOB_DATA
-from openclaw_backup.commands import restore_destinations
 from openclaw_backup.errors import IntegrityError, UnsafeRestoreError, WrongPasswordError
 from openclaw_backup.maintenance import check
+from openclaw_backup.pack import pack_name
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.repository import PackWriter, Repository, pack_name, walk
-from openclaw_backup.settings import Settings
+from openclaw_backup.repository import Repository, walk
+from openclaw_backup.settings import Settings, restore_destinations
 
 # ---------------------------------------------------------------------------- a flipped byte
 
@@ -50,7 +50,7 @@ from openclaw_backup.settings import Settings
 def _blob_of(repo: Repository, snap_ref: str, path: str) -> bytes:
     repo.load_index()
     snap = repo.find_snapshot(snap_ref)
-    for p, node in walk(repo, snap["tree"]):
+    for p, node in walk(repo, snap.tree):
         if p == path:
             return bytes.fromhex(node.content[len(node.content) // 2])
     raise AssertionError(f"{path} not in snapshot")
@@ -129,10 +129,11 @@ def _link_node(name: Any, target: str) -> dict[str, Any]:
 def crafted(tmp_path: Path) -> dict[str, Any]:
     """A repository with one honest data blob, and a watched place to restore into."""
     repo = new_repo()
-    w = PackWriter(repo)
+    w = repo.pack_writer()
     payload = b"pwned\n"
     bid = w.store(BLOB_DATA, payload).hex()
-    index = w.write_index()
+    w.flush()
+    index = repo.save_index(w.packs)
     assert index
     repo.publish(add_indexes=[index])
     repo.load_index()
@@ -275,10 +276,10 @@ def test_restore_destinations_refuse_paths_outside_home(tmp_path: Path) -> None:
     for recorded in ("/etc", "/root/.ssh", str(home), str(home / ".." / "x"), "relative/path", ""):
         snap = {"roots": {"etc": {"path": recorded, "type": "dir"}}}
         with pytest.raises(UnsafeRestoreError):
-            restore_destinations(snap, s, None)
-        assert restore_destinations(snap, s, str(tmp_path / "t")) == {"etc": tmp_path / "t" / "etc"}
+            restore_destinations(snap["roots"], s, None)
+        assert restore_destinations(snap["roots"], s, str(tmp_path / "t")) == {"etc": tmp_path / "t" / "etc"}
     ok = {"roots": {"extra": {"path": str(home / "data"), "type": "dir"}, "openclaw-state": {"path": "/elsewhere"}}}
-    assert restore_destinations(ok, s, None) == {"extra": home / "data", "openclaw-state": home / ".openclaw"}
+    assert restore_destinations(ok["roots"], s, None) == {"extra": home / "data", "openclaw-state": home / ".openclaw"}
 
 
 def test_cli_refuses_root_recorded_outside_home(crafted: dict[str, Any], tmp_path: Path,
@@ -307,7 +308,7 @@ def test_restore_destinations_symlink_in_home(tmp_path: Path) -> None:
     os.symlink(outside, home / "link")
     snap = {"roots": {"x": {"path": str(home / "link" / "x"), "type": "dir"}}}
     with pytest.raises(UnsafeRestoreError):
-        restore_destinations(snap, Settings({"HOME": str(home)}), None)
+        restore_destinations(snap["roots"], Settings({"HOME": str(home)}), None)
 
 
 # ---------------------------------------------------------------------------- interrupted restores
@@ -446,7 +447,7 @@ def test_swapped_snapshot_file(tmp_path: Path) -> None:
         fresh.load_snapshot(second)
     with pytest.raises(IntegrityError):
         fresh.find_snapshot("latest")
-    assert fresh.load_snapshot(first)["id"] == first
+    assert fresh.load_snapshot(first).id == first
 
     # a sealed document moved to another kind's place fails authentication (identity is bound)
     snap_bytes = (repo_dir / "snapshots" / first).read_bytes()
@@ -466,4 +467,4 @@ def test_snapshot_host_is_recorded(tmp_path: Path) -> None:
     write(src / "a", b"a")
     repo = new_repo()
     run_backup(repo, {"s": src})
-    assert repo.find_snapshot("latest")["host"] == HOST
+    assert repo.find_snapshot("latest").host == HOST

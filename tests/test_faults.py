@@ -45,9 +45,11 @@ from openclaw_backup.errors import (
 )
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.maintenance import check
+from openclaw_backup.pack import pack_name
 from openclaw_backup.prune import forget, prune
+from openclaw_backup.repo_config import RepoConfig
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.repository import RepoConfig, Repository, pack_name
+from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.retention import Policy
 from openclaw_backup.sources import Root
@@ -232,9 +234,9 @@ def run_op(op: str, backend: Backend, sc: Scene) -> Outcome:
             snap = repo.find_snapshot(sc.s2)
             value = restore(repo, snap, RestoreOptions({"home": sc.dest}), reporter=Reporter()).to_json()
         elif op == "forget":
-            value = forget(repo, Policy(keep_last=1))
+            value = forget(repo, Policy(keep_last=1)).to_json()
         elif op == "prune":
-            value = prune(repo, reporter=Reporter())
+            value = prune(repo, reporter=Reporter()).to_json()
         else:
             res_c = check(repo, read_data=True, reporter=Reporter())
             value = {"check_ok": res_c.ok, "problems": res_c.problems}
@@ -526,7 +528,7 @@ def test_tampered_pack_is_detected(mem_scene: Scene, what: str, reliability: Any
     assert isinstance(raw, MemoryBackend)
     repo = open_repository(raw)
     repo.load_index()
-    top = repo.index[bytes.fromhex(repo.load_snapshot(sc.s2)["tree"])]  # the pack of s2's top tree
+    top = repo.index[bytes.fromhex(repo.load_snapshot(sc.s2).tree)]  # the pack of s2's top tree
     victim = pack_name(top.pack)
     other = next(pack_name(r.pack) for r in repo.index.values() if r.pack != top.pack)
     if what == "flip":

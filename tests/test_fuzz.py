@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from engine_helpers import build_pack, encode_blob
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,8 @@ from openclaw_backup.codec import BLOB_DATA, BLOB_TREE
 from openclaw_backup.crypto import Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
 from openclaw_backup.errors import BackupError, IntegrityError
 from openclaw_backup.legacy_meta import find_latest, parse_meta
-from openclaw_backup.repository import HeadState, RepoConfig, Repository
+from openclaw_backup.repo_config import RepoConfig
+from openclaw_backup.repository import HeadState, Repository
 from openclaw_backup.tree import Node, decode_tree, encode_tree
 
 FUZZ = settings(
@@ -83,7 +85,7 @@ def _valid_objects() -> dict[str, Any]:
     for name, cipher in CIPHERS.items():
         blob = b"some file content " * 20
         bid = cipher.blob_id(blob)
-        stored = codec.encode_blob(cipher, BLOB_DATA, blob, bid)
+        stored = encode_blob(cipher, BLOB_DATA, blob, bid)
         nodes = [
             Node("a.txt", "file", 0o644, 1, size=len(blob), content=[bid.hex()]),
             Node("d", "dir", 0o755, 2, subtree="ab" * 32),
@@ -91,8 +93,8 @@ def _valid_objects() -> dict[str, Any]:
         ]
         tree = encode_tree(nodes)
         tid = cipher.blob_id(tree)
-        stored_tree = codec.encode_blob(cipher, BLOB_TREE, tree, tid)
-        pack, refs = codec.build_pack(
+        stored_tree = encode_blob(cipher, BLOB_TREE, tree, tid)
+        pack, refs = build_pack(
             cipher, [(BLOB_DATA, bid, stored, len(blob)), (BLOB_TREE, tid, stored_tree, len(tree))]
         )
         index = codec.encode_index(cipher, {codec.storage_id(pack): list(refs.items())})

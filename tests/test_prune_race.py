@@ -154,7 +154,7 @@ def _setup_two(backend: Backend, tmp: Path) -> dict[str, Any]:
     fp_y = fingerprint(src)
     assert x and y
     out = prune.forget(repo, Policy(keep_last=1))
-    assert [f["id"] for f in out["forget"]] == [x]
+    assert [f.id for f in out.forgotten] == [x]
     write(src / "alt.bin", a)  # the next backup reuses A, which only the forgotten X holds
     write(src / "new.txt", b"new in this backup")
     return {"repo": repo, "src": src, "x": x, "y": y, "fp_y": fp_y, "a": a}
@@ -238,7 +238,7 @@ def test_backup_that_reuses_data_a_prune_dropped_fails_with_13(kind: str, tmp_pa
     backend = _make_backend(kind, tmp_path)
     st = _setup_two(backend, tmp_path)
     a_id = _a_blob(st["repo"], st["a"])
-    pruned: list[dict[str, Any]] = []
+    pruned: list[prune.PruneResult] = []
 
     def prune_now() -> None:  # the backup has read the head and written its packs; prune lands first
         pruned.append(prune.prune(open_repo(backend), reporter=Reporter()))
@@ -247,7 +247,7 @@ def test_backup_that_reuses_data_a_prune_dropped_fails_with_13(kind: str, tmp_pa
     with pytest.raises(ConflictError) as e:
         do_backup(repo_b, {"src": st["src"]})
     assert e.value.exit_code == 13 and "concurrent prune" in e.value.message
-    assert pruned and pruned[0]["packs_deleted"] >= 1
+    assert pruned and pruned[0].packs_deleted >= 1
     repo = open_repo(backend)
     assert repo.state.snapshots == [st["y"]], "nothing was published"
     assert a_id not in repo.load_index()
@@ -267,7 +267,7 @@ def test_backup_that_reuses_data_a_prune_dropped_exits_13_via_cli(tmp_path: Path
     """The same interleaving through ``cli.main``: exit code 13, nothing published."""
     from retention_helpers import PASSWORD, main_cli
 
-    from openclaw_backup import commands
+    from openclaw_backup.commands import _common as commands
 
     backend = _make_backend("local", tmp_path)
     st = _setup_two(backend, tmp_path)
@@ -300,7 +300,7 @@ def test_prune_never_deletes_a_running_backups_new_packs(kind: str, tmp_path: Pa
     do_backup(repo, {"src": src})
     write(src / "one.bin", os.urandom(300_000))  # all new data: nothing reused
     fp = fingerprint(src)
-    pruned: list[dict[str, Any]] = []
+    pruned: list[prune.PruneResult] = []
 
     def prune_now() -> None:  # default grace: the backup's packs are someone's work in progress
         pruned.append(prune.prune(open_repo(backend), reporter=Reporter()))
@@ -321,7 +321,7 @@ def test_hub_prune_racing_backup_keeps_staged_packs(hub_backend: Any, hub_repo: 
     do_backup(repo, {"src": src})
     write(src / "one.bin", os.urandom(300_000))
     fp = fingerprint(src)
-    pruned: list[dict[str, Any]] = []
+    pruned: list[prune.PruneResult] = []
     other = hub_repo.open()  # another client of the same repo
 
     def prune_now() -> None:

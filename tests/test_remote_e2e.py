@@ -326,7 +326,7 @@ def test_hub_faults_never_duplicate_or_lose_a_snapshot(hub_repo: HubRepo, tmp_pa
         assert _commits(hub_repo) == commits_before + 1, f"{label} ({outcomes[label]}): not exactly one commit"
         snaps = _hub_repo_api(hub_repo).snapshots()
         assert len(snaps) == expected, f"{label} ({outcomes[label]}): {len(snaps)} snapshots, expected {expected}"
-        assert len({s["tree"] for s in snaps}) == len(snaps), f"{label}: a duplicate snapshot"
+        assert len({s.tree for s in snaps}) == len(snaps), f"{label}: a duplicate snapshot"
     print("\nfault outcomes:", outcomes)
     assert {k: v for k, v in outcomes.items() if k in MUST_SUCCEED and v != "ok"} == {}
     assert_check_ok(_hub_repo_api(hub_repo))
@@ -437,14 +437,14 @@ def test_two_backup_processes_race(kind: str, request: pytest.FixtureRequest, tm
                     )
             assert ok, f"round {r}: both backups failed: {results}"
             repo = reader()
-            new = [s for s in repo.snapshots() if s["id"] not in known]
-            assert sorted(s["host"] for s in new) == sorted(ok), f"round {r}: new snapshots {new}, successes {ok}"
+            new = [s for s in repo.snapshots() if s.id not in known]
+            assert sorted(s.host for s in new) == sorted(ok), f"round {r}: new snapshots {new}, successes {ok}"
             for snap in new:
-                dest = tmp_path / "restored" / f"{r}-{snap['host']}"
-                api_restore(repo, snap["id"], {"openclaw": dest})
+                dest = tmp_path / "restored" / f"{r}-{snap.host}"
+                api_restore(repo, snap.id, {"openclaw": dest})
                 got = fingerprint(dest)
-                assert got == expected[snap["host"]], fp_diff(expected[snap["host"]], got)
-                known.add(snap["id"])
+                assert got == expected[snap.host], fp_diff(expected[snap.host], got)
+                known.add(snap.id)
     finally:
         for con in cons:
             con.close()
@@ -494,11 +494,11 @@ def test_hub_backup_killed_mid_publication(during: str, hub_repo: HubRepo, tmp_p
         repo = _hub_repo_api(hub_repo)
         snaps = repo.snapshots()
         landed = len(snaps) == 2
-        assert len(snaps) == (2 if during == "commit" else 1), [s["id"][:8] for s in snaps]
+        assert len(snaps) == (2 if during == "commit" else 1), [s.id[:8] for s in snaps]
         assert_check_ok(repo)
         for snap, expected in zip(snaps, (first_fp, second_fp), strict=False):
-            dest = tmp_path / "restored" / snap["id"][:8]
-            api_restore(repo, snap["id"], {"openclaw": dest})
+            dest = tmp_path / "restored" / snap.id[:8]
+            api_restore(repo, snap.id, {"openclaw": dest})
             assert fingerprint(dest) == expected, fp_diff(expected, fingerprint(dest))
 
         # the next backup (same cache, as after a container restart with a persistent disk) works

@@ -40,9 +40,11 @@ from openclaw_backup.codec import BLOB_DATA
 from openclaw_backup.errors import UsageError
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.maintenance import check
+from openclaw_backup.pack import pack_name
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.repository import PackWriter, Repository, pack_name, walk
+from openclaw_backup.repository import Repository, walk
 from openclaw_backup.retention import DEFAULT_POLICY, Policy, apply_policy, parse_duration
+from openclaw_backup.snapshot import Snapshot
 
 OLD_NS = 1_600_000_000 * 10**9  # an mtime far outside the file cache's racy window
 
@@ -52,26 +54,27 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday: ISO week 1 of 2024 is Jan 1-7
 
 
 def snap(i: int, t: datetime, *, host: str = "h", roots: tuple[str, ...] = ("state",), tags: tuple[str, ...] = ()
-         ) -> dict[str, Any]:  # fmt: skip
-    return {
-        "id": f"{i:064x}",
-        "time": t.isoformat(timespec="microseconds"),
-        "host": host,
-        "roots": {r: {"path": f"/x/{r}", "type": "dir"} for r in roots},
-        "tags": list(tags),
-    }
+         ) -> Snapshot:  # fmt: skip
+    return Snapshot(
+        id=f"{i:064x}",
+        tree="00" * 32,
+        time=t.isoformat(timespec="microseconds"),
+        host=host,
+        roots={r: {"path": f"/x/{r}", "type": "dir"} for r in roots},
+        tags=list(tags),
+    )
 
 
-def every_20_min(days: int = 10) -> list[dict[str, Any]]:
+def every_20_min(days: int = 10) -> list[Snapshot]:
     """Snapshots every 20 minutes from 2024-01-01 00:00 to 2024-01-10 23:40 (720 of them)."""
     return [snap(i, T0 + timedelta(minutes=20 * i)) for i in range(days * 24 * 3)]
 
 
-def kept_times(snaps: list[dict[str, Any]], policy: Policy) -> list[str]:
+def kept_times(snaps: list[Snapshot], policy: Policy) -> list[str]:
     forget, reasons = apply_policy(snaps, policy)
-    assert {s["id"] for s in forget}.isdisjoint(reasons), "a snapshot both kept and forgotten"
+    assert {s.id for s in forget}.isdisjoint(reasons), "a snapshot both kept and forgotten"
     assert len(forget) + len(reasons) == len(snaps), "every snapshot is either kept or forgotten"
-    by_id = {s["id"]: s["time"] for s in snaps}
+    by_id = {s.id: s.time for s in snaps}
     return sorted((by_id[i][:16] for i in reasons), reverse=True)
 
 
@@ -123,7 +126,7 @@ def test_keep_within_is_relative_to_the_newest_snapshot() -> None:
 def test_combined_rules_union_and_reasons() -> None:
     snaps = every_20_min()
     forget, reasons = apply_policy(snaps, Policy(keep_last=2, keep_hourly=3, keep_daily=2))
-    by_time = {s["time"][:16]: reasons[s["id"]] for s in snaps if s["id"] in reasons}
+    by_time = {s.time[:16]: reasons[s.id] for s in snaps if s.id in reasons}
     assert by_time == {
         "2024-01-10T23:40": ["last", "hourly", "daily"],
         "2024-01-10T23:20": ["last"],
@@ -147,11 +150,11 @@ def test_default_policy_on_ten_days() -> None:
 def test_keep_tag() -> None:
     snaps = every_20_min()
     for s in (snaps[3], snaps[100], snaps[500]):
-        s["tags"] = ["keep", "other"]
-    snaps[7]["tags"] = ["other"]
+        s.tags = ["keep", "other"]
+    snaps[7].tags = ["other"]
     _forget, reasons = apply_policy(snaps, Policy(keep_last=1, keep_tags=("keep",)))
-    assert sorted(reasons) == sorted([snaps[3]["id"], snaps[100]["id"], snaps[500]["id"], snaps[-1]["id"]])
-    assert reasons[snaps[100]["id"]] == ["tag"] and reasons[snaps[-1]["id"]] == ["last"]
+    assert sorted(reasons) == sorted([snaps[3].id, snaps[100].id, snaps[500].id, snaps[-1].id])
+    assert reasons[snaps[100].id] == ["tag"] and reasons[snaps[-1].id] == ["last"]
 
 
 def test_grouping_by_host_and_roots() -> None:
@@ -255,6 +258,27 @@ def test_forget_keep_count_env_means_keep_last(
     assert repo.state.snapshots == [ids[5]]
 
 
+@pytest.mark.parametrize("value", ["3", " 3 ", "0", "-1", "lots", "3.0", "\u00b2", ""])
+def test_keep_count_means_the_same_to_forget_and_to_the_supervisor(
+    value: str, cli_repo: tuple[Repository, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule (settings.keep_policy): a positive ASCII integer is keep-last; anything else is ignored,
+    so ``forget`` asks for a policy and the supervisor's maintenance applies its default."""
+    from openclaw_backup.service import Service
+    from openclaw_backup.settings import Settings
+
+    monkeypatch.setenv("OPENCLAW_BACKUP_KEEP_COUNT", value)
+    code, out, err = main_cli(["forget", "--dry-run", "--json"])
+    account = Service(Settings(dict(os.environ)), reporter=Reporter()).maintain()
+    if value.strip() in ("3",):
+        assert code == 0, err
+        assert json_of(out)["policy"] == "last=3"
+        assert "(last=3)" in account
+    else:
+        assert code == UsageError.exit_code and "no keep policy given" in err
+        assert f"({DEFAULT_POLICY.describe()})" in account
+
+
 def test_forget_without_policy_is_usage_error(cli_repo: tuple[Repository, Path, list[str]]) -> None:
     _, root, _ = cli_repo
     before = _repo_files(root)
@@ -336,12 +360,12 @@ def test_space_on_the_hub_needs_a_squash(hub_backend: Any, hub_repo: Any, tmp_pa
     _space_run(repo, src, tmp_path, n=n, every=20, keep=5, squash=False)
     prune.forget(repo, Policy(keep_last=5))
     res = prune.prune(repo, reporter=Reporter(), squash=False)
-    assert res["squashed"] is False
+    assert res.squashed is False
     needed = needed_bytes(repo)
     before = hub_repo.stats()
     ratio_before = before["stored_bytes"] / needed
     res = prune.prune(repo, reporter=Reporter(), squash=True)
-    assert res["squashed"] is True
+    assert res.squashed is True
     after = hub_repo.stats()
     needed_after = needed_bytes(repo)
     ratio_after = after["stored_bytes"] / needed_after
@@ -364,7 +388,7 @@ def test_hub_prune_squashes_by_itself_when_deleted_bytes_pile_up(hub_backend: An
     prune.forget(repo, Policy(keep_last=1))
     # 7 forgotten snapshots' rewritten files + journal tails (> 1/4 of the live ~2.5 MB)
     res = prune.prune(repo, reporter=Reporter())
-    assert res["squashed"] is True
+    assert res.squashed is True
     repo.refresh()
     assert repo.state.deleted_since_squash == 0
     assert hub_repo.stats()["stored_bytes"] / needed_bytes(repo) <= 1.3
@@ -398,7 +422,7 @@ def two_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 def _blob_of(repo: Repository, snap_id: str, path: str) -> bytes:
     repo.load_index()
-    for p, node in walk(repo, repo.find_snapshot(snap_id)["tree"]):
+    for p, node in walk(repo, repo.find_snapshot(snap_id).tree):
         if p == path:
             return bytes.fromhex(node.content[0])
     raise AssertionError(f"{path} not in {snap_id}")
@@ -504,14 +528,14 @@ def test_prune_keeps_what_kept_snapshots_need_and_frees_the_rest(tmp_path: Path)
         fps[res.snapshot_id] = fingerprint(src)
     before = _data_bytes(root)
     dry = prune.prune(repo, reporter=Reporter(), dry_run=True)
-    assert dry["dry_run"] is True and dry["packs_deleted"] == 0
+    assert dry.dry_run is True and dry.packs_deleted == 0
     assert _data_bytes(root) == before
     out = prune.forget(repo, Policy(keep_last=2, keep_tags=("keep",)))
-    assert sorted(f["id"] for f in out["forget"]) == sorted(ids[1:4])
+    assert sorted(f.id for f in out.forgotten) == sorted(ids[1:4])
     assert not any((root / "snapshots" / i).exists() for i in ids[1:4])
     res = prune.prune(repo, reporter=Reporter())
     after = _data_bytes(root)
-    assert res["packs_deleted"] >= 3
+    assert res.packs_deleted >= 3
     assert before - after >= 3 * 450_000, (before, after)  # three forgotten unique.bin versions
     assert set(repo.state.snapshots) == {ids[0], ids[4], ids[5]}
     assert check(repo, read_data=True, reporter=Reporter()).ok
@@ -522,7 +546,7 @@ def test_prune_keeps_what_kept_snapshots_need_and_frees_the_rest(tmp_path: Path)
         assert fingerprint(target / "src") == fps[sid], fp_diff(fingerprint(target / "src"), fps[sid])
     # a second prune finds nothing to do
     again = prune.prune(repo, reporter=Reporter())
-    assert again["packs_deleted"] == again["packs_repacked"] == 0 and _data_bytes(root) == after
+    assert again.packs_deleted == again.packs_repacked == 0 and _data_bytes(root) == after
 
 
 def _packs_of(root: Path) -> set[str]:
@@ -547,7 +571,7 @@ def test_prune_repacks_a_pack_that_is_mostly_garbage(tmp_path: Path) -> None:
     prune.forget(repo, Policy(keep_last=1))
     packs_before, bytes_before = _packs_of(root), _data_bytes(root)
     res = prune.prune(repo, reporter=Reporter(), max_unused=0.1)
-    assert res["packs_repacked"] >= 1 and res["new_packs"] >= 1
+    assert res.packs_repacked >= 1 and res.new_packs >= 1
     assert old_pack not in _packs_of(root)
     assert _packs_of(root) != packs_before
     repo.load_index()
@@ -561,7 +585,7 @@ def test_prune_repacks_a_pack_that_is_mostly_garbage(tmp_path: Path) -> None:
 
 def _stray_pack(repo: Repository) -> str:
     """A crashed backup's leftover: a valid pack that no index names."""
-    w = PackWriter(repo)
+    w = repo.pack_writer()
     w.store(BLOB_DATA, os.urandom(20_000))
     w.flush()
     (pack,) = w.packs
@@ -576,18 +600,18 @@ def test_unindexed_pack_survives_within_the_grace_period(tmp_path: Path) -> None
     stray = _stray_pack(repo)
     for _ in range(2):
         res = prune.prune(repo, reporter=Reporter(), unindexed_grace=3600)
-        assert res["unindexed_deleted"] == 0
+        assert res.unindexed_deleted == 0
         assert (root / pack_name(stray)).exists()
     # seen for longer than a short grace: gone on the next prune
     time.sleep(0.4)
     res = prune.prune(repo, reporter=Reporter(), unindexed_grace=0.3)
-    assert res["unindexed_deleted"] == 1 and not (root / pack_name(stray)).exists()
+    assert res.unindexed_deleted == 1 and not (root / pack_name(stray)).exists()
     stray2 = _stray_pack(repo)
     res = prune.prune(repo, reporter=Reporter(), unindexed_grace=0.5)
-    assert res["unindexed_deleted"] == 0 and (root / pack_name(stray2)).exists()  # first seen just now
+    assert res.unindexed_deleted == 0 and (root / pack_name(stray2)).exists()  # first seen just now
     time.sleep(0.6)
     res = prune.prune(repo, reporter=Reporter(), unindexed_grace=0.5)
-    assert res["unindexed_deleted"] == 1 and not (root / pack_name(stray2)).exists()
+    assert res.unindexed_deleted == 1 and not (root / pack_name(stray2)).exists()
     assert check(repo, read_data=True, reporter=Reporter()).ok
 
 
@@ -600,7 +624,7 @@ def test_unindexed_pack_deleted_at_once_with_zero_grace(tmp_path: Path) -> None:
     stray_bytes = (root / pack_name(stray)).stat().st_size
     before = stored_bytes(repo.backend)
     res = prune.prune(repo, reporter=Reporter(), unindexed_grace=0)
-    assert res["unindexed_deleted"] == 1 and not (root / pack_name(stray)).exists()
+    assert res.unindexed_deleted == 1 and not (root / pack_name(stray)).exists()
     assert stored_bytes(repo.backend) <= before - stray_bytes + 2000  # (the index is rewritten)
     assert check(repo, read_data=True, reporter=Reporter()).ok
 
@@ -654,5 +678,5 @@ def test_prune_removes_stale_temporaries_of_killed_writes(tmp_path: Path) -> Non
     old = time.time() - 7200
     os.utime(stale, (old, old))
     res = prune.prune(repo, reporter=Reporter(), unindexed_grace=3600)
-    assert res["temporaries_removed"] == 1
+    assert res.temporaries_removed == 1
     assert not stale.exists() and fresh.exists()

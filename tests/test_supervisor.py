@@ -35,8 +35,9 @@ from dropin_helpers import (
     write,
 )
 
-from openclaw_backup import commands_service, supervisor
+from openclaw_backup import supervisor
 from openclaw_backup.backends.local import LocalBackend
+from openclaw_backup.commands import run as commands_run
 from openclaw_backup.errors import BackupError
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
@@ -63,6 +64,9 @@ elif mode == "ignore":                    # an agent that does not stop on TERM
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 elif mode == "default":                   # dies of TERM
     pass
+elif mode == "env":                       # records the environment it was given
+    import json
+    (side / "env.json").write_text(json.dumps(dict(os.environ)))
 elif mode == "selfkill":                  # dies of SIGKILL on its own, nobody signalled it
     ready()
     time.sleep(0.5)
@@ -204,7 +208,7 @@ def test_file_written_on_sigterm_is_in_final_snapshot(senv: Env, runs: list[Run]
     snaps = senv.snapshots()
     assert len(snaps) == 1, r.stderr()
     target = senv.tmp / "restored"
-    cli_ok(["restore", snaps[0]["id"], "--target", str(target)], senv.env)
+    cli_ok(["restore", snaps[0].id, "--target", str(target)], senv.env)
     assert (target / "openclaw-state/goodbye.txt").read_text() == "written after SIGTERM"
     assert fingerprint(target / "openclaw-state") == fingerprint(senv.state)
     assert "final backup: snapshot" in r.stderr()
@@ -349,7 +353,7 @@ def test_burst_of_changes_is_backed_up_once_it_settles(senv: Env, runs: list[Run
     assert len(senv.snapshots()) == 1, "backed up in the middle of the burst"
     wait_for(lambda: len(senv.snapshots()) == 2, 8, "a backup after the burst settled", every=0.1)
     snap = senv.snapshots()[-1]
-    assert snap["summary"]["files"] == 2 + 6  # the whole burst, taken after it ended
+    assert snap.summary["files"] == 2 + 6  # the whole burst, taken after it ended
     assert datetime_of(snap) >= burst_end + 0.5
     time.sleep(2.0)  # quiet: no further snapshot
     assert len(senv.snapshots()) == 2
@@ -358,7 +362,7 @@ def test_burst_of_changes_is_backed_up_once_it_settles(senv: Env, runs: list[Run
     assert len(senv.snapshots()) == 3  # goodbye.txt
 
 
-def datetime_of(snap: dict[str, Any]) -> float:
+def datetime_of(snap: Any) -> float:
     from openclaw_backup.retention import snapshot_time
 
     return snapshot_time(snap).timestamp()
@@ -439,7 +443,7 @@ def test_success_right_after_an_error_is_healthy(tmp_path: Path, monkeypatch: py
     sup._run_backup()  # fails
     sup._run_backup()  # succeeds, later
     args = argparse.Namespace(status_file=str(path))
-    doc, _, code = commands_service.cmd_status(args, Settings({}), Reporter())
+    doc, _, code = commands_run.cmd_status(args, Settings({}), Reporter())
     assert doc["backups_failed"] == 1 and doc["backups_ok"] == 1
     assert code == 0
 
@@ -519,4 +523,48 @@ def test_scheduled_maintenance_forgets_by_the_legacy_keep_count(senv: Env, runs:
     assert r.wait(12) == 0
     assert (senv.state / "goodbye.txt").exists()
     snaps = senv.snapshots()
-    assert len(snaps) >= 2 and any(s["summary"]["files"] == 5 for s in snaps)  # the final backup
+    assert len(snaps) >= 2 and any(s.summary["files"] == 5 for s in snaps)  # the final backup
+
+
+# ---------------------------------------------------------------------------- what the agent gets, health
+
+
+def test_the_agent_does_not_get_the_tools_secrets(senv: Env, runs: list[Run]) -> None:
+    env = dict(senv.env, OPENCLAW_BACKUP_HF_TOKEN="hf_tool_only", HF_TOKEN="hf_agents_own",
+               OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY="tool-s3-secret", MY_AGENT_SETTING="kept")  # fmt: skip
+    r = start(senv, runs, "env", "--interval", "600", "--settle", "600", "--grace", "8", env=env)
+    r.child_pid()
+    seen = json.loads((senv.side / "env.json").read_text())
+    r.proc.send_signal(signal.SIGTERM)
+    r.wait(12)
+    for secret in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_HF_TOKEN", "OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY"):
+        assert secret not in seen, f"the agent was handed {secret}"
+    assert PASSWORD not in json.dumps(seen)
+    assert seen["HF_TOKEN"] == "hf_agents_own" and seen["MY_AGENT_SETTING"] == "kept"
+    assert seen["OPENCLAW_STATE_DIR"] == str(senv.state)
+    assert len(senv.snapshots()) == 1, r.stderr()  # while the backup itself still had its password
+
+
+def test_an_incomplete_backup_makes_the_status_unhealthy(senv: Env, runs: list[Run]) -> None:
+    import apsw
+
+    db = senv.state / "agents" / "agent.sqlite"
+    db.parent.mkdir(parents=True)
+    con = apsw.Connection(str(db))
+    con.execute("CREATE TABLE t (x TEXT)")
+    with con:
+        con.executemany("INSERT INTO t VALUES (?)", [("x" * 300,) for _ in range(200)])
+    con.close()
+    data = bytearray(db.read_bytes())
+    data[4096 : 4096 + 12] = b"\x0d\xff\xff" + b"\xff" * 9  # a damaged page: only a raw set can be stored
+    db.write_bytes(bytes(data))
+    r = start(senv, runs, "default", "--interval", "600", "--settle", "600", "--grace", "8")
+    r.child_pid()
+    r.proc.send_signal(signal.SIGTERM)
+    r.wait(12)
+    assert "backup INCOMPLETE" in r.stderr() and "agent.sqlite" in r.stderr()
+    st = r.status()
+    assert st["healthy"] is False and any("agent.sqlite" in p for p in st["degraded"])
+    proc = subprocess.run([*cli_command(), "status", "--status-file", str(r.status_file)], env=senv.env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and "INCOMPLETE" in proc.stdout

@@ -4,9 +4,12 @@ Addresses: a filesystem path (local directory, also ``file://<path>``), ``memory
 ``hf://datasets/<ns>/<name>[/<prefix>]`` (also ``hf://models/…``), ``hf://buckets/<ns>/<name>[/<prefix>]``
 and ``s3://<bucket>[/<prefix>]``.
 
-The **scheme** of an address is the text before its ``://`` (``memory:`` has the scheme ``memory``);
-:data:`SCHEMES` maps each scheme to the factory that opens it, so a new kind of store is one entry
-there. An address without a registered scheme is a filesystem path. The factories of remote stores
+The **scheme** of an address is the text before its ``://``, case-insensitive (``memory:`` has the
+scheme ``memory``); :data:`SCHEMES` maps each scheme to the factory that opens it, so a new kind of
+store is one entry there. An address without ``://`` is a filesystem path — unless it starts with a
+known scheme and one slash too few (``hf:/datasets/…``, ``s3:bucket``): that is a typo, refused. An
+address with an unknown scheme (``ftp://``, ``gs://``) is refused too: taken as a path it would
+quietly create ``./ftp:`` on a disk that may vanish. The factories of remote stores
 import their client on first use: ``huggingface_hub`` and ``boto3`` take a while to import and most
 runs need at most one of them.
 
@@ -21,8 +24,10 @@ Modules of this package (dependencies point down):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
+from ..errors import UsageError
 from .base import Backend, Capabilities, Head
 from .local import LocalBackend
 from .memory import MemoryBackend
@@ -38,6 +43,7 @@ __all__ = [
     "Head",
     "LocalBackend",
     "MemoryBackend",
+    "normalize_address",
     "open_backend",
     "open_hf",
     "open_raw_backend",
@@ -87,16 +93,41 @@ SCHEMES: dict[str, Factory] = {
 }
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_NEAR_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/?(?!/)")
+
+
 def scheme_of(address: str) -> str:
-    """The scheme of ``address`` (see the module docstring); "" for a plain path."""
-    if address == "memory:":
+    """The scheme of ``address`` in lower case (see the module docstring); "" for a plain path.
+    Raises :class:`~openclaw_backup.errors.UsageError` for an unknown scheme or a mistyped one."""
+    if address.lower() == "memory:":
         return "memory"
-    scheme, sep, _ = address.partition("://")
-    return scheme if sep else ""
+    known = ", ".join(f"{s}://" for s in SCHEMES if s != "memory")
+    m = _URL.match(address)
+    if m:
+        scheme = m.group(1).lower()
+        if scheme not in SCHEMES:
+            raise UsageError(f"unknown repository scheme {m.group(1)!r} in {address!r}",
+                             hint=f"use a path, or one of {known}")  # fmt: skip
+        return scheme
+    near = _NEAR_URL.match(address)
+    if near and near.group(1).lower() in SCHEMES and near.group(1).lower() != "memory":
+        fixed = near.group(1).lower() + "://" + address[near.end() :]
+        raise UsageError(f"repository address {address!r} has a mistyped scheme", hint=f"did you mean {fixed!r}?")
+    return ""
+
+
+def normalize_address(address: str) -> str:
+    """``address`` with its scheme in lower case (``HF://datasets/a/b`` → ``hf://datasets/a/b``)."""
+    scheme = scheme_of(address)
+    if scheme and scheme != "memory":
+        return scheme + address[len(scheme) :]
+    return address
 
 
 def open_raw_backend(address: str, options: BackendOptions | None = None) -> Backend:
     """Return the bare backend for ``address`` (no wrappers), opened by its scheme's factory."""
+    address = normalize_address(address)
     factory = SCHEMES.get(scheme_of(address), _open_local)
     return factory(address, options or BackendOptions())
 

@@ -1,0 +1,57 @@
+"""What every command shares: the result type, opening the repository, the file cache, sizes and counts.
+
+Words: a command's **result** is (JSON document, text for a terminal, exit code); the **file cache**
+is the per-repository ``files.db`` under the cache directory that lets a backup skip unchanged
+files (:mod:`..filecache`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..backends import open_backend
+from ..filecache import FileCache
+from ..reporter import Reporter
+from ..repository import Repository
+from ..settings import Settings
+
+#: (JSON document, text, exit code): what every command returns to the CLI.
+Result = tuple[dict[str, Any], str, int]
+
+#: The file cache's name inside a repository's cache directory.
+FILE_CACHE = "files.db"
+
+
+def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
+    """The configured repository, opened with the configured password; its warnings go to ``reporter``."""
+    backend = open_backend(settings.repository(), settings.backend_options())
+    repo = Repository.open(backend, password=settings.password(), cache_dir=settings.cache_root())
+    for w in repo.warnings:
+        reporter.warn(w)
+    return repo
+
+
+def file_cache_path(cache_dir: Path | None) -> Path | None:
+    """Where a repository's file cache lives, given the repository's cache directory (None: no cache)."""
+    return cache_dir / FILE_CACHE if cache_dir else None
+
+
+def file_cache(repo: Repository) -> FileCache:
+    """The file cache of ``repo`` on this machine (an in-memory one when the repository has no cache)."""
+    return FileCache(file_cache_path(repo.cache_dir))
+
+
+def human_size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the CLI)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def count(n: int, word: str) -> str:
+    """``1 file``, ``2,048 files``, ``3 entries``."""
+    plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
+    return f"{n:,} {word if n == 1 else plural}"

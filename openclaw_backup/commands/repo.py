@@ -1,0 +1,134 @@
+"""The repository and what it holds: ``init``, ``key`` (list, add, passwd), ``snapshots``, ``ls``, ``diff``.
+
+``key add``/``key passwd`` take the new password from ``--new-password-file``, else from the
+settings (:meth:`~..settings.Settings.new_password`), else by asking twice on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from ..backends import open_backend
+from ..errors import UsageError
+from ..reporter import Reporter
+from ..repository import Repository, walk
+from ..settings import Settings
+from ._common import Result, human_size, open_repo
+
+MIN_PASSWORD = 12  # characters; shorter passwords get a warning at init
+
+
+def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    password = s.password()
+    if args.insecure_no_encryption:
+        if password:
+            raise UsageError(
+                "--insecure-no-encryption, but a password is configured",
+                hint="unset OPENCLAW_BACKUP_PASSWORD / --password-file: an unencrypted repository refuses passwords",
+            )
+    elif not password:
+        raise UsageError(
+            "no password given for the new repository",
+            hint="set OPENCLAW_BACKUP_PASSWORD or --password-file (or --insecure-no-encryption, not recommended)",
+        )
+    address = s.repository()  # an unknown or mistyped scheme is refused before anything is created
+    if password and len(password) < MIN_PASSWORD:
+        reporter.warn(f"the password has {len(password)} characters: anyone who gets the repository can guess it; "
+                      f"use at least {MIN_PASSWORD} (a long passphrase is best)")  # fmt: skip
+    backend = open_backend(address, s.backend_options(create=True))
+    repo = Repository.init(
+        backend,
+        password=password,
+        kdf=s.kdf_params(),
+        cache_dir=s.cache_root(),
+        hostname=s.host(),
+        username=s.username(),
+    )
+    text = f"created repository {repo.id[:8]} at {backend.location}"
+    if not repo.encrypted:
+        reporter.warn("this repository is NOT encrypted: anyone who can read the storage can read your files")
+    return {"id": repo.id, "location": backend.location, "encrypted": repo.encrypted}, text, 0
+
+
+def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    repo = open_repo(s, reporter=reporter)
+    snaps = repo.snapshots()
+    rows = []
+    lines = [f"{'ID':8}  {'TIME':25}  {'HOST':16}  {'FILES':>7}  {'SIZE':>10}  ROOTS"]
+    for sn in snaps:
+        summ, doc = sn.summary, {"id": sn.id, **sn.to_json()}
+        rows.append({k: doc[k] for k in ("id", "time", "host", "tags", "roots", "parent", "agent_version",
+                                              "tool_version", "origin", "summary")})  # fmt: skip
+        lines.append(
+            f"{sn.id[:8]}  {sn.time[:25]:25}  {sn.host[:16]:16}  "
+            f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {','.join(sn.roots)}"
+        )
+    lines.append(f"{len(snaps)} snapshot(s)")
+    return {"snapshots": rows}, "\n".join(lines), 0
+
+
+def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    repo = open_repo(s, reporter=reporter)
+    repo.load_index()
+    snap = repo.find_snapshot(args.snapshot)
+    prefix = args.path.strip("/")
+    rows, lines = [], []
+    for path, node in walk(repo, snap.tree):
+        if prefix and not (path == prefix or path.startswith(prefix + "/")):
+            continue
+        rows.append({"path": path, "type": node.type, "size": node.size, "mode": oct(node.mode),
+                     "mtime_ns": node.mtime_ns, "target": node.target})  # fmt: skip
+        suffix = f" -> {node.target}" if node.type == "symlink" else ("/" if node.type == "dir" else "")
+        lines.append(f"{oct(node.mode)[2:]:>4} {node.size:>12} {path}{suffix}")
+    return {"snapshot": snap.id, "entries": rows}, "\n".join(lines), 0
+
+
+def _flatten(repo: Repository, tree: str) -> dict[str, tuple[str, int, int, str]]:
+    out = {}
+    for path, node in walk(repo, tree):
+        key = ",".join(node.content) if node.type == "file" else (node.target or "")
+        out[path] = (node.type, node.mode, node.mtime_ns, key)
+    return out
+
+
+def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    repo = open_repo(s, reporter=reporter)
+    repo.load_index()
+    a, b = repo.find_snapshot(args.first), repo.find_snapshot(args.second)
+    fa, fb = _flatten(repo, a.tree), _flatten(repo, b.tree)
+    added = sorted(set(fb) - set(fa))
+    removed = sorted(set(fa) - set(fb))
+    changed = sorted(p for p in set(fa) & set(fb) if fa[p] != fb[p])
+    lines = [f"+ {p}" for p in added] + [f"- {p}" for p in removed] + [f"M {p}" for p in changed]
+    lines.append(f"{len(added)} added, {len(removed)} removed, {len(changed)} modified")
+    doc = {"first": a.id, "second": b.id, "added": added, "removed": removed, "modified": changed}
+    return doc, "\n".join(lines), 0
+
+
+def _new_password(args: argparse.Namespace, s: Settings) -> str:
+    configured = s.new_password(args.new_password_file)
+    if configured is not None:
+        return configured
+    if sys.stdin.isatty():
+        first = getpass.getpass("new password: ")
+        if first != getpass.getpass("again: "):
+            raise UsageError("the passwords differ")
+        return first
+    raise UsageError("no new password", hint="use --new-password-file or OPENCLAW_BACKUP_NEW_PASSWORD")
+
+
+def cmd_key(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
+    repo = open_repo(s, reporter=reporter)
+    if args.key_command in (None, "list"):
+        keys = repo.describe_keys()
+        lines = [f"{k['id']}  {k.get('created', '')}  {k.get('username', '')}@{k.get('hostname', '')}" for k in keys]
+        return {"keys": keys}, "\n".join(lines), 0
+    new = _new_password(args, s)
+    kid = repo.add_key(new, kdf=s.kdf_params(), hostname=s.host(), username=s.username())
+    if args.key_command == "add":
+        return {"added": kid[:12]}, f"added key {kid[:12]}", 0
+    old = [n for n in repo.current_key_names(s.password() or "") if not n.endswith(kid)]
+    repo.remove_keys(old)
+    return {"added": kid[:12], "removed": [n.split("/")[-1][:12] for n in old]}, "password changed", 0

@@ -1,0 +1,101 @@
+"""Snapshots: the small document that names one backup's top tree and says when, where and what.
+
+A snapshot is stored sealed under ``snapshots/<name>`` (docs/format.md, "Snapshots"); this module is
+its typed form, and the repository does the sealing. :meth:`Snapshot.from_json` is the gate every
+reader goes through: each field has its documented type (else
+:class:`~openclaw_backup.errors.IntegrityError`), and an absent field takes its default.
+:meth:`Snapshot.to_json` is the stored document. ``id`` is the name of the stored object, known
+once it is stored or loaded; it is not part of the document.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import IntegrityError
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One backup. ``roots`` maps each root's name to ``{"path": source path, "type": "dir"|"file"}``;
+    ``tree`` is the top tree (one node per root, named after it); ``summary`` the backup's counts."""
+
+    tree: str
+    roots: dict[str, dict[str, str]]
+    time: str = ""  # ISO-8601, UTC
+    host: str = ""
+    username: str = ""
+    tags: list[str] = field(default_factory=list)
+    parent: str | None = None
+    tool_version: str | None = None
+    agent_version: str | None = None
+    origin: str = "backup"  # or "legacy-import"
+    summary: dict[str, int] = field(default_factory=dict)
+    warnings: int = 0
+    version: int = 1
+    id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored document (every field but ``id``)."""
+        return {
+            "version": self.version,
+            "time": self.time,
+            "host": self.host,
+            "username": self.username,
+            "tags": self.tags,
+            "roots": self.roots,
+            "tree": self.tree,
+            "parent": self.parent,
+            "tool_version": self.tool_version,
+            "agent_version": self.agent_version,
+            "origin": self.origin,
+            "summary": self.summary,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], *, id: str = "", what: str = "snapshot") -> Snapshot:
+        """Check and type a stored document; ``IntegrityError`` naming ``what`` when malformed."""
+        tree, roots, tags, summary = doc.get("tree"), doc.get("roots"), doc.get("tags", []), doc.get("summary", {})
+        ok = (
+            isinstance(tree, str)
+            and bool(_HEX64.match(tree))
+            and isinstance(roots, dict)
+            and all(
+                isinstance(k, str) and isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+                for k, v in roots.items()
+            )
+            and isinstance(tags, list)
+            and all(isinstance(t, str) for t in tags)
+            and isinstance(summary, dict)
+            and all(isinstance(k, str) and _is_int(v) for k, v in summary.items())
+            and all(isinstance(doc.get(k, ""), str) for k in ("time", "host", "username", "origin"))
+            and all(isinstance(doc.get(k), str | None) for k in ("parent", "tool_version", "agent_version"))
+            and all(_is_int(doc.get(k, 0)) for k in ("warnings", "version"))
+        )
+        if not ok:
+            raise IntegrityError(f"{what}: malformed snapshot document")
+        return cls(
+            tree=doc["tree"],
+            roots=doc["roots"],
+            time=doc.get("time", ""),
+            host=doc.get("host", ""),
+            username=doc.get("username", ""),
+            tags=tags,
+            parent=doc.get("parent"),
+            tool_version=doc.get("tool_version"),
+            agent_version=doc.get("agent_version"),
+            origin=doc.get("origin", "backup"),
+            summary=summary,
+            warnings=doc.get("warnings", 0),
+            version=doc.get("version", 1),
+            id=id,
+        )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
