@@ -10,7 +10,7 @@ trusting the signature next time would miss that change. So an entry whose mtime
 time (git's racy-clean rule).
 
 A restore seeds the cache with the files it wrote, so the first backup on a fresh container is
-not a full re-read.
+not a full re-read. The cache file is mode 0600: it names the user's files in plaintext.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ class FileCache:
             return  # nothing changed: skip the rewrite
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # It names the user's files in plaintext: private to the user (SQLite gives its
+            # journal the database file's mode).
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.chmod(self.path, 0o600)
             con = sqlite3.connect(self.path)
             try:
                 with con:

@@ -201,3 +201,11 @@ def test_captured_database_records_what_sqlite_said(tmp_path: Path) -> None:
         assert again.unchanged, "the cached database changed the tree"
     finally:
         w.close()
+
+
+def test_the_file_cache_is_private(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "secret-project" / "plan.md", b"names are plaintext in the cache")
+    cache_path = tmp_path / "cache" / "files.db"
+    run_backup(local_repo(tmp_path / "repo"), {"s": src}, cache=FileCache(cache_path))
+    assert cache_path.exists() and cache_path.stat().st_mode & 0o777 == 0o600
