@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what would be stored, read and left out (by rule, with sizes); store and write nothing",
     )
 
-    s = add("snapshots", help="list snapshots")
+    s = add("snapshots", help="list snapshots (with their group: host and roots)")
+    s.add_argument("--host", help="only snapshots taken on this host")
+    s.add_argument("--tag", action="append", default=[], help="only snapshots with this tag (repeatable: all of them)")
+    s.add_argument("--group", help="only snapshots of this group (HOST:ROOT,ROOT… as listed)")
     s = add("ls", help="list the files of a snapshot")
     s.add_argument("snapshot", nargs="?", default="latest")
     s.add_argument("path", nargs="?", default="")
@@ -145,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("snapshot", nargs="?", default="latest")
     s.add_argument("--target", metavar="DIR", help="restore every root under DIR/<root name> instead of its own place")
     s.add_argument("--include", action="append", default=[], metavar="PATH", help="restore only ROOT/PATH (repeatable)")
+    s.add_argument("--delete", action="store_true",
+                   help="with --target: also remove what the target holds and the snapshot does not")  # fmt: skip
+    s.add_argument("--yes", "-y", action="store_true", help="restore into place without asking (scripts)")
+    s.add_argument("--dry-run", action="store_true", help="list what would be created, replaced and removed")
 
     s = add("check", help="verify the repository")
     s.add_argument("--read-data", action="store_true", help="also read and authenticate every stored byte")

@@ -12,9 +12,14 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    by this process and a forked one, each taking whole files (:mod:`.forkwork`: the GIL lets two
    threads do little more than one);
 3. sets modes and mtimes (directories deepest first);
-4. swaps the staging tree with the destination in one ``renameat2(RENAME_EXCHANGE)``, or — where
+4. without ``delete`` (``restore --target`` unless ``--delete``), first carries into the staging
+   tree what the destination holds and the snapshot lacks (:func:`merge_existing`), so nothing
+   there is deleted;
+5. swaps the staging tree with the destination in one ``renameat2(RENAME_EXCHANGE)``, or — where
    the file system lacks it — two renames with a recoverable ``.openclaw-old-`` name;
-5. removes the old tree and any stale SQLite sidecars.
+6. **keeps the state it replaced** beside the destination (``.<name>.pre-restore-<UTC time>``,
+   :func:`kept_name`) so that the restore can be undone — or, without ``keep_replaced``, removes
+   it — and removes any stale SQLite sidecars.
 
 An interruption before step 4 leaves the old state and a staging directory that the next run
 removes; an interruption inside the two-rename fallback is undone by :func:`recover` on the next
@@ -31,7 +36,9 @@ import functools
 import os
 import secrets
 import shutil
+import stat
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +59,7 @@ from .tree import Node, check_node_name
 
 STAGING_MARK = ".openclaw-restore-"
 OLD_MARK = ".openclaw-old-"
+KEPT_MARK = ".pre-restore-"
 _WANT_COST = 16 * 1024  # the work of one blob write (file creation, system calls), in bytes of data
 _RENAME_EXCHANGE = 2
 
@@ -78,6 +86,11 @@ class RestoreOptions:
     includes: list[str] = field(default_factory=list)
     workers: int = max(2, os.cpu_count() or 2)
     check_space: bool = True
+    #: Keep what a restore replaces beside it (:func:`kept_name`), so the restore can be undone.
+    keep_replaced: bool = True
+    #: Remove what the destination holds and the snapshot does not (the destination becomes the
+    #: snapshot exactly); without it, existing entries the snapshot lacks are left in place.
+    delete: bool = True
     #: With several workers on a store that survives a fork, restores with at least this much work
     #: (bytes, plus 16 KiB per blob write) split the files with a forked process (see forkwork).
     fork_threshold: int = 32 << 20
@@ -90,9 +103,12 @@ class RestoreResult:
     files: int = 0
     bytes: int = 0
     seeds: dict[str, CachedFile] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)  # destination -> where the state it replaced is kept
+    carried: int = 0  # existing entries left in place (without ``delete``)
 
     def to_json(self) -> dict[str, Any]:
-        return {"snapshot": self.snapshot_id, "restored": self.restored, "files": self.files, "bytes": self.bytes}
+        return {"snapshot": self.snapshot_id, "restored": self.restored, "files": self.files, "bytes": self.bytes,
+                "kept": self.kept, "left_in_place": self.carried}  # fmt: skip
 
 
 @dataclass
@@ -106,6 +122,18 @@ class _Unit:
     files: list[tuple[str, Node]] = field(default_factory=list)
     dirs: list[tuple[str, Node]] = field(default_factory=list)  # parents before children
     links: list[tuple[str, Node]] = field(default_factory=list)
+    kept: Path | None = None  # where the state this unit replaced was kept
+    carried: int = 0
+
+
+def holds_something(p: Path) -> bool:
+    """``p`` exists and is not an empty directory (an empty one holds nothing worth keeping)."""
+    if not os.path.lexists(p):
+        return False
+    if p.is_dir() and not p.is_symlink():
+        with os.scandir(p) as it:
+            return next(it, None) is not None
+    return True
 
 
 def _final(unit: _Unit, path: str) -> str:
@@ -183,9 +211,24 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def swap_into_place(staging: Path, dest: Path) -> None:
-    """Replace ``dest`` (file, directory or nothing) by ``staging`` atomically; remove the old state.
+def kept_name(dest: Path) -> Path:
+    """Where a restore keeps the state it replaced: ``.<name>.pre-restore-<UTC time>`` beside it
+    (hidden, and never backed up: see ``commands/backup.py``'s internal excludes)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = dest.with_name(f".{dest.name.lstrip('.')}{KEPT_MARK}{stamp}")
+    n, out = 1, base
+    while os.path.lexists(out):
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
+
+def swap_into_place(staging: Path, dest: Path, *, keep: Path | None = None) -> bool:
+    """Replace ``dest`` (file, directory or nothing) by ``staging`` atomically; the old state is
+    removed, or — with ``keep`` — kept at ``keep`` (beside ``dest``). True when something was kept.
+
+    With ``keep``, the staged tree is first renamed to ``keep`` and then exchanged with ``dest``:
+    at no moment is the old state under a name that an interrupted run's clean-up removes.
     ``staging`` should be beside ``dest``; when it is on another file system it is first copied
     next to ``dest`` (symlinks kept), then swapped.
     """
@@ -202,9 +245,19 @@ def swap_into_place(staging: Path, dest: Path) -> None:
             else:
                 shutil.copy2(staging, local, follow_symlinks=False)
         staging = local
+    kept = False
     try:
         if not os.path.lexists(dest):
             os.rename(staging, dest)
+        elif keep is not None:
+            os.rename(staging, keep)  # the new state, under a name no clean-up removes
+            if not exchange(keep, dest):  # now `keep` holds the old state
+                os.rename(keep, staging)
+                old = dest.with_name(f".{dest.name}{OLD_MARK}{secrets.token_hex(4)}")
+                os.rename(dest, old)  # an interruption here is undone by recover()
+                os.rename(staging, dest)
+                os.rename(old, keep)
+            kept = True
         elif exchange(staging, dest):
             _remove(staging)  # now holds the old state
         else:
@@ -217,6 +270,42 @@ def swap_into_place(staging: Path, dest: Path) -> None:
             _remove(staging)
         raise
     fsync_dir(dest.parent)
+    return kept
+
+
+def merge_existing(dest: Path, staging: Path) -> int:
+    """Carry into ``staging`` what ``dest`` holds and the snapshot does not (hard links, else
+    copies; directories recreated; symlinks as links), so a swap adds and replaces but deletes
+    nothing. Where the two disagree on a path's type, the snapshot's entry wins (the old one is
+    kept with the replaced state). Returns how many entries were carried over."""
+    carried = 0
+    if not (dest.is_dir() and not dest.is_symlink() and staging.is_dir() and not staging.is_symlink()):
+        return 0
+    with os.scandir(dest) as it:
+        entries = list(it)
+    for entry in entries:
+        target = staging / entry.name
+        if os.path.lexists(target):
+            if entry.is_dir(follow_symlinks=False) and target.is_dir() and not target.is_symlink():
+                carried += merge_existing(Path(entry.path), target)
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir(follow_symlinks=False):
+            target.mkdir(mode=0o700)
+            carried += merge_existing(Path(entry.path), target)
+            st = entry.stat(follow_symlinks=False)
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                os.link(entry.path, target)
+            except OSError:
+                shutil.copy2(entry.path, target, follow_symlinks=False)
+        else:
+            continue  # sockets, fifos, devices: never created by a restore
+        carried += 1
+    return carried
 
 
 class Restorer:
@@ -435,7 +524,11 @@ class Restorer:
 
     def _swap(self, unit: _Unit) -> None:
         dest, staging = unit.dest, unit.staging
-        swap_into_place(staging, dest)
+        if not self.opts.delete and os.path.lexists(dest):
+            unit.carried = merge_existing(dest, staging)
+        keep = kept_name(dest) if self.opts.keep_replaced and holds_something(dest) else None
+        if swap_into_place(staging, dest, keep=keep):
+            unit.kept = keep
         for path, node in unit.files:
             if node.sqlite:
                 final = _final(unit, path)
@@ -458,6 +551,9 @@ class Restorer:
                 _remove(unit.staging)
                 raise
             result.restored[unit.label] = str(unit.dest)
+            result.carried += unit.carried
+            if unit.kept is not None:
+                result.kept[str(unit.dest)] = str(unit.kept)
             for path, node in unit.files:
                 final = _final(unit, path)
                 result.files += 1

@@ -30,8 +30,8 @@ from .repository import Repository
 from .restorer import RestoreOptions, restore, swap_into_place
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
-from .snapshot import Snapshot
-from .sources import Excluder, Root, default_patterns, scan_root
+from .snapshot import Snapshot, agent_snapshots
+from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
 from .supervisor import Account
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
@@ -52,7 +52,7 @@ class Service:
         self.s = settings
         self.reporter = reporter
         self.roots = roots
-        self.excludes = excludes if excludes is not None else default_patterns()
+        self.excludes = (excludes if excludes is not None else default_patterns()) + list(INTERNAL_EXCLUDES)
         self._repo: Repository | None = None
 
     # ------------------------------------------------------------------ repository
@@ -182,6 +182,7 @@ class Service:
         except RepositoryNotFoundError:
             repo = None
         snaps = repo.snapshots() if repo is not None and not archive else []
+        snaps, _ = agent_snapshots(snaps, host=self.s.host(), root=STATE_ROOT)  # never a one-off --source backup
         if snapshot and snapshot != "latest":
             if repo is None:
                 raise RepositoryNotFoundError(f"no repository at {src.repository()}")

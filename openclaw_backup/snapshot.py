@@ -99,3 +99,26 @@ class Snapshot:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def group_key(snap: Snapshot) -> str:
+    """A snapshot's group: the host and the set of roots it was taken of (as restic groups them;
+    retention and a backup's parent are chosen within it)."""
+    return f"{snap.host}:{','.join(sorted(snap.roots))}"
+
+
+def agent_snapshots(snaps: list[Snapshot], *, host: str, root: str) -> tuple[list[Snapshot], str]:
+    """The snapshots that ``latest`` chooses from, oldest first, and how they were chosen.
+
+    ``latest`` means the latest state of the agent on this machine: snapshots that hold ``root``
+    (the agent's state) taken on ``host``; else those that hold ``root`` from any host (a new
+    machine restoring another's state); only when no snapshot holds ``root`` at all, every snapshot.
+    So a one-off backup of some other folder (``backup --source``) never becomes the agent's latest.
+    """
+    holding = [s for s in snaps if root in s.roots]
+    here = [s for s in holding if s.host == host]
+    if here:
+        return here, f"the latest snapshot of {root} from {host}"
+    if holding:
+        return holding, f"the latest snapshot of {root} (none from {host})"
+    return snaps, "the latest snapshot"

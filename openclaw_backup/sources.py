@@ -41,6 +41,10 @@ from .errors import UsageError
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 
+#: What a restore leaves beside what it restores (staging, an interrupted swap, the state it
+#: replaced): never backed up, whatever the user's patterns.
+INTERNAL_EXCLUDES: tuple[str, ...] = (".*.openclaw-restore-*", ".*.openclaw-old-*", ".*.pre-restore-*")
+
 #: The OpenClaw state root and the npm root, as named in snapshots (see :mod:`.settings`).
 STATE_ROOT = "openclaw-state"
 NPM_ROOT = "root-npm"

@@ -355,8 +355,15 @@ def test_kill_restore_at_every_fs_step(base: Base, tmp_path: Path, variant: str,
         restore(repo, repo.load_snapshot(base.sids[2]), RestoreOptions({"home": target / "home"}), reporter=Reporter())
         if fingerprint(target / "home") != new:
             problems.append(f"{_label(point)}: the restore after the crash did not give the snapshot")
-        if _siblings(target, "home"):
-            problems.append(f"{_label(point)}: leftovers after the next restore: {_siblings(target, 'home')}")
+        # What a restore replaced is kept beside the target (so it can be undone): each kept copy is
+        # a whole tree — the old one, or (killed right before the exchange) the new one — never a mix.
+        kept = [n for n in _siblings(target, "home") if ".pre-restore-" in n]
+        for n in kept:
+            if fingerprint(target / n) not in (before, old, new):
+                problems.append(f"{_label(point)}: the kept copy {n} is neither the old nor the new tree")
+        stray = [n for n in _siblings(target, "home") if ".pre-restore-" not in n]
+        if stray:
+            problems.append(f"{_label(point)}: leftovers after the next restore: {stray}")
         shutil.rmtree(work, ignore_errors=True)
         return problems
 

@@ -32,11 +32,13 @@ def test_a_symlinked_root_is_backed_up_and_restored_through_its_link(tmp_path: P
     before = fingerprint(volume)
 
     write(volume / "workspace" / "notes.md", b"changed after the backup\n")
-    run_restore(repo, "latest", {"openclaw-state": link})
+    res = run_restore(repo, "latest", {"openclaw-state": link})
     assert link.is_symlink() and os.readlink(link) == str(volume), "the restore replaced the link"
     assert fingerprint(volume) == before
     assert (link / "workspace" / "notes.md").read_bytes() == b"# notes\n"
-    assert not [p for p in volume.parent.iterdir() if p.name != "state"], "staging left beside the target"
+    beside = [p for p in volume.parent.iterdir() if p.name != "state"]
+    assert [str(p) for p in beside] == list(res.kept.values()), "staging left beside the target"
+    assert (beside[0] / "workspace" / "notes.md").read_bytes() == b"changed after the backup\n"
 
 
 def test_a_root_link_to_a_file_is_followed_and_kept(tmp_path: Path) -> None:

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import open_backend
+from ..errors import NotFoundError
 from ..filecache import FileCache
 from ..reporter import Reporter
 from ..repository import Repository
 from ..settings import Settings
+from ..snapshot import Snapshot, agent_snapshots, group_key
+from ..sources import STATE_ROOT
 
 #: (JSON document, text, exit code): what every command returns to the CLI.
 Result = tuple[dict[str, Any], str, int]
@@ -30,6 +33,19 @@ def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
     for w in repo.warnings:
         reporter.warn(w)
     return repo
+
+
+def find_snapshot(repo: Repository, ref: str, settings: Settings, *, reporter: Reporter) -> Snapshot:
+    """``ref`` resolved: an id prefix, or ``latest`` — the latest of the agent's own snapshots on this
+    machine (:func:`..snapshot.agent_snapshots`), never a one-off ``--source`` backup of another folder."""
+    if ref != "latest":
+        return repo.find_snapshot(ref)
+    snaps, how = agent_snapshots(repo.snapshots(), host=settings.host(), root=STATE_ROOT)
+    if not snaps:
+        raise NotFoundError("the repository has no snapshots yet")
+    if len({group_key(s) for s in repo.snapshots()}) > 1:
+        reporter.info(f"latest: {how} ({snaps[-1].id[:8]})")
+    return snaps[-1]
 
 
 def file_cache_path(cache_dir: Path | None) -> Path | None:

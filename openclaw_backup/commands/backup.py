@@ -18,7 +18,7 @@ from ..filecache import FileCache
 from ..reporter import Reporter
 from ..repository import Repository
 from ..settings import Settings, sources_from_paths
-from ..sources import default_patterns, default_reason
+from ..sources import INTERNAL_EXCLUDES, default_patterns, default_reason
 from ._common import Result, count, file_cache, file_cache_path, human_size, open_repo
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def exclude_patterns(args: argparse.Namespace) -> list[str]:
         except OSError as e:
             raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
     patterns += args.exclude
-    patterns += [".*.openclaw-restore-*", ".*.openclaw-old-*"]
+    patterns += list(INTERNAL_EXCLUDES)
     return patterns
 
 

@@ -15,7 +15,8 @@ from ..errors import UsageError
 from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..settings import Settings
-from ._common import Result, human_size, open_repo
+from ..snapshot import group_key
+from ._common import Result, find_snapshot, human_size, open_repo
 
 MIN_PASSWORD = 12  # characters; shorter passwords get a warning at init
 
@@ -54,16 +55,22 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
 
 def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     repo = open_repo(s, reporter=reporter)
-    snaps = repo.snapshots()
+    snaps = [
+        sn for sn in repo.snapshots()
+        if (args.host is None or sn.host == args.host)
+        and all(t in sn.tags for t in args.tag)
+        and (args.group is None or group_key(sn) == args.group)
+    ]  # fmt: skip
     rows = []
-    lines = [f"{'ID':8}  {'TIME':25}  {'HOST':16}  {'FILES':>7}  {'SIZE':>10}  ROOTS"]
+    lines = [f"{'ID':8}  {'TIME':25}  {'HOST':16}  {'FILES':>7}  {'SIZE':>10}  ROOTS / TAGS"]
     for sn in snaps:
         summ, doc = sn.summary, {"id": sn.id, **sn.to_json()}
-        rows.append({k: doc[k] for k in ("id", "time", "host", "tags", "roots", "parent", "agent_version",
-                                              "tool_version", "origin", "summary")})  # fmt: skip
+        keys = ("id", "time", "host", "tags", "roots", "parent", "agent_version", "tool_version", "origin", "summary")
+        rows.append({k: doc[k] for k in keys} | {"group": group_key(sn)})
+        tags = f"  [{', '.join(sn.tags)}]" if sn.tags else ""
         lines.append(
             f"{sn.id[:8]}  {sn.time[:25]:25}  {sn.host[:16]:16}  "
-            f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {','.join(sn.roots)}"
+            f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {','.join(sn.roots)}{tags}"
         )
     lines.append(f"{len(snaps)} snapshot(s)")
     return {"snapshots": rows}, "\n".join(lines), 0
@@ -72,7 +79,7 @@ def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> 
 def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     repo = open_repo(s, reporter=reporter)
     repo.load_index()
-    snap = repo.find_snapshot(args.snapshot)
+    snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
     prefix = args.path.strip("/")
     rows, lines = [], []
     for path, node in walk(repo, snap.tree):
@@ -96,7 +103,7 @@ def _flatten(repo: Repository, tree: str) -> dict[str, tuple[str, int, int, str]
 def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     repo = open_repo(s, reporter=reporter)
     repo.load_index()
-    a, b = repo.find_snapshot(args.first), repo.find_snapshot(args.second)
+    a, b = (find_snapshot(repo, ref, s, reporter=reporter) for ref in (args.first, args.second))
     fa, fb = _flatten(repo, a.tree), _flatten(repo, b.tree)
     added = sorted(set(fb) - set(fa))
     removed = sorted(set(fa) - set(fb))

@@ -8,12 +8,19 @@ A restore into place also seeds the file cache, so the next backup does not read
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import stat as stat_mod
+import sys
 from pathlib import Path
 
+from ..errors import UsageError
 from ..reporter import Reporter
-from ..restorer import RestoreOptions, restore
+from ..repository import Repository, walk
+from ..restorer import RestoreOptions, holds_something, restore
 from ..settings import Settings, restore_destinations
-from ._common import Result, file_cache, human_size, open_repo
+from ..snapshot import Snapshot
+from ._common import Result, file_cache, find_snapshot, human_size, open_repo
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -25,12 +32,68 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
         )
         return {"result": account}, account, 0
     repo = open_repo(s, reporter=reporter)
-    snap = repo.find_snapshot(args.snapshot)
+    snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
     dest = restore_destinations(snap.roots, s, args.target)
-    res = restore(repo, snap, RestoreOptions(destinations=dest, includes=args.include), reporter=reporter)
+    delete = args.delete or not args.target  # in place the state becomes the snapshot exactly
+    if args.dry_run:
+        return _dry_run(repo, snap, dest, args.include, delete=delete)
+    occupied = [str(p) for p in dest.values() if holds_something(p)]
+    if occupied and not args.target and not args.yes and sys.stdin.isatty():
+        answer = input(f"replace {', '.join(occupied)} with snapshot {snap.id[:8]} ({snap.time[:19]})? "
+                       "What it replaces is kept beside it. [y/N] ")  # fmt: skip
+        if answer.strip().lower() not in ("y", "yes"):
+            raise UsageError("restore cancelled; nothing was changed", hint="pass --yes to restore without asking")
+    opts = RestoreOptions(destinations=dest, includes=args.include, delete=delete)
+    res = restore(repo, snap, opts, reporter=reporter)
     if not args.target and repo.cache_dir:
         file_cache(repo).replace(res.seeds, merge=True)
-    text = f"restored snapshot {snap.id[:8]}: {res.files} files, {human_size(res.bytes)}\n" + "\n".join(
-        f"  {k} -> {v}" for k, v in res.restored.items()
-    )
-    return res.to_json(), text, 0
+    lines = [f"restored snapshot {snap.id[:8]}: {res.files} files, {human_size(res.bytes)}"]
+    lines += [f"  {k} -> {v}" for k, v in res.restored.items()]
+    if res.carried:
+        lines.append(f"left in place {res.carried} entries the snapshot does not have (--delete removes them)")
+    for where, kept in res.kept.items():
+        lines.append(f"what it replaced is kept at {kept}")
+        lines.append(f"  to undo: mv {shlex.quote(where)} {shlex.quote(where + '.restored')} && "
+                     f"mv {shlex.quote(kept)} {shlex.quote(where)}")  # fmt: skip
+    return res.to_json(), "\n".join(lines), 0
+
+
+def _dry_run(repo: Repository, snap: Snapshot, dest: dict[str, Path], includes: list[str], *, delete: bool) -> Result:
+    """What a restore would create, replace and remove (or leave), compared by type, size and mtime."""
+    repo.load_index()
+    wanted = [i.strip("/") for i in includes]
+    create: list[str] = []
+    replace: list[str] = []
+    remove: list[str] = []
+    same = 0
+    in_snapshot: set[str] = set()
+    for path, node in walk(repo, snap.tree):
+        root, _, rel = path.partition("/")
+        if root not in dest or (wanted and not any(path == w or path.startswith(w + "/") for w in wanted)):
+            continue
+        local = dest[root] / rel if rel else dest[root]
+        in_snapshot.add(os.fspath(local))
+        try:
+            st = os.lstat(local)
+        except FileNotFoundError:
+            create.append(os.fspath(local))
+            continue
+        kind = "dir" if stat_mod.S_ISDIR(st.st_mode) else "symlink" if stat_mod.S_ISLNK(st.st_mode) else "file"
+        if kind != node.type or (kind == "file" and (st.st_size, st.st_mtime_ns) != (node.size, node.mtime_ns)):
+            replace.append(os.fspath(local))
+        else:
+            same += 1
+    for top in {dest[w.partition("/")[0]] / w.partition("/")[2] for w in wanted} or set(dest.values()):
+        for base, dirs, files in os.walk(top):
+            for name in dirs + files:
+                p = os.path.join(base, name)
+                if p not in in_snapshot and not any(p.startswith(r + "/") for r in remove):
+                    remove.append(p)
+    verb = "remove" if delete else "leave in place"
+    lines = ["dry run: nothing was changed", f"would create {len(create)}, replace {len(replace)}, "
+             f"{verb} {len(remove)}, leave {same} unchanged"]  # fmt: skip
+    lines += [f"+ {p}" for p in create] + [f"M {p}" for p in replace]
+    lines += [f"{'-' if delete else '='} {p}" for p in remove]
+    doc = {"snapshot": snap.id, "create": create, "replace": replace, ("remove" if delete else "leave"): remove,
+           "unchanged": same, "dry_run": True}  # fmt: skip
+    return doc, "\n".join(lines), 0

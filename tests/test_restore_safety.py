@@ -1,0 +1,114 @@
+"""Nothing the user has is lost by a restore: what a restore into place replaces is kept and can be
+put back with the printed commands; a terminal asks first; ``--target`` never deletes what is already
+there unless ``--delete``; ``--dry-run`` changes nothing; and ``latest`` is the agent's own latest,
+never a one-off ``--source`` backup of another folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.engine_helpers import cli_env, fingerprint, write
+from tests.servers import cli_command
+
+
+def _cli(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli_command(), *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False, **kw)  # type: ignore[call-overload]  # fmt: skip
+
+
+def _ok(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = _cli(args, env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _setup(tmp: Path) -> tuple[dict[str, str], Path]:
+    state = tmp / "home" / ".openclaw"
+    write(state / "openclaw.json", b'{"v": 1}')
+    write(state / "workspace" / "notes.md", b"# notes\n")
+    write(state / "workspace" / "todo.md", b"- a\n")
+    write(state / "workspace" / "data.txt", b"data\n")
+    env = cli_env(tmp, OPENCLAW_STATE_DIR=str(state), OPENCLAW_BACKUP_REPOSITORY=str(tmp / "repo"))
+    _ok(["init"], env)
+    _ok(["backup"], env)
+    return env, state
+
+
+def test_unsaved_work_survives_a_restore_in_place_and_the_printed_undo_brings_it_back(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    write(state / "workspace" / "written-after-the-backup.md", b"precious\n")
+    before = fingerprint(state)
+    proc = _ok(["restore"], env)
+    assert not (state / "workspace" / "written-after-the-backup.md").exists()  # the state is the snapshot
+    undo = [ln.strip().removeprefix("to undo: ") for ln in proc.stdout.splitlines() if "to undo:" in ln]
+    assert len(undo) == 1, proc.stdout
+    subprocess.run(undo[0], shell=True, check=True)
+    assert fingerprint(state) == before, "the undo did not bring back the state the restore replaced"
+
+
+def test_a_terminal_is_asked_before_replacing_state(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    write(state / "workspace" / "new.md", b"new\n")
+    before = fingerprint(state)
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([*cli_command(), "restore"], env=env, stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        os.write(master, b"n\n")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 2 and "cancelled" in err, (out, err)
+    assert fingerprint(state) == before
+    assert [p.name for p in state.parent.iterdir()] == [".openclaw"], "something was kept or staged"
+
+
+def test_restore_into_an_existing_target_deletes_nothing_unless_asked(tmp_path: Path) -> None:
+    env, _state = _setup(tmp_path)
+    target = tmp_path / "target"
+    write(target / "openclaw-state" / "mine.txt", b"was already here\n")
+    write(target / "openclaw-state" / "workspace" / "notes.md", b"an older notes file\n")
+    proc = _ok(["restore", "--target", str(target)], env)
+    assert (target / "openclaw-state" / "mine.txt").read_bytes() == b"was already here\n"
+    assert (target / "openclaw-state" / "workspace" / "notes.md").read_bytes() == b"# notes\n"
+    assert "left in place 1 entries" in proc.stdout
+    doc = json.loads(_ok(["--json", "restore", "--target", str(target), "--delete"], env).stdout)
+    assert not (target / "openclaw-state" / "mine.txt").exists()
+    kept = Path(next(iter(doc["kept"].values())))
+    assert (kept / "mine.txt").read_bytes() == b"was already here\n", "--delete lost what it removed"
+
+
+def test_dry_run_lists_what_would_change_and_changes_nothing(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    write(state / "workspace" / "notes.md", b"# notes, edited\n")
+    write(state / "extra.md", b"new\n")
+    (state / "workspace" / "todo.md").unlink()
+    before = fingerprint(state)
+    doc = json.loads(_ok(["--json", "restore", "--dry-run"], env).stdout)
+    assert doc["dry_run"] is True
+    assert doc["create"] == [str(state / "workspace" / "todo.md")]
+    assert doc["replace"] == [str(state / "workspace" / "notes.md")]
+    assert doc["remove"] == [str(state / "extra.md")]
+    assert fingerprint(state) == before
+    assert [p.name for p in state.parent.iterdir()] == [".openclaw"]
+
+
+def test_a_one_off_source_backup_never_becomes_the_agents_latest(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    _ok(["backup", "--source", str(state / "workspace"), "--exclude", "*.md", "--tag", "one-off"], env)
+    write(state / "workspace" / "notes.md", b"# notes, edited after\n")
+    _ok(["restore", "--yes"], env)
+    assert (state / "workspace" / "notes.md").read_bytes() == b"# notes\n"
+    assert (state / "workspace" / "todo.md").read_bytes() == b"- a\n", "a .md file was deleted"
+    listed = json.loads(_ok(["--json", "snapshots"], env).stdout)["snapshots"]
+    groups = {row["group"] for row in listed}
+    assert len(listed) == 2 and len(groups) == 2
+    tagged = json.loads(_ok(["--json", "snapshots", "--tag", "one-off"], env).stdout)["snapshots"]
+    assert [row["roots"] for row in tagged] == [{"workspace": {"path": str(state / "workspace"), "type": "dir"}}]
+    agent_group = next(g for g in groups if "openclaw-state" in g)
+    only = json.loads(_ok(["--json", "snapshots", "--group", agent_group], env).stdout)["snapshots"]
+    assert len(only) == 1 and "openclaw-state" in only[0]["roots"]
