@@ -30,7 +30,7 @@ from .repository import Repository
 from .restorer import RestoreOptions, restore, swap_into_place
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
-from .snapshot import Snapshot, agent_snapshots
+from .snapshot import Snapshot, agent_snapshots, written_by_newer
 from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
 from .supervisor import Account
 
@@ -183,6 +183,18 @@ class Service:
             repo = None
         snaps = repo.snapshots() if repo is not None and not archive else []
         snaps, _ = agent_snapshots(snaps, host=self.s.host(), root=STATE_ROOT)  # never a one-off --source backup
+        installed = self.s.installed_agent_version() if snaps else None
+        readable = [sn for sn in snaps if not written_by_newer(sn, installed)]
+        if snaps and not readable and (not snapshot or snapshot == "latest"):
+            raise UsageError(
+                f"every snapshot holds state written by a newer OpenClaw than the installed {installed} "
+                f"(the latest by {snaps[-1].agent_version}); nothing was restored",
+                hint="install that OpenClaw version, or restore a snapshot by id to override",
+            )
+        if len(readable) < len(snaps):
+            self.reporter.warn(f"skipping {len(snaps) - len(readable)} newer snapshot(s) written by a newer OpenClaw "
+                               f"than the installed {installed}")  # fmt: skip
+        snaps = readable
         if snapshot and snapshot != "latest":
             if repo is None:
                 raise RepositoryNotFoundError(f"no repository at {src.repository()}")

@@ -26,7 +26,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,6 +481,13 @@ class Settings:
         except (KeyError, OSError):
             return ""
 
+    def installed_agent_version(self) -> str | None:
+        """The OpenClaw that will read restored state: ``OPENCLAW_VERSION``, else what
+        ``openclaw --version`` says when it is on PATH; None when unknown."""
+        if self.env.get("OPENCLAW_VERSION"):
+            return self.env["OPENCLAW_VERSION"]
+        return _openclaw_version_command()
+
     def agent_version(self) -> str | None:
         """OpenClaw's version, when known (``OPENCLAW_VERSION``, else its config's last-touched version)."""
         if self.env.get("OPENCLAW_VERSION"):
@@ -489,6 +498,18 @@ class Settings:
             return str(version) if version else None
         except (OSError, ValueError, AttributeError):
             return None
+
+
+def _openclaw_version_command() -> str | None:
+    exe = shutil.which("openclaw")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"\d+(?:\.\d+)+", out)
+    return m.group(0) if m else None
 
 
 def sources_from_paths(paths: list[str]) -> list[Root]:

@@ -122,3 +122,17 @@ def agent_snapshots(snaps: list[Snapshot], *, host: str, root: str) -> tuple[lis
     if holding:
         return holding, f"the latest snapshot of {root} (none from {host})"
     return snaps, "the latest snapshot"
+
+
+def version_key(version: str | None) -> tuple[int, ...] | None:
+    """``2026.9.6`` → ``(2026, 9, 6)``; None when there is no usable version (a suffix after the
+    numbers, as in ``2026.9.6-beta.1``, is ignored)."""
+    m = re.match(r"v?(\d+(?:\.\d+)*)", (version or "").strip())
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
+
+
+def written_by_newer(snap: Snapshot, installed: str | None) -> bool:
+    """The snapshot's state was last written by a newer agent than ``installed`` (OpenClaw's
+    schemas only move forward: an older build refuses newer state). False when either is unknown."""
+    theirs, ours = version_key(snap.agent_version), version_key(installed)
+    return theirs is not None and ours is not None and theirs > ours

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -112,3 +113,18 @@ def test_a_one_off_source_backup_never_becomes_the_agents_latest(tmp_path: Path)
     agent_group = next(g for g in groups if "openclaw-state" in g)
     only = json.loads(_ok(["--json", "snapshots", "--group", agent_group], env).stdout)["snapshots"]
     assert len(only) == 1 and "openclaw-state" in only[0]["roots"]
+
+
+def test_state_from_a_newer_openclaw_is_not_restored_onto_an_older_one_without_a_word(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)  # backed up with OPENCLAW_VERSION unset: version unknown
+    newer = dict(env, OPENCLAW_VERSION="2026.9.6")
+    write(state / "workspace" / "notes.md", b"# notes v2\n")
+    _ok(["backup"], newer)
+    older = dict(env, OPENCLAW_VERSION="2026.1.1")
+    proc = _ok(["restore", "--yes"], older)
+    assert "newer than the installed 2026.1.1" in proc.stderr, proc.stderr
+    # the supervisor's automatic restore picks the newest snapshot the installed OpenClaw can read
+    shutil.rmtree(state)
+    proc = _cli(["run", "--restore", "force", "--grace", "5", "--", "true"], older, stdin=subprocess.DEVNULL)
+    assert "skipping 1 newer snapshot" in proc.stderr, proc.stderr
+    assert (state / "workspace" / "notes.md").read_bytes() == b"# notes\n"

@@ -19,7 +19,7 @@ from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..restorer import RestoreOptions, holds_something, restore
 from ..settings import Settings, restore_destinations
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, written_by_newer
 from ._common import Result, file_cache, find_snapshot, human_size, open_repo
 
 
@@ -37,6 +37,11 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
     delete = args.delete or not args.target  # in place the state becomes the snapshot exactly
     if args.dry_run:
         return _dry_run(repo, snap, dest, args.include, delete=delete)
+    installed = s.installed_agent_version() if "openclaw-state" in snap.roots else None
+    if written_by_newer(snap, installed):
+        reporter.warn(f"snapshot {snap.id[:8]} holds state last written by OpenClaw {snap.agent_version}, newer than "
+                      f"the installed {installed}: OpenClaw refuses state from newer versions; upgrade OpenClaw, "
+                      "or restore an older snapshot (`openclaw-backup snapshots`)")  # fmt: skip
     occupied = [str(p) for p in dest.values() if holds_something(p)]
     if occupied and not args.target and not args.yes and sys.stdin.isatty():
         answer = input(f"replace {', '.join(occupied)} with snapshot {snap.id[:8]} ({snap.time[:19]})? "
