@@ -51,6 +51,7 @@ from .sources import SQLITE_MAGIC, Entry, Excluder, ExclusionReport, Root, scan_
 from .sqlite_capture import SqliteCaptureError, snapshot
 from .tree import Node, encode_tree
 
+_SHRINK_MIN = 10  # files in the parent snapshot before a fall to under half of them is called a shrink
 _HEAD_CHECK = 4096  # bytes re-read at the start and end of a file that grew while read
 _TAIL_CHECK = 64 * 1024
 
@@ -586,6 +587,14 @@ class Archiver:
         self.needed.add(top_id)
         parent = self._parent_snap
         result_stats = dict(self.stats, excluded_entries=self.excluded.entries, excluded_bytes=self.excluded.bytes)
+        before = parent.summary.get("files", 0) if parent is not None else 0
+        if parent is not None and before >= _SHRINK_MIN and result_stats["files"] * 2 < before:
+            result_stats["shrank"] = 1  # retention keeps the parent (see retention.apply_policy)
+            self.reporter.warn(
+                f"the sources shrank drastically: {result_stats['files']} files, against {before} in the previous "
+                f"snapshot {parent.id[:8]}; if that is not intended, bring them back with "
+                f"`openclaw-backup restore {parent.id[:8]}` (it is kept by retention)"
+            )
         if parent is not None and parent.tree == top_id.hex() and not opts.force:
             self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
             self._save_cache(outcomes)

@@ -102,6 +102,12 @@ def apply_policy(snapshots: list[Snapshot], policy: Policy) -> tuple[list[Snapsh
                 kept[s.id].append("within")
             if policy.keep_tags and set(policy.keep_tags) & set(s.tags):
                 kept[s.id].append("tag")
+        # The last snapshot before a drastic shrink is never forgotten by a policy on its own: the
+        # shrink may be a wiped or skeleton state, and that snapshot is the way back.
+        shrunk_from = {s.parent for s in group if s.summary.get("shrank")}
+        for s in group:
+            if s.id in shrunk_from:
+                kept[s.id].append("before a shrink")
         for name, key in _BUCKETS.items():
             limit = getattr(policy, f"keep_{name}")
             seen: set[tuple[int, ...]] = set()

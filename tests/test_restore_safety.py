@@ -128,3 +128,17 @@ def test_state_from_a_newer_openclaw_is_not_restored_onto_an_older_one_without_a
     proc = _cli(["run", "--restore", "force", "--grace", "5", "--", "true"], older, stdin=subprocess.DEVNULL)
     assert "skipping 1 newer snapshot" in proc.stderr, proc.stderr
     assert (state / "workspace" / "notes.md").read_bytes() == b"# notes\n"
+
+
+def test_a_drastic_shrink_warns_and_retention_keeps_the_snapshot_before_it(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    for i in range(20):
+        write(state / "memory" / f"m{i}.md", b"memory %d\n" % i)
+    _ok(["backup"], env)
+    full = json.loads(_ok(["--json", "snapshots"], env).stdout)["snapshots"][-1]["id"]
+    shutil.rmtree(state / "memory")  # most files gone: a wiped or skeleton state
+    proc = _cli(["backup"], env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3 and "shrank drastically" in proc.stderr and full[:8] in proc.stderr
+    _ok(["forget", "--keep-last", "1"], env)
+    left = [row["id"] for row in json.loads(_ok(["--json", "snapshots"], env).stdout)["snapshots"]]
+    assert full in left and len(left) == 2, "the snapshot before the shrink was forgotten"
