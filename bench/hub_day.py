@@ -4,7 +4,7 @@
 Usage:  .venv/bin/python bench/hub_day.py [--scale 0.3] [--steps 48] [--out bench/hub_day.json]
                                           [--seed 1] [--workdir DIR] [--keep]
 
-Starts the test Hub server (``python -m tests.hubserver``, 127.0.0.1, stopped by PID: TERM, then
+Starts the test Hub server (``python -m tests.support.hubserver``, 127.0.0.1, stopped by PID: TERM, then
 KILL), generates the agent home (bench/generate.py), backs it up once with each tool, then applies
 ``--steps`` mutations (bench/mutate.py), one every 24 h / steps of simulated time, backing up with
 both tools after each. Finally one more backup of each with nothing changed. Around every backup the
@@ -79,7 +79,7 @@ class Hub:
         self.dir = work / "hub"
         self.dir.mkdir()
         port_file, self.log = self.dir / "port", self.dir / "server.log"
-        args = [sys.executable, "-m", "tests.hubserver", "--port-file", str(port_file)]
+        args = [sys.executable, "-m", "tests.support.hubserver", "--port-file", str(port_file)]
         args += ["--data-dir", str(self.dir / "data"), "--user", USER, "--token", TOKEN]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

@@ -14,6 +14,7 @@ another repository or a given legacy archive.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from .backends import open_backend
 from .backends.base import Backend
 from .errors import BackupError, IntegrityError, NotFoundError, RepositoryNotFoundError, UsageError
 from .filecache import FileCache
+from .marker import marker_path, read_marker, write_marker
 from .reporter import Reporter
 from .repository import Repository
 from .restorer import RestoreOptions, restore, swap_into_place
@@ -109,7 +111,11 @@ class Service:
     def backup(self) -> Account:
         repo = self.repo()
         cache = FileCache(repo.cache_dir / "files.db" if repo.cache_dir else None)
-        res = backup(repo, self.backup_options(), reporter=self.reporter, cache=cache)
+        opts = self.backup_options()
+        res = backup(repo, opts, reporter=self.reporter, cache=cache)
+        if any(r.name == STATE_ROOT for r in opts.roots):
+            write_marker(Path(self.s.state_dir()), repository=repo.id, snapshot=res.snapshot_id or res.parent_id,
+                         how="backup")  # fmt: skip
         st = res.stats
         if res.unchanged:
             text = "no changes, nothing uploaded"
@@ -154,8 +160,29 @@ class Service:
             return True
 
     def restore_if_needed(self, *, force: bool) -> str:
-        if not force and not self.state_missing():
-            return f"state present at {self.s.state_dir()}; not restoring over it"
+        """Restore when the state is missing — absent or empty, or a skeleton: no marker (never
+        restored or backed up here) and under half the files of the snapshot it would restore."""
+        if force or self.state_missing():
+            return self.restore_latest()
+        state = Path(self.s.state_dir())
+        if read_marker(state) is not None:
+            return f"state present at {state} (marker {marker_path(state)}); not restoring over it"
+        try:
+            repo = Service(self._restore_source(), reporter=self.reporter).repo(create=False)
+        except RepositoryNotFoundError:
+            return f"state present at {state}; no repository to restore from"
+        except BackupError as e:  # the state is there: never stop the agent for a check we cannot make
+            self.reporter.warn(f"cannot compare the state at {state} with the repository ({e.message})")
+            return f"state present at {state}; not restoring over it"
+        snaps, _ = agent_snapshots(repo.snapshots(), host=self.s.host(), root=STATE_ROOT)
+        if not snaps:
+            return f"state present at {state}; no snapshot to restore"
+        stored = snaps[-1].summary.get("files", 0)
+        local = _count_files(state, limit=stored)
+        if local * 2 >= stored:
+            return f"state present at {state} ({local} files, no marker); not restoring over it"
+        self.reporter.info(f"{state} holds {local} files and no marker against {stored} in the latest snapshot: "
+                           "a skeleton state; restoring over it (it is kept beside it)")  # fmt: skip
         return self.restore_latest()
 
     def _restore_source(self) -> Settings:
@@ -232,6 +259,8 @@ class Service:
                 continue
             if target is None and repo.cache_dir:
                 FileCache(repo.cache_dir / "files.db").replace(res.seeds, merge=True)
+            if target is None and STATE_ROOT in snap.roots:
+                write_marker(Path(self.s.state_dir()), repository=repo.id, snapshot=snap.id, how="restore")
             _touch(FLAG_COMPLETED)
             note = f" (newer snapshots failed: {'; '.join(failures)})" if failures else ""
             return f"restored snapshot {snap.id[:8]} from {snap.time}: {res.files} files{note}"
@@ -326,6 +355,16 @@ def legacy_store(s: Settings) -> Any:
 
     root = Path(address)
     return LocalBackend(root) if (root / "latest-backup.json").exists() else None
+
+
+def _count_files(top: Path, *, limit: int) -> int:
+    """Files under ``top`` (symlinks not followed), counting stops past ``limit``."""
+    n = 0
+    for _base, _dirs, files in os.walk(top):
+        n += len(files)
+        if n > limit:
+            break
+    return n
 
 
 def _touch(path: str) -> None:

@@ -43,7 +43,10 @@ SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 
 #: What a restore leaves beside what it restores (staging, an interrupted swap, the state it
 #: replaced): never backed up, whatever the user's patterns.
-INTERNAL_EXCLUDES: tuple[str, ...] = (".*.openclaw-restore-*", ".*.openclaw-old-*", ".*.pre-restore-*")
+INTERNAL_EXCLUDES: tuple[str, ...] = (
+    ".*.openclaw-restore-*", ".*.openclaw-old-*", ".*.pre-restore-*",
+    ".*.openclaw-backup.json", ".*.openclaw-backup.json.tmp",  # state markers (see marker.py)
+)  # fmt: skip
 
 #: The OpenClaw state root and the npm root, as named in snapshots (see :mod:`.settings`).
 STATE_ROOT = "openclaw-state"

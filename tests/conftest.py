@@ -1,42 +1,45 @@
-"""Shared fixtures. Backend fixtures are named ``<kind>_backend``; the contract suite runs on each.
+"""Shared fixtures and markers. What the tests share lives in :mod:`tests.support`; its pytest
+plugins (fixtures that start servers, the fault ledger) are listed in ``pytest_plugins``.
 
-Hub and S3 fixtures live in their own plugin modules (listed in ``pytest_plugins``) because they
-start real servers; each fixture yields a fresh, empty backend.
+Markers (``pyproject.toml``): ``slow`` — the real OpenClaw, minutes; ``server`` — the test uses
+the S3 server (SeaweedFS) or the fake Hub, subprocesses started once per session. A test whose
+fixtures include ``s3_server`` or ``hub_server`` is marked ``server`` here; one that asks for them
+at run time (``request.getfixturevalue``) must carry the mark itself (``tests.support.backends.kinds``
+marks parameters), and fails if it does not. The fast inner loop: ``./dev test -m "not slow"``
+(``-m "not slow and not server"`` without the servers).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from openclaw_backup.backends.local import LocalBackend
-from openclaw_backup.backends.memory import MemoryBackend
+pytest_plugins: list[str] = ["tests.support.backends", "tests.support.s3", "tests.support.hub", "tests.support.faults"]
 
-pytest_plugins: list[str] = ["tests.s3_fixtures", "tests.hub_fixtures", "tests.faults"]
-
-#: Every kind of store; the contract suite (tests/test_backend_contract.py) runs on each ``<kind>_backend``.
-BACKEND_KINDS = ["memory", "local", "s3", "hub", "hub_bucket"]
+SERVER_FIXTURES = ("s3_server", "hub_server")
 
 
-@pytest.fixture
-def memory_backend() -> Iterator[MemoryBackend]:
-    yield MemoryBackend()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SERVER_FIXTURES):
+            item.add_marker(pytest.mark.server)
 
 
-@pytest.fixture
-def local_backend(tmp_path: Path) -> Iterator[LocalBackend]:
-    b = LocalBackend(tmp_path / "repo", lock_timeout=2.0)
-    yield b
-    b.close()
+@pytest.fixture(autouse=True)
+def _server_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that got a server at run time without the ``server`` mark fails (so ``-m`` stays true)."""
+    yield
+    used = [name for name in SERVER_FIXTURES if name in request.fixturenames]
+    if used and request.node.get_closest_marker("server") is None:
+        pytest.fail(f"{request.node.nodeid} uses {', '.join(used)} but is not marked `server`", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never see the developer's own configuration (cf. borg's test environment)."""
-    import os
-
     for key in list(os.environ):
         if key.startswith(("OPENCLAW_", "HF_", "HUGGINGFACE_", "AWS_")):
             monkeypatch.delenv(key, raising=False)

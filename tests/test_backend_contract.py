@@ -19,14 +19,14 @@ import pytest
 
 from openclaw_backup.backends.base import Backend
 from openclaw_backup.errors import BackupError, ConflictError, NotFoundError, UsageError
-from tests.conftest import BACKEND_KINDS
+from tests.support.backends import kinds
 
 #: More names than the longest page of a listing (S3's ListObjectsV2 and the Hub's tree: 1000),
 #: and than a batch of deletes (S3's DeleteObjects and a bucket batch: 1000; Hub paths-info: 500).
 LONG_LISTING = 1010
 
 
-@pytest.fixture(params=BACKEND_KINDS)
+@pytest.fixture(params=kinds())
 def backend(request: pytest.FixtureRequest) -> Backend:
     b: Backend = request.getfixturevalue(f"{request.param}_backend")
     return b

@@ -4,7 +4,6 @@ short passwords at ``init``."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,13 +12,7 @@ import pytest
 from openclaw_backup.backends import normalize_address, scheme_of
 from openclaw_backup.errors import UsageError
 from openclaw_backup.settings import Settings, cron_interval
-from tests.engine_helpers import cli_env
-from tests.servers import cli_command
-
-
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cli_command(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+from tests.support.cli import cli_env, run_cli
 
 
 @pytest.mark.parametrize(
@@ -39,7 +32,7 @@ def test_unknown_or_mistyped_schemes_are_refused_and_nothing_is_created(
     work.mkdir()
     env = cli_env(tmp_path)
     for command in (["init"], ["backup", "--source", str(tmp_path)]):
-        proc = _cli(["--repo", address, *command], env, work)
+        proc = run_cli(["--repo", address, *command], env, cwd=work)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr + proc.stdout
     assert list(work.iterdir()) == [], "something was created for a refused address"
@@ -70,22 +63,22 @@ def test_invalid_zero_step_or_unsupported_cron_is_an_error(expr: str) -> None:
 def test_run_with_a_zero_step_cron_refuses_to_start(tmp_path: Path) -> None:
     marker = tmp_path / "agent-started"
     env = cli_env(tmp_path, OPENCLAW_BACKUP_CRON="*/0 * * * *", OPENCLAW_STATE_DIR=str(tmp_path / "state"))
-    proc = _cli(["run", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"], env, tmp_path)
+    proc = run_cli(["run", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"], env, cwd=tmp_path)
     assert proc.returncode == 2 and "OPENCLAW_BACKUP_CRON" in proc.stderr
     assert not marker.exists(), "the agent was started under a schedule that was refused"
 
 
 def test_a_variable_that_looks_like_ours_gets_a_warning_with_the_closest_name(tmp_path: Path) -> None:
     env = cli_env(tmp_path, OPENCLAW_BACKUP_HF_REPO="me/backups", OPENCLAW_BACKUP_PASWORD="x")
-    proc = _cli(["excludes"], env, tmp_path)
+    proc = run_cli(["excludes"], env, cwd=tmp_path)
     assert proc.returncode == 0
     assert "OPENCLAW_BACKUP_HF_REPO is not a variable this tool knows" in proc.stderr
     assert "OPENCLAW_BACKUP_PASWORD" in proc.stderr and "did you mean OPENCLAW_BACKUP_PASSWORD?" in proc.stderr
-    quiet = _cli(["excludes"], cli_env(tmp_path), tmp_path)
+    quiet = run_cli(["excludes"], cli_env(tmp_path), cwd=tmp_path)
     assert "not a variable" not in quiet.stderr
 
 
 def test_a_short_password_gets_a_warning_at_init(tmp_path: Path) -> None:
     env = cli_env(tmp_path, OPENCLAW_BACKUP_PASSWORD="a")
-    proc = _cli(["--repo", str(tmp_path / "repo"), "init"], env, tmp_path)
+    proc = run_cli(["--repo", str(tmp_path / "repo"), "init"], env, cwd=tmp_path)
     assert proc.returncode == 0 and "the password has 1 characters" in proc.stderr

@@ -1,7 +1,7 @@
 """Several processes on one repository at once: backups (different and overlapping trees), a
 forget + prune, and restores, against a local directory, a real S3 server and the fake Hub.
 
-Workers are subprocesses (``tests/crash_driver.py``, ``op: worker``), each with its own cache,
+Workers are subprocesses (``tests/support/crash_driver.py``, ``op: worker``), each with its own cache,
 started together. Backups ``w1`` and ``w2`` back up overlapping trees (the same content, which is
 also the content of a seed snapshot that the pruner forgets and prunes while they run, so they
 dedup against blobs a prune is deleting); ``w3`` backs up a tree of its own. The pruner forgets
@@ -16,9 +16,7 @@ restore that reported success produced the tree of the snapshot it restored.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,13 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.retention import Policy
 from openclaw_backup.sources import Root
-from tests.crash_driver import digest, fingerprint, make_tree
-from tests.faults import (
-    PASSWORD,
-    Interleave,
-    new_repository,
-    open_repository,
-    reliability_fixture,  # noqa: F401  (registers the fixture even when the plugin is not loaded)
-    verify_store,
-)
+from tests.support.backends import kinds
+from tests.support.crash_driver import start_driver
+from tests.support.faults import Interleave, verify_store
+from tests.support.hub import TOKEN
+from tests.support.repos import PASSWORD, new_repo, open_repo
+from tests.support.trees import digest, fingerprint, make_tree
 
-DRIVER = Path(__file__).with_name("crash_driver.py")
-PROJECT = DRIVER.parent.parent
 TREE: dict[str, Any] = {"files": 4, "size": 40_000}
 #: Typed failures a race may still cause (a restore of a snapshot that a concurrent forget removed).
 ALLOWED_FAILURES = {"ConflictError", "LockedError", "NotFoundError"}
@@ -66,33 +59,17 @@ def _store_spec(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tu
             "access_key": server.access_key,
             "secret_key": server.secret_key,
         }
-    from tests.hub_fixtures import TOKEN
-
     hub_repo = request.getfixturevalue("hub_repo")
     backend = hub_repo.open(create=True)
     return backend, {"kind": "hub", "address": hub_repo.address, "endpoint": hub_repo.server.url, "token": TOKEN}
 
 
-def _start(spec: dict[str, Any], path: Path) -> subprocess.Popen[str]:
-    path.write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "AWS_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
-    return subprocess.Popen(
-        [sys.executable, str(DRIVER), str(path)],
-        cwd=PROJECT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-@pytest.mark.parametrize("kind", ["local", "s3", "hub"])
+@pytest.mark.parametrize("kind", kinds("local", "s3", "hub"))
 def test_concurrent_backups_prune_and_restores(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, reliability: Any
 ) -> None:
     raw, store = _store_spec(kind, request, tmp_path)
-    repo = new_repository(raw)
+    repo = new_repo(raw)
     # The seed: the content w1 and w2 will back up again, in a snapshot the pruner forgets.
     seed_src = tmp_path / "seed" / "home"
     make_tree(seed_src, 0, **TREE)
@@ -120,7 +97,7 @@ def test_concurrent_backups_prune_and_restores(
             "source_dir": str(tmp_path / f"src-{name}" / extra.get("root", "x")),
             "target_dir": str(tmp_path / f"restored-{name}"),
         }
-        procs[name] = _start(spec, tmp_path / f"{name}.json")
+        procs[name] = start_driver(spec, tmp_path / f"{name}.json")
     results: dict[str, list[dict[str, Any]]] = {}
     problems: list[str] = []
     for name, proc in procs.items():
@@ -140,7 +117,7 @@ def test_concurrent_backups_prune_and_restores(
             if not r["ok"] and r["error"] not in ALLOWED_FAILURES:
                 problems.append(f"{name}: unexpected {r['error']}: {r['message']}")
 
-    head = open_repository(raw).state.snapshots
+    head = open_repo(raw).state.snapshots
     for name in ("w1", "w2", "w3"):
         for r in results[name]:
             if r["ok"] and r["result"]["snapshot"]:
@@ -174,7 +151,7 @@ def test_concurrent_backups_prune_and_restores(
 def _history(tmp_path: Path) -> tuple[MemoryBackend, str, dict[str, Any]]:
     """A repository whose only live snapshot shares packs with forgotten ones (prune will repack)."""
     raw = MemoryBackend()
-    repo = new_repository(raw)
+    repo = new_repo(raw)
     src = tmp_path / "src" / "home"
     sid = None
     for version in (0, 1, 2):
@@ -193,9 +170,9 @@ def test_restore_survives_a_prune_between_reading_the_index_and_the_packs(tmp_pa
         raw,
         methods="get",
         names="data/*",
-        action=lambda: prune(open_repository(raw), reporter=Reporter(), max_unused=0.0),
+        action=lambda: prune(open_repo(raw), reporter=Reporter(), max_unused=0.0),
     )
-    repo = open_repository(racing)
+    repo = open_repo(racing)
     dest = tmp_path / "target" / "home"
     try:
         restore(repo, repo.load_snapshot(sid), RestoreOptions({"home": dest}), reporter=Reporter())
@@ -211,12 +188,12 @@ def test_backup_survives_a_prune_between_reading_the_head_and_the_index(tmp_path
         raw,
         methods="get",
         names="index/*",
-        action=lambda: prune(open_repository(raw), reporter=Reporter(), max_unused=0.0),
+        action=lambda: prune(open_repo(raw), reporter=Reporter(), max_unused=0.0),
     )
-    repo = open_repository(racing)
+    repo = open_repo(racing)
     src = tmp_path / "src2" / "home"
     make_tree(src, 3, files=3, size=20_000)
     res = backup(
         repo, BackupOptions(roots=[Root("home", str(src))], host="h"), reporter=Reporter(), cache=FileCache(None)
     )
-    assert res.snapshot_id in open_repository(raw).state.snapshots
+    assert res.snapshot_id in open_repo(raw).state.snapshots

@@ -1,4 +1,4 @@
-"""SIGKILL at every step: backup, prune and restore run as subprocesses (``tests/crash_driver.py``)
+"""SIGKILL at every step: backup, prune and restore run as subprocesses (``tests/support/crash_driver.py``)
 and are killed at each backend write and at each file-system step of a restore.
 
 Enumeration: each operation is run once with counting on, which tells the number N of its writes
@@ -22,12 +22,9 @@ The tree is small (N ≈ 10–100 per operation) and scenarios run two at a time
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,18 +41,11 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.restorer import RestoreOptions, recover, restore
 from openclaw_backup.retention import Policy
 from openclaw_backup.sources import Root
-from tests.faults import (
-    PASSWORD,
-    fingerprint,
-    make_tree,
-    new_repository,
-    open_repository,
-    reliability_fixture,  # noqa: F401  (registers the fixture even when the plugin is not loaded)
-    verify_store,
-)
+from tests.support.crash_driver import run_driver
+from tests.support.faults import verify_store
+from tests.support.repos import PASSWORD, new_repo, open_repo
+from tests.support.trees import fingerprint, make_tree
 
-DRIVER = Path(__file__).with_name("crash_driver.py")
-PROJECT = DRIVER.parent.parent
 HOST = "crash-host"
 TREE: dict[str, Any] = {"files": 14, "size": 70_000}  # each random file is bigger than a pack: one pack per file
 PARALLEL = 2
@@ -84,7 +74,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     """Snapshots of v0 (then forgotten: garbage for prune), v1 and v2; v3 (new data) waits to be backed up."""
     root = tmp_path_factory.mktemp("crash-base")
     b = Base(root, root / "repo", root / "cache")
-    repo = new_repository(LocalBackend(b.repo), cache_dir=b.cache)
+    repo = new_repo(LocalBackend(b.repo), cache_dir=b.cache)
     cache = FileCache(b.cache / repo.config.id / "files.db")
     for version in (0, 1, 2, 3):
         src = root / f"src{version}" / "home"
@@ -105,22 +95,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
 # ---------------------------------------------------------------------------- running the driver
 
 
-def run_driver(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any] | None, str]:
+def drive(spec: dict[str, Any], workdir: Path) -> tuple[int, dict[str, Any] | None, str]:
     """Run the driver; returns (return code, its JSON answer or None, stderr)."""
-    spec_path = workdir / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "AWS_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(DRIVER), str(spec_path)],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_driver(spec, workdir / "spec.json")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return proc.returncode, (json.loads(lines[-1]) if lines else None), proc.stderr
 
@@ -139,7 +116,7 @@ def _spec(op: str, repo: Path, *, cache: Path | None, **kw: Any) -> dict[str, An
 
 def count_steps(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """Run once without a kill; the driver's counts and its step list."""
-    code, out, err = run_driver({**spec, "count": True}, workdir)
+    code, out, err = drive({**spec, "count": True}, workdir)
     assert code == 0 and out and out["ok"], f"the counting run failed: {out} {err[-2000:]}"
     return out
 
@@ -192,7 +169,7 @@ def _after_crash(
     """Store invariants after a kill; ``allow_new``: the fingerprint a snapshot not in ``expected`` may have."""
     problems: list[str] = []
     backend = LocalBackend(repo_dir)
-    head = open_repository(backend).state.snapshots
+    head = open_repo(backend).state.snapshots
     expect = dict(expected)
     new = [s for s in head if s not in expected]
     if new and allow_new is not None and len(new) == 1:
@@ -201,11 +178,11 @@ def _after_crash(
     problems += [f"{label}: {p}" for p in rep.problems]
     problems += [f"{label}: snapshot {s[:12]} published before the crash is gone" for s in expected if s not in head]
     # The next backup, with the killed process's own cache, succeeds and restores.
-    repo = open_repository(backend, cache_dir=cache)
+    repo = open_repo(backend, cache_dir=cache)
     nxt = base.srcs[3]
     try:
         sid = _backup(repo, nxt, FileCache(cache / repo.config.id / "files.db"))
-        head2 = open_repository(backend).state.snapshots
+        head2 = open_repo(backend).state.snapshots
         sid = sid or next(s for s in head2 if s not in expected)  # unchanged: the killed backup's own
         rep2 = verify_store(backend, {**expect, sid: base.fps[3]})
         problems += [f"{label}: after the next backup: {p}" for p in rep2.problems]
@@ -233,7 +210,7 @@ def test_kill_backup_at_every_write(base: Base, tmp_path: Path, reliability: Any
         work = tmp_path / f"s{i}"
         work.mkdir()
         r, c = _repo_copy(base, work)
-        code, out, err = run_driver({**spec_of(r, c), "kill": point}, work)
+        code, out, err = drive({**spec_of(r, c), "kill": point}, work)
         problems = _killed(code, out, err, point)
         found, lost = _after_crash(base, r, c, expected, label=_label(point), allow_new=base.fps[3])
         lost_total += lost
@@ -266,12 +243,12 @@ def test_kill_prune_at_every_write_and_delete(base: Base, tmp_path: Path, reliab
         work = tmp_path / f"s{i}"
         work.mkdir()
         r, c = _repo_copy(base, work)
-        code, out, err = run_driver({**spec_of(r, c), "kill": point}, work)
+        code, out, err = drive({**spec_of(r, c), "kill": point}, work)
         problems = _killed(code, out, err, point)
         found, lost = _after_crash(base, r, c, expected, label=_label(point))
         reliability.record("crash", lost=lost)
         # A prune run again after the crash finishes the job.
-        code2, out2, err2 = run_driver({**spec_of(r, c), "unindexed_grace": 0.0}, work)
+        code2, out2, err2 = drive({**spec_of(r, c), "unindexed_grace": 0.0}, work)
         if code2 != 0 or not (out2 and out2["ok"]):
             problems.append(f"{_label(point)}: the prune after the crash failed: {out2} {err2[-500:]}")
         else:
@@ -288,17 +265,13 @@ def test_kill_prune_at_every_write_and_delete(base: Base, tmp_path: Path, reliab
 # ---------------------------------------------------------------------------- restore
 
 
-def _tree_state(path: Path) -> str:
-    return hashlib.sha256(json.dumps(sorted(fingerprint(path).items())).encode()).hexdigest()
-
-
 def _siblings(parent: Path, name: str) -> list[str]:
     return sorted(n for n in os.listdir(parent) if n != name)
 
 
 @pytest.mark.parametrize("variant", ["exchange", "fallback", "fresh"])
 def test_kill_restore_at_every_fs_step(base: Base, tmp_path: Path, variant: str, reliability: Any) -> None:
-    repo_state = _tree_state(base.repo)
+    repo_state = fingerprint(base.repo)
     old, new = base.fps[1], base.fps[2]
 
     def target_for(work: Path) -> Path:
@@ -337,7 +310,7 @@ def test_kill_restore_at_every_fs_step(base: Base, tmp_path: Path, variant: str,
         before = fingerprint(target / "home")
         if variant != "fresh" and before != old:
             return [f"{_label(point)}: the copied target is not the old tree"]
-        code, out, err = run_driver({**spec_of(target), "kill": point}, work)
+        code, out, err = drive({**spec_of(target), "kill": point}, work)
         problems = _killed(code, out, err, point)
         now = fingerprint(target / "home")
         allowed = [before, new]
@@ -351,7 +324,7 @@ def test_kill_restore_at_every_fs_step(base: Base, tmp_path: Path, variant: str,
                 problems.append(f"{_label(point)}: the target is neither the old nor the new tree (a mix)")
         reliability.record("crash", lost=0 if not problems else 1)
         # The next restore succeeds, gives the new tree, and leaves nothing behind.
-        repo = open_repository(LocalBackend(base.repo))
+        repo = open_repo(LocalBackend(base.repo))
         restore(repo, repo.load_snapshot(base.sids[2]), RestoreOptions({"home": target / "home"}), reporter=Reporter())
         if fingerprint(target / "home") != new:
             problems.append(f"{_label(point)}: the restore after the crash did not give the snapshot")
@@ -370,4 +343,4 @@ def test_kill_restore_at_every_fs_step(base: Base, tmp_path: Path, variant: str,
     problems = run_scenarios(points, one)
     print(f"restore ({variant}): {counts['fs']} fs steps, {len(points)} kill scenarios")
     assert not problems, "\n".join(problems[:20])
-    assert _tree_state(base.repo) == repo_state, "a restore wrote to the repository"
+    assert fingerprint(base.repo) == repo_state, "a restore wrote to the repository"

@@ -17,20 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine_helpers import (
-    cli_env,
-    cli_json,
-    fingerprint,
-    fp_diff,
-    leftovers,
-    past_ns,
-    run_cli,
-    sample_state,
-    set_mtimes,
-    write,
-)
-
 from openclaw_backup.sources import DEFAULT_EXCLUDES
+from tests.support.cli import cli_env, json_out, run_cli
+from tests.support.trees import fingerprint, fp_diff, leftovers, past_ns, sample_state, set_mtimes, write
 
 WRITER = r"""
 import os, sqlite3, sys, time
@@ -92,14 +81,14 @@ def test_backup_rm_restore_with_live_sqlite_writer(tmp_path: Path) -> None:
             time.sleep(0.01)
         # the writer holds the database open: -wal and -shm exist from here on
         assert (db.parent / "sessions.sqlite-wal").exists()
-        not_db = lambda rel: rel.startswith(b"agents/main/sessions.sqlite")  # noqa: E731
+        not_db = lambda rel: rel.startswith("agents/main/sessions.sqlite")  # noqa: E731
         expected = fingerprint(state, skip=not_db)
 
         committed_before = _read_side(side)
         proc = run_cli(["backup", "--json"], env)
         committed_after = _read_side(side)
         assert proc.returncode == 0, proc.stderr
-        doc = cli_json(proc)
+        doc = json_out(proc)
         assert doc["snapshot"] and not doc["warnings"]
         assert doc["stats"]["sqlite_captured"] == 1
         assert committed_after > committed_before, "the writer was not running during the backup"
@@ -107,7 +96,7 @@ def test_backup_rm_restore_with_live_sqlite_writer(tmp_path: Path) -> None:
         stop.touch()
         writer.wait(30)
 
-    ls = cli_json(run_cli(["ls", "--json"], env))
+    ls = json_out(run_cli(["ls", "--json"], env))
     paths = {e["path"] for e in ls["entries"]}
     assert "openclaw-state/agents/main/sessions.sqlite" in paths
     assert not [p for p in paths if p.endswith(("-wal", "-shm", "-journal"))], paths
@@ -139,7 +128,7 @@ def test_backup_rm_restore_with_live_sqlite_writer(tmp_path: Path) -> None:
     # the restore seeded the file cache: nothing changed, nothing is read, nothing is published
     proc = run_cli(["backup", "--json"], env)
     assert proc.returncode == 0, proc.stderr
-    doc = cli_json(proc)
+    doc = json_out(proc)
     assert doc["unchanged"] is True and doc["snapshot"] is None
     assert doc["stats"]["files_read"] == 0
 
@@ -152,13 +141,13 @@ def test_unchanged_second_backup_reads_nothing(tmp_path: Path) -> None:
     env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(state))
     assert run_cli(["init"], env).returncode == 0
 
-    first = cli_json(run_cli(["backup", "--json"], env))
+    first = json_out(run_cli(["backup", "--json"], env))
     assert first["snapshot"] and first["stats"]["files_read"] == first["stats"]["files"] > 5
     before = fingerprint(state)
 
     proc = run_cli(["backup", "--json"], env)
     assert proc.returncode == 0, proc.stderr
-    second = cli_json(proc)
+    second = json_out(proc)
     assert second["unchanged"] is True and second["snapshot"] is None
     assert second["parent"] == first["snapshot"]
     assert second["stats"]["files_read"] == 0 and second["stats"]["bytes_read"] == 0
@@ -167,7 +156,7 @@ def test_unchanged_second_backup_reads_nothing(tmp_path: Path) -> None:
 
     proc = run_cli(["backup"], env)
     assert proc.returncode == 0 and "no snapshot made" in proc.stdout, proc.stdout
-    snaps = cli_json(run_cli(["snapshots", "--json"], env))["snapshots"]
+    snaps = json_out(run_cli(["snapshots", "--json"], env))["snapshots"]
     assert len(snaps) == 1
 
 
@@ -182,7 +171,7 @@ def test_cli_errors_and_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
     proc = run_cli(["snapshots", "--json"], env)
     assert proc.returncode == 10
-    assert cli_json(proc)["exit_code"] == 10
+    assert json_out(proc)["exit_code"] == 10
 
     assert run_cli(["init"], env).returncode == 0
     assert run_cli(["init"], env).returncode == 2  # already exists
@@ -208,11 +197,11 @@ def test_excludes_and_json_output(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for pattern, _why in DEFAULT_EXCLUDES:
         assert pattern in proc.stdout
-    doc = cli_json(run_cli(["excludes", "--json", "--exclude", "!logs/", "--exclude", "*.tmp"], env))
+    doc = json_out(run_cli(["excludes", "--json", "--exclude", "!logs/", "--exclude", "*.tmp"], env))
     pats = [r["pattern"] for r in doc["excludes"]]
     assert pats[: len(DEFAULT_EXCLUDES)] == [p for p, _ in DEFAULT_EXCLUDES]
     assert pats[len(DEFAULT_EXCLUDES) :] == ["!logs/", "*.tmp"]
-    assert cli_json(run_cli(["excludes", "--json", "--no-default-excludes"], env))["excludes"] == []
+    assert json_out(run_cli(["excludes", "--json", "--no-default-excludes"], env))["excludes"] == []
 
     state = tmp_path / "state"
     write(state / "keep.txt", b"k")
@@ -225,11 +214,11 @@ def test_excludes_and_json_output(tmp_path: Path) -> None:
     # global options also after the command; --json: one object on stdout, JSON lines on stderr
     proc = run_cli(["backup", "--json", "--exclude", "!openclaw-state/tmp/"], env)
     assert proc.returncode == 0, proc.stderr
-    doc = cli_json(proc)
+    doc = json_out(proc)
     assert doc["snapshot"]
     for line in proc.stderr.splitlines():
         assert isinstance(json.loads(line), dict)
-    entries = {e["path"] for e in cli_json(run_cli(["ls", "--json"], env))["entries"]}
+    entries = {e["path"] for e in json_out(run_cli(["ls", "--json"], env))["entries"]}
     for kept in ("keep.txt", "tmp/keep-this.txt", "node_modules/x/index.js", "debug.log"):
         assert f"openclaw-state/{kept}" in entries
     for gone in ("cache", "agents/main/agent/tmp"):
@@ -239,7 +228,7 @@ def test_excludes_and_json_output(tmp_path: Path) -> None:
                  ["diff", "--json", "latest"], ["--json", "key", "list"]):  # fmt: skip
         proc = run_cli(args, env)
         assert proc.returncode == 0, (args, proc.stderr)
-        cli_json(proc)
+        json_out(proc)
 
 
 def test_cli_key_passwd(tmp_path: Path) -> None:
@@ -254,7 +243,7 @@ def test_cli_key_passwd(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert run_cli(["snapshots"], env).returncode == 12
     assert run_cli(["snapshots"], dict(env, OPENCLAW_BACKUP_PASSWORD="a new password")).returncode == 0
-    keys = cli_json(run_cli(["--json", "key", "list"], dict(env, OPENCLAW_BACKUP_PASSWORD="a new password")))
+    keys = json_out(run_cli(["--json", "key", "list"], dict(env, OPENCLAW_BACKUP_PASSWORD="a new password")))
     assert len(keys["keys"]) == 1
 
 
@@ -263,7 +252,7 @@ def test_cli_global_options_after_key_action(tmp_path: Path) -> None:
     assert run_cli(["init"], env).returncode == 0
     proc = run_cli(["key", "list", "--json"], env)
     assert proc.returncode == 0, proc.stderr
-    assert len(cli_json(proc)["keys"]) == 1
+    assert len(json_out(proc)["keys"]) == 1
 
 
 def test_every_command_is_registered_and_imported_only_when_it_runs(tmp_path: Path) -> None:

@@ -18,21 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import (
-    HOST,
-    PASSWORD,
-    fingerprint,
-    fp_diff,
-    leftovers,
-    local_repo,
-    new_repo,
-    publish_crafted,
-    run_backup,
-    run_restore,
-    sample_state,
-    tree_id,
-    write,
-)
 
 from openclaw_backup import cli, codec
 from openclaw_backup.backends.local import LocalBackend
@@ -43,6 +28,8 @@ from openclaw_backup.pack import pack_name
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository, walk
 from openclaw_backup.settings import Settings, restore_destinations
+from tests.support.repos import HOST, PASSWORD, local_repo, new_repo, publish_crafted, run_backup, run_restore, tree_id
+from tests.support.trees import fingerprint, fp_diff, leftovers, sample_state, write
 
 # ---------------------------------------------------------------------------- a flipped byte
 

@@ -17,18 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from engine_helpers import (
-    fingerprint,
-    fp_diff,
-    leftovers,
-    new_repo,
-    run_backup,
-    run_restore,
-    sample_state,
-    write,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support.repos import new_repo, run_backup, run_restore
+from tests.support.trees import fingerprint, fp_diff, leftovers, sample_state, write
 
 # ---------------------------------------------------------------------------- random trees
 

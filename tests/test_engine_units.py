@@ -18,20 +18,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from engine_helpers import (
-    PASSWORD,
-    WEAK,
-    encode_blob,
-    fingerprint,
-    local_repo,
-    new_repo,
-    past_ns,
-    run_backup,
-    run_restore,
-    sample_state,
-    set_mtimes,
-    write,
-)
 
 from openclaw_backup import archiver, codec
 from openclaw_backup.backends.local import LocalBackend
@@ -41,15 +27,19 @@ from openclaw_backup.crypto import OVERHEAD, Cipher, PlainCipher
 from openclaw_backup.errors import IntegrityError, UsageError, WrongPasswordError
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.repository import Repository, walk
+from openclaw_backup.repository import Repository
 from openclaw_backup.sources import Excluder
-from openclaw_backup.tree import Node
-
-
-def snapshot_nodes(repo: Repository, ref: str = "latest") -> dict[str, Node]:
-    repo.load_index()
-    return dict(walk(repo, repo.find_snapshot(ref).tree))
-
+from tests.support.repos import (
+    PASSWORD,
+    WEAK,
+    encode_blob,
+    local_repo,
+    new_repo,
+    run_backup,
+    run_restore,
+    snapshot_nodes,
+)
+from tests.support.trees import fingerprint, past_ns, sample_state, set_mtimes, write
 
 # ---------------------------------------------------------------------------- chunker
 

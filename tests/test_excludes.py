@@ -14,18 +14,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from engine_helpers import (
-    cli_env,
-    cli_json,
-    fingerprint,
-    fp_diff,
-    new_repo,
-    past_ns,
-    run_backup,
-    run_cli,
-    set_mtimes,
-    write,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +26,9 @@ from openclaw_backup.sources import (
     default_patterns,
     scan_root,
 )
+from tests.support.cli import cli_env, json_out, run_cli
+from tests.support.repos import new_repo, run_backup
+from tests.support.trees import fingerprint, fp_diff, past_ns, set_mtimes, write
 
 #: For each default rule, a path at its place (relative to its root's parent) that it must exclude.
 AT_ROOT: dict[str, list[str]] = {
@@ -268,9 +259,9 @@ def _state_with_project(home: Path) -> Path:
 
 
 _EXCLUDED_HERE = re.compile(
-    rb"^(cache|tmp|npm|npm-runtime|git|dev|tools|plugin-skills|extensions/[^/]+/node_modules"
-    rb"|agents/[^/]+/agent/(.*/)?\.?tmp|sandbox/skills-workspaces"
-    rb"|agents/[^/]+/agent/[^/]+\.sqlite\.(generation-lock|generation-writer|reindex-lock)\.sqlite[^/]*)(/|$)"
+    r"^(cache|tmp|npm|npm-runtime|git|dev|tools|plugin-skills|extensions/[^/]+/node_modules"
+    r"|agents/[^/]+/agent/(.*/)?\.?tmp|sandbox/skills-workspaces"
+    r"|agents/[^/]+/agent/[^/]+\.sqlite\.(generation-lock|generation-writer|reindex-lock)\.sqlite[^/]*)(/|$)"
 )
 
 
@@ -281,11 +272,11 @@ def test_workspace_project_survives_backup_and_restore(tmp_path: Path) -> None:
     assert run_cli(["init"], env).returncode == 0
     proc = run_cli(["backup", "--json"], env)
     assert proc.returncode == 0, proc.stderr
-    doc = cli_json(proc)
+    doc = json_out(proc)
     assert doc["snapshot"] and not doc["warnings"]
 
     expected = fingerprint(state, skip=lambda rel: bool(_EXCLUDED_HERE.match(rel)))
-    assert b"workspace/proj/Cargo.lock" in expected and b"workspace-dev/proj/node_modules/left-pad" in expected
+    assert "workspace/proj/Cargo.lock" in expected and "workspace-dev/proj/node_modules/left-pad" in expected
     proc = run_cli(["restore", "--target", str(tmp_path / "out")], env)
     assert proc.returncode == 0, proc.stderr
     got = fingerprint(tmp_path / "out/openclaw-state")
@@ -308,7 +299,7 @@ def test_dry_run_lists_rules_and_sizes_and_writes_nothing(tmp_path: Path) -> Non
     before_home = fingerprint(tmp_path)
     proc = run_cli(["backup", "--dry-run", "--json"], env)
     assert proc.returncode == 0, proc.stderr
-    plan = cli_json(proc)
+    plan = json_out(proc)
     assert fingerprint(tmp_path) == before_home, fp_diff(before_home, fingerprint(tmp_path))
     assert plan["dry_run"] and "no repository" in plan["note"]
     assert plan["totals"]["files_to_read"] == plan["totals"]["files"] > 0
@@ -320,7 +311,7 @@ def test_dry_run_lists_rules_and_sizes_and_writes_nothing(tmp_path: Path) -> Non
     assert set(plan["excluded"]) == {p for p in AT_ROOT if p.startswith("openclaw-state/")}
 
     assert run_cli(["init"], env).returncode == 0
-    first = cli_json(run_cli(["backup", "--json"], env))
+    first = json_out(run_cli(["backup", "--json"], env))
     assert first["snapshot"]
     repo_dir = tmp_path / "xdg-data/openclaw-backup/repository"
     repo_before, cache_before = fingerprint(repo_dir), fingerprint(tmp_path / "xdg-cache")
@@ -337,18 +328,18 @@ def test_dry_run_lists_rules_and_sizes_and_writes_nothing(tmp_path: Path) -> Non
     assert "would read 1 file (400 B)" in text, text
     assert "openclaw-state/workspace/proj/new.md" in text
 
-    doc = cli_json(run_cli(["backup", "--dry-run", "--json"], env))
+    doc = json_out(run_cli(["backup", "--dry-run", "--json"], env))
     assert doc["totals"]["files_to_read"] == 1 and doc["totals"]["files_cached"] == first["stats"]["files"]
     assert doc["note"] == "" and doc["cache_used"] is True
 
     assert fingerprint(repo_dir) == repo_before, "a dry run wrote to the repository"
     assert fingerprint(tmp_path / "xdg-cache") == cache_before, "a dry run wrote to the cache"
-    snaps = cli_json(run_cli(["snapshots", "--json"], env))["snapshots"]
+    snaps = json_out(run_cli(["snapshots", "--json"], env))["snapshots"]
     assert [s["id"] for s in snaps] == [first["snapshot"]]
 
     # no password needed: the cache is found from the repository's (unencrypted) config
     no_pw = {k: v for k, v in env.items() if k != "OPENCLAW_BACKUP_PASSWORD"}
-    doc = cli_json(run_cli(["backup", "--dry-run", "--json"], no_pw))
+    doc = json_out(run_cli(["backup", "--dry-run", "--json"], no_pw))
     assert doc["totals"]["files_to_read"] == 1
 
 
@@ -360,7 +351,7 @@ def test_excludes_command_lists_anchored_defaults_with_reasons(tmp_path: Path) -
     for pattern, why in DEFAULT_EXCLUDES:
         assert any(ln.startswith(pattern + " ") and ln.rstrip().endswith(why) for ln in lines), pattern
     assert "nothing in a workspace" in proc.stdout
-    rows = cli_json(run_cli(["excludes", "--json"], env))["excludes"]
+    rows = json_out(run_cli(["excludes", "--json"], env))["excludes"]
     assert [(r["pattern"], r["why"]) for r in rows] == list(DEFAULT_EXCLUDES)
 
 
@@ -371,6 +362,6 @@ def test_re_include_overrides_a_default_in_a_backup(tmp_path: Path) -> None:
     assert run_cli(["init"], env).returncode == 0
     proc = run_cli(["backup", "--json", "--exclude", "!openclaw-state/cache/"], env)
     assert proc.returncode == 0, proc.stderr
-    paths = {e["path"] for e in cli_json(run_cli(["ls", "--json"], env))["entries"]}
+    paths = {e["path"] for e in json_out(run_cli(["ls", "--json"], env))["entries"]}
     assert "openclaw-state/cache/control-ui-assets/gen/big.js" in paths
     assert "openclaw-state/tmp" not in paths  # the other defaults still apply

@@ -1,7 +1,7 @@
 """Every operation under every injected storage fault, and attacks on the stored data.
 
 The matrix: backup, restore, forget, prune and check, each run through one fault wrapper of
-:mod:`tests.faults` around a REAL backend (memory, local directory; S3 for a cheap subset). Each
+:mod:`tests.support.faults` around a REAL backend (memory, local directory; S3 for a cheap subset). Each
 scenario must end in success or a typed :class:`~openclaw_backup.errors.BackupError` — never
 another exception — and leave the repository consistent: on the underlying store ``check`` with
 ``read_data`` is ok, every snapshot the head names restores byte-exact, no snapshot appears twice,
@@ -53,9 +53,8 @@ from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.retention import Policy
 from openclaw_backup.sources import Root
-from tests.faults import (
-    PASSWORD,
-    WEAK,
+from tests.support.backends import kinds
+from tests.support.faults import (
     FailAlways,
     FailOnce,
     FlipByte,
@@ -64,13 +63,10 @@ from tests.faults import (
     Slow,
     StaleListing,
     Truncate,
-    fingerprint,
-    make_tree,
-    new_repository,
-    open_repository,
-    reliability_fixture,  # noqa: F401  (registers the fixture even when the plugin is not loaded)
     verify_store,
 )
+from tests.support.repos import PASSWORD, WEAK, new_repo, open_repo
+from tests.support.trees import fingerprint, make_tree
 
 HOST = "fault-host"
 TREE: dict[str, Any] = {"files": 3, "size": 20_000}
@@ -105,7 +101,7 @@ def _backup(repo: Repository, src: Path) -> str | None:
 
 def build_scene(raw: Backend, kind: str, root: Path) -> Scene:
     src, target = root / "src" / "home", root / "target"
-    repo = new_repository(raw)
+    repo = new_repo(raw)
     fps: dict[int, dict[str, Any]] = {}
     sids: list[str] = []
     for version in (0, 1, 2):
@@ -225,7 +221,7 @@ def run_op(op: str, backend: Backend, sc: Scene) -> Outcome:
     """Open the repository through ``backend`` and run ``op``; any non-BackupError escapes (a failure)."""
     t0 = time.monotonic()
     try:
-        repo = open_repository(backend)
+        repo = open_repo(backend)
         if op == "backup":
             opts = BackupOptions(roots=[Root("home", str(sc.src))], host=HOST, workers=2)
             res = backup(repo, opts, reporter=Reporter(), cache=FileCache(None))
@@ -309,7 +305,7 @@ def _params(kinds: list[str], faults: list[str]) -> list[Any]:
 @pytest.mark.parametrize(
     ("scene", "fault", "op"),
     _params(["memory", "local"], list(FAULTS))
-    + [pytest.param("s3", f, op, id=f"s3-{f.replace(' ', '_')}-{op}") for f, op in S3_CASES],
+    + [pytest.param("s3", f, op, id=f"s3-{f.replace(' ', '_')}-{op}", marks=pytest.mark.server) for f, op in S3_CASES],
     indirect=["scene"],
 )
 def test_operation_under_fault(scene: Scene, fault: str, op: str, reliability: Any) -> None:
@@ -344,14 +340,14 @@ def test_operation_under_fault(scene: Scene, fault: str, op: str, reliability: A
 # ---------------------------------------------------------------------------- lost responses
 
 
-@pytest.mark.parametrize("scene", ["memory", "local", "s3"], indirect=True)
+@pytest.mark.parametrize("scene", kinds("memory", "local", "s3"), indirect=True)
 def test_lost_publish_response_makes_no_duplicate_and_loses_nothing(scene: Scene, reliability: Any) -> None:
     """The publication lands, its answer is lost: the error is a transient ``StoreError``, the
     snapshot is in the head exactly once, and running the backup again (a new process) makes none."""
     sc = scene
     outcome = run_op("backup", compose(sc.kind, LostResponse(sc.raw, methods="publish")), sc)
     assert isinstance(outcome.error, StoreError) and outcome.error.transient
-    head = open_repository(sc.raw).state.snapshots
+    head = open_repo(sc.raw).state.snapshots
     new = [s for s in head if s not in (sc.s1, sc.s2)]
     assert len(new) == 1, "the landed snapshot must be there exactly once"
     again = run_op("backup", sc.raw, sc)
@@ -365,11 +361,11 @@ def test_lost_publish_response_makes_no_duplicate_and_loses_nothing(scene: Scene
 def test_lost_publish_then_retry_with_the_same_repository_makes_no_duplicate(scene: Scene) -> None:
     sc = scene
     lossy = LostResponse(sc.raw, methods="publish")
-    repo = open_repository(lossy)
+    repo = open_repo(lossy)
     with pytest.raises(StoreError):
         _backup(repo, sc.src)
     second = _backup(repo, sc.src)  # the caller retries, as a long-lived process would
-    head = open_repository(sc.raw).state.snapshots
+    head = open_repo(sc.raw).state.snapshots
     assert second is None and len(head) == 3, f"{len(head) - 2} snapshots of one unchanged tree"
 
 
@@ -393,7 +389,7 @@ def test_hub_lost_commit_answer_is_resolved_by_the_backend(
     outcome = run_op("backup", RetryingBackend(hub_backend, attempts=2, sleep=lambda s: None), sc)
     _record_outcome("hub", "lost commit answer", "backup", outcome)
     assert outcome.ok, outcome.describe()
-    head = open_repository(hub_backend).state.snapshots
+    head = open_repo(hub_backend).state.snapshots
     assert head.count(outcome.value["snapshot"]) == 1 and len(head) == 3
     rep = verify_store(hub_backend, {sc.s1: sc.fps[1], sc.s2: sc.fps[2], outcome.value["snapshot"]: sc.fps[3]})
     reliability.record("faults", lost=rep.lost)
@@ -448,7 +444,7 @@ def test_retrying_backend_never_retries_publish() -> None:
     assert fb.count("publish") == 1 and mem.read_head() is None
 
 
-@pytest.mark.parametrize("scene", ["memory", "local", "s3"], indirect=True)
+@pytest.mark.parametrize("scene", kinds("memory", "local", "s3"), indirect=True)
 @pytest.mark.parametrize("method", ["put", "get", "publish"])
 def test_429_surfaces_as_quota_error_within_a_second(scene: Scene, method: str, reliability: Any) -> None:
     """A store that says "wait an hour" makes the operation stop at once with QuotaError (no sleeping,
@@ -526,7 +522,7 @@ def _restore_fails_cleanly(sc: Scene, error: type[BackupError]) -> None:
 def test_tampered_pack_is_detected(mem_scene: Scene, what: str, reliability: Any) -> None:
     sc, raw = mem_scene, mem_scene.raw
     assert isinstance(raw, MemoryBackend)
-    repo = open_repository(raw)
+    repo = open_repo(raw)
     repo.load_index()
     top = repo.index[bytes.fromhex(repo.load_snapshot(sc.s2).tree)]  # the pack of s2's top tree
     victim = pack_name(top.pack)
@@ -539,7 +535,7 @@ def test_tampered_pack_is_detected(mem_scene: Scene, what: str, reliability: Any
         raw.objects[victim], raw.objects[other] = raw.objects[other], raw.objects[victim]
     else:
         del raw.objects[victim]
-    res = check(open_repository(raw), read_data=True, reporter=Reporter())
+    res = check(open_repo(raw), read_data=True, reporter=Reporter())
     assert not res.ok and res.damaged, "check must name the damaged snapshots"
     reliability.record("attacks")
     # A restore needing that pack fails with a typed error and leaves the target as it was.
@@ -553,20 +549,20 @@ def test_tampered_or_swapped_index_and_snapshot_are_detected(mem_scene: Scene, p
     raw = mem_scene.raw
     assert isinstance(raw, MemoryBackend)
     names = sorted(_sid_objects(raw, prefix))
-    live = open_repository(raw).state
+    live = open_repo(raw).state
     live_names = [f"{prefix}{n}" for n in (live.indexes if prefix == "index/" else live.snapshots)]
     victim = live_names[0]
     # 1. a flipped byte: the name no longer matches the content
     original = raw.objects[victim]
     raw.objects[victim] = original[:-1] + bytes([original[-1] ^ 1])
     with pytest.raises(IntegrityError):
-        r = open_repository(raw)
+        r = open_repo(raw)
         r.load_index() if prefix == "index/" else r.snapshots()
     # 2. another object of the same kind under this name: swapped
     donor = next(n for n in names if n != victim)
     raw.objects[victim] = raw.objects[donor]
     with pytest.raises(IntegrityError, match="does not match its name"):
-        r = open_repository(raw)
+        r = open_repo(raw)
         r.load_index() if prefix == "index/" else r.snapshots()
     # 3. a valid sealed object of another kind, renamed to match: the associated data refuses it
     head = raw.read_head()
@@ -575,7 +571,7 @@ def test_tampered_or_swapped_index_and_snapshot_are_detected(mem_scene: Scene, p
     fake = f"{prefix}{codec.storage_id(forged)}"
     raw.objects[fake] = forged
     with pytest.raises(IntegrityError, match="authentication failed"):
-        cipher = open_repository(raw).cipher
+        cipher = open_repo(raw).cipher
         if prefix == "index/":
             codec.decode_index(cipher, fake, forged)
         else:
@@ -583,7 +579,7 @@ def test_tampered_or_swapped_index_and_snapshot_are_detected(mem_scene: Scene, p
 
 
 def test_blob_cannot_be_passed_off_as_another(mem_scene: Scene) -> None:
-    repo = open_repository(mem_scene.raw)
+    repo = open_repo(mem_scene.raw)
     repo.load_index()
     (a, ra), (_b, rb) = list(repo.index.items())[:2]
     stored_b = mem_scene.raw.get(pack_name(rb.pack), offset=rb.offset, length=rb.length)
@@ -597,14 +593,14 @@ def test_blob_cannot_be_passed_off_as_another(mem_scene: Scene) -> None:
 
 def test_head_from_another_repository_is_refused(mem_scene: Scene) -> None:
     other = MemoryBackend()
-    new_repository(other)
+    new_repo(other)
     foreign = other.read_head()
     raw = mem_scene.raw
     current = raw.read_head()
     assert foreign and current
     raw.publish(head=foreign.data, expect=current.version)
     with pytest.raises(IntegrityError):
-        open_repository(raw)
+        open_repo(raw)
 
 
 def test_rollback_of_the_head_is_noticed(mem_scene: Scene, tmp_path: Path) -> None:
@@ -631,7 +627,7 @@ def test_deleting_everything_is_denial_of_service_not_silent_success(mem_scene: 
     assert isinstance(raw, MemoryBackend)
     for n in _sid_objects(raw, "data/"):
         del raw.objects[n]
-    res = check(open_repository(raw), read_data=True, reporter=Reporter())
+    res = check(open_repo(raw), read_data=True, reporter=Reporter())
     assert not res.ok and set(res.damaged) == {mem_scene.s1, mem_scene.s2}
     _restore_fails_cleanly(mem_scene, BackupError)
 
@@ -640,12 +636,12 @@ def test_wrong_password_and_password_change(mem_scene: Scene) -> None:
     raw = mem_scene.raw
     with pytest.raises(WrongPasswordError):
         Repository.open(raw, password="not it", cache_dir=None)
-    repo = open_repository(raw)
+    repo = open_repo(raw)
     before = {n: raw.get(n) for n in raw.list("data/")}
     new_key = repo.add_key("the new one", kdf=WEAK)
     repo.remove_keys([n for n in repo.current_key_names(PASSWORD) if not n.endswith(new_key)])
     with pytest.raises(WrongPasswordError):
-        open_repository(raw)
+        open_repo(raw)
     reopened = Repository.open(raw, password="the new one", cache_dir=None)
     assert reopened.state.snapshots == repo.state.snapshots
     assert {n: raw.get(n) for n in raw.list("data/")} == before, "a password change rewrites key files only"
@@ -660,14 +656,14 @@ def test_key_file_with_absurd_costs_is_refused_quickly(mem_scene: Scene) -> None
     raw.objects[name] = json.dumps(doc).encode()
     t0 = time.monotonic()
     with pytest.raises(IntegrityError, match="absurd"):
-        open_repository(raw)
+        open_repo(raw)
     assert time.monotonic() - t0 < 1.0
 
 
 def test_a_damaged_key_file_does_not_hide_a_good_one(mem_scene: Scene) -> None:
     raw = mem_scene.raw
     raw.put("keys/" + "0" * 64, b"{ not a key file")
-    open_repository(raw)
+    open_repo(raw)
 
 
 def test_encryption_downgrade_by_rewriting_the_config_is_refused(mem_scene: Scene) -> None:
@@ -723,7 +719,7 @@ def test_key_file_made_for_another_master_key_does_not_open(mem_scene: Scene) ->
     raw.put("keys/" + "f" * 64, make_key_file(os.urandom(64), "attacker", params=KdfParams.weak_for_tests()))
     with pytest.raises(IntegrityError, match="authentication failed"):
         Repository.open(raw, password="attacker", cache_dir=None)
-    open_repository(raw)  # the owner's password still works
+    open_repo(raw)  # the owner's password still works
 
 
 def test_tampered_config_is_detected_by_the_head(mem_scene: Scene) -> None:

@@ -31,19 +31,19 @@ from typing import Any
 
 import pytest
 import zstandard
-from engine_helpers import build_pack, encode_blob
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from openclaw_backup import codec
 from openclaw_backup.backends.memory import MemoryBackend
 from openclaw_backup.codec import BLOB_DATA, BLOB_TREE
-from openclaw_backup.crypto import Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
+from openclaw_backup.crypto import Cipher, PlainCipher, make_key_file, open_key_file, parse_key_file
 from openclaw_backup.errors import BackupError, IntegrityError
 from openclaw_backup.legacy_meta import find_latest, parse_meta
 from openclaw_backup.repo_config import RepoConfig
 from openclaw_backup.repository import HeadState, Repository
 from openclaw_backup.tree import Node, decode_tree, encode_tree
+from tests.support.repos import PASSWORD, WEAK, build_pack, encode_blob
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
@@ -52,7 +52,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 MEMORY_BOUND = 64 * 1024 * 1024
-PASSWORD = "fuzz"
 MASTER = bytes(range(64))
 CIPHERS: dict[str, Cipher] = {"plain": PlainCipher(b"seed"), "aead": Cipher(MASTER)}
 
@@ -109,7 +108,7 @@ def _valid_objects() -> dict[str, Any]:
             "snapshot": snap,
         }
     out["config"] = RepoConfig("0" * 32, True, pack_size=65536, created="2026-01-01").to_bytes()
-    out["key"] = make_key_file(MASTER, PASSWORD, params=KdfParams.weak_for_tests())
+    out["key"] = make_key_file(MASTER, PASSWORD, params=WEAK)
     out["meta"] = json.dumps(
         {
             "backup_type": "incremental",

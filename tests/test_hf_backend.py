@@ -1,5 +1,5 @@
 """The Hub backends: the repo backend through the real huggingface_hub client against the fake Hub
-(tests.hubserver), the bucket backend against an in-memory fake of the bucket API, and a live bucket
+(tests.support.hubserver), the bucket backend against an in-memory fake of the bucket API, and a live bucket
 run when ``OPENCLAW_TEST_HF_BUCKET`` is set (then errors fail, never skip).
 
 The contract suite (tests/test_backend_contract.py) runs on the ``hub`` kind by itself; here are the
@@ -34,7 +34,7 @@ from openclaw_backup.errors import (
 )
 from openclaw_backup.legacy_hub import open_legacy_view
 from tests import test_backend_contract as contract
-from tests.hub_fixtures import FakeBucketApi, HubRepo, HubServer
+from tests.support.hub import TOKEN, FakeBucketApi, HubRepo, HubServer
 
 # Read at import: the autouse _clean_env fixture removes OPENCLAW_*/HF_* before each test runs.
 LIVE_BUCKET = os.environ.get("OPENCLAW_TEST_HF_BUCKET")
@@ -450,8 +450,6 @@ def test_fake_hub_refuses_bad_uploads_and_unknown_objects(hub_repo: HubRepo) -> 
     import json
     import urllib.error
     import urllib.request
-
-    from tests.hub_fixtures import TOKEN
 
     hub_repo.open(create=True)
     base = hub_repo.server.url

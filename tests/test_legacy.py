@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from legacy_fixtures import DictStore, LegacyRepo, crafted_tar, member, run, stamp_time, tree_state, write_tree
 
 from openclaw_backup.errors import BackupError, IntegrityError, NotFoundError, UnsafeRestoreError, WrongPasswordError
 from openclaw_backup.legacy import (
@@ -33,6 +32,8 @@ from openclaw_backup.legacy import (
     load_backup,
     resolve_chain,
 )
+from tests.support.legacy import DictStore, LegacyRepo, crafted_tar, member, run, stamp_time
+from tests.support.trees import tar_fingerprint, write_tree
 
 PW = "correct horse battery staple"
 
@@ -88,7 +89,7 @@ def test_full_only_round_trip_keeps_modes_mtimes_symlinks(repo: LegacyRepo, sour
     assert warnings == []
     assert set(out) == {"openclaw-state", "root-config", "my-extra-file"}
     assert out["my-extra-file"].read_text() == "extra\n"
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
     assert os.readlink(out["openclaw-state"] / "link-to-notes") == "workspace/notes.md"
     assert not list((tmp_path / "stage").glob(".legacy-work-*"))
 
@@ -116,7 +117,7 @@ def test_full_plus_two_incrementals_overlay(repo: LegacyRepo, source: Path, tmp_
     chain, out = restore(repo, tmp_path / "stage")
     assert [b.archive_name for b in chain] == [full, inc1, inc2]
     for root in ("openclaw-state", "root-config"):
-        assert tree_state(out[root], dir_mtimes=False) == tree_state(source / root, dir_mtimes=False)
+        assert tar_fingerprint(out[root], dir_mtimes=False) == tar_fingerprint(source / root, dir_mtimes=False)
 
 
 def test_split_volumes_with_checksum(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ def test_split_volumes_with_checksum(repo: LegacyRepo, source: Path, tmp_path: P
     assert backup is not None and len(backup.volumes) >= 4
     assert backup.volumes[0] == f"backups/{name}.part-aa"
     _, out = restore(repo, tmp_path / "stage")
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
 
 
 def test_old_split_without_checksum_warns(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
@@ -133,7 +134,7 @@ def test_old_split_without_checksum_warns(repo: LegacyRepo, source: Path, tmp_pa
     warnings: list[str] = []
     _, out = restore(repo, tmp_path / "stage", warnings=warnings)
     assert len(warnings) == 1 and "no checksum" in warnings[0]
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
 
 
 def test_v1_meta_lacking_fields_discovers_parts(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_v1_meta_lacking_fields_discovers_parts(repo: LegacyRepo, source: Path, 
     assert backup.created_at == stamp_time("20260425-013501") and backup.created_at.tzinfo is not None
     assert backup.volumes[0] == f"backups/{name}.part-aa"
     _, out = restore(repo, tmp_path / "stage", warnings=[])
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
 
 
 def test_encrypted(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
@@ -152,7 +153,7 @@ def test_encrypted(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
     assert name.endswith(".tar.gz.enc")
     assert repo.path(name).read_bytes().startswith(b"Salted__")
     _, out = restore(repo, tmp_path / "stage", password=PW)
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
 
 
 @pytest.mark.parametrize("password", ["wrong password", None])
@@ -172,7 +173,7 @@ def test_encrypted_wrong_or_missing_password(
 def test_encrypted_and_split(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
     repo.backup("20260425-013501", source, password=PW, split_size=5000)
     _, out = restore(repo, tmp_path / "stage", password=PW)
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
 
 
 def test_encrypted_incremental_chain(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:
@@ -391,7 +392,7 @@ def test_dot_rooted_tar_and_empty_incremental(repo: LegacyRepo, source: Path, tm
     repo.backup("20260425-011000", source, tar_file=empty, backup_type="incremental", parent=repo.meta_path(full))
     chain, out = restore(repo, tmp_path / "stage")
     assert len(chain) == 2
-    assert tree_state(out["openclaw-state"]) == tree_state(source / "openclaw-state")
+    assert tar_fingerprint(out["openclaw-state"]) == tar_fingerprint(source / "openclaw-state")
 
 
 def test_restore_archive_by_name(repo: LegacyRepo, source: Path, tmp_path: Path) -> None:

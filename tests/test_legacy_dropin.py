@@ -1,10 +1,10 @@
 """A Space switching from the legacy script: same variables, same dataset, `openclaw-backup` instead.
 
-Legacy tar.gz chains are built with the real tar/gzip/split/openssl (``legacy_fixtures``) and uploaded
+Legacy tar.gz chains are built with the real tar/gzip/split/openssl (``tests.support.legacy``) and uploaded
 to the root of a dataset on the fake Hub through the real ``huggingface_hub`` client. The CLI runs in
 a subprocess with ONLY the legacy script's variables (plus HF_ENDPOINT, a private HOME/XDG and the
 test-only weak KDF). The legacy flag files are fixed paths in /tmp: every restore holds the flag lock
-(``dropin_helpers.restore_flags_locked``) so parallel workers don't see each other's flags.
+(``tests.support.dropin.restore_flags_locked``) so parallel workers don't see each other's flags.
 """
 
 from __future__ import annotations
@@ -18,20 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dropin_helpers import (
-    FLAG_DONE,
-    FLAG_NONE,
-    base_env,
-    cli,
-    cli_ok,
-    fingerprint,
-    json_out,
-    restore_flags_locked,
-    write,
-)
-from legacy_fixtures import LegacyRepo, stamp_time, write_tree
 
-from tests.hub_fixtures import TOKEN, HubRepo
+from tests.support.cli import clean_env, cli_ok, json_out, run_cli
+from tests.support.dropin import FLAG_DONE, FLAG_NONE, restore_flags_locked
+from tests.support.hub import TOKEN, HubRepo
+from tests.support.legacy import LegacyRepo, stamp_time
+from tests.support.trees import tar_fingerprint, write, write_tree
 
 PW = "legacy pass phrase"
 DIR_MTIME = 1_650_000_000
@@ -100,9 +92,9 @@ class Space:
 
     def expect_restored(self, src: Path | None = None) -> None:
         src = src or self.src
-        assert fingerprint(self.state) == fingerprint(src / "openclaw-state")
-        assert fingerprint(self.extra) == fingerprint(src / "myextra")
-        assert fingerprint(self.config) == fingerprint(src / "root-config")
+        assert tar_fingerprint(self.state) == tar_fingerprint(src / "openclaw-state")
+        assert tar_fingerprint(self.extra) == tar_fingerprint(src / "myextra")
+        assert tar_fingerprint(self.config) == tar_fingerprint(src / "root-config")
 
     def wipe(self) -> None:
         for p in (self.state, self.extra, self.config):
@@ -111,7 +103,7 @@ class Space:
 
 def legacy_env(hub: HubRepo, tmp: Path, *, password: str | None = None, **extra: str) -> dict[str, str]:
     """Only what a legacy Space sets (plus the fake Hub's endpoint and the test-only weak KDF)."""
-    env = base_env(
+    env = clean_env(
         tmp,
         OPENCLAW_BACKUP_DATASET_REPO=hub.repo_id,
         HF_TOKEN=TOKEN,
@@ -157,7 +149,7 @@ class Restored:
 def restore(env: dict[str, str], *args: str, module: bool = False) -> Restored:
     """`restore` with the flag files removed first, and which of them it touched."""
     with restore_flags_locked():
-        proc = cli(["restore", *args], env, module=module)
+        proc = run_cli(["restore", *args], env, module=module)
         return Restored(proc, FLAG_DONE.exists(), FLAG_NONE.exists())
 
 
@@ -193,7 +185,7 @@ def test_legacy_space_switches_tools(space: Space) -> None:
     space.expect_restored()
 
     # the first backup creates our repository in the same dataset, and one snapshot
-    write(space.state / "after-switch.txt", "new state\n", mtime=1_700_200_000)
+    write(space.state / "after-switch.txt", "new state\n", mtime_ns=10**9 * 1_700_200_000)
     proc = cli_ok(["backup"], space.env)
     files = space.hub_files()
     assert f"{LEGACY_PREFIX}config" in files, sorted(files)
@@ -239,12 +231,12 @@ def test_missing_link_fails_loudly_and_keeps_state(space: Space, missing: str) -
     space.upload()
     write(space.state / "mine.txt", "local state\n")
     write(space.extra / "x", "local extra\n")
-    before = fingerprint(space.state.parent)
+    before = tar_fingerprint(space.state.parent)
     r = restore(space.env)
     assert r.proc.returncode == 4, r.out
     assert not r.done and not r.skipped
     assert "error:" in r.proc.stderr and inc1 in r.proc.stderr, r.proc.stderr
-    assert fingerprint(space.state.parent) == before
+    assert tar_fingerprint(space.state.parent) == before
     assert not space.config.exists()
 
 
@@ -341,7 +333,7 @@ def test_odd_tuning_variables_do_not_break_backup_or_restore(space: Space) -> No
     r = restore(env)
     assert r.proc.returncode == 0 and r.done, r.out
     space.expect_restored()
-    write(space.state / "more.txt", "more\n", mtime=1_700_300_000)
+    write(space.state / "more.txt", "more\n", mtime_ns=10**9 * 1_700_300_000)
     cli_ok(["backup"], env)
     space.wipe()
     r = restore(env)
@@ -363,7 +355,7 @@ def test_encryption_enabled_without_password_is_refused(space: Space) -> None:
     before = space.hub_files()
     env = legacy_env(space.hub, space.tmp, OPENCLAW_BACKUP_ENCRYPTION_ENABLED="true")
     write(space.state / "openclaw.json", "{}")
-    proc = cli(["backup"], env)
+    proc = run_cli(["backup"], env)
     assert proc.returncode == 2, proc.stderr
     assert "ENCRYPTION_ENABLED is true but OPENCLAW_BACKUP_ENCRYPTION_PASSWORD is not set" in proc.stderr
     assert space.hub_files() == before  # nothing stored, in the clear or otherwise
@@ -372,7 +364,7 @@ def test_encryption_enabled_without_password_is_refused(space: Space) -> None:
 def test_unencrypted_legacy_backup_succeeds_with_exit_0(space: Space) -> None:
     write(space.state / "openclaw.json", "{}")
     write(space.state / "credentials/token", "s3cret")
-    proc = cli(["backup"], space.env)
+    proc = run_cli(["backup"], space.env)
     assert "UNENCRYPTED" in proc.stderr and "credentials/token" in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr
 
@@ -423,12 +415,12 @@ def test_migrate_imports_legacy_backups_once_with_their_times(space: Space) -> N
     r = restore(space.env, snaps[-1]["id"], "--target", str(target_new))
     assert r.proc.returncode == 0 and "restored snapshot" in r.proc.stdout, r.out
     for root in ("openclaw-state", "root-config", "myextra"):
-        assert fingerprint(target_new / root) == fingerprint(target_legacy / root), root
-        assert fingerprint(target_new / root) == fingerprint(space.src / root), root
+        assert tar_fingerprint(target_new / root) == tar_fingerprint(target_legacy / root), root
+        assert tar_fingerprint(target_new / root) == tar_fingerprint(space.src / root), root
     target_old = space.tmp / "oldest-restore"
     r = restore(space.env, snaps[0]["id"], "--target", str(target_old))
     assert r.proc.returncode == 0, r.out
-    assert fingerprint(target_old / "openclaw-state") == fingerprint(v0 / "openclaw-state")
+    assert tar_fingerprint(target_old / "openclaw-state") == tar_fingerprint(v0 / "openclaw-state")
 
 
 def test_migrate_dry_run_writes_nothing(space: Space) -> None:

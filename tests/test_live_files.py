@@ -22,8 +22,8 @@ import apsw
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.sqlite_capture import SQLITE_VERSION
-from tests.engine_helpers import local_repo, past_ns, run_backup, run_restore, write
-from tests.test_engine_units import snapshot_nodes
+from tests.support.repos import local_repo, run_backup, run_restore, snapshot_nodes
+from tests.support.trees import past_ns, write
 
 REC = 64  # bytes per log record
 

@@ -1,6 +1,6 @@
 """End to end with the real OpenClaw (pinned, from npm; node from PyPI; a stub model on loopback).
 
-Onboard a scratch OpenClaw against :mod:`tests.model_stub`, run its gateway, run agent turns, and
+Onboard a scratch OpenClaw against :mod:`tests.support.model_stub`, run its gateway, run agent turns, and
 back it up with ``openclaw-backup backup`` while more turns run (one is in flight when the backup
 starts: its user message is committed, the model has not answered). Stop the gateway, wipe the
 state, restore it, and check with OpenClaw's own commands that it works (``config validate``,
@@ -21,10 +21,10 @@ from pathlib import Path
 import apsw
 import pytest
 
-from tests import model_stub, nodejs, openclaw_real, setup_openclaw
-from tests.engine_helpers import cli_env, cli_json, run_cli
-from tests.openclaw_real import OpenClaw, explain, transcript, user_turns
-from tests.servers import stop_process
+from tests.support import model_stub, nodejs, setup_openclaw
+from tests.support.cli import cli_env, json_out, run_cli
+from tests.support.openclaw import OpenClaw, explain, transcript, user_turns
+from tests.support.processes import free_ports, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -75,7 +75,7 @@ def test_backup_of_a_live_openclaw_restores_its_transcripts_and_state(tmp_path: 
     oc = OpenClaw(tmp_path / "home", logs=tmp_path / "logs")
     backup_env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(oc.state))
     assert run_cli(["init"], backup_env).returncode == 0
-    port = openclaw_real.free_port()
+    port = free_ports()[0]
     turns = TurnLoop(oc)
     problems: list[str] = []
     stub = model_stub.start(tmp_path / "stub", delay=MODEL_DELAY)
@@ -129,7 +129,7 @@ def test_backup_of_a_live_openclaw_restores_its_transcripts_and_state(tmp_path: 
         mark = time.monotonic()
 
         assert backup.returncode in (0, 3), f"backup exited {backup.returncode}:\n{backup.stderr[-3000:]}"
-        doc = cli_json(backup)
+        doc = json_out(backup)
         print("backup stats:", doc.get("stats"))
         if doc["stats"]["sqlite_captured"] < 2:  # the agent's database and state/openclaw.sqlite at least
             problems.append(f"too few databases captured through SQLite: {doc['stats']}")
@@ -142,7 +142,7 @@ def test_backup_of_a_live_openclaw_restores_its_transcripts_and_state(tmp_path: 
         assert wal_bytes > 0, "the agent database's WAL was empty when the backup started"
         assert all(rc == 0 for _, rc in turns.results), f"agent turns failed during the backup: {turns.results}"
         assert len(at_stop) > len(before), "no transcript event was committed while the backup ran"
-        paths = {e["path"] for e in cli_json(run_cli(["ls", "--json"], backup_env))["entries"]}
+        paths = {e["path"] for e in json_out(run_cli(["ls", "--json"], backup_env))["entries"]}
         if sidecars := sorted(p for p in paths if p.endswith(("-wal", "-shm", "-journal"))):
             problems.append(f"SQLite sidecars stored: {sidecars}")
 

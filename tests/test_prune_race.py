@@ -16,18 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retention_helpers import (
-    cli_env,
-    do_backup,
-    fingerprint,
-    fp_diff,
-    json_of,
-    new_repo,
-    open_repo,
-    restore_to,
-    start_cli,
-    write,
-)
 
 from openclaw_backup import prune
 from openclaw_backup.backends.base import Backend
@@ -39,6 +27,16 @@ from openclaw_backup.maintenance import check
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.retention import Policy
+from tests.support.cli import cli_env, json_out, main_cli, spawn_cli
+from tests.support.repos import (
+    PASSWORD,
+    RETENTION_PACK_SIZE,
+    new_repo,
+    open_repo,
+    restore_all,
+    run_backup,
+)
+from tests.support.trees import fingerprint, fp_diff, write
 
 OLD_NS = 1_600_000_000 * 10**9
 ROUNDS = 15
@@ -56,7 +54,7 @@ def _verify_round(root: Path, expected: dict[str, Any], tmp: Path, label: str) -
     for sid in repo.state.snapshots:
         assert sid in expected, f"{label}: unknown snapshot {sid[:8]} in the head"
         target = tmp / f"restore-{label}-{sid[:8]}"
-        restore_to(repo, sid, target)
+        restore_all(repo, sid, target)
         got = fingerprint(target / "src")
         assert got == expected[sid], f"{label} {sid[:8]}:\n{fp_diff(got, expected[sid])}"
 
@@ -65,7 +63,7 @@ def test_forget_prune_racing_backup_processes(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     src = tmp_path / "src"
     env = cli_env(tmp_path, OPENCLAW_BACKUP_REPOSITORY=str(root))
-    new_repo(LocalBackend(root))
+    new_repo(LocalBackend(root), pack_size=RETENTION_PACK_SIZE)
     write(src / "const.bin", os.urandom(600_000), mtime_ns=OLD_NS)
     write(src / "conf/settings.json", b"{}", mtime_ns=OLD_NS)
     expected: dict[str, Any] = {}
@@ -77,7 +75,7 @@ def test_forget_prune_racing_backup_processes(tmp_path: Path) -> None:
         for alt in (a, b):
             write(src / "alt.bin", alt)
             write(src / "round.txt", f"{r} {len(expected)}".encode())
-            res = do_backup(open_repo(LocalBackend(root)), {"src": src})
+            res = run_backup(open_repo(LocalBackend(root)), {"src": src}, forked=False)
             assert res.snapshot_id
             expected[res.snapshot_id] = fingerprint(src)
         # The race: forget keeps only Y and prune drops A; the backup reuses A.
@@ -89,9 +87,9 @@ def test_forget_prune_racing_backup_processes(tmp_path: Path) -> None:
         prune_args = ["forget", "--keep-last", "1", "--prune", "--json"]
         backup_args = ["backup", "--source", str(src), "--json"]
         first, second = (prune_args, backup_args) if r % 2 else (backup_args, prune_args)
-        p1 = start_cli(first, env)
+        p1 = spawn_cli(first, env)
         time.sleep(delay)
-        p2 = start_cli(second, env)
+        p2 = spawn_cli(second, env)
         out1, err1 = p1.communicate(timeout=60)
         out2, err2 = p2.communicate(timeout=60)
         (pc, _pout, perr), (bc, bout, berr) = (
@@ -102,16 +100,16 @@ def test_forget_prune_racing_backup_processes(tmp_path: Path) -> None:
         assert pc == 0, f"round {r}: prune exit {pc}: {perr}"
         assert bc in (0, 13), f"round {r}: backup exit {bc}: {berr}"
         if bc == 0:
-            sid = json_of(bout)["snapshot"]
+            sid = json_out(bout)["snapshot"]
             assert sid, f"round {r}: the tree changed, a snapshot must be made"
             outcomes["backup ok"] += 1
         else:
-            assert "error" in json_of(bout) and "concurrent prune" in berr, berr
+            assert "error" in json_out(bout) and "concurrent prune" in berr, berr
             outcomes["backup 13"] += 1
-            again = start_cli(backup_args, env)
+            again = spawn_cli(backup_args, env)
             aout, aerr = again.communicate(timeout=60)
             assert again.returncode == 0, f"round {r}: the backup after a conflict failed: {aerr}"
-            sid = json_of(aout)["snapshot"]
+            sid = json_out(aout)["snapshot"]
         expected[sid] = fp
         head = open_repo(LocalBackend(root)).state.snapshots
         assert sid in head, f"round {r}: the backup's snapshot {sid[:8]} is not in the head"
@@ -143,14 +141,14 @@ def _make_backend(kind: str, tmp: Path) -> Backend:
 
 def _setup_two(backend: Backend, tmp: Path) -> dict[str, Any]:
     """Snapshot X (alt.bin = A, only there), then Y (alt.bin = B); forget keeps only Y."""
-    repo = new_repo(backend)
+    repo = new_repo(backend, pack_size=RETENTION_PACK_SIZE)
     src = tmp / "src"
     write(src / "const.bin", os.urandom(300_000), mtime_ns=OLD_NS)
     a, b = os.urandom(400_000), os.urandom(400_000)
     write(src / "alt.bin", a)
-    x = do_backup(repo, {"src": src}).snapshot_id
+    x = run_backup(repo, {"src": src}, forked=False).snapshot_id
     write(src / "alt.bin", b)
-    y = do_backup(repo, {"src": src}).snapshot_id
+    y = run_backup(repo, {"src": src}, forked=False).snapshot_id
     fp_y = fingerprint(src)
     assert x and y
     out = prune.forget(repo, Policy(keep_last=1))
@@ -167,7 +165,7 @@ def _a_blob(repo: Repository, a: bytes) -> bytes:
 
 def _restores(backend: Backend, sid: str, fp: Any, target: Path) -> None:
     repo = open_repo(backend)
-    restore_to(repo, sid, target)
+    restore_all(repo, sid, target)
     got = fingerprint(target / "src")
     assert got == fp, fp_diff(got, fp)
 
@@ -181,7 +179,7 @@ def test_stale_prune_plan_is_not_performed(kind: str, tmp_path: Path) -> None:
     a_pack = repo_p.load_index()[a_id].pack
     stale = prune.plan_prune(repo_p, max_unused=0.1, unindexed_grace=3600)
     assert a_pack in stale.delete and a_id not in stale.live
-    res = do_backup(open_repo(backend), {"src": st["src"]})
+    res = run_backup(open_repo(backend), {"src": st["src"]}, forked=False)
     assert res.snapshot_id and res.stats["bytes_added"] < len(st["a"]), "A must be reused, not stored again"
     fp = fingerprint(st["src"])
     with pytest.raises(ConflictError):
@@ -208,7 +206,7 @@ def test_prune_plans_again_when_a_backup_publishes_between_plan_and_perform(
         plan = real_plan(*args, **kw)
         plans.append(plan)
         if len(plans) == 1:  # the backup publishes after the plan, before the perform
-            res = do_backup(open_repo(backend), {"src": st["src"]})
+            res = run_backup(open_repo(backend), {"src": st["src"]}, forked=False)
             assert res.snapshot_id and res.stats["bytes_added"] < len(st["a"]), "A must be reused"
             backups.append(res.snapshot_id)
         return plan
@@ -245,7 +243,7 @@ def test_backup_that_reuses_data_a_prune_dropped_fails_with_13(kind: str, tmp_pa
 
     repo_b = open_repo(HookBackend(backend, prune_now))
     with pytest.raises(ConflictError) as e:
-        do_backup(repo_b, {"src": st["src"]})
+        run_backup(repo_b, {"src": st["src"]}, forked=False)
     assert e.value.exit_code == 13 and "concurrent prune" in e.value.message
     assert pruned and pruned[0].packs_deleted >= 1
     repo = open_repo(backend)
@@ -255,7 +253,7 @@ def test_backup_that_reuses_data_a_prune_dropped_fails_with_13(kind: str, tmp_pa
     _restores(backend, st["y"], st["fp_y"], tmp_path / "restored-y")
     # The next backup simply works (it stores A again).
     fp = fingerprint(st["src"])
-    res = do_backup(open_repo(backend), {"src": st["src"]})
+    res = run_backup(open_repo(backend), {"src": st["src"]}, forked=False)
     assert res.snapshot_id and res.stats["bytes_added"] >= len(st["a"]) // 2
     repo = open_repo(backend)
     assert check(repo, read_data=True, reporter=Reporter()).ok
@@ -265,8 +263,6 @@ def test_backup_that_reuses_data_a_prune_dropped_fails_with_13(kind: str, tmp_pa
 def test_backup_that_reuses_data_a_prune_dropped_exits_13_via_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:  # fmt: skip
     """The same interleaving through ``cli.main``: exit code 13, nothing published."""
-    from retention_helpers import PASSWORD, main_cli
-
     from openclaw_backup.commands import _common as commands
 
     backend = _make_backend("local", tmp_path)
@@ -281,7 +277,7 @@ def test_backup_that_reuses_data_a_prune_dropped_exits_13_via_cli(tmp_path: Path
     monkeypatch.setenv("OPENCLAW_BACKUP_PASSWORD", PASSWORD)
     code, out, err = main_cli(["backup", "--source", str(st["src"]), "--json"])
     assert code == 13, err
-    assert json_of(out)["exit_code"] == 13
+    assert json_out(out)["exit_code"] == 13
     assert open_repo(backend).state.snapshots == [st["y"]]
 
 
@@ -294,10 +290,10 @@ def test_backup_that_reuses_data_a_prune_dropped_exits_13_via_cli(tmp_path: Path
 )
 def test_prune_never_deletes_a_running_backups_new_packs(kind: str, tmp_path: Path) -> None:
     backend = _make_backend(kind, tmp_path)
-    repo = new_repo(backend)
+    repo = new_repo(backend, pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     write(src / "one.bin", os.urandom(300_000))
-    do_backup(repo, {"src": src})
+    run_backup(repo, {"src": src}, forked=False)
     write(src / "one.bin", os.urandom(300_000))  # all new data: nothing reused
     fp = fingerprint(src)
     pruned: list[prune.PruneResult] = []
@@ -305,7 +301,7 @@ def test_prune_never_deletes_a_running_backups_new_packs(kind: str, tmp_path: Pa
     def prune_now() -> None:  # default grace: the backup's packs are someone's work in progress
         pruned.append(prune.prune(open_repo(backend), reporter=Reporter()))
 
-    res = do_backup(open_repo(HookBackend(backend, prune_now)), {"src": src})
+    res = run_backup(open_repo(HookBackend(backend, prune_now)), {"src": src}, forked=False)
     assert pruned and res.snapshot_id
     repo = open_repo(backend)
     result = check(repo, read_data=True, reporter=Reporter())
@@ -315,10 +311,10 @@ def test_prune_never_deletes_a_running_backups_new_packs(kind: str, tmp_path: Pa
 
 def test_hub_prune_racing_backup_keeps_staged_packs(hub_backend: Any, hub_repo: Any, tmp_path: Path) -> None:
     """On a Hub repo unindexed packs are deleted at once; a running backup's uploads are not listed yet."""
-    repo = new_repo(hub_backend, cache_dir=tmp_path / "cache")
+    repo = new_repo(hub_backend, cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     write(src / "one.bin", os.urandom(300_000))
-    do_backup(repo, {"src": src})
+    run_backup(repo, {"src": src}, forked=False)
     write(src / "one.bin", os.urandom(300_000))
     fp = fingerprint(src)
     pruned: list[prune.PruneResult] = []
@@ -327,7 +323,7 @@ def test_hub_prune_racing_backup_keeps_staged_packs(hub_backend: Any, hub_repo: 
     def prune_now() -> None:
         pruned.append(prune.prune(open_repo(other), reporter=Reporter()))
 
-    res = do_backup(open_repo(HookBackend(hub_backend, prune_now)), {"src": src})
+    res = run_backup(open_repo(HookBackend(hub_backend, prune_now)), {"src": src}, forked=False)
     assert pruned and res.snapshot_id
     repo = open_repo(hub_backend)
     result = check(repo, read_data=True, reporter=Reporter())

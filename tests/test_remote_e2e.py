@@ -1,8 +1,8 @@
 """End-to-end: backup → restore over every store, the Hub's commit budget, faults, races, kills.
 
-The Hub is the fake Hub API server of ``tests/hubserver`` (real ``huggingface_hub`` client, plain
+The Hub is the fake Hub API server of ``tests/support/hubserver`` (real ``huggingface_hub`` client, plain
 LFS); S3 is a real SeaweedFS on loopback. Both are started once per session by the fixtures in
-``tests/hub_fixtures.py`` and ``tests/s3_fixtures.py``. CLI runs are real subprocesses with a clean
+``tests/support/hub.py`` and ``tests/support/s3.py``. CLI runs are real subprocesses with a clean
 environment (``OPENCLAW_BACKUP_TEST_WEAK_KDF=1``).
 """
 
@@ -18,37 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from remote_helpers import (
-    PASSWORD,
-    agent_tree,
-    api_backup,
-    api_restore,
-    assert_check_ok,
-    cli_env,
-    cli_json,
-    cli_ok,
-    fingerprint,
-    fp_diff,
-    hub_env,
-    init_repo,
-    open_repo,
-    run_cli,
-    s3_env,
-    set_mtimes,
-    spawn_cli,
-    spawn_cli_on_go,
-    touch_change,
-    wait_for,
-)
 
 from openclaw_backup.backends import open_backend
 from openclaw_backup.errors import BackupError, QuotaError
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.repository import Repository
-from tests.hub_fixtures import TOKEN, HubRepo, HubServer
-from tests.s3_fixtures import S3Server
+from tests.support.backends import kinds
+from tests.support.cli import cli_env, cli_ok, hub_env, json_out, run_cli, s3_env, spawn_cli, spawn_cli_on_go, wait_for
+from tests.support.hub import TOKEN, HubRepo, HubServer
+from tests.support.legacy import LegacyRepo
+from tests.support.repos import PASSWORD, assert_check_ok, new_repo, open_repo, run_backup, run_restore
+from tests.support.s3 import S3Server
+from tests.support.trees import agent_tree, fingerprint, fp_diff, set_mtimes, touch_change, write_tree
 
 pytestmark = pytest.mark.timeout(120)
+PACK_SIZE = 512 * 1024  # a 3 MB file spans a few packs
 
 
 @pytest.fixture
@@ -74,15 +58,15 @@ def _s3_cli_env(server: S3Server, home: Path, **extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------- 1. round trips
 
 
-@pytest.mark.parametrize("kind", ["memory", "local", "hub", "s3"])
+@pytest.mark.parametrize("kind", kinds("memory", "local", "hub", "s3"))
 def test_api_roundtrip_byte_exact(
     kind: str, request: pytest.FixtureRequest, tree: tuple[Path, sqlite3.Connection], tmp_path: Path
 ) -> None:
     src, con = tree
     backend = request.getfixturevalue(f"{kind}_backend")
-    repo = init_repo(backend)
-    first_fp = fingerprint(src)
-    first = api_backup(repo, {"openclaw": src})
+    repo = new_repo(backend, pack_size=PACK_SIZE)
+    first_fp = fingerprint(src, sqlite=True)
+    first = run_backup(repo, {"openclaw": src}, forked=False)
     assert not first.unchanged and first.snapshot_id
 
     # a second snapshot: one file changed, one deleted, a row added to the live database
@@ -90,24 +74,24 @@ def test_api_roundtrip_byte_exact(
     (src / "workspace/deep/a/b/c/d/leaf.txt").unlink()
     con.execute("INSERT INTO chunks (text, emb) VALUES ('late', x'00')")
     set_mtimes(src, 1_700_000_100 * 10**9)
-    second_fp = fingerprint(src)
+    second_fp = fingerprint(src, sqlite=True)
     db = "memory/main.sqlite"
     assert first_fp[db][0] == "sqlite" and first_fp[db][-1] != second_fp[db][-1]  # the WAL row counts
-    second = api_backup(repo, {"openclaw": src})
+    second = run_backup(repo, {"openclaw": src}, forked=False)
     assert second.snapshot_id and second.parent_id == first.snapshot_id
 
     # read back through a freshly opened repository (nothing cached in memory or on disk)
     reader = repo if kind == "memory" else Repository.open(backend, password=PASSWORD)
     for sid, expected, name in ((first.snapshot_id, first_fp, "one"), (second.snapshot_id, second_fp, "two")):
         dest = tmp_path / "restored" / name
-        api_restore(reader, sid, {"openclaw": dest})
-        got = fingerprint(dest)
+        run_restore(reader, sid, {"openclaw": dest}, forked=False)
+        got = fingerprint(dest, sqlite=True)
         assert got == expected, fp_diff(expected, got)
-    assert "workspace/deep/a/b/c/d/leaf.txt" not in fingerprint(tmp_path / "restored" / "two")
+    assert "workspace/deep/a/b/c/d/leaf.txt" not in fingerprint(tmp_path / "restored" / "two", sqlite=True)
     assert_check_ok(reader)
 
 
-@pytest.mark.parametrize("kind", ["hub", "s3"])
+@pytest.mark.parametrize("kind", kinds("hub", "s3"))
 def test_cli_roundtrip_byte_exact(
     kind: str,
     request: pytest.FixtureRequest,
@@ -124,12 +108,12 @@ def test_cli_roundtrip_byte_exact(
         bucket = request.getfixturevalue("s3_shared_bucket")
         address = f"s3://{bucket}/{uuid.uuid4().hex[:12]}/cli"
         env = _s3_cli_env(s3, tmp_path / "home")
-    expected = fingerprint(src)
+    expected = fingerprint(src, sqlite=True)
     cli_ok(["--repo", address, "init"], env)
-    doc = cli_json(cli_ok(["--repo", address, "backup", "--source", str(src), "--host", "cli-host", "--json"], env))
+    doc = json_out(cli_ok(["--repo", address, "backup", "--source", str(src), "--host", "cli-host", "--json"], env))
     assert doc["snapshot"] and not doc["unchanged"]
     before = _commits(hub_repo) if kind == "hub" else 0
-    again = cli_json(cli_ok(["--repo", address, "backup", "--source", str(src), "--host", "cli-host", "--json"], env))
+    again = json_out(cli_ok(["--repo", address, "backup", "--source", str(src), "--host", "cli-host", "--json"], env))
     assert again["unchanged"] and again["snapshot"] is None
     if kind == "hub":
         assert _commits(hub_repo) == before, "an unchanged backup made a commit"
@@ -138,9 +122,9 @@ def test_cli_roundtrip_byte_exact(
     env2 = {**env, **{k: v for k, v in cli_env(tmp_path / "home2").items() if k in ("HOME", "XDG_CACHE_HOME")}}
     target = tmp_path / "target"
     cli_ok(["--repo", address, "restore", "latest", "--target", str(target)], env2)
-    got = fingerprint(target / "openclaw")
+    got = fingerprint(target / "openclaw", sqlite=True)
     assert got == expected, fp_diff(expected, got)
-    check = cli_json(cli_ok(["--repo", address, "check", "--read-data", "--json"], env2))
+    check = json_out(cli_ok(["--repo", address, "check", "--read-data", "--json"], env2))
     assert check["ok"] and check["snapshots"] == 1
 
 
@@ -158,12 +142,12 @@ def _small_tree(root: Path, files: int = 5) -> None:
 def _hub_repo_api(hub_repo: HubRepo, **options: Any) -> Repository:
     """Open the repository on the fake Hub through the product's composition (retries included)."""
     opts = {"retries": 5, **options}
-    return open_repo(hub_repo.address, hub_repo.server.options(**opts))
+    return open_repo(open_backend(hub_repo.address, hub_repo.server.options(**opts)))
 
 
 def _hub_init(hub_repo: HubRepo) -> Repository:
     backend = open_backend(hub_repo.address, hub_repo.server.options(create=True, retries=5))
-    return init_repo(backend)
+    return new_repo(backend, pack_size=PACK_SIZE)
 
 
 def test_hub_changed_backup_is_one_commit_unchanged_is_none(hub_repo: HubRepo, tmp_path: Path) -> None:
@@ -175,10 +159,10 @@ def test_hub_changed_backup_is_one_commit_unchanged_is_none(hub_repo: HubRepo, t
     for i in range(3):
         touch_change(src / "dir0/f0.txt", f"change {i}\n".encode())
         before = _commits(hub_repo)
-        res = api_backup(repo, {"src": src}, cache=FileCache(tmp_path / "files.db"))
+        res = run_backup(repo, {"src": src}, cache=FileCache(tmp_path / "files.db"), forked=False)
         assert res.snapshot_id and not res.unchanged
         assert _commits(hub_repo) == before + 1, "a changed backup must be exactly one commit"
-        res = api_backup(repo, {"src": src}, cache=cache)
+        res = run_backup(repo, {"src": src}, cache=cache, forked=False)
         assert res.unchanged
         assert _commits(hub_repo) == before + 1, "an unchanged backup must make no commit"
     assert len(_hub_repo_api(hub_repo).snapshots()) == 3
@@ -194,11 +178,11 @@ def test_hub_fifty_backups_fit_the_hourly_commit_quota(hub_repo: HubRepo, tmp_pa
             touch_change(src / f"dir{i % 2}/f{i % 5}.txt", f"backup {i}\n".encode() * 3)
             repo.refresh()  # as the supervisor does before each run
             try:
-                res = api_backup(repo, {"src": src})
+                res = run_backup(repo, {"src": src}, forked=False)
             except QuotaError as e:  # pragma: no cover - the failure this test is about
                 pytest.fail(f"backup {i} hit the commit quota: {e.message}")
             assert res.snapshot_id, f"backup {i} made no snapshot"
-        res = api_backup(repo, {"src": src})
+        res = run_backup(repo, {"src": src}, forked=False)
         assert res.unchanged
     finally:
         hub_repo.server.set_quota(hub_repo.key, None)
@@ -235,7 +219,7 @@ def test_hub_quota_429_surfaces_fast_as_exit_14(where: str, hub_repo: HubRepo, t
     assert len(_hub_repo_api(hub_repo).snapshots()) == 2
 
 
-# Faults of the fake Hub (tests/hubserver/model.py: Fault), each injected for one backup. A fault
+# Faults of the fake Hub (tests/support/hubserver/model.py: Fault), each injected for one backup. A fault
 # without status/drop/lose/delay is a no-op that only consumes matching requests: it lets the next
 # fault hit a later request (HEAD_UPLOAD skips every preupload of the backup but the head's).
 HEAD_UPLOAD = "head upload"
@@ -295,7 +279,7 @@ def test_hub_faults_never_duplicate_or_lose_a_snapshot(hub_repo: HubRepo, tmp_pa
     _hub_init(hub_repo)
     touch_change(src / "dir0/f0.txt", b"baseline\n")
     before = _requests(hub_repo, "preupload")
-    api_backup(_hub_repo_api(hub_repo), {"src": src})
+    run_backup(_hub_repo_api(hub_repo), {"src": src}, forked=False)
     preuploads = _requests(hub_repo, "preupload") - before  # packs, index, snapshot, then the head
     assert preuploads >= 2
     expected = 1
@@ -307,7 +291,7 @@ def test_hub_faults_never_duplicate_or_lose_a_snapshot(hub_repo: HubRepo, tmp_pa
             spec = {**fault, "count": preuploads - 1} if fault.get("count") == -1 else fault
             hub_repo.add_fault(**spec)
         try:
-            res = api_backup(_hub_repo_api(hub_repo), {"src": src})
+            res = run_backup(_hub_repo_api(hub_repo), {"src": src}, forked=False)
             assert res.snapshot_id
             expected += 1
             outcomes[label] = "ok"
@@ -319,7 +303,7 @@ def test_hub_faults_never_duplicate_or_lose_a_snapshot(hub_repo: HubRepo, tmp_pa
             # The failure was reported (its outcome may be unknown: the commit may have landed).
             # The next backup must capture this state exactly once: a new snapshot, or "unchanged"
             # when the failed one did land.
-            res = api_backup(_hub_repo_api(hub_repo), {"src": src})
+            res = run_backup(_hub_repo_api(hub_repo), {"src": src}, forked=False)
             assert res.snapshot_id or res.unchanged, label
             outcomes[label] += ", landed anyway" if res.unchanged else ", retried"
             expected += 1
@@ -333,9 +317,9 @@ def test_hub_faults_never_duplicate_or_lose_a_snapshot(hub_repo: HubRepo, tmp_pa
     # a restore rides out transient read errors too
     hub_repo.add_fault(kind="resolve", status=503, count=3)
     dest = tmp_path / "restored"
-    api_restore(_hub_repo_api(hub_repo), "latest", {"src": dest})
+    run_restore(_hub_repo_api(hub_repo), "latest", {"src": dest}, forked=False)
     hub_repo.server.clear_faults()
-    assert fingerprint(dest) == fingerprint(src)
+    assert fingerprint(dest, sqlite=True) == fingerprint(src, sqlite=True)
 
 
 def test_hub_commit_landing_after_the_timeout_is_not_duplicated(hub_repo: HubRepo, tmp_path: Path) -> None:
@@ -348,18 +332,18 @@ def test_hub_commit_landing_after_the_timeout_is_not_duplicated(hub_repo: HubRep
     touch_change(src / "dir1/f3.txt", b"late\n")
     hub_repo.add_fault(kind="commit", delay=2.5)
     try:
-        api_backup(_hub_repo_api(hub_repo, timeout=1.0), {"src": src})
+        run_backup(_hub_repo_api(hub_repo, timeout=1.0), {"src": src}, forked=False)
     except BackupError as e:
         assert e.exit_code in (13, 15), e
-    wait_for(lambda: _commits(hub_repo) >= 2, 10, "a commit to land")
+    wait_for(lambda: _commits(hub_repo) >= 2, 10, "a commit to land", every=0.02)
     time.sleep(3.0)  # the delayed commit finishes (lands or is refused) whatever happened above
-    res = api_backup(_hub_repo_api(hub_repo), {"src": src})
+    res = run_backup(_hub_repo_api(hub_repo), {"src": src}, forked=False)
     assert res.unchanged, "the late snapshot was not recognised: a duplicate was made"
     snaps = _hub_repo_api(hub_repo).snapshots()
     assert len(snaps) == 1 and _commits(hub_repo) <= 3
     dest = tmp_path / "restored"
-    api_restore(_hub_repo_api(hub_repo), "latest", {"src": dest})
-    assert fingerprint(dest) == fingerprint(src)
+    run_restore(_hub_repo_api(hub_repo), "latest", {"src": dest}, forked=False)
+    assert fingerprint(dest, sqlite=True) == fingerprint(src, sqlite=True)
 
 
 def test_hub_open_rides_out_one_transient_5xx(hub_repo: HubRepo, tmp_path: Path) -> None:
@@ -388,7 +372,7 @@ def test_hub_backup_rides_out_one_commit_5xx(hub_repo: HubRepo, tmp_path: Path) 
 ROUNDS = int(os.environ.get("E2E_RACE_ROUNDS", "5"))
 
 
-@pytest.mark.parametrize("kind", ["hub", "s3"])
+@pytest.mark.parametrize("kind", kinds("hub", "s3"))
 def test_two_backup_processes_race(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Two CLI backups of different trees (different --host) start together against one repo, five
     times: each time both snapshots land, or one reports a conflict (exit 13); all restore exactly."""
@@ -401,7 +385,7 @@ def test_two_backup_processes_race(kind: str, request: pytest.FixtureRequest, tm
         s3: S3Server = request.getfixturevalue("s3_server")
         address = f"s3://{request.getfixturevalue('s3_shared_bucket')}/{uuid.uuid4().hex[:12]}/race"
         make_env = lambda home: _s3_cli_env(s3, home)  # noqa: E731
-        reader = lambda: open_repo(address, s3.options(retries=5))  # noqa: E731
+        reader = lambda: open_repo(open_backend(address, s3.options(retries=5)))  # noqa: E731
     cli_ok(["--repo", address, "init"], make_env(tmp_path / "home-init"))
     hosts = {"host-a": tmp_path / "a" / "openclaw", "host-b": tmp_path / "b" / "openclaw"}
     cons = [agent_tree(src, seed=host, big=256 * 1024) for host, src in hosts.items()]
@@ -413,7 +397,7 @@ def test_two_backup_processes_race(kind: str, request: pytest.FixtureRequest, tm
             expected = {}
             for host, src in hosts.items():
                 touch_change(src / "agents/main/sessions/s1.jsonl", f"round {r} of {host}\n".encode() * 20)
-                expected[host] = fingerprint(src)
+                expected[host] = fingerprint(src, sqlite=True)
             go = tmp_path / f"go-{r}"
             procs = {
                 host: spawn_cli_on_go(
@@ -424,7 +408,8 @@ def test_two_backup_processes_race(kind: str, request: pytest.FixtureRequest, tm
                 )
                 for host, src in hosts.items()
             }
-            wait_for(lambda r=r: all((tmp_path / f"ready-{r}-{h}").exists() for h in hosts), 60, "both launchers")
+            ready = lambda r=r: all((tmp_path / f"ready-{r}-{h}").exists() for h in hosts)  # noqa: E731
+            wait_for(ready, 60, "both launchers", every=0.02)
             go.touch()
             results = {host: (p.wait(timeout=90), *p.communicate()) for host, p in procs.items()}
             ok = {h for h, (rc, _, _) in results.items() if rc == 0}
@@ -441,8 +426,8 @@ def test_two_backup_processes_race(kind: str, request: pytest.FixtureRequest, tm
             assert sorted(s.host for s in new) == sorted(ok), f"round {r}: new snapshots {new}, successes {ok}"
             for snap in new:
                 dest = tmp_path / "restored" / f"{r}-{snap.host}"
-                api_restore(repo, snap.id, {"openclaw": dest})
-                got = fingerprint(dest)
+                run_restore(repo, snap.id, {"openclaw": dest}, forked=False)
+                got = fingerprint(dest, sqlite=True)
                 assert got == expected[snap.host], fp_diff(expected[snap.host], got)
                 known.add(snap.id)
     finally:
@@ -469,18 +454,19 @@ def test_hub_backup_killed_mid_publication(during: str, hub_repo: HubRepo, tmp_p
     try:
         env = _hub_cli_env(hub_repo.server, tmp_path / "home")
         cli_ok(["--repo", hub_repo.address, "init"], env)
-        first_fp = fingerprint(src)
+        first_fp = fingerprint(src, sqlite=True)
         cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src)], env)
 
         for i in range(4):  # a few MB of new data
             (src / f"media/new{i}.bin").write_bytes(os.urandom(1024 * 1024))
         set_mtimes(src, 1_700_000_200 * 10**9)
-        second_fp = fingerprint(src)
+        second_fp = fingerprint(src, sqlite=True)
         seen = _requests(hub_repo, during)
         hub_repo.add_fault(kind=during, delay=2.0, count=1000)
         proc = spawn_cli(["--repo", hub_repo.address, "backup", "--source", str(src)], env)
         try:
-            wait_for(lambda: _requests(hub_repo, during) > seen or proc.poll() is not None, 60, f"a {during}")
+            seen_or_done = lambda: _requests(hub_repo, during) > seen or proc.poll() is not None  # noqa: E731
+            wait_for(seen_or_done, 60, f"a {during}", every=0.02)
             assert proc.poll() is None, f"the backup ended before it could be killed: {proc.communicate()}"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
@@ -498,20 +484,20 @@ def test_hub_backup_killed_mid_publication(during: str, hub_repo: HubRepo, tmp_p
         assert_check_ok(repo)
         for snap, expected in zip(snaps, (first_fp, second_fp), strict=False):
             dest = tmp_path / "restored" / snap.id[:8]
-            api_restore(repo, snap.id, {"openclaw": dest})
-            assert fingerprint(dest) == expected, fp_diff(expected, fingerprint(dest))
+            run_restore(repo, snap.id, {"openclaw": dest}, forked=False)
+            assert fingerprint(dest, sqlite=True) == expected, fp_diff(expected, fingerprint(dest, sqlite=True))
 
         # the next backup (same cache, as after a container restart with a persistent disk) works
-        res = cli_json(cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src), "--json"], env))
+        res = json_out(cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src), "--json"], env))
         assert res["unchanged"] == landed
         touch_change(src / "openclaw.json", b'{"after": "the kill"}')
-        third_fp = fingerprint(src)
+        third_fp = fingerprint(src, sqlite=True)
         cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src)], env)
         repo = _hub_repo_api(hub_repo)
         assert len(repo.snapshots()) == len(snaps) + (1 if landed else 2)
         dest = tmp_path / "restored" / "latest"
-        api_restore(repo, "latest", {"openclaw": dest})
-        assert fingerprint(dest) == third_fp, fp_diff(third_fp, fingerprint(dest))
+        run_restore(repo, "latest", {"openclaw": dest}, forked=False)
+        assert fingerprint(dest, sqlite=True) == third_fp, fp_diff(third_fp, fingerprint(dest, sqlite=True))
         assert_check_ok(repo)
     finally:
         con.close()
@@ -532,7 +518,6 @@ def _hub_file(hub_repo: HubRepo, path: str) -> bytes:
 
 def test_hub_legacy_files_survive_backups_forget_prune_and_squash(hub_repo: HubRepo, tmp_path: Path) -> None:
     from huggingface_hub import CommitOperationAdd
-    from legacy_fixtures import LegacyRepo, write_tree
 
     # the legacy script's repository: archives, their .meta.json, latest-backup.json at the root
     legacy_src = tmp_path / "legacy-src"
@@ -561,7 +546,7 @@ def test_hub_legacy_files_survive_backups_forget_prune_and_squash(hub_repo: HubR
         touch_change(src / "dir1/f1.txt", os.urandom(64 * 1024) + str(i).encode())
         cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src)], env)
     cli_ok(["--repo", hub_repo.address, "forget", "--keep-last", "1"], env)
-    pruned = cli_json(cli_ok(["--repo", hub_repo.address, "prune", "--squash", "--max-unused", "0%", "--json"], env))
+    pruned = json_out(cli_ok(["--repo", hub_repo.address, "prune", "--squash", "--max-unused", "0%", "--json"], env))
     assert pruned["squashed"] and pruned["packs_deleted"] + pruned["packs_repacked"] >= 2, pruned
 
     st = hub_repo.stats()
@@ -575,6 +560,6 @@ def test_hub_legacy_files_survive_backups_forget_prune_and_squash(hub_repo: HubR
     snaps = _hub_repo_api(hub_repo).snapshots()
     assert len(snaps) == 1
     dest = tmp_path / "restored"
-    api_restore(_hub_repo_api(hub_repo), "latest", {"src": dest})
-    assert fingerprint(dest) == fingerprint(src)
+    run_restore(_hub_repo_api(hub_repo), "latest", {"src": dest}, forked=False)
+    assert fingerprint(dest, sqlite=True) == fingerprint(src, sqlite=True)
     assert_check_ok(_hub_repo_api(hub_repo))

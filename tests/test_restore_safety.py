@@ -11,19 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.engine_helpers import cli_env, fingerprint, write
-from tests.servers import cli_command
-
-
-def _cli(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cli_command(), *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False, **kw)  # type: ignore[call-overload]  # fmt: skip
-
-
-def _ok(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    proc = _cli(args, env, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+from tests.support.cli import cli_command, cli_env, cli_ok, run_cli
+from tests.support.trees import fingerprint, write
 
 
 def _setup(tmp: Path) -> tuple[dict[str, str], Path]:
@@ -33,8 +22,8 @@ def _setup(tmp: Path) -> tuple[dict[str, str], Path]:
     write(state / "workspace" / "todo.md", b"- a\n")
     write(state / "workspace" / "data.txt", b"data\n")
     env = cli_env(tmp, OPENCLAW_STATE_DIR=str(state), OPENCLAW_BACKUP_REPOSITORY=str(tmp / "repo"))
-    _ok(["init"], env)
-    _ok(["backup"], env)
+    cli_ok(["init"], env)
+    cli_ok(["backup"], env)
     return env, state
 
 
@@ -42,7 +31,7 @@ def test_unsaved_work_survives_a_restore_in_place_and_the_printed_undo_brings_it
     env, state = _setup(tmp_path)
     write(state / "workspace" / "written-after-the-backup.md", b"precious\n")
     before = fingerprint(state)
-    proc = _ok(["restore"], env)
+    proc = cli_ok(["restore"], env)
     assert not (state / "workspace" / "written-after-the-backup.md").exists()  # the state is the snapshot
     undo = [ln.strip().removeprefix("to undo: ") for ln in proc.stdout.splitlines() if "to undo:" in ln]
     assert len(undo) == 1, proc.stdout
@@ -65,7 +54,9 @@ def test_a_terminal_is_asked_before_replacing_state(tmp_path: Path) -> None:
         os.close(slave)
     assert proc.returncode == 2 and "cancelled" in err, (out, err)
     assert fingerprint(state) == before
-    assert [p.name for p in state.parent.iterdir()] == [".openclaw"], "something was kept or staged"
+    assert sorted(p.name for p in state.parent.iterdir()) == [".openclaw", ".openclaw.openclaw-backup.json"], (
+        "something was kept or staged"
+    )
 
 
 def test_restore_into_an_existing_target_deletes_nothing_unless_asked(tmp_path: Path) -> None:
@@ -73,11 +64,11 @@ def test_restore_into_an_existing_target_deletes_nothing_unless_asked(tmp_path: 
     target = tmp_path / "target"
     write(target / "openclaw-state" / "mine.txt", b"was already here\n")
     write(target / "openclaw-state" / "workspace" / "notes.md", b"an older notes file\n")
-    proc = _ok(["restore", "--target", str(target)], env)
+    proc = cli_ok(["restore", "--target", str(target)], env)
     assert (target / "openclaw-state" / "mine.txt").read_bytes() == b"was already here\n"
     assert (target / "openclaw-state" / "workspace" / "notes.md").read_bytes() == b"# notes\n"
     assert "left in place 1 entries" in proc.stdout
-    doc = json.loads(_ok(["--json", "restore", "--target", str(target), "--delete"], env).stdout)
+    doc = json.loads(cli_ok(["--json", "restore", "--target", str(target), "--delete"], env).stdout)
     assert not (target / "openclaw-state" / "mine.txt").exists()
     kept = Path(next(iter(doc["kept"].values())))
     assert (kept / "mine.txt").read_bytes() == b"was already here\n", "--delete lost what it removed"
@@ -89,29 +80,29 @@ def test_dry_run_lists_what_would_change_and_changes_nothing(tmp_path: Path) -> 
     write(state / "extra.md", b"new\n")
     (state / "workspace" / "todo.md").unlink()
     before = fingerprint(state)
-    doc = json.loads(_ok(["--json", "restore", "--dry-run"], env).stdout)
+    doc = json.loads(cli_ok(["--json", "restore", "--dry-run"], env).stdout)
     assert doc["dry_run"] is True
     assert doc["create"] == [str(state / "workspace" / "todo.md")]
     assert doc["replace"] == [str(state / "workspace" / "notes.md")]
     assert doc["remove"] == [str(state / "extra.md")]
     assert fingerprint(state) == before
-    assert [p.name for p in state.parent.iterdir()] == [".openclaw"]
+    assert sorted(p.name for p in state.parent.iterdir()) == [".openclaw", ".openclaw.openclaw-backup.json"]
 
 
 def test_a_one_off_source_backup_never_becomes_the_agents_latest(tmp_path: Path) -> None:
     env, state = _setup(tmp_path)
-    _ok(["backup", "--source", str(state / "workspace"), "--exclude", "*.md", "--tag", "one-off"], env)
+    cli_ok(["backup", "--source", str(state / "workspace"), "--exclude", "*.md", "--tag", "one-off"], env)
     write(state / "workspace" / "notes.md", b"# notes, edited after\n")
-    _ok(["restore", "--yes"], env)
+    cli_ok(["restore", "--yes"], env)
     assert (state / "workspace" / "notes.md").read_bytes() == b"# notes\n"
     assert (state / "workspace" / "todo.md").read_bytes() == b"- a\n", "a .md file was deleted"
-    listed = json.loads(_ok(["--json", "snapshots"], env).stdout)["snapshots"]
+    listed = json.loads(cli_ok(["--json", "snapshots"], env).stdout)["snapshots"]
     groups = {row["group"] for row in listed}
     assert len(listed) == 2 and len(groups) == 2
-    tagged = json.loads(_ok(["--json", "snapshots", "--tag", "one-off"], env).stdout)["snapshots"]
+    tagged = json.loads(cli_ok(["--json", "snapshots", "--tag", "one-off"], env).stdout)["snapshots"]
     assert [row["roots"] for row in tagged] == [{"workspace": {"path": str(state / "workspace"), "type": "dir"}}]
     agent_group = next(g for g in groups if "openclaw-state" in g)
-    only = json.loads(_ok(["--json", "snapshots", "--group", agent_group], env).stdout)["snapshots"]
+    only = json.loads(cli_ok(["--json", "snapshots", "--group", agent_group], env).stdout)["snapshots"]
     assert len(only) == 1 and "openclaw-state" in only[0]["roots"]
 
 
@@ -119,13 +110,13 @@ def test_state_from_a_newer_openclaw_is_not_restored_onto_an_older_one_without_a
     env, state = _setup(tmp_path)  # backed up with OPENCLAW_VERSION unset: version unknown
     newer = dict(env, OPENCLAW_VERSION="2026.9.6")
     write(state / "workspace" / "notes.md", b"# notes v2\n")
-    _ok(["backup"], newer)
+    cli_ok(["backup"], newer)
     older = dict(env, OPENCLAW_VERSION="2026.1.1")
-    proc = _ok(["restore", "--yes"], older)
+    proc = cli_ok(["restore", "--yes"], older)
     assert "newer than the installed 2026.1.1" in proc.stderr, proc.stderr
     # the supervisor's automatic restore picks the newest snapshot the installed OpenClaw can read
     shutil.rmtree(state)
-    proc = _cli(["run", "--restore", "force", "--grace", "5", "--", "true"], older, stdin=subprocess.DEVNULL)
+    proc = run_cli(["run", "--restore", "force", "--grace", "5", "--", "true"], older)
     assert "skipping 1 newer snapshot" in proc.stderr, proc.stderr
     assert (state / "workspace" / "notes.md").read_bytes() == b"# notes\n"
 
@@ -134,11 +125,33 @@ def test_a_drastic_shrink_warns_and_retention_keeps_the_snapshot_before_it(tmp_p
     env, state = _setup(tmp_path)
     for i in range(20):
         write(state / "memory" / f"m{i}.md", b"memory %d\n" % i)
-    _ok(["backup"], env)
-    full = json.loads(_ok(["--json", "snapshots"], env).stdout)["snapshots"][-1]["id"]
+    cli_ok(["backup"], env)
+    full = json.loads(cli_ok(["--json", "snapshots"], env).stdout)["snapshots"][-1]["id"]
     shutil.rmtree(state / "memory")  # most files gone: a wiped or skeleton state
-    proc = _cli(["backup"], env, stdin=subprocess.DEVNULL)
+    proc = run_cli(["backup"], env)
     assert proc.returncode == 3 and "shrank drastically" in proc.stderr and full[:8] in proc.stderr
-    _ok(["forget", "--keep-last", "1"], env)
-    left = [row["id"] for row in json.loads(_ok(["--json", "snapshots"], env).stdout)["snapshots"]]
+    cli_ok(["forget", "--keep-last", "1"], env)
+    left = [row["id"] for row in json.loads(cli_ok(["--json", "snapshots"], env).stdout)["snapshots"]]
     assert full in left and len(left) == 2, "the snapshot before the shrink was forgotten"
+
+
+def test_a_skeleton_state_does_not_stop_restore_if_missing_but_real_state_does(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    marker = state.with_name(".openclaw.openclaw-backup.json")
+    assert marker.exists(), "backup did not mark the state"
+    for i in range(6):
+        write(state / "memory" / f"m{i}.md", b"memory %d\n" % i)
+    cli_ok(["backup"], env)
+    # a new container: the image ships a default openclaw.json, and no marker
+    shutil.rmtree(state)
+    marker.unlink()
+    write(state / "openclaw.json", b'{"default": true}')
+    proc = run_cli(["run", "--grace", "5", "--", "true"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert (state / "memory" / "m5.md").exists() and (state / "openclaw.json").read_bytes() == b'{"v": 1}'
+    assert marker.exists()
+    # the restored (marked) state is not restored over, even when it is small
+    shutil.rmtree(state / "memory")
+    write(state / "workspace" / "new.md", b"new\n")
+    proc = run_cli(["run", "--grace", "5", "--", "true"], env)
+    assert "not restoring over it" in proc.stderr and (state / "workspace" / "new.md").exists(), proc.stderr

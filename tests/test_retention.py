@@ -16,21 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retention_helpers import (
-    HOST,
-    PASSWORD,
-    do_backup,
-    fingerprint,
-    fp_diff,
-    json_of,
-    main_cli,
-    needed_bytes,
-    new_repo,
-    open_repo,
-    restore_to,
-    stored_bytes,
-    write,
-)
 
 from openclaw_backup import codec, prune
 from openclaw_backup.backends.base import Backend
@@ -45,6 +30,19 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository, walk
 from openclaw_backup.retention import DEFAULT_POLICY, Policy, apply_policy, parse_duration
 from openclaw_backup.snapshot import Snapshot
+from tests.support.cli import json_out, main_cli
+from tests.support.repos import (
+    HOST,
+    PASSWORD,
+    RETENTION_PACK_SIZE,
+    needed_bytes,
+    new_repo,
+    open_repo,
+    restore_all,
+    run_backup,
+    stored_bytes,
+)
+from tests.support.trees import fingerprint, fp_diff, write
 
 OLD_NS = 1_600_000_000 * 10**9  # an mtime far outside the file cache's racy window
 
@@ -208,11 +206,11 @@ def cli_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Repositor
     """A local repository with 6 snapshots an hour apart (oldest first), and the CLI pointed at it."""
     src = tmp_path / "src"
     write(src / "f.txt", b"hello")
-    repo = new_repo(LocalBackend(tmp_path / "repo"))
+    repo = new_repo(LocalBackend(tmp_path / "repo"), pack_size=RETENTION_PACK_SIZE)
     ids = []
     for i in range(6):
         write(src / "n.txt", str(i).encode())
-        res = do_backup(repo, {"src": src}, when=T0 + timedelta(hours=i))
+        res = run_backup(repo, {"src": src}, time=T0 + timedelta(hours=i), forked=False)
         assert res.snapshot_id
         ids.append(res.snapshot_id)
     monkeypatch.setenv("OPENCLAW_BACKUP_REPOSITORY", str(tmp_path / "repo"))
@@ -231,7 +229,7 @@ def test_forget_dry_run_changes_nothing(cli_repo: tuple[Repository, Path, list[s
     before = _repo_files(root)
     code, out, err = main_cli(["forget", "--keep-last", "2", "--dry-run", "--json"])
     assert code == 0, err
-    doc = json_of(out)
+    doc = json_out(out)
     assert doc["dry_run"] is True
     assert sorted(f["id"] for f in doc["forget"]) == sorted(ids[:4])
     assert {k["id"]: k["reasons"] for k in doc["keep"]} == {ids[4]: ["last"], ids[5]: ["last"]}
@@ -248,7 +246,7 @@ def test_forget_keep_count_env_means_keep_last(
     monkeypatch.setenv("OPENCLAW_BACKUP_KEEP_COUNT", "3")
     code, out, err = main_cli(["forget", "--json"])
     assert code == 0, err
-    assert json_of(out)["policy"] == "last=3"
+    assert json_out(out)["policy"] == "last=3"
     repo.refresh()
     assert sorted(repo.state.snapshots) == sorted(ids[3:])
     # explicit flags win over the legacy variable
@@ -272,7 +270,7 @@ def test_keep_count_means_the_same_to_forget_and_to_the_supervisor(
     account = Service(Settings(dict(os.environ)), reporter=Reporter()).maintain()
     if value.strip() in ("3",):
         assert code == 0, err
-        assert json_of(out)["policy"] == "last=3"
+        assert json_out(out)["policy"] == "last=3"
         assert "(last=3)" in account
     else:
         assert code == UsageError.exit_code and "no keep policy given" in err
@@ -293,7 +291,7 @@ def test_forget_prune_cli_removes_forgotten_snapshot_files(cli_repo: tuple[Repos
     _repo, root, ids = cli_repo
     code, out, err = main_cli(["forget", "--keep-within", "2h", "--prune", "--json"])
     assert code == 0, err
-    doc = json_of(out)
+    doc = json_out(out)
     assert sorted(f["id"] for f in doc["forget"]) == sorted(ids[:3]) and "prune" in doc
     assert sorted(p.name for p in (root / "snapshots").iterdir()) == sorted(ids[3:])
 
@@ -318,7 +316,7 @@ def _space_run(repo: Repository, src: Path, tmp: Path, *, n: int, every: int, ke
     cache = FileCache(tmp / "files.db")
     for i in range(n):
         _change(src, i)
-        res = do_backup(repo, {"state": src}, cache=cache, scratch=tmp)
+        res = run_backup(repo, {"state": src}, cache=cache, scratch=tmp, forked=False)
         assert res.snapshot_id, "every backup of a changed tree makes a snapshot"
         if (i + 1) % every == 0:
             prune.forget(repo, Policy(keep_last=keep))
@@ -332,7 +330,7 @@ HUB_SPACE_BACKUPS = 60  # 200 take ~36 s on the fake Hub (ratio 19 before squash
 @pytest.mark.parametrize("kind", ["memory", "local"])
 def test_space_stays_within_1_3x_of_what_kept_snapshots_need(kind: str, tmp_path: Path) -> None:
     backend: Backend = MemoryBackend() if kind == "memory" else LocalBackend(tmp_path / "repo")
-    repo = new_repo(backend, cache_dir=tmp_path / "cache")
+    repo = new_repo(backend, cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     _changing_tree(src)
     t = time.monotonic()
@@ -352,7 +350,7 @@ def test_space_stays_within_1_3x_of_what_kept_snapshots_need(kind: str, tmp_path
 
 
 def test_space_on_the_hub_needs_a_squash(hub_backend: Any, hub_repo: Any, tmp_path: Path) -> None:
-    repo = new_repo(hub_backend, cache_dir=tmp_path / "cache")
+    repo = new_repo(hub_backend, cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     _changing_tree(src)
     n = HUB_SPACE_BACKUPS
@@ -381,7 +379,7 @@ def test_space_on_the_hub_needs_a_squash(hub_backend: Any, hub_repo: Any, tmp_pa
 
 def test_hub_prune_squashes_by_itself_when_deleted_bytes_pile_up(hub_backend: Any, hub_repo: Any, tmp_path: Path
                                                                  ) -> None:  # fmt: skip
-    repo = new_repo(hub_backend, cache_dir=tmp_path / "cache")
+    repo = new_repo(hub_backend, cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     _changing_tree(src)
     _space_run(repo, src, tmp_path, n=8, every=100, keep=1, squash=None)
@@ -407,11 +405,11 @@ def two_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     for i in range(8):  # enough packs for subsets to mean something
         write(src / f"many/m{i}.bin", os.urandom(200_000))
     cache = tmp_path / "cache"
-    repo = new_repo(LocalBackend(tmp_path / "repo"), cache_dir=cache)
-    s1 = do_backup(repo, {"src": src}).snapshot_id
+    repo = new_repo(LocalBackend(tmp_path / "repo"), cache_dir=cache, pack_size=RETENTION_PACK_SIZE)
+    s1 = run_backup(repo, {"src": src}, forked=False).snapshot_id
     fp1 = fingerprint(src)
     write(src / "b.bin", os.urandom(300_000))
-    s2 = do_backup(repo, {"src": src}).snapshot_id
+    s2 = run_backup(repo, {"src": src}, forked=False).snapshot_id
     fp2 = fingerprint(src)
     monkeypatch.setenv("OPENCLAW_BACKUP_REPOSITORY", str(tmp_path / "repo"))
     monkeypatch.setenv("OPENCLAW_BACKUP_PASSWORD", PASSWORD)
@@ -448,7 +446,7 @@ def test_check_read_data_names_damaged_snapshots_and_paths(two_snapshots: dict[s
     assert code == 0
     code, out, _ = main_cli(["check", "--read-data", "--json"])
     assert code == 4
-    doc = json_of(out)
+    doc = json_out(out)
     assert doc["ok"] is False
     assert doc["damaged_snapshots"] == {s1: ["src/a.bin"], s2: ["src/a.bin"]}
     assert any(pack[:16] in p for p in doc["problems"])
@@ -465,16 +463,16 @@ def test_check_read_data_subsets(two_snapshots: dict[str, Any]) -> None:
     results = {}
     for spec in ("1/2", "2/2"):
         code, out, _ = main_cli(["check", "--read-data-subset", spec, "--json"])
-        results[spec] = (code, json_of(out))
+        results[spec] = (code, json_out(out))
     assert results["1/2"][1]["packs_read"] + results["2/2"][1]["packs_read"] == packs
     damaged_in = f"{int(pack[:8], 16) % 2 + 1}/2"
     other = "2/2" if damaged_in == "1/2" else "1/2"
     assert results[damaged_in][0] == 4 and results[damaged_in][1]["damaged_snapshots"] == {ts["s2"]: ["src/b.bin"]}
     assert results[other][0] == 0
     code, out, _ = main_cli(["check", "--read-data-subset", "50%", "--json"])
-    assert code in (0, 4) and json_of(out)["packs_read"] == round(packs / 2)
+    assert code in (0, 4) and json_out(out)["packs_read"] == round(packs / 2)
     code, out, _ = main_cli(["check", "--read-data-subset", "100%", "--json"])
-    assert code == 4 and json_of(out)["packs_read"] == packs
+    assert code == 4 and json_out(out)["packs_read"] == packs
     for bad in ("0/2", "3/2", "0%", "150%", "x"):
         code, _, _ = main_cli(["check", "--read-data-subset", bad])
         assert code == 2, bad
@@ -489,10 +487,10 @@ def test_repair_index_after_index_files_and_cache_are_lost(two_snapshots: dict[s
         p.unlink()
     shutil.rmtree(ts["cache"])
     code, out, _ = main_cli(["check", "--json"])
-    assert code == 4 and any(p.startswith("index:") for p in json_of(out)["problems"])
+    assert code == 4 and any(p.startswith("index:") for p in json_out(out)["problems"])
     code, out, err = main_cli(["repair", "index", "--json"])
     assert code == 0, err
-    doc = json_of(out)
+    doc = json_out(out)
     assert doc["damaged_packs"] == [] and doc["packs_indexed"] == len(_packs_of(root))
     code, out, err = main_cli(["check", "--read-data", "--json"])
     assert code == 0, out + err
@@ -512,7 +510,7 @@ def _data_bytes(root: Path) -> int:
 
 def test_prune_keeps_what_kept_snapshots_need_and_frees_the_rest(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache")
+    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     write(src / "shared.bin", os.urandom(400_000), mtime_ns=OLD_NS)
     (src / "empty").mkdir()
@@ -522,7 +520,7 @@ def test_prune_keeps_what_kept_snapshots_need_and_frees_the_rest(tmp_path: Path)
     for i in range(6):
         write(src / "unique.bin", os.urandom(500_000))
         write(src / f"log/{i}.txt", f"entry {i}\n".encode() * 100)
-        res = do_backup(repo, {"src": src}, tags=["keep"] if i == 0 else [])
+        res = run_backup(repo, {"src": src}, tags=["keep"] if i == 0 else [], forked=False)
         assert res.snapshot_id
         ids.append(res.snapshot_id)
         fps[res.snapshot_id] = fingerprint(src)
@@ -542,7 +540,7 @@ def test_prune_keeps_what_kept_snapshots_need_and_frees_the_rest(tmp_path: Path)
     fresh = open_repo(LocalBackend(root))
     for sid in (ids[0], ids[4], ids[5]):
         target = tmp_path / f"r-{sid[:8]}"
-        restore_to(fresh, sid, target)
+        restore_all(fresh, sid, target)
         assert fingerprint(target / "src") == fps[sid], fp_diff(fingerprint(target / "src"), fps[sid])
     # a second prune finds nothing to do
     again = prune.prune(repo, reporter=Reporter())
@@ -555,17 +553,17 @@ def _packs_of(root: Path) -> set[str]:
 
 def test_prune_repacks_a_pack_that_is_mostly_garbage(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache")
+    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     for i in range(12):
         write(src / f"d/f{i:02d}.bin", os.urandom(15_000))
-    do_backup(repo, {"src": src})
+    run_backup(repo, {"src": src}, forked=False)
     keep_blob = _blob_of(repo, repo.state.snapshots[0], "src/d/f00.bin")
     old_pack = repo.index[keep_blob].pack
     assert sum(1 for r in repo.index.values() if r.pack == old_pack) >= 12  # all files share one pack
     for i in range(1, 12):
         (src / f"d/f{i:02d}.bin").unlink()
-    s2 = do_backup(repo, {"src": src}).snapshot_id
+    s2 = run_backup(repo, {"src": src}, forked=False).snapshot_id
     assert s2
     fp2 = fingerprint(src)
     first = repo.state.snapshots[0]
@@ -581,7 +579,7 @@ def test_prune_repacks_a_pack_that_is_mostly_garbage(tmp_path: Path) -> None:
     assert bytes_before - _data_bytes(root) >= 10 * 15_000
     assert check(repo, read_data=True, reporter=Reporter()).ok
     target = tmp_path / "restored"
-    restore_to(open_repo(LocalBackend(root)), s2, target)
+    restore_all(open_repo(LocalBackend(root)), s2, target)
     assert fingerprint(target / "src") == fp2
 
 
@@ -596,9 +594,9 @@ def _stray_pack(repo: Repository) -> str:
 
 def test_unindexed_pack_survives_within_the_grace_period(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache")
+    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     write(tmp_path / "src/x", b"x" * 1000)
-    do_backup(repo, {"src": tmp_path / "src"})
+    run_backup(repo, {"src": tmp_path / "src"}, forked=False)
     stray = _stray_pack(repo)
     for _ in range(2):
         res = prune.prune(repo, reporter=Reporter(), unindexed_grace=3600)
@@ -619,9 +617,9 @@ def test_unindexed_pack_survives_within_the_grace_period(tmp_path: Path) -> None
 
 def test_unindexed_pack_deleted_at_once_with_zero_grace(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache")
+    repo = new_repo(LocalBackend(root), cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     write(tmp_path / "src/x", b"x" * 1000)
-    do_backup(repo, {"src": tmp_path / "src"})
+    run_backup(repo, {"src": tmp_path / "src"}, forked=False)
     stray = _stray_pack(repo)
     stray_bytes = (root / pack_name(stray)).stat().st_size
     before = stored_bytes(repo.backend)
@@ -647,15 +645,15 @@ def _pack_garbage(repo: Repository, live: set[bytes]) -> dict[str, float]:
 
 
 def test_kept_packs_garbage_never_exceeds_max_unused_across_prunes(tmp_path: Path) -> None:
-    repo = new_repo(LocalBackend(tmp_path / "repo"), cache_dir=tmp_path / "cache")
+    repo = new_repo(LocalBackend(tmp_path / "repo"), cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     src = tmp_path / "src"
     for i in range(20):
         write(src / f"d/f{i:02d}.bin", os.urandom(10_000))
-    do_backup(repo, {"src": src})
+    run_backup(repo, {"src": src}, forked=False)
     worst = 0.0
     for i in range(19, 0, -1):  # remove one file per round; each round's new garbage is < 10% of what is indexed
         (src / f"d/f{i:02d}.bin").unlink()
-        do_backup(repo, {"src": src})
+        run_backup(repo, {"src": src}, forked=False)
         prune.forget(repo, Policy(keep_last=1))
         prune.prune(repo, reporter=Reporter(), max_unused=0.1)
         repo.refresh()
@@ -669,9 +667,9 @@ def test_kept_packs_garbage_never_exceeds_max_unused_across_prunes(tmp_path: Pat
 def test_prune_removes_stale_temporaries_of_killed_writes(tmp_path: Path) -> None:
     """A write killed between its temp file and its rename leaves ``.tmp-*``; prune removes old ones."""
     backend = LocalBackend(tmp_path / "repo")
-    repo = new_repo(backend, cache_dir=tmp_path / "cache")
+    repo = new_repo(backend, cache_dir=tmp_path / "cache", pack_size=RETENTION_PACK_SIZE)
     write(tmp_path / "src/a.txt", b"a")
-    do_backup(repo, {"src": tmp_path / "src"})
+    run_backup(repo, {"src": tmp_path / "src"}, forked=False)
     stale = tmp_path / "repo/data/ab/.tmp-0123456789abcdef"
     fresh = tmp_path / "repo/data/ab/.tmp-fedcba9876543210"
     stale.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""S3-specific behaviour beyond the contract suite, against the real SeaweedFS of ``tests.s3_fixtures``."""
+"""S3-specific behaviour beyond the contract suite, against the real SeaweedFS of ``tests.support.s3``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from openclaw_backup.errors import (
     StoreError,
     UsageError,
 )
-from tests.s3_fixtures import S3Server
+from tests.support.s3 import S3Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

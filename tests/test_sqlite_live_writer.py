@@ -19,9 +19,10 @@ from pathlib import Path
 
 import apsw
 
-from tests import nodejs
-from tests.engine_helpers import cli_env, cli_json, run_cli, write
-from tests.servers import stop_process
+from tests.support import nodejs
+from tests.support.cli import cli_env, json_out, run_cli
+from tests.support.processes import stop_process
+from tests.support.trees import write
 
 ROW_BYTES = 600  # x is 600 ASCII characters; the CHECK allows fewer than 1000 bytes
 BULK_ROWS = 12_000  # ~8 MB checkpointed into the main file: thousands of pages
@@ -120,7 +121,7 @@ def test_backup_while_a_newer_sqlite_commits_into_its_wal(tmp_path: Path) -> Non
         proc = run_cli(["backup", "--json"], env, timeout=180)
         committed_after = _committed(status)
         assert proc.returncode == 0, f"backup exited {proc.returncode}:\n{proc.stderr}"
-        doc = cli_json(proc)
+        doc = json_out(proc)
         assert doc["warnings"] == [], doc["warnings"]
         assert "plain file" not in proc.stderr and "raw set" not in proc.stderr, proc.stderr
         assert doc["stats"]["sqlite_captured"] == 1, doc["stats"]
@@ -135,7 +136,7 @@ def test_backup_while_a_newer_sqlite_commits_into_its_wal(tmp_path: Path) -> Non
         stop_process(writer)
     assert writer.returncode == 0, (tmp_path / "writer.stderr").read_text()
 
-    paths = {e["path"] for e in cli_json(run_cli(["ls", "--json"], env))["entries"]}
+    paths = {e["path"] for e in json_out(run_cli(["ls", "--json"], env))["entries"]}
     assert "openclaw-state/agents/main/agent/live.sqlite" in paths
     assert not [p for p in paths if p.endswith(("-wal", "-shm", "-journal"))], sorted(paths)
 

@@ -22,18 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dropin_helpers import (
-    FLAG_DONE,
-    base_env,
-    cli,
-    cli_command,
-    cli_ok,
-    fingerprint,
-    json_out,
-    restore_flags_locked,
-    wait_for,
-    write,
-)
 
 from openclaw_backup import supervisor
 from openclaw_backup.backends.local import LocalBackend
@@ -42,8 +30,10 @@ from openclaw_backup.errors import BackupError
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.settings import Settings
-
-PASSWORD = "supervisor test password"
+from tests.support.cli import clean_env, cli_command, cli_ok, json_out, run_cli, wait_for
+from tests.support.dropin import FLAG_DONE, restore_flags_locked
+from tests.support.repos import PASSWORD
+from tests.support.trees import tar_fingerprint, write
 
 CHILD = r"""
 import os, pathlib, signal, sys, time
@@ -149,7 +139,7 @@ def senv(tmp_path: Path) -> Env:
     side.mkdir()
     child = tmp_path / "child.py"
     child.write_text(CHILD)
-    env = base_env(
+    env = clean_env(
         tmp_path,
         OPENCLAW_BACKUP_REPOSITORY=str(repo),
         OPENCLAW_BACKUP_PASSWORD=PASSWORD,
@@ -210,7 +200,7 @@ def test_file_written_on_sigterm_is_in_final_snapshot(senv: Env, runs: list[Run]
     target = senv.tmp / "restored"
     cli_ok(["restore", snaps[0].id, "--target", str(target)], senv.env)
     assert (target / "openclaw-state/goodbye.txt").read_text() == "written after SIGTERM"
-    assert fingerprint(target / "openclaw-state") == fingerprint(senv.state)
+    assert tar_fingerprint(target / "openclaw-state") == tar_fingerprint(senv.state)
     assert "final backup: snapshot" in r.stderr()
     st = r.status()
     assert st["state"] == "stopped" and st["exit_code"] == code and st["backups_ok"] == 1
@@ -256,7 +246,7 @@ def test_restart_with_state_does_not_restore_unless_forced(senv: Env, runs: list
 def test_restart_without_state_restores_before_child_starts(senv: Env, runs: list[Run], how: str) -> None:
     write(senv.state / "sub/deeper/c.txt", "deep\n", mode=0o600)
     cli_ok(["backup"], senv.env)
-    before = fingerprint(senv.state)
+    before = tar_fingerprint(senv.state)
     shutil.rmtree(senv.state)
     if how == "empty":
         senv.state.mkdir()
@@ -265,7 +255,7 @@ def test_restart_without_state_restores_before_child_starts(senv: Env, runs: lis
         assert r.wait(20) == 0, f"child saw {_read(senv.side / 'seen')}:\n{r.stderr()}"
         assert FLAG_DONE.exists()
     assert _read(senv.side / "seen") == repr("version 1\n")
-    assert fingerprint(senv.state) == before
+    assert tar_fingerprint(senv.state) == before
     assert len(senv.snapshots()) == 1  # the final backup found nothing new
 
 
@@ -377,13 +367,13 @@ def test_failing_backup_is_logged_agent_keeps_running_then_recovers(senv: Env, r
     r = start(senv, runs, "trap:0", "--interval", "1", "--settle", "600", "--grace", "8")
     pid = r.child_pid()
     wait_for(lambda: r.status().get("backups_ok", 0) >= 1, 10, "a first backup")
-    assert cli(status_cmd, senv.env).returncode == 0
+    assert run_cli(status_cmd, senv.env).returncode == 0
     away = senv.tmp / "repo-away"
     senv.repo.rename(away)  # the store disappears (unmounted, network down)
     try:
         wait_for(lambda: r.status().get("backups_failed", 0) >= 2, 10, "failed backups")
         assert r.proc.poll() is None and _alive(pid), "a failed backup took the agent down"
-        proc = cli(status_cmd, senv.env)
+        proc = run_cli(status_cmd, senv.env)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         doc = json_out(proc)
         assert doc["last_error"] and doc["state"] == "running"
@@ -396,7 +386,7 @@ def test_failing_backup_is_logged_agent_keeps_running_then_recovers(senv: Env, r
         return str(st.get("last_success", "")) > str(st.get("last_error", "")).split(" ")[0]
 
     wait_for(recovered, 10, "a backup succeeding again")
-    proc = cli(status_cmd, senv.env)
+    proc = run_cli(status_cmd, senv.env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json_out(proc)["last_error"]  # kept for the record, but no longer unhealthy
     r.proc.send_signal(signal.SIGTERM)
@@ -409,7 +399,7 @@ def test_wrong_password_backup_fails_agent_keeps_running(senv: Env, runs: list[R
     pid = r.child_pid()
     wait_for(lambda: r.status().get("backups_failed", 0) >= 2, 10, "failed backups")
     assert _alive(pid)
-    proc = cli(["status", "--json", "--status-file", str(senv.tmp / "status.json")], env)
+    proc = run_cli(["status", "--json", "--status-file", str(senv.tmp / "status.json")], env)
     assert proc.returncode == 1
     doc = json_out(proc)
     assert "password" in doc["last_error"].lower() and not doc.get("last_success")
@@ -420,7 +410,7 @@ def test_wrong_password_backup_fails_agent_keeps_running(senv: Env, runs: list[R
 
 
 def test_status_without_a_supervisor(senv: Env) -> None:
-    proc = cli(["status", "--status-file", str(senv.tmp / "nothing.json")], senv.env)
+    proc = run_cli(["status", "--status-file", str(senv.tmp / "nothing.json")], senv.env)
     assert proc.returncode == 10 and "no status file" in proc.stderr
 
 
@@ -565,6 +555,5 @@ def test_an_incomplete_backup_makes_the_status_unhealthy(senv: Env, runs: list[R
     assert "backup INCOMPLETE" in r.stderr() and "agent.sqlite" in r.stderr()
     st = r.status()
     assert st["healthy"] is False and any("agent.sqlite" in p for p in st["degraded"])
-    proc = subprocess.run([*cli_command(), "status", "--status-file", str(r.status_file)], env=senv.env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = run_cli(["status", "--status-file", str(r.status_file)], senv.env)
     assert proc.returncode == 1 and "INCOMPLETE" in proc.stdout

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.engine_helpers import fingerprint, local_repo, past_ns, run_backup, run_restore, write
-from tests.test_engine_units import snapshot_nodes
+from tests.support.repos import local_repo, run_backup, run_restore, snapshot_nodes
+from tests.support.trees import fingerprint, past_ns, write
 
 
 def _state(volume: Path) -> None:

@@ -2,7 +2,7 @@
 
 :class:`WrappedBackend` forwards every call; subclasses override what they change, so one wrapper
 serves each concern and :func:`openclaw_backup.backends.open_backend` composes them, innermost
-first: the store, then an optional test hook (fault injection, see ``tests/faults.py``), then
+first: the store, then an optional test hook (fault injection, see ``tests/support/faults.py``), then
 :class:`LimitedBackend` (at most ``capabilities.max_connections`` calls at once), then
 :class:`LoggingBackend` (one ``logging`` record per call, on the ``openclaw_backup.storage``
 logger; the CLI shows them with ``-v``), then :class:`RetryingBackend`.

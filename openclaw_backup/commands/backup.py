@@ -15,6 +15,7 @@ from ..archiver import BackupOptions, backup
 from ..backends import open_backend
 from ..errors import EXIT_INCOMPLETE, BackupError, NotFoundError, RepositoryNotFoundError, UsageError
 from ..filecache import FileCache
+from ..marker import write_marker
 from ..reporter import Reporter
 from ..repository import Repository
 from ..settings import Settings, sources_from_paths
@@ -59,6 +60,8 @@ def cmd_backup(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Res
         scratch_dir=s.cache_root() / "tmp",
     )
     res = backup(repo, opts, reporter=reporter, cache=file_cache(repo))
+    if not args.source:  # the agent's own state: mark it as backed up here (see marker.py)
+        write_marker(Path(s.state_dir()), repository=repo.id, snapshot=res.snapshot_id or res.parent_id, how="backup")
     st = res.stats
     if res.unchanged:
         text = f"no changes since snapshot {res.parent_id[:8] if res.parent_id else '?'}; no snapshot made"

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..marker import write_marker
 from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..restorer import RestoreOptions, holds_something, restore
@@ -52,6 +53,8 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
     res = restore(repo, snap, opts, reporter=reporter)
     if not args.target and repo.cache_dir:
         file_cache(repo).replace(res.seeds, merge=True)
+    if not args.target and not args.include and "openclaw-state" in snap.roots:
+        write_marker(Path(s.state_dir()), repository=repo.id, snapshot=snap.id, how="restore")
     lines = [f"restored snapshot {snap.id[:8]}: {res.files} files, {human_size(res.bytes)}"]
     lines += [f"  {k} -> {v}" for k, v in res.restored.items()]
     if res.carried:

@@ -39,6 +39,8 @@ from openclaw_backup.tree import Node
 
 PASSWORD = "correct horse battery staple"
 PACK_SIZE = 64 * 1024
+#: The pack size of the retention and prune-race suites (their space accounting and repacking).
+RETENTION_PACK_SIZE = 256 * 1024
 WEAK = KdfParams.weak_for_tests()
 HOST = "test-host"
 
@@ -78,12 +80,14 @@ def run_backup(
     roots: Mapping[str, Path],
     *,
     cache: FileCache | None = None,
+    excludes: Iterable[str] = (),
+    scratch: Path | None = None,
     reporter: Reporter | None = None,
     forked: bool = True,
     **options: Any,
 ) -> BackupResult:
-    """Back up ``roots`` (name -> folder) in process; ``options`` are :class:`BackupOptions` fields
-    (two workers and :data:`HOST` unless given).
+    """Back up ``roots`` (name -> folder) in process; ``options`` are other :class:`BackupOptions`
+    fields (two workers and :data:`HOST` unless given).
 
     ``forked``: the reading is shared with a forked process whatever the size (a store that cannot
     be forked from falls back to threads); ``forked=False`` keeps the product's size threshold.
@@ -92,7 +96,12 @@ def run_backup(
     options.setdefault("host", HOST)
     if forked:
         options.setdefault("fork_threshold", 0)
-    opts = BackupOptions(roots=[Root(name, str(path)) for name, path in roots.items()], **options)
+    opts = BackupOptions(
+        roots=[Root(name, str(path)) for name, path in roots.items()],
+        excludes=list(excludes),
+        scratch_dir=scratch,
+        **options,
+    )
     return backup(repo, opts, reporter=reporter or Reporter(), cache=cache or FileCache(None))
 
 

@@ -39,9 +39,10 @@ PAST_NS = 1_700_000_000 * 10**9  # a fixed time well in the past (no racy timest
 
 def _walk(root: Path | str | bytes, skip: Callable[[str], bool] | None) -> Iterator[tuple[str, bytes, os.stat_result]]:
     """``(relative path, path, lstat)`` of ``root`` (as ``"."``) and everything under it, parents
-    first, names sorted; ``skip(rel)`` leaves out an entry and, for a folder, all it holds."""
+    first, names sorted (nothing if ``root`` is missing); ``skip(rel)`` leaves out an entry and,
+    for a folder, all it holds."""
     base = os.fsencode(root)
-    stack: list[tuple[str, bytes]] = [(".", base)]
+    stack: list[tuple[str, bytes]] = [(".", base)] if os.path.lexists(base) else []
     while stack:
         rel, path = stack.pop()
         if skip is not None and skip(rel):
@@ -49,8 +50,9 @@ def _walk(root: Path | str | bytes, skip: Callable[[str], bool] | None) -> Itera
         st = os.lstat(path)
         yield rel, path, st
         if stat.S_ISDIR(st.st_mode):
-            names = sorted(os.listdir(path), reverse=True)  # popped in sorted order
-            stack += [(os.fsdecode(n) if rel == "." else f"{rel}/{os.fsdecode(n)}", os.path.join(path, n)) for n in names]
+            for name in sorted(os.listdir(path), reverse=True):  # popped in sorted order
+                sub = os.fsdecode(name) if rel == "." else f"{rel}/{os.fsdecode(name)}"
+                stack.append((sub, os.path.join(path, name)))
 
 
 def _sha256(path: bytes) -> tuple[int, str]:
@@ -70,8 +72,6 @@ def fingerprint(
     are left out: a backup captures databases through SQLite, never their sidecars.
     """
     out: Fingerprint = {}
-    if not os.path.lexists(os.fsencode(root)):
-        return out
     databases: list[tuple[str, bytes]] = []
     for rel, path, st in _walk(root, skip):
         mode = stat.S_IMODE(st.st_mode)
@@ -94,11 +94,12 @@ def fingerprint(
     return out
 
 
-def tar_fingerprint(root: Path, *, dir_mtimes: bool = True) -> Fingerprint:
+def tar_fingerprint(root: Path | str, *, dir_mtimes: bool = True) -> Fingerprint:
     """What a tar archive keeps of everything under ``root`` (not ``root`` itself): type, mode bits,
-    mtime in whole seconds (folders' only with ``dir_mtimes``), content hash, link target."""
+    mtime in whole seconds (folders' only with ``dir_mtimes``), content hash, link target. A missing
+    ``root`` is ``{}``."""
     out: Fingerprint = {}
-    for rel, path, st in _walk(root, None):
+    for rel, path, st in _walk(os.path.realpath(os.fsencode(root)), None):  # a linked root is followed
         if rel == ".":
             continue
         mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
@@ -196,6 +197,19 @@ def touch_change(path: Path, data: bytes) -> None:
     os.utime(path, ns=(old + 10**9, old + 10**9))
 
 
+def _folders_and_links(root: Path, *, key: bytes, key_mode: int) -> None:
+    """An empty folder, a private one (0700) holding ``private/key``, and ``links/`` with a symlink of
+    each kind: relative (to ``openclaw.json``), absolute, dangling."""
+    (root / "empty-dir").mkdir()
+    (root / "private").mkdir(mode=0o700)
+    os.chmod(root / "private", 0o700)
+    write(root / "private/key", key, mode=key_mode)
+    (root / "links").mkdir()
+    os.symlink("../openclaw.json", root / "links/relative")
+    os.symlink("/usr/bin/env", root / "links/absolute")
+    os.symlink("does/not/exist", root / "links/dangling")
+
+
 def sample_state(root: Path) -> None:
     """A small agent home: nested folders, empty ones, symlinks of each kind, modes, a secret."""
     write(root / "openclaw.json", b'{"meta": {"lastTouchedVersion": "2025.1.1"}}\n', mode=0o644)
@@ -206,14 +220,7 @@ def sample_state(root: Path) -> None:
     write(root / "bin/run.sh", b"#!/bin/sh\necho hi\n", mode=0o755)
     write(root / "media/blob.bin", os.urandom(300_000), mode=0o644)
     write(root / "media/copy.bin", (root / "media/blob.bin").read_bytes(), mode=0o644)  # dedups
-    (root / "empty-dir").mkdir()
-    (root / "private").mkdir(mode=0o700)
-    os.chmod(root / "private", 0o700)
-    write(root / "private/key", b"k" * 10, mode=0o600)
-    (root / "links").mkdir()
-    os.symlink("../openclaw.json", root / "links/relative")
-    os.symlink("/usr/bin/env", root / "links/absolute")
-    os.symlink("does/not/exist", root / "links/dangling")
+    _folders_and_links(root, key=b"k" * 10, key_mode=0o600)
     write(root / os.fsdecode(b"caf\xc3\xa9-\xe2\x9c\x93.txt"), "unicode ✓".encode())
     write(root / os.fsdecode(b"latin1-\xe9\xff.bin"), b"not utf-8 name")
 
@@ -231,14 +238,7 @@ def agent_tree(root: Path, *, seed: str = "a", big: int = 3 * 1024 * 1024) -> sq
     write(root / "workspace/bin/run.sh", b"#!/bin/sh\necho hi\n", mode=0o755)
     write(root / "workspace/deep/a/b/c/d/leaf.txt", f"leaf {seed}\n", mode=0o644)
     write(root / "media/big.bin", os.urandom(big), mode=0o644)
-    (root / "empty-dir").mkdir()
-    (root / "private").mkdir(mode=0o700)
-    os.chmod(root / "private", 0o700)
-    write(root / "private/key", b"k" * 32, mode=0o400)
-    (root / "links").mkdir()
-    os.symlink("../openclaw.json", root / "links/relative")
-    os.symlink("/usr/bin/env", root / "links/absolute")
-    os.symlink("does/not/exist", root / "links/dangling")
+    _folders_and_links(root, key=b"k" * 32, key_mode=0o400)
     db = root / "memory/main.sqlite"
     db.parent.mkdir(parents=True)
     con = sqlite3.connect(db, isolation_level=None, check_same_thread=False)

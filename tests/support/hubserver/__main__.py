@@ -1,4 +1,4 @@
-"""Run the fake Hub: ``python -m tests.hubserver --port-file F [--data-dir D] [--port N]``.
+"""Run the fake Hub: ``python -m tests.support.hubserver --port-file F [--data-dir D] [--port N]``.
 
 Binds 127.0.0.1 only. Once listening it writes its port to ``--port-file`` (atomically) and prints
 it. SIGTERM/SIGINT stop it.
@@ -18,7 +18,7 @@ from .server import make_server
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.hubserver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.support.hubserver", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--port-file", type=Path, help="write the chosen port here once listening")
     parser.add_argument("--data-dir", type=Path, help="keep LFS bytes here (default: in memory)")

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import pytest
 
 from openclaw_backup.backends import BackendOptions
 from openclaw_backup.backends.s3 import S3Backend, open_s3
-from tests.servers import log_tail, stop_process
+from tests.support.processes import free_ports, log_tail, stop_process
 
 ACCESS_KEY = "openclaw-test-key"
 SECRET_KEY = "openclaw-test-secret-0123456789"
@@ -93,17 +91,6 @@ def weed_binary() -> Path:
     )
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all held open together so none repeats)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        return ports
-
-
 def _answers(endpoint: str) -> bool:
     import urllib.error
     import urllib.request
@@ -136,7 +123,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             }
         )
     )
-    s3, master, filer, volume, admin, s3_grpc, master_grpc, filer_grpc, volume_grpc, admin_grpc = _free_ports(10)
+    s3, master, filer, volume, admin, s3_grpc, master_grpc, filer_grpc, volume_grpc, admin_grpc = free_ports(10)
     # fmt: off
     args = [
         str(weed), "mini",

@@ -32,7 +32,7 @@ fingerprint of the tree it was taken from.
 
 **Ledger.** Tests record each scenario (and any data loss) through the ``reliability`` fixture;
 the ``pytest_terminal_summary`` hook prints ``reliability: N scenarios run, M data lost``. This
-module is a pytest plugin (``pytest_plugins = [..., "tests.faults"]``); under xdist the workers'
+module is a pytest plugin (``pytest_plugins = [..., "tests.support.faults"]``); under xdist the workers'
 counts are summed on the controller.
 """
 
@@ -52,13 +52,13 @@ import pytest
 
 from openclaw_backup.backends.base import Backend, Head
 from openclaw_backup.backends.wrappers import WrappedBackend
-from openclaw_backup.crypto import KdfParams
 from openclaw_backup.errors import BackupError, QuotaError, StoreError
 from openclaw_backup.maintenance import check
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, restore
-from tests.crash_driver import Fingerprint, digest, fingerprint, make_tree
+from tests.support.repos import PASSWORD
+from tests.support.trees import Fingerprint, digest, fingerprint
 
 __all__ = [
     "Counting",
@@ -67,21 +67,17 @@ __all__ = [
     "FaultyBackend",
     "FlipByte",
     "Interleave",
+    "Ledger",
     "LostResponse",
     "RateLimited",
     "Slow",
     "StaleListing",
+    "StoreReport",
     "Trigger",
     "Truncate",
-    "digest",
-    "fingerprint",
-    "make_tree",
+    "reliability_fixture",
     "verify_store",
 ]
-
-PASSWORD = "reliability-suite password"
-WEAK = KdfParams.weak_for_tests()
-PACK_SIZE = 64 * 1024
 
 # ---------------------------------------------------------------------------- triggers
 
@@ -110,26 +106,37 @@ def script_for(nth: int = 1, times: int | None = 1) -> str:
     return "." * (nth - 1) + ("X+" if times is None else "X" * times)
 
 
+_UNSET: Any = object()
+
+
 class FaultyBackend(WrappedBackend):
     """Base of the fault wrappers: matches calls against the trigger and counts them.
 
-    Subclasses override :meth:`_fault` (what happens to a faulted call: ``call`` performs the real
-    one). ``calls`` records every call as ``(method, name, faulted)``; ``injected`` counts faults.
+    Every wrapper takes the trigger as ``methods``, ``names``, ``nth`` and ``times`` (or a whole
+    ``script``); a subclass states what it hits when not told: ``METHODS``, and ``TIMES``, how many
+    matching calls in a row fault from the ``nth`` on (None: every one). Subclasses override
+    :meth:`_fault` (what happens to a faulted call: ``call`` performs the real one). ``calls``
+    records every call as ``(method, name, faulted)``; ``injected`` counts faults.
     """
+
+    METHODS: tuple[str, ...] = ("get",)
+    TIMES: int | None = 1
 
     def __init__(
         self,
         inner: Backend,
         *,
-        methods: Sequence[str] | str = ("get",),
+        methods: Sequence[str] | str | None = None,
         names: str = "*",
         script: str | None = None,
         nth: int = 1,
-        times: int | None = 1,
+        times: int | None = _UNSET,
     ) -> None:
         super().__init__(inner)
-        methods = (methods,) if isinstance(methods, str) else tuple(methods)
-        self.trigger = Trigger(methods, names, script if script is not None else script_for(nth, times))
+        methods = self.METHODS if methods is None else (methods,) if isinstance(methods, str) else tuple(methods)
+        if script is None:
+            script = script_for(nth, self.TIMES if times is _UNSET else times)
+        self.trigger = Trigger(methods, names, script)
         self.calls: list[tuple[str, str, bool]] = []
         self.injected = 0
         self._matched = 0
@@ -186,11 +193,6 @@ class Counting(FaultyBackend):
 class FailOnce(FaultyBackend):
     """The ``nth`` matching call raises a transient ``StoreError`` and does not happen."""
 
-    def __init__(
-        self, inner: Backend, *, methods: Sequence[str] | str = ("get",), names: str = "*", nth: int = 1, times: int = 1
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, nth=nth, times=times)
-
     def _fault(self, method: str, name: str, call: Callable[[], Any]) -> Any:
         raise StoreError(f"injected: {method} {name} failed (connection reset)", transient=True)
 
@@ -198,16 +200,10 @@ class FailOnce(FaultyBackend):
 class FailAlways(FaultyBackend):
     """Every matching call (from the ``nth`` on) raises ``StoreError`` (permanent unless ``transient``)."""
 
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        methods: Sequence[str] | str = ("get",),
-        names: str = "*",
-        nth: int = 1,
-        transient: bool = False,
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, nth=nth, times=None)
+    TIMES = None
+
+    def __init__(self, inner: Backend, *, transient: bool = False, **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.transient = transient
 
     def _fault(self, method: str, name: str, call: Callable[[], Any]) -> Any:
@@ -217,16 +213,7 @@ class FailAlways(FaultyBackend):
 class LostResponse(FaultyBackend):
     """The call lands on the store, then its answer is lost: a transient ``StoreError`` after ``inner``."""
 
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        methods: Sequence[str] | str = ("put", "publish"),
-        names: str = "*",
-        nth: int = 1,
-        times: int = 1,
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, nth=nth, times=times)
+    METHODS = ("put", "publish")
 
     def _fault(self, method: str, name: str, call: Callable[[], Any]) -> Any:
         call()
@@ -246,16 +233,8 @@ def _flip(data: bytes, at: float | int) -> bytes:
 class _ReadFault(FaultyBackend):
     """Base of faults that change what ``get`` / ``read_head`` return."""
 
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        methods: Sequence[str] | str = ("get", "read_head"),
-        names: str = "*",
-        nth: int = 1,
-        times: int | None = None,
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, nth=nth, times=times)
+    METHODS = ("get", "read_head")
+    TIMES = None
 
     def _change(self, data: bytes) -> bytes:
         raise NotImplementedError
@@ -272,8 +251,8 @@ class _ReadFault(FaultyBackend):
 class FlipByte(_ReadFault):
     """Reads return the bytes with the low bit of one byte flipped (``at``: index or fraction)."""
 
-    def __init__(self, inner: Backend, *, at: float | int = 0.5, **kw: Any) -> None:
-        super().__init__(inner, **kw)
+    def __init__(self, inner: Backend, *, at: float | int = 0.5, **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.at = at
 
     def _change(self, data: bytes) -> bytes:
@@ -283,8 +262,8 @@ class FlipByte(_ReadFault):
 class Truncate(_ReadFault):
     """Reads return only the first ``keep`` of the bytes (a fraction, or a byte count)."""
 
-    def __init__(self, inner: Backend, *, keep: float | int = 0.5, **kw: Any) -> None:
-        super().__init__(inner, **kw)
+    def __init__(self, inner: Backend, *, keep: float | int = 0.5, **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.keep = keep
 
     def _change(self, data: bytes) -> bytes:
@@ -298,8 +277,11 @@ class StaleListing(FaultyBackend):
     ``settle()`` makes everything visible (the listing caught up).
     """
 
-    def __init__(self, inner: Backend, *, fresh: Iterable[str] = (), names: str = "*", script: str = "X+") -> None:
-        super().__init__(inner, methods=("list",), names=names, script=script)
+    METHODS = ("list",)
+    TIMES = None
+
+    def __init__(self, inner: Backend, *, fresh: Iterable[str] = (), **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.fresh: set[str] = set(fresh)
 
     def put(self, name: str, data: bytes) -> None:
@@ -320,17 +302,11 @@ class StaleListing(FaultyBackend):
 class RateLimited(FaultyBackend):
     """Matching calls are refused with ``QuotaError(retry_after=…)``, as a 429 with ``Retry-After`` would be."""
 
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        methods: Sequence[str] | str = ("put", "publish"),
-        names: str = "*",
-        nth: int = 1,
-        times: int | None = None,
-        retry_after: float = 3600.0,
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, nth=nth, times=times)
+    METHODS = ("put", "publish")
+    TIMES = None
+
+    def __init__(self, inner: Backend, *, retry_after: float = 3600.0, **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.retry_after = retry_after
 
     def _fault(self, method: str, name: str, call: Callable[[], Any]) -> Any:
@@ -340,15 +316,11 @@ class RateLimited(FaultyBackend):
 class Slow(FaultyBackend):
     """Matching calls sleep ``delay`` seconds first (a slow link)."""
 
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        delay: float = 0.005,
-        methods: Sequence[str] | str = ("get", "size", "list", "put", "read_head", "publish"),
-        names: str = "*",
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, script="X+")
+    METHODS = ("get", "size", "list", "put", "read_head", "publish")
+    TIMES = None
+
+    def __init__(self, inner: Backend, *, delay: float = 0.005, **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.delay = delay
 
     def _fault(self, method: str, name: str, call: Callable[[], Any]) -> Any:
@@ -360,17 +332,8 @@ class Interleave(FaultyBackend):
     """Runs ``action()`` just before the matching call: another process acting at that moment
     (e.g. a prune between a restore's reading of the index and of the packs)."""
 
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        action: Callable[[], Any],
-        methods: Sequence[str] | str = ("get",),
-        names: str = "*",
-        nth: int = 1,
-        times: int | None = 1,
-    ) -> None:
-        super().__init__(inner, methods=methods, names=names, nth=nth, times=times)
+    def __init__(self, inner: Backend, *, action: Callable[[], Any], **trigger: Any) -> None:
+        super().__init__(inner, **trigger)
         self.action = action
         self.results: list[Any] = []
 
@@ -459,17 +422,6 @@ def verify_store(
     return rep
 
 
-# ---------------------------------------------------------------------------- repositories
-
-
-def new_repository(backend: Backend, *, pack_size: int = PACK_SIZE, cache_dir: Path | None = None) -> Repository:
-    return Repository.init(backend, password=PASSWORD, kdf=WEAK, pack_size=pack_size, cache_dir=cache_dir)
-
-
-def open_repository(backend: Backend, *, cache_dir: Path | None = None) -> Repository:
-    return Repository.open(backend, password=PASSWORD, cache_dir=cache_dir)
-
-
 # ---------------------------------------------------------------------------- the ledger (plugin)
 
 _LEDGER_ATTR = "_openclaw_reliability_ledger"
@@ -527,16 +479,3 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     ledger = ledger_of(config)
     if ledger.scenarios:
         terminalreporter.write_line(f"reliability: {ledger.scenarios} scenarios run, {ledger.lost} data lost")
-
-
-__all__ += [
-    "PACK_SIZE",
-    "PASSWORD",
-    "WEAK",
-    "Ledger",
-    "StoreReport",
-    "make_tree",
-    "new_repository",
-    "open_repository",
-    "reliability_fixture",
-]

@@ -1,8 +1,10 @@
 """The subprocess side of the crash and concurrency tests (``tests/test_crash.py``, ``tests/test_concurrency.py``).
 
-Run as ``python tests/crash_driver.py SPEC.json``. It performs one operation (or a small loop of
-them) on a real backend and prints one JSON line per result on stdout. It imports neither pytest
-nor the test helpers' plugin, so a run costs little more than importing ``openclaw_backup``.
+The tests start it with :func:`run_driver` or :func:`start_driver` (``python -m
+tests.support.crash_driver SPEC.json`` from the checkout, our own variables removed). It performs
+one operation (or a small loop of them) on a real backend and prints one JSON line per result on
+stdout. It imports neither pytest nor the test helpers' plugins (only :mod:`tests.support.trees`),
+so a run costs little more than importing ``openclaw_backup``.
 
 Words used here:
 
@@ -17,20 +19,16 @@ Words used here:
   K-th fs step). There the process SIGKILLs itself: no ``finally``, no ``atexit``, no flush.
 
 With ``"count": true`` the driver reports how many writes, deletes and fs steps the operation made,
-which is how the tests enumerate every kill point.
-
-The module also holds the two helpers both sides need (so the subprocess never imports pytest):
-:func:`make_tree`, a small deterministic agent home in several versions, and :func:`fingerprint`.
+which is how the tests enumerate every kill point. The trees it backs up and compares are
+:func:`~tests.support.trees.make_tree` and :func:`~tests.support.trees.fingerprint`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import signal
-import stat
+import subprocess
 import sys
 import threading
 import time
@@ -40,88 +38,30 @@ from typing import Any
 
 from openclaw_backup.backends.base import Backend, Head
 from openclaw_backup.backends.wrappers import WrappedBackend
+from tests.support.trees import digest, fingerprint, make_tree
 
-Fingerprint = dict[str, tuple[Any, ...]]
+PROJECT = Path(__file__).resolve().parents[2]
 
-# ---------------------------------------------------------------------------- trees
-
-
-def _rand(seed: str, n: int) -> bytes:
-    return random.Random(seed).randbytes(n)
+# ---------------------------------------------------------------------------- starting the driver
 
 
-def make_tree(root: Path, version: int, *, files: int = 8, size: int = 70_000, tag: str = "") -> None:
-    """Write version ``version`` (0, 1, 2, 3 …) of a small agent home at ``root`` (replacing it).
-
-    ``files`` random files of ``size`` bytes (each bigger than a 64 KiB pack, so each becomes its
-    own pack), a few small ones with modes 0600/0755/0640, an empty folder, and symlinks
-    (relative, absolute, dangling). Later versions change, add and delete files, change a mode and
-    retarget a link, while sharing most data with the earlier ones (dedup, repack). ``tag`` makes
-    the random content of a tree distinct from other trees' (overlapping trees share untagged files).
-    """
-    import shutil
-
-    if root.exists():
-        shutil.rmtree(root)
-    (root / "agents/main/sessions").mkdir(parents=True)
-    (root / "media").mkdir()
-    (root / "empty").mkdir()
-    (root / "links").mkdir()
-    (root / "openclaw.json").write_bytes(b'{"meta": {"lastTouchedVersion": "2026.%d"}}\n' % version)
-    (root / "agents/main/notes.md").write_bytes(b"# notes\n" * (40 + version))
-    secret = root / "credentials.json"
-    secret.write_bytes(b'{"token": "sekrit-%d"}' % (version // 2))
-    os.chmod(secret, 0o600)
-    run = root / "run.sh"
-    run.write_bytes(b"#!/bin/sh\necho hi\n")
-    os.chmod(run, 0o755 if version < 2 else 0o750)
-    for i in range(files):
-        if version >= 2 and i == 0:
-            continue  # deleted in version 2
-        # file i changes in version v when i % 4 == v (so each version rewrites a few)
-        gen = max([v for v in range(version + 1) if v == 0 or i % 4 == v % 4])
-        data = _rand(f"{tag}:{i}:{gen}", size)
-        (root / f"media/f{i:02d}.bin").write_bytes(data)
-    if version >= 1:
-        (root / f"agents/main/sessions/s{version}.jsonl").write_bytes(_rand(f"{tag}:session:{version}", size))
-    os.symlink("../openclaw.json", root / "links/config")
-    os.symlink("/usr/bin/env" if version < 3 else "/bin/sh", root / "links/absolute")
-    os.symlink("does/not/exist", root / "links/dangling")
-    os.chmod(root / "agents", 0o750)
+def _invocation(spec: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Write ``spec`` to ``path``; the arguments that run the driver on it, from the checkout."""
+    path.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "HF_", "AWS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return {"args": [sys.executable, "-m", "tests.support.crash_driver", str(path)], "cwd": PROJECT, "env": env}
 
 
-def fingerprint(root: Path | str) -> Fingerprint:
-    """Everything under ``root`` (included, as ``.``): type, mode, mtime_ns, size+SHA-256, link target.
-
-    A missing ``root`` fingerprints as ``{}``.
-    """
-    out: Fingerprint = {}
-    base = os.fsencode(root)
-    if not os.path.lexists(base):
-        return out
-
-    def visit(path: bytes, rel: str) -> None:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            out[rel] = ("symlink", st.st_mtime_ns, os.fsdecode(os.readlink(path)))
-        elif stat.S_ISDIR(st.st_mode):
-            out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
-            for name in sorted(os.listdir(path)):
-                visit(os.path.join(path, name), os.fsdecode(name) if rel == "." else f"{rel}/{os.fsdecode(name)}")
-        elif stat.S_ISREG(st.st_mode):
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_size, digest)
-        else:
-            out[rel] = ("other", st.st_mode)
-
-    visit(base, ".")
-    return out
+def run_driver(spec: dict[str, Any], path: Path, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the driver on ``spec`` (written to ``path``) to completion; output captured."""
+    return subprocess.run(**_invocation(spec, path), capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def digest(fp: Fingerprint) -> str:
-    """A short stable name for a fingerprint (what subprocesses report)."""
-    return hashlib.sha256(json.dumps(sorted(fp.items())).encode()).hexdigest()[:16]
+def start_driver(spec: dict[str, Any], path: Path) -> subprocess.Popen[str]:
+    """Start the driver on ``spec`` (written to ``path``) in the background; output piped."""
+    return subprocess.Popen(**_invocation(spec, path), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 # ---------------------------------------------------------------------------- kill points

@@ -1,8 +1,8 @@
-"""The real OpenClaw in a scratch home, for end-to-end tests (installed by :mod:`tests.setup_openclaw`).
+"""The real OpenClaw in a scratch home, for end-to-end tests (installed by :mod:`tests.support.setup_openclaw`).
 
 :class:`OpenClaw` owns one scratch installation's environment — its own ``HOME`` and
 ``OPENCLAW_STATE_DIR``, ``OPENCLAW_DISABLE_BONJOUR=1``, no colours, node and an ``npm`` wrapper
-first on ``PATH`` (:mod:`tests.nodejs`), none of the developer's OpenClaw, node or proxy settings —
+first on ``PATH`` (:mod:`tests.support.nodejs`), none of the developer's OpenClaw, node or proxy settings —
 and the processes it starts: :meth:`OpenClaw.run` runs one CLI command bounded in time;
 :meth:`OpenClaw.start_gateway` runs ``gateway run`` with ``OPENCLAW_NO_RESPAWN=1`` (so the PID we
 hold is the gateway itself) in its own process group and waits for its ``ready`` log line;
@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -29,19 +28,14 @@ from typing import Any
 
 import apsw
 
-from tests import nodejs, setup_openclaw
-from tests.servers import clean_env, log_tail
+from tests.support import nodejs, setup_openclaw
+from tests.support.cli import clean_env
+from tests.support.processes import log_tail, stop_process
 
 GATEWAY_START_TIMEOUT = 120.0
 GATEWAY_STOP_GRACE = 20.0
 _READY = re.compile(r"\[gateway\] ready\b")
 _FOREIGN = {"NODE_OPTIONS", "NODE_PATH", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -149,13 +143,7 @@ class OpenClaw:
         if proc is None:
             return 0.0
         started = time.monotonic()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=grace)
+        stop_process(proc, grace=grace)
         try:  # its helper workers, in the process group it led (by its PID)
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -1,9 +1,9 @@
 """The real OpenClaw for the tests: a pinned release installed from npm into ``.cache/`` of the checkout.
 
-``python -m tests.setup_openclaw`` (run by ``./dev test`` before pytest, so the ~30 s install is
+``python -m tests.support.setup_openclaw`` (run by ``./dev test`` before pytest, so the ~30 s install is
 not inside a timed test) and :func:`ensure_installed` (called by the tests themselves, in case
 pytest was started directly) install ``openclaw@VERSION`` with ``npm install -g --prefix``, using
-node and npm from :mod:`tests.nodejs`. The install is idempotent (a marker file written last
+node and npm from :mod:`tests.support.nodejs`. The install is idempotent (a marker file written last
 records the version) and safe when several processes (pytest-xdist workers) ask at once: an
 exclusive ``flock`` on a lock file beside the prefix serialises them, and a half-finished install
 (killed, failed) is always redone from an empty prefix. A failure raises :class:`InstallFailed`;
@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests import nodejs
+from tests.support import nodejs
 
 VERSION = "2026.9.6"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = REPO_ROOT / ".cache"
 PREFIX = CACHE / f"openclaw-{VERSION}"
 MARKER_NAME = ".installed-by-openclaw-backup-tests"

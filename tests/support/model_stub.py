@@ -1,6 +1,6 @@
 """A stub OpenAI-compatible model server on loopback, for running the real OpenClaw offline.
 
-Run as ``python -m tests.model_stub --port-file FILE --log FILE [--delay S]``: it binds ``127.0.0.1`` on a
+Run as ``python -m tests.support.model_stub --port-file FILE --log FILE [--delay S]``: it binds ``127.0.0.1`` on a
 free port, writes the port to ``FILE`` once it listens, and serves until SIGTERM:
 
 * ``GET /v1/models`` — one model, ``fake-model``;
@@ -14,7 +14,7 @@ free port, writes the port to ``FILE`` once it listens, and serves until SIGTERM
 
 Each request's method, path and the request's ``stream`` flag go to the log, one JSON line each.
 :func:`start` runs it as a subprocess and returns a handle; stop it with
-:func:`tests.servers.stop_process` (TERM, then KILL).
+:func:`tests.support.processes.stop_process` (TERM, then KILL).
 """
 
 from __future__ import annotations
@@ -229,14 +229,14 @@ class ModelStub:
 
 
 def start(workdir: Path, *, delay: float = 0.0) -> ModelStub:
-    """Start the stub as a subprocess (``-m tests.model_stub``) and wait until it listens."""
+    """Start the stub as a subprocess (``-m tests.support.model_stub``) and wait until it listens."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file, log = workdir / "model-stub.port", workdir / "model-stub.log"
     port_file.unlink(missing_ok=True)
-    repo_root = Path(__file__).resolve().parents[1]
+    repo_root = Path(__file__).resolve().parents[2]
     with open(workdir / "model-stub.stderr", "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.model_stub", "--port-file", str(port_file), "--log", str(log),
+            [sys.executable, "-m", "tests.support.model_stub", "--port-file", str(port_file), "--log", str(log),
              "--delay", str(delay)],
             cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip

@@ -1,6 +1,6 @@
-"""A fake Hub for the test run (``tests.hubserver``) driven through the real ``huggingface_hub`` client.
+"""A fake Hub for the test run (``tests.support.hubserver``) driven through the real ``huggingface_hub`` client.
 
-``hub_server`` (session) starts ``python -m tests.hubserver`` as a subprocess on 127.0.0.1 with a
+``hub_server`` (session) starts ``python -m tests.support.hubserver`` as a subprocess on 127.0.0.1 with a
 port file and a data directory, and stops it by PID: TERM, then KILL after a few seconds. Its
 :class:`HubServer` handle reads and resets the server's counters and injects faults and quotas.
 ``hub_repo`` names a fresh repository per test (not yet created) and ``hub_backend`` yields an
@@ -39,9 +39,9 @@ from huggingface_hub._buckets import BucketFile, BucketInfo
 from openclaw_backup.backends import BackendOptions, open_hf
 from openclaw_backup.backends.hf_bucket import HfBucketBackend
 from openclaw_backup.backends.hf_repo import HfRepoBackend
-from tests.servers import log_tail, stop_process
+from tests.support.processes import log_tail, stop_process
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_fake_hub_test_token"
 USER = "tester"
 START_TIMEOUT = 20.0
@@ -72,7 +72,7 @@ class HubServer:
         return result
 
     def add_fault(self, kind: str, **spec: Any) -> None:
-        """Inject a fault (see ``tests.hubserver.model.Fault``): ``count``, ``status``, ``lose``, …"""
+        """Inject a fault (see ``tests.support.hubserver.model.Fault``): ``count``, ``status``, ``lose``, …"""
         self._control("POST", "/_test/faults", {"kind": kind, **spec})
 
     def clear_faults(self) -> None:
@@ -101,8 +101,8 @@ class HubServer:
 def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
     root = tmp_path_factory.mktemp("fakehub")
     port_file, log = root / "port", root / "server.log"
-    args = [sys.executable, "-m", "tests.hubserver", "--port-file", str(port_file), "--data-dir", str(root / "data")]
-    args += ["--user", USER, "--token", TOKEN]
+    args = [sys.executable, "-m", "tests.support.hubserver", "--port-file", str(port_file)]
+    args += ["--data-dir", str(root / "data"), "--user", USER, "--token", TOKEN]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as out:

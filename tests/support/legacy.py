@@ -2,7 +2,8 @@
 ``split -b`` and ``openssl enc``, plus ``.meta.json`` / ``latest-backup.json`` as it wrote them.
 
 Nothing here imitates the archive format in Python, except :func:`crafted_tar`, which writes the
-hostile archives no honest ``tar`` would produce.
+hostile archives no honest ``tar`` would produce. Source trees are written with
+:func:`tests.support.trees.write_tree` and compared with :func:`tests.support.trees.tar_fingerprint`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import subprocess
 import tarfile
 from collections.abc import Iterable
@@ -62,37 +62,6 @@ def run(*args: str | Path, cwd: Path | None = None) -> None:
 
 def stamp_time(stamp: str) -> datetime:
     return datetime.strptime(stamp, "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
-
-
-def write_tree(root: Path, files: dict[str, bytes | str], *, mtime: int = 1_700_000_000) -> None:
-    """Write ``files`` (relative path -> content; a ``str`` starting with '->' is a symlink)."""
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, str) and content.startswith("->"):
-            if path.is_symlink():
-                path.unlink()
-            path.symlink_to(content[2:])
-            continue
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-        os.utime(path, (mtime, mtime))
-
-
-def tree_state(root: Path, *, dir_mtimes: bool = True) -> dict[str, tuple[object, ...]]:
-    """Everything a restore must reproduce, for equality checks."""
-    state: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            st = path.lstat()
-            if path.is_symlink():
-                state[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                state[rel] = ("dir", oct(st.st_mode & 0o7777), int(st.st_mtime) if dir_mtimes else None)
-            else:
-                state[rel] = ("file", path.read_bytes(), oct(st.st_mode & 0o7777), int(st.st_mtime))
-    return state
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""Processes the tests start (servers, the CLI, drivers): stopping them by PID, their logs, ports."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+STOP_GRACE = 5.0
+
+
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str], *, grace: float = STOP_GRACE) -> None:
+    """Bounded TERM-then-KILL of one process we started, by its PID."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The end of a server's log, for a failure message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Distinct free loopback ports (all held open together so none repeats)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
