@@ -617,7 +617,7 @@ class Archiver:
             agent_version=opts.agent_version,
             origin=opts.origin,
             summary=result_stats,
-            warnings=len(self.reporter.warnings),
+            warnings=len(self.reporter.warnings) - first_warning,  # this backup's own
         )
         sid = repo.save_snapshot(snap)
         repo.publish(add_snapshots=[sid], add_indexes=[index_name] if index_name else [], needs=self._check_needed)

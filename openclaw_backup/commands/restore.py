@@ -21,6 +21,7 @@ from ..repository import Repository, walk
 from ..restorer import RestoreOptions, holds_something, restore
 from ..settings import Settings, restore_destinations
 from ..snapshot import Snapshot, written_by_newer
+from ..sources import STATE_ROOT
 from ._common import Result, file_cache, find_snapshot, human_size, open_repo
 
 
@@ -38,7 +39,7 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
     delete = args.delete or not args.target  # in place the state becomes the snapshot exactly
     if args.dry_run:
         return _dry_run(repo, snap, dest, args.include, delete=delete)
-    installed = s.installed_agent_version() if "openclaw-state" in snap.roots else None
+    installed = s.installed_agent_version() if STATE_ROOT in snap.roots else None
     if written_by_newer(snap, installed):
         reporter.warn(f"snapshot {snap.id[:8]} holds state last written by OpenClaw {snap.agent_version}, newer than "
                       f"the installed {installed}: OpenClaw refuses state from newer versions; upgrade OpenClaw, "
@@ -53,7 +54,7 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
     res = restore(repo, snap, opts, reporter=reporter)
     if not args.target and repo.cache_dir:
         file_cache(repo).replace(res.seeds, merge=True)
-    if not args.target and not args.include and "openclaw-state" in snap.roots:
+    if not args.target and not args.include and STATE_ROOT in snap.roots:
         write_marker(Path(s.state_dir()), repository=repo.id, snapshot=snap.id, how="restore")
     lines = [f"restored snapshot {snap.id[:8]}: {res.files} files, {human_size(res.bytes)}"]
     lines += [f"  {k} -> {v}" for k, v in res.restored.items()]
