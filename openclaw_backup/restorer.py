@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import forkwork, memtune
+from . import forkwork, fsmeta, memtune
 from .backends.local import fsync_dir
-from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
+from .errors import IntegrityError, NoSpaceError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
 from .pack import ReadBatch
@@ -105,10 +105,15 @@ class RestoreResult:
     seeds: dict[str, CachedFile] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)  # destination -> where the state it replaced is kept
     carried: int = 0  # existing entries left in place (without ``delete``)
+    hardlinks: int = 0  # files restored as links to another restored file
+    owners_not_restored: int = 0  # entries owned by someone else, restored as ours (not running as root)
+    xattrs_not_restored: int = 0  # attributes outside ``user.*`` the process may not set
 
     def to_json(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "restored": self.restored, "files": self.files, "bytes": self.bytes,
-                "kept": self.kept, "left_in_place": self.carried}  # fmt: skip
+                "kept": self.kept, "left_in_place": self.carried, "hardlinks": self.hardlinks,
+                "owners_not_restored": self.owners_not_restored,
+                "xattrs_not_restored": self.xattrs_not_restored}  # fmt: skip
 
 
 @dataclass
@@ -122,6 +127,7 @@ class _Unit:
     files: list[tuple[str, Node]] = field(default_factory=list)
     dirs: list[tuple[str, Node]] = field(default_factory=list)  # parents before children
     links: list[tuple[str, Node]] = field(default_factory=list)
+    hardlinks: list[tuple[str, str]] = field(default_factory=list)  # (path, the path it is a link to)
     kept: Path | None = None  # where the state this unit replaced was kept
     carried: int = 0
 
@@ -318,6 +324,7 @@ class Restorer:
         self._open: dict[str, int] = {}
         self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node, bytes written]
         self._umask = _read_umask()  # now, not at import: a process may change it
+        self.meta = fsmeta.Applier()
 
     # ------------------------------------------------------------------ planning
 
@@ -385,7 +392,13 @@ class Restorer:
         self._pending = {}
         plan: list[_FilePlan] = []
         total = 0
+        first: dict[str, tuple[str, Node]] = {}  # hard-link key -> the file that holds the data
         for path, node in unit.files:
+            if node.hardlink:
+                held = first.setdefault(node.hardlink, (path, node))
+                if held[0] != path and held[1].content == node.content and held[1].size == node.size:
+                    unit.hardlinks.append((path, held[0]))
+                    continue
             offset = 0
             wants: list[_Want] = []
             for cid in node.content:
@@ -407,7 +420,11 @@ class Restorer:
         if self.opts.check_space and total:
             free = shutil.disk_usage(unit.dest.parent).free
             if total > free:
-                raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
+                raise NoSpaceError(
+                    f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}; "
+                    "nothing was changed",
+                    hint="free some space, or restore part of the snapshot with --include",
+                )
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
         progress: Callable[[int], None] = lambda n: self.reporter.progress(done_bytes=n)  # noqa: E731
         try:
@@ -427,12 +444,24 @@ class Restorer:
         unfinished = [p for p, (left, *_) in self._pending.items() if left]
         if unfinished:
             raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
+        for path, target in unit.hardlinks:
+            os.link(target, path, follow_symlinks=False)
+        linked = {path for path, _ in unit.hardlinks}
+        for path, node in unit.files:  # owners and attributes (set by path: a forked writer counts nothing)
+            if path not in linked:
+                self.meta.owner(path, node, follow=False)
+                if node.mode & 0o6000:
+                    os.chmod(path, node.mode)  # a change of owner cleared the set-id bits
+                self.meta.xattrs(path, node, _final(unit, path))
         for path, node in unit.links:
             assert node.target is not None
             os.symlink(os.fsencode(node.target), path)
+            self.meta.owner(path, node, follow=False)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
         for path, node in reversed(unit.dirs):  # breadth-first order reversed: deepest first
+            self.meta.owner(path, node, follow=False)
             os.chmod(path, node.mode)
+            self.meta.xattrs(path, node, _final(unit, path))
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
     def _forks(self, plan: list[_FilePlan]) -> bool:
@@ -484,6 +513,8 @@ class Restorer:
         try:
             if written != node.size:
                 raise IntegrityError(f"{path}: restored {written} bytes, expected {node.size}")
+            if node.sparse:
+                os.ftruncate(fd, node.size)  # a trailing hole: zero runs were skipped, not written
             if not self._creates_with_mode(node.mode):
                 os.fchmod(fd, node.mode)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
@@ -496,12 +527,13 @@ class Restorer:
             fd = self._open.get(path)
             if fd is None:
                 fd = self._open[path] = self._create(path, self._pending[path][1])
-        done = os.pwrite(fd, data, offset)
-        while done < len(data):  # a short write: go on, or fail (ENOSPC) rather than leave a hole
-            n = os.pwrite(fd, memoryview(data)[done:], offset + done)
-            if n <= 0:
-                raise OSError(errno.EIO, f"{path}: short write")
-            done += n
+            sparse = self._pending[path][1].sparse
+        if sparse:  # zero runs stay holes: write only the rest
+            for start, end in fsmeta.data_runs(bytes(data) if isinstance(data, memoryview) else data):
+                self._pwrite_all(path, fd, memoryview(data)[start:end], offset + start)
+            done = len(data)
+        else:
+            done = self._pwrite_all(path, fd, data, offset)
         with self._lock:
             entry = self._pending[path]
             entry[0] -= 1
@@ -511,6 +543,16 @@ class Restorer:
                 del self._open[path]
         if last:
             self._finish(path, fd, entry[1], entry[2])
+
+    @staticmethod
+    def _pwrite_all(path: str, fd: int, data: bytes | memoryview, offset: int) -> int:
+        done = os.pwrite(fd, data, offset)
+        while done < len(data):  # a short write: go on, or fail (ENOSPC) rather than leave a hole
+            n = os.pwrite(fd, memoryview(data)[done:], offset + done)
+            if n <= 0:
+                raise OSError(errno.EIO, f"{path}: short write")
+            done += n
+        return done
 
     def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Callable[[int], None]) -> None:
         """Read one merged range of a pack (each blob in it verified) and write each blob where it goes."""
@@ -552,6 +594,7 @@ class Restorer:
                 raise
             result.restored[unit.label] = str(unit.dest)
             result.carried += unit.carried
+            result.hardlinks += len(unit.hardlinks)
             if unit.kept is not None:
                 result.kept[str(unit.dest)] = str(unit.kept)
             for path, node in unit.files:
@@ -570,6 +613,10 @@ class Restorer:
                         )
                     continue  # never seed: the next backup captures it again through SQLite
                 result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite, node.sqlite_info)
+        for problem in self.meta.problems:
+            self.reporter.warn(problem)
+        result.owners_not_restored = self.meta.owners_not_restored
+        result.xattrs_not_restored = self.meta.xattrs_not_restored
         return result
 
 

@@ -67,6 +67,12 @@ def human_size(n: float) -> str:
     return f"{n} B"
 
 
+def printable(name: str) -> str:
+    """A file name as human output shows it: as it is when every character is printable, else
+    quoted with escapes, so a name holding a newline or an escape sequence cannot forge a line."""
+    return name if name.isprintable() else ascii(name)
+
+
 def count(n: int, word: str) -> str:
     """``1 file``, ``2,048 files``, ``3 entries``."""
     plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
