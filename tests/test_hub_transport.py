@@ -1,0 +1,105 @@
+"""The Hub transport under the real Hub's weather (issue 14): flaky requests, lost answers, quotas.
+
+Everything runs through the real ``huggingface_hub`` client against the fake Hub of
+``tests/support/hubserver``; targets are asserted on the server's counters (requests, commits,
+bytes), never on wall time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openclaw_backup.backends import open_backend
+from openclaw_backup.errors import BackupError
+from openclaw_backup.repository import Repository
+from tests.support.hub import HubRepo
+from tests.support.repos import assert_check_ok, new_repo, open_repo, run_backup
+from tests.support.trees import set_mtimes, touch_change
+
+pytestmark = pytest.mark.timeout(300)
+PACK_SIZE = 256 * 1024
+
+
+def _tree(root: Path, files: int = 6) -> None:
+    for i in range(files):
+        p = root / f"d{i % 2}" / f"f{i}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bytes([i]) * 300_000 + f"file {i}\n".encode())
+    set_mtimes(root, 1_700_000_000 * 10**9)
+
+
+def _open(hub_repo: HubRepo, **options: Any) -> Repository:
+    """The repository through the product's composition (retries on, as the CLI and supervisor do)."""
+    return open_repo(open_backend(hub_repo.address, hub_repo.server.options(**{"retries": 5, **options})))
+
+
+def _init(hub_repo: HubRepo) -> Repository:
+    return new_repo(
+        open_backend(hub_repo.address, hub_repo.server.options(create=True, retries=5)), pack_size=PACK_SIZE
+    )
+
+
+# ---------------------------------------------------------------------------- 1. every request retried
+
+
+FLAKY = [  # 15 % of all requests fail, reproducibly: 10 % answer 500, 5 % are dropped unanswered,
+    {"kind": "*", "probability": 0.10, "status": 500, "count": 10**9, "seed": 1401},
+    {"kind": "*", "probability": 0.0556, "drop": True, "count": 10**9, "seed": 1402},
+    # and 15 % of the commits that land lose their answer (500 or a dropped connection)
+    {"kind": "commit", "probability": 0.10, "lose": "500", "count": 10**9, "seed": 1403},
+    {"kind": "commit", "probability": 0.0556, "lose": "drop", "count": 10**9, "seed": 1404},
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fifteen_percent_of_requests_failing_ten_of_ten_backups_succeed(
+    seed: int, hub_repo: HubRepo, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    _init(hub_repo)
+    repo = _open(hub_repo)
+    commits = hub_repo.stats()["commits"]
+    for fault in FLAKY:
+        hub_repo.add_fault(**{**fault, "seed": fault["seed"] + 100 * seed})
+    injected = hub_repo.server.stats()["faults_injected"]
+    try:
+        for i in range(10):
+            touch_change(src / f"d{i % 2}/f{i % 6}.bin", f"backup {i}\n".encode() * (1000 + i))
+            repo.refresh()  # as the supervisor does before each backup
+            res = run_backup(repo, {"src": src}, forked=False)
+            assert res.snapshot_id and not res.unchanged, f"backup {i}"
+        injected = hub_repo.server.stats()["faults_injected"] - injected
+    finally:
+        hub_repo.server.clear_faults()
+    stats = hub_repo.stats()
+    assert stats["commits"] == commits + 10, "a publication was duplicated (or lost)"
+    snaps = _open(hub_repo).snapshots()
+    assert len(snaps) == 10 and len({s.tree for s in snaps}) == 10
+    assert injected >= 10, f"only {injected} faults hit: the weather is too mild to prove anything"
+    assert_check_ok(_open(hub_repo))
+
+
+def test_without_retries_the_same_weather_fails(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """The control: the faults above do hit backups (with one try per request, they fail)."""
+    src = tmp_path / "src"
+    _tree(src)
+    _init(hub_repo)
+    repo = _open(hub_repo, retries=1)
+    for fault in FLAKY:
+        hub_repo.add_fault(**fault)
+    errors = 0
+    try:
+        for i in range(5):
+            touch_change(src / f"d{i % 2}/f{i % 6}.bin", f"backup {i}\n".encode() * (1000 + i))
+            try:
+                repo.refresh()
+                run_backup(repo, {"src": src}, forked=False)
+            except BackupError:
+                errors += 1
+    finally:
+        hub_repo.server.clear_faults()
+    assert errors >= 2
