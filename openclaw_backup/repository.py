@@ -22,8 +22,10 @@ its parts know byte formats and object names.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +54,7 @@ from .tree import Node, decode_tree
 T = TypeVar("T")
 
 PUBLISH_ATTEMPTS = 6
+HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
 
 
 @dataclass
@@ -108,6 +111,7 @@ class Repository:
         self.chunker = Chunker(config.chunker, seed)
         self.sqlite_chunker = Chunker(config.chunker_sqlite, seed)
         self.head: Head | None = None
+        self._head_read_at: float | None = None  # time.monotonic() of the last head read
         self.state = HeadState()
         self.index = Index()
         self.warnings: list[str] = []
@@ -148,13 +152,35 @@ class Repository:
 
     @classmethod
     def open(cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None) -> Repository:
-        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password."""
+        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password.
+
+        The config of an encrypted repository is remembered in ``cache_dir`` by the store's location
+        (``locations/<sha256>.config``) and not read again while the head vouches for it (its config
+        MAC); any doubt reads it from the store.
+        """
+        remembered = _config_memo(cache_dir, backend.location)
+        if remembered is not None:
+            try:
+                config = RepoConfig.from_bytes(remembered.read_bytes())
+                if config.encrypted and password:
+                    return cls._open(backend, config, password=password, cache_dir=cache_dir)
+            except (OSError, IntegrityError, WrongPasswordError, UsageError):
+                pass  # not this repository's config (any more): read it from the store
+            remembered.unlink(missing_ok=True)
         try:
-            config = RepoConfig.from_bytes(backend.get("config"))
+            data = backend.get("config")
+            config = RepoConfig.from_bytes(data)
         except NotFoundError:
             raise RepositoryNotFoundError(
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
+        repo = cls._open(backend, config, password=password, cache_dir=cache_dir)
+        if config.encrypted and remembered is not None:
+            _write_atomic(remembered, data)
+        return repo
+
+    @classmethod
+    def _open(cls, backend: Backend, config: RepoConfig, *, password: str | None, cache_dir: Path | None) -> Repository:
         if not config.encrypted:
             if password:
                 # The user expects encryption. Either this is the wrong repository, or someone who can
@@ -216,8 +242,16 @@ class Repository:
 
     # ------------------------------------------------------------------ head
 
-    def refresh(self) -> HeadState:
-        """Re-read the head (and note a rollback, which only an attacker or a restore of the store causes)."""
+    def refresh(self, *, max_age: float = 0.0) -> HeadState:
+        """Re-read the head (and note a rollback, which only an attacker or a restore of the store causes).
+
+        ``max_age``: a head this object read less than that many seconds ago, with no publication
+        tried since, is used as it is (opening reads the head, and a backup right after need not
+        read it again: a stale head only costs a conflict and a re-plan at publication).
+        """
+        if max_age > 0 and self._head_read_at is not None and time.monotonic() - self._head_read_at <= max_age:
+            return self.state
+        self._head_read_at = None
         head = self.backend.read_head()
         if head is None:
             raise RepositoryNotFoundError(f"{self.backend.location} has a config but no head; it is damaged")
@@ -230,6 +264,7 @@ class Repository:
                 hint="someone changed the config file; restore the original",
             )
         self._check_rollback()
+        self._head_read_at = time.monotonic()
         return self.state
 
     def snapshot_ids(self) -> list[str]:
@@ -267,6 +302,7 @@ class Repository:
 
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
+        self._head_read_at = None  # whatever the outcome, the next refresh reads the head
         version = self.backend.publish(head=data, expect=expect, deletes=list(deletes))
         self.head = Head(version, data)
         self.state = state
@@ -568,6 +604,23 @@ class Repository:
     def current_key_names(self, password: str) -> list[str]:
         """Key files that open with ``password``."""
         return keys.opening_with(self.backend, password)
+
+
+def _config_memo(cache_dir: Path | None, location: str) -> Path | None:
+    """Where the config of the repository at ``location`` is remembered (None without a cache)."""
+    if cache_dir is None:
+        return None
+    return cache_dir / "locations" / (hashlib.sha256(location.encode()).hexdigest()[:32] + ".config")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation only
 
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:

@@ -193,7 +193,7 @@ class Service:
         other, address = configured
         alt = self.s.with_repository(address)
         try:
-            open_backend(alt.repository(), alt.backend_options())
+            open_backend(alt.repository(), alt.backend_options()).read_head()  # a missing repo raises here
             return alt
         except RepositoryNotFoundError:
             self.reporter.warn(f"restore repository {other} does not exist; using the backup repository")

@@ -14,8 +14,10 @@ import pytest
 
 from openclaw_backup.backends import open_backend
 from openclaw_backup.errors import BackupError
+from openclaw_backup.filecache import FileCache
 from openclaw_backup.repository import Repository
-from tests.support.hub import HubRepo
+from tests.support.cli import cli_env, cli_ok, hub_env, json_out
+from tests.support.hub import TOKEN, HubRepo
 from tests.support.repos import assert_check_ok, new_repo, open_repo, run_backup
 from tests.support.trees import set_mtimes, touch_change
 
@@ -103,3 +105,55 @@ def test_without_retries_the_same_weather_fails(hub_repo: HubRepo, tmp_path: Pat
     finally:
         hub_repo.server.clear_faults()
     assert errors >= 2
+
+
+# ---------------------------------------------------------------------------- 2. cheap when nothing changed
+
+
+def _requests(hub_repo: HubRepo) -> dict[str, int]:
+    return dict(hub_repo.stats()["requests"])
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def test_unchanged_backup_is_at_most_three_requests_and_empty_prune_no_commit(
+    hub_repo: HubRepo, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    env = cli_env(tmp_path / "home", **hub_env(hub_repo.server.url, TOKEN))
+    cli_ok(["--repo", hub_repo.address, "init"], env)
+    cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src)], env)
+    for _ in range(2):  # the first unchanged run may fill local caches; both must be cheap
+        before = _requests(hub_repo)
+        out = json_out(cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src), "--json"], env))
+        spent = _delta(before, _requests(hub_repo))
+        assert out["unchanged"] is True
+        assert sum(spent.values()) <= 3, f"an unchanged backup made {spent}"
+    commits = hub_repo.stats()["commits"]
+    cli_ok(["--repo", hub_repo.address, "prune"], env)
+    assert hub_repo.stats()["commits"] == commits, "a prune with nothing to free made a commit"
+    # and it is still the same repository: a change is backed up in one commit
+    touch_change(src / "d0/f0.bin", b"changed\n")
+    cli_ok(["--repo", hub_repo.address, "backup", "--source", str(src)], env)
+    assert hub_repo.stats()["commits"] == commits + 1
+
+
+def test_unchanged_backup_of_an_open_repository_reads_only_the_head(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """The supervisor keeps the repository open: each unchanged backup costs one request."""
+    src = tmp_path / "src"
+    _tree(src)
+    _init(hub_repo)
+    backend = open_backend(hub_repo.address, hub_repo.server.options(retries=5))
+    repo = open_repo(backend, cache_dir=tmp_path / "cache")
+    cache = FileCache(tmp_path / "files.db")
+    run_backup(repo, {"src": src}, forked=False, cache=cache)
+    for _ in range(3):
+        before = _requests(hub_repo)
+        repo.refresh()  # as Service.repo() does
+        res = run_backup(repo, {"src": src}, forked=False, cache=cache)
+        assert res.unchanged
+        spent = _delta(before, _requests(hub_repo))
+        assert spent == {"resolve": 1}, spent

@@ -137,7 +137,11 @@ class HfRepoBackend(Backend):
 
     # -- repository -------------------------------------------------------------------------
     def ensure_repo(self, *, create: bool, private: bool) -> None:
-        """Check that the repo exists; create it (``private``) when missing and ``create``."""
+        """Create the repo (``private``) when missing and ``create``. Without ``create`` nothing is
+        asked: the first read of a missing repo (or one the token cannot see) raises
+        :class:`RepositoryNotFoundError` anyway, and an unchanged backup stays within 3 requests."""
+        if not create:
+            return
         try:
             self._call("open", lambda: self._api.repo_info(self.repo_id, repo_type=self.repo_type, expand="sha"))
         except RepositoryNotFoundError:
@@ -221,6 +225,18 @@ class HfRepoBackend(Backend):
             self._staged.setdefault(name, op)
 
     def read_head(self) -> Head | None:
+        """One request: the head file on the branch, with the commit it came from (X-Repo-Commit);
+        two (the branch's commit, then the file at it) when the answer does not name the commit."""
+
+        def current() -> tuple[bytes | None, str | None]:
+            try:
+                return self._files.read_current(self._head_path, self.revision)
+            except hf_errors.RevisionNotFoundError:
+                return None, None
+
+        data, sha = self._call("read head", current)
+        if data is not None and sha is not None and _SHA_RE.match(sha):
+            return Head(sha, data)
         sha = self._call("read head", self._branch_sha)
         if sha is None:
             return None

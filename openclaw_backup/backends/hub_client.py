@@ -369,6 +369,25 @@ class RepoFiles:
         except hf_errors.RemoteEntryNotFoundError:
             return None
 
+    def read_current(self, path: str, branch: str) -> tuple[bytes | None, str | None]:
+        """The file's bytes on ``branch`` (None when missing) and the commit id they were served
+        from, in ONE request: the Hub names the commit in ``X-Repo-Commit`` (on the redirect, when
+        the bytes come from a CDN). The id is None when no response carried it.
+
+        An unknown ``branch`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
+        """
+        url = hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=branch, endpoint=self.api.endpoint)
+        response = get_session().get(url, headers={**hub_headers(self.token), "Accept-Encoding": "identity"})
+        commit = next(
+            (r.headers["X-Repo-Commit"] for r in (response, *response.history) if r.headers.get("X-Repo-Commit")),
+            None,
+        )
+        try:
+            hf_raise_for_status(response)
+        except hf_errors.RemoteEntryNotFoundError:
+            return None, commit
+        return response.content, commit
+
     def list(self, folder: str | None, revision: str) -> list[str]:
         """Paths of the files under ``folder`` (the whole repo when None), recursively; [] when missing.
 
