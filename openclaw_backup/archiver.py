@@ -601,7 +601,7 @@ class Archiver:
             return BackupResult(None, parent.id, True, result_stats, self.reporter.warnings[first_warning:], [],
                                 self.excluded.to_json())  # fmt: skip
         self.writer.flush()
-        index_name = repo.save_index(self.writer.packs)
+        index_name = repo.save_index(self.writer.packs, backup=True)
         result_stats["blobs_added"] = self.writer.blobs_written
         result_stats["bytes_added"] = self.writer.bytes_written
         clear = [] if repo.encrypted else self._clear_secrets(scanned)

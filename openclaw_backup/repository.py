@@ -41,7 +41,9 @@ from .errors import (
     ConflictError,
     IntegrityError,
     NotFoundError,
+    QuotaError,
     RepositoryNotFoundError,
+    StoreError,
     UsageError,
     WrongPasswordError,
 )
@@ -114,6 +116,12 @@ class Repository:
         self._head_read_at: float | None = None  # time.monotonic() of the last head read
         self.state = HeadState()
         self.index = Index()
+        self._base_index = Index()  # what the head's index files say (self.index adds our unpublished packs)
+        # Packs a backup of ours uploaded whose publication failed (a quota's 429, a lost commit),
+        # on a store where uploads stay staged until the next publication (a Hub repo): the next
+        # backup reuses them instead of uploading the same data again. See save_index/publish.
+        self._unpublished: PackEntries = {}
+        self._attempt: PackEntries = {}
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ opening
@@ -333,8 +341,19 @@ class Repository:
         rm_s, rm_i = list(remove_snapshots), list(remove_indexes)
         deletes = [pack_name(p) for p in delete_packs]
         deletes += [f"snapshots/{s}" for s in rm_s] + [f"index/{i}" for i in rm_i]
-        self._publish(list(add_snapshots), list(add_indexes), set(rm_s), set(rm_i), deletes,
-                      deleted_bytes=deleted_bytes, needs=needs, attempts=attempts, merge=merge)  # fmt: skip
+        attempt, self._attempt = self._attempt, {}
+        try:
+            self._publish(list(add_snapshots), list(add_indexes), set(rm_s), set(rm_i), deletes,
+                          deleted_bytes=deleted_bytes, needs=needs, attempts=attempts, merge=merge)  # fmt: skip
+        except BaseException as e:
+            # A backup refused for now (a quota, a busy repository, a lost answer) leaves its packs
+            # staged for the next one (if its commit landed after all, the next load_index finds
+            # them indexed and forgets them). Anything else, or any other publication (a prune may
+            # have dropped them), forgets them: the next backup uploads that data again.
+            retryable = isinstance(e, (QuotaError, ConflictError)) or (isinstance(e, StoreError) and e.transient)
+            self._unpublished = attempt if retryable else {}
+            raise
+        self._unpublished = {}
 
     def _publish(
         self,
@@ -433,9 +452,23 @@ class Repository:
     # ------------------------------------------------------------------ the index
 
     def load_index(self) -> Index:
-        """Load every index file the head names (cached ones are not fetched again)."""
-        if self.index.files == tuple(self.state.indexes):
+        """Load every index file the head names (cached ones are not fetched again), plus the packs
+        of our own failed publication still staged in the store (see :meth:`save_index`)."""
+        if self._base_index.files != tuple(self.state.indexes):
+            self._load_base_index()
+        if not self._unpublished:
+            self.index = self._base_index
             return self.index
+        known = {ref.pack for ref in self._base_index.values()}
+        self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
+        refs = dict(self._base_index.items())
+        for entries in self._unpublished.values():
+            for bid, ref in entries:
+                refs.setdefault(bid, ref)
+        self.index = Index(refs, files=self._base_index.files)
+        return self.index
+
+    def _load_base_index(self) -> None:
         for attempt in range(3):
             try:
                 index = Index.decode(self.cipher, ((n, self.get_immutable(f"index/{n}")) for n in self.state.indexes))
@@ -444,8 +477,7 @@ class Repository:
                 if attempt == 2:
                     raise
                 self.refresh()  # a prune replaced the index files after we read the head
-        self.index = index
-        return index
+        self._base_index = index
 
     def is_indexed(self, bid: bytes) -> bool:
         return bid in self.index
@@ -516,8 +548,17 @@ class Repository:
         return PackWriter(self.backend, self.cipher, pack_size=pack_size or self.config.pack_size,
                           indexed=self.is_indexed)  # fmt: skip
 
-    def save_index(self, packs: PackEntries) -> str | None:
-        """Write one index file listing ``packs``; its name (None, writing nothing, when empty)."""
+    def save_index(self, packs: PackEntries, *, backup: bool = False) -> str | None:
+        """Write one index file listing ``packs``; its name (None, writing nothing, when empty).
+
+        ``backup``: the index of a backup about to publish. Where uploads stay staged until the next
+        publication, it also lists the packs of our failed publication that are still staged (their
+        blobs are in :attr:`index`, so this backup may reference them; they are committed with
+        it), and if this publication fails too, its packs are remembered the same way.
+        """
+        if backup and self.staged_uploads:
+            packs = {**{p: e for p, e in self._unpublished.items() if p not in packs}, **packs}
+            self._attempt = packs
         if not packs:
             return None
         return self.put_immutable("index", codec.encode_index(self.cipher, packs))

@@ -7,19 +7,22 @@ bytes), never on wall time.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openclaw_backup import prune
 from openclaw_backup.backends import open_backend
-from openclaw_backup.errors import BackupError
+from openclaw_backup.errors import BackupError, QuotaError
 from openclaw_backup.filecache import FileCache
+from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from tests.support.cli import cli_env, cli_ok, hub_env, json_out
 from tests.support.hub import TOKEN, HubRepo
-from tests.support.repos import assert_check_ok, new_repo, open_repo, run_backup
-from tests.support.trees import set_mtimes, touch_change
+from tests.support.repos import assert_check_ok, new_repo, open_repo, run_backup, run_restore
+from tests.support.trees import fingerprint, set_mtimes, touch_change
 
 pytestmark = pytest.mark.timeout(300)
 PACK_SIZE = 256 * 1024
@@ -157,3 +160,79 @@ def test_unchanged_backup_of_an_open_repository_reads_only_the_head(hub_repo: Hu
         assert res.unchanged
         spent = _delta(before, _requests(hub_repo))
         assert spent == {"resolve": 1}, spent
+
+
+# ---------------------------------------------------------------------------- 4. resumable uploads
+
+
+def test_commits_refused_by_the_quota_do_not_upload_the_data_again(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """The agent keeps writing; the commit quota refuses 7 of 10 backups (HTTP 429 after every
+    upload was made). Each refused backup's packs stay staged and the next backup reuses them:
+    everything uploaded is at most 1.4x what the snapshots hold (2.3x when every attempt uploaded anew)."""
+    src = tmp_path / "src"
+    _tree(src, files=2)
+    _init(hub_repo)
+    repo = _open(hub_repo)
+    run_backup(repo, {"src": src}, forked=False)
+    start = hub_repo.stats()
+    indexed = repo.index_summary().stored_bytes
+    allowed = {3, 7, 9}
+    rng = random.Random(14)
+    refused = 0
+    try:
+        for i in range(10):
+            (src / f"new{i}.bin").write_bytes(rng.randbytes(300_000))
+            commits = hub_repo.stats()["commits"]
+            hub_repo.server.set_quota(hub_repo.key, commits + 1 if i in allowed else commits)
+            repo.refresh()
+            try:
+                res = run_backup(repo, {"src": src}, forked=False)
+                assert i in allowed and res.snapshot_id
+            except QuotaError:
+                assert i not in allowed
+                refused += 1
+    finally:
+        hub_repo.server.set_quota(hub_repo.key, None)
+    end = hub_repo.stats()
+    assert refused == 7 and end["commits"] == start["commits"] + 3
+    uploaded = end["bytes_uploaded"] - start["bytes_uploaded"]
+    check = _open(hub_repo)
+    stored = check.load_index().summary().stored_bytes - indexed  # the data the snapshots hold (no garbage)
+    assert stored >= 10 * 300_000
+    print(f"\nuploaded {uploaded} for {stored} stored: {uploaded / stored:.2f}x")
+    assert uploaded <= 1.4 * stored, f"uploaded {uploaded} bytes for {stored} stored ({uploaded / stored:.2f}x)"
+    assert_check_ok(check)
+    dest = tmp_path / "restored"
+    run_restore(check, "latest", {"src": dest}, forked=False)
+    assert fingerprint(dest) == fingerprint(src)
+
+
+@pytest.mark.parametrize("between", ["prune", "forget", "nothing"])
+def test_staged_packs_of_a_refused_backup_never_leave_a_hole(between: str, hub_repo: HubRepo, tmp_path: Path) -> None:
+    """A refused backup's packs are reused only while they are staged: a prune or forget of the same
+    process in between publishes (and a prune deletes what no snapshot holds), so the next backup
+    uploads what it needs again. Every way, the repository checks clean and restores exactly."""
+    src = tmp_path / "src"
+    _tree(src, files=2)
+    _init(hub_repo)
+    repo = _open(hub_repo)
+    run_backup(repo, {"src": src}, forked=False)
+    (src / "new.bin").write_bytes(random.Random(3).randbytes(200_000))
+    hub_repo.server.set_quota(hub_repo.key, hub_repo.stats()["commits"])
+    try:
+        with pytest.raises(QuotaError):
+            run_backup(repo, {"src": src}, forked=False)
+    finally:
+        hub_repo.server.set_quota(hub_repo.key, None)
+    if between == "prune":
+        prune.prune(repo, reporter=Reporter())
+    elif between == "forget":
+        repo.forget_snapshots([])  # any publication
+    repo.refresh()
+    res = run_backup(repo, {"src": src}, forked=False)
+    assert res.snapshot_id
+    check = _open(hub_repo)
+    assert_check_ok(check)
+    dest = tmp_path / "restored"
+    run_restore(check, "latest", {"src": dest}, forked=False)
+    assert fingerprint(dest) == fingerprint(src)

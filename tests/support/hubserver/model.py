@@ -345,6 +345,7 @@ class HubState:
             "files": sorted(head.tree) if head else [],
             "lfs_objects": len(repo.lfs),
             "stored_bytes": sum(repo.lfs.values()) + sum(regular.values()),
+            "head_bytes": sum(e.size for e in head.tree.values()) if head else 0,  # the files of the head's tree
             "requests": dict(c.requests),
             "bytes_uploaded": c.bytes_uploaded,
             "bytes_downloaded": c.bytes_downloaded,
