@@ -55,7 +55,13 @@ import httpx2
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, set_client_factory
+from huggingface_hub.utils import (
+    build_hf_headers,
+    disable_progress_bars,
+    get_session,
+    hf_raise_for_status,
+    set_client_factory,
+)
 
 from .. import __version__
 from ..errors import (
@@ -205,6 +211,8 @@ def ensure_bounded_session() -> None:
             set_client_factory(_client_factory)
         if not _installed:
             logging.getLogger("huggingface_hub._commit_api").addFilter(_DropXetFallbackWarning())
+            # Our reporter shows progress; the library's own bars would break --json and double it.
+            disable_progress_bars()
             _installed = True
 
 
