@@ -27,6 +27,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -535,11 +536,27 @@ class Repository:
         are decoded from views of the one read, never copied. Thread-safe."""
         return read_batch(self.backend, self.cipher, batch)
 
+    @property
+    def read_parallelism(self) -> int:
+        """Ranged reads worth having in flight together: a remote store's connection limit (its
+        latency hides behind concurrency), 1 for a store on this machine."""
+        caps = self.backend.capabilities
+        return max(1, caps.max_connections) if caps.transient_failures else 1
+
     def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged
-        ranged reads and verified."""
-        for batch in plan_reads(wants):
-            yield from read_batch(self.backend, self.cipher, batch)
+        ranged reads (up to :attr:`read_parallelism` in flight, a window at a time) and verified."""
+        batches = plan_reads(wants)
+        width = self.read_parallelism
+        if width <= 1 or len(batches) <= 1:
+            for batch in batches:
+                yield from read_batch(self.backend, self.cipher, batch)
+            return
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            for i in range(0, len(batches), 2 * width):  # a window: memory stays bounded
+                window = batches[i : i + 2 * width]
+                for out in pool.map(lambda b: list(read_batch(self.backend, self.cipher, b)), window):
+                    yield from out
 
     # ------------------------------------------------------------------ packs and index files
 
