@@ -444,6 +444,14 @@ class Repository:
         self.cache_write(name, data)
         return data
 
+    def _get_all(self, names: list[str]) -> list[bytes]:
+        """:meth:`get_immutable` of each name, up to :attr:`read_parallelism` in flight."""
+        width = self.read_parallelism
+        if width <= 1 or len(names) <= 1:
+            return [self.get_immutable(n) for n in names]
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            return list(pool.map(self.get_immutable, names))
+
     def put_immutable(self, prefix: str, data: bytes) -> str:
         sid = storage_id(data)
         self.backend.put(f"{prefix}/{sid}", data)
@@ -472,7 +480,8 @@ class Repository:
     def _load_base_index(self) -> None:
         for attempt in range(3):
             try:
-                index = Index.decode(self.cipher, ((n, self.get_immutable(f"index/{n}")) for n in self.state.indexes))
+                names = list(self.state.indexes)
+                index = Index.decode(self.cipher, zip(names, self._get_all([f"index/{n}" for n in names]), strict=True))
                 break
             except NotFoundError:
                 if attempt == 2:
@@ -598,9 +607,11 @@ class Repository:
     # ------------------------------------------------------------------ snapshots
 
     def load_snapshot(self, sid: str) -> Snapshot:
+        return self._decode_snapshot(sid, self.get_immutable(f"snapshots/{sid}"))
+
+    def _decode_snapshot(self, sid: str, data: bytes) -> Snapshot:
         what = f"snapshot {sid[:8]}"
-        doc = codec.decode_document(self.cipher, b"snapshot", self.get_immutable(f"snapshots/{sid}"), what=what)
-        return Snapshot.from_json(doc, id=sid, what=what)
+        return Snapshot.from_json(codec.decode_document(self.cipher, b"snapshot", data, what=what), id=sid, what=what)
 
     def save_snapshot(self, snapshot: Snapshot) -> str:
         """Store a snapshot document (not yet published: see :meth:`publish`); its id."""
@@ -610,7 +621,9 @@ class Repository:
         """Every live snapshot, oldest first (re-reading the head if a forget raced us)."""
         for attempt in range(3):
             try:
-                snaps = [self.load_snapshot(s) for s in self.state.snapshots]
+                ids = list(self.state.snapshots)
+                datas = self._get_all([f"snapshots/{s}" for s in ids])  # fetched together
+                snaps = [self._decode_snapshot(s, d) for s, d in zip(ids, datas, strict=True)]
                 break
             except NotFoundError:
                 if attempt == 2:
