@@ -46,7 +46,7 @@ from .errors import BackupError, ConflictError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .index import BLOB_DATA, BLOB_TREE
 from .reporter import Reporter
-from .repository import Repository
+from .repository import HEAD_FRESH, Repository
 from .snapshot import Snapshot
 from .sources import SQLITE_MAGIC, Entry, Excluder, ExclusionReport, Root, scan_root
 from .sqlite_capture import SqliteCaptureError, snapshot
@@ -565,7 +565,7 @@ class Archiver:
     def _run(self) -> BackupResult:
         repo, opts = self.repo, self.opts
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
-        repo.refresh()  # the head may have moved (or our last publication's answer was lost)
+        repo.refresh(max_age=HEAD_FRESH)  # the head may have moved (or our last publication's answer was lost)
         repo.load_index()
         excluder = Excluder(opts.excludes)
         self.excluded = ExclusionReport()
@@ -618,7 +618,7 @@ class Archiver:
             return BackupResult(None, parent.id, True, result_stats, self.reporter.warnings[first_warning:], [],
                                 self.excluded.to_json(), self.excluded.specials)  # fmt: skip
         self.writer.flush()
-        index_name = repo.save_index(self.writer.packs)
+        index_name = repo.save_index(self.writer.packs, backup=True)
         result_stats["blobs_added"] = self.writer.blobs_written
         result_stats["bytes_added"] = self.writer.bytes_written
         clear = [] if repo.encrypted else self._clear_secrets(scanned)

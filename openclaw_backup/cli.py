@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("run", help="supervise an agent: restore if missing, run it, back up periodically and at exit")
     s.add_argument("--interval", type=float, help="seconds between backups (default 300, or the legacy cron)")
+    s.add_argument(
+        "--max-age",
+        type=float,
+        help="while the state keeps changing, back up at least this often, in seconds (default 60, "
+        "or OPENCLAW_BACKUP_MAX_AGE; a Hub repo's commit budget may stretch it)",
+    )
     s.add_argument("--settle", type=float, default=20.0, help="back up this many quiet seconds after a change")
     s.add_argument(
         "--min-gap", type=float, help="at least this many seconds between backups (default min(60, interval))"

@@ -2,7 +2,8 @@
 
 Operations call :meth:`Reporter.phase`, :meth:`Reporter.progress` and :meth:`Reporter.warn`;
 the CLI chooses the implementation (a progress bar on a terminal, JSON lines, or nothing).
-Reporters must be thread-safe: workers report from several threads.
+Reporters must be thread-safe: workers report from several threads. :func:`human_size` is the one
+size format of what reporters and the CLI print.
 """
 
 from __future__ import annotations
@@ -33,3 +34,12 @@ class Reporter:
 
     def done(self) -> None:
         """The operation ended; stop any live display."""
+
+
+def human_size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the tool)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

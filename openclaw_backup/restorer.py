@@ -481,6 +481,7 @@ class Restorer:
         # largest go first so that no long one is left for the end.
         ranges = self.repo.plan_reads(w for _, _, wants in plan for w in wants)
         ranges.sort(key=lambda r: r.start - r.end - _WANT_COST * len(r.wants))
+        workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
         if workers == 1:
             for r in ranges:
                 self._restore_range(r, progress)

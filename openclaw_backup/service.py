@@ -22,19 +22,19 @@ from typing import Any
 
 from . import legacy
 from .archiver import BackupOptions, backup
-from .backends import open_backend
+from .backends import commit_budget, open_backend
 from .backends.base import Backend
 from .errors import BackupError, IntegrityError, NotFoundError, RepositoryNotFoundError, UsageError
 from .filecache import FileCache
 from .marker import marker_path, read_marker, write_marker
-from .reporter import Reporter
+from .reporter import Reporter, human_size
 from .repository import Repository
 from .restorer import RestoreOptions, restore, swap_into_place
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
 from .snapshot import Snapshot, agent_snapshots, written_by_newer
 from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
-from .supervisor import Account
+from .supervisor import Account, Description
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
 FLAG_SKIPPED = "/tmp/openclaw-restore-skipped-no-backup"
@@ -118,13 +118,20 @@ class Service:
                          how="backup")  # fmt: skip
         st = res.stats
         if res.unchanged:
-            text = "no changes, nothing uploaded"
+            text = f"no changes, nothing uploaded ({st['files']} files)"
         else:
             text = (
-                f"snapshot {str(res.snapshot_id)[:8]}: {st['files']} files, read {st['files_read']}, "
-                f"added {st['bytes_added']} bytes"
+                f"snapshot {str(res.snapshot_id)[:8]}: {st['files_read']} of {st['files']} files changed "
+                f"({human_size(st['bytes_read'])} read), {human_size(st['bytes_added'])} added"
             )
-        return Account(text, tuple(res.warnings))
+        return Account(text, tuple(res.warnings), changed=not res.unchanged)
+
+    def describe(self) -> Description:
+        roots = self.roots or self.s.default_roots()
+        address = self.s.repository()
+        return Description(
+            repository=address, roots=[f"{r.name}={r.path}" for r in roots], commits_per_hour=commit_budget(address)
+        )
 
     def change_token(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -193,7 +200,7 @@ class Service:
         other, address = configured
         alt = self.s.with_repository(address)
         try:
-            open_backend(alt.repository(), alt.backend_options())
+            open_backend(alt.repository(), alt.backend_options()).read_head()  # a missing repo raises here
             return alt
         except RepositoryNotFoundError:
             self.reporter.warn(f"restore repository {other} does not exist; using the backup repository")

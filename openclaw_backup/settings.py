@@ -159,6 +159,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset((
     "OPENCLAW_BACKUP_HOST",
     "OPENCLAW_BACKUP_INTERVAL",
     "OPENCLAW_BACKUP_KEEP_COUNT",
+    "OPENCLAW_BACKUP_MAX_AGE",
     "OPENCLAW_BACKUP_METADATA_DIR",
     "OPENCLAW_BACKUP_NEW_PASSWORD",
     "OPENCLAW_BACKUP_NPM_ENABLED",
@@ -422,6 +423,11 @@ class Settings:
         if minutes.strip():
             return _positive(minutes, "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES") * 60
         return 300.0
+
+    def max_age(self) -> float:
+        """At most this many seconds of changes are outside a snapshot while the state keeps changing
+        (``OPENCLAW_BACKUP_MAX_AGE``, default 60; a Hub repo's commit budget may stretch it)."""
+        return _positive(self.env.get("OPENCLAW_BACKUP_MAX_AGE", "60"), "OPENCLAW_BACKUP_MAX_AGE")
 
     def grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL of the agent (``OPENCLAW_BACKUP_GRACE_SECONDS``, default 10)."""

@@ -13,7 +13,7 @@ from typing import Any
 from ..backends import open_backend
 from ..errors import NotFoundError
 from ..filecache import FileCache
-from ..reporter import Reporter
+from ..reporter import Reporter, human_size  # noqa: F401 - human_size: the commands import it from here
 from ..repository import Repository
 from ..settings import Settings
 from ..snapshot import Snapshot, agent_snapshots, group_key
@@ -56,15 +56,6 @@ def file_cache_path(cache_dir: Path | None) -> Path | None:
 def file_cache(repo: Repository) -> FileCache:
     """The file cache of ``repo`` on this machine (an in-memory one when the repository has no cache)."""
     return FileCache(file_cache_path(repo.cache_dir))
-
-
-def human_size(n: float) -> str:
-    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the CLI)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def printable(name: str) -> str:

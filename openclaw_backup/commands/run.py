@@ -1,7 +1,7 @@
 """A Space's backup service: ``run`` (supervise the agent), ``status``, ``migrate``, ``legacy-env``.
 
 ``run`` builds the :class:`~..supervisor.RunOptions` from the flags, else the settings (interval,
-grace, status file); the jobs it schedules are a :class:`~..service.Service`'s. ``status`` reads
+max age, grace, status file); the jobs it schedules are a :class:`~..service.Service`'s. ``status`` reads
 the status file ``run`` writes. ``legacy-env`` lists the legacy script's variables
 (:data:`~..settings.LEGACY_VARS`), whether each is set and how it is handled, never a value.
 """
@@ -38,10 +38,14 @@ def cmd_run(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
         sys.stderr.flush()
 
     interval = args.interval or s.interval()
+    max_age = args.max_age if args.max_age is not None else s.max_age()
+    if max_age <= 0:
+        raise UsageError(f"--max-age must be a positive number of seconds, got {max_age}")
     opts = RunOptions(
         command=command,
         interval=interval,
-        poll=max(0.2, min(15.0, args.settle / 2)),
+        max_age=max_age,
+        poll=max(0.2, min(15.0, args.settle / 2, max_age / 4)),
         min_gap=args.min_gap if args.min_gap is not None else min(60.0, interval),
         grace=args.grace if args.grace is not None else s.grace(),
         restore=args.restore,
