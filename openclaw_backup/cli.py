@@ -68,6 +68,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "legacy-env": ("run", "cmd_legacy_env"),
     "excludes": ("guide", "cmd_excludes"),
     "demo": ("guide", "cmd_demo"),
+    "version": ("info", "cmd_version"),
+    "config": ("info", "cmd_config"),
 }
 
 
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     s.add_argument("--no-default-excludes", action="store_true")
 
+    add("version", help="the version, and the Python, SQLite and libraries it runs with")
     s = add("demo", help="back up and restore a sample agent home on a local repository, and verify it")
     s.add_argument("--dir", help="work directory (default: a new temporary directory)")
     return p
