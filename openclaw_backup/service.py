@@ -24,7 +24,14 @@ from . import legacy
 from .archiver import BackupOptions, backup
 from .backends import open_backend
 from .backends.base import Backend
-from .errors import BackupError, IntegrityError, NotFoundError, RepositoryNotFoundError, UsageError
+from .errors import (
+    BackupError,
+    IntegrityError,
+    NotFoundError,
+    RepositoryNotFoundError,
+    UsageError,
+    WrongPasswordError,
+)
 from .filecache import FileCache
 from .marker import marker_path, read_marker, write_marker
 from .reporter import Reporter
@@ -37,6 +44,10 @@ from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patt
 from .supervisor import Account
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
+PASSWORD_HINT = (
+    "set OPENCLAW_BACKUP_PASSWORD (in a Space: as a Space secret), or OPENCLAW_BACKUP_PASSWORD_FILE; "
+    "`openclaw-backup config` shows where the password would come from"
+)
 FLAG_SKIPPED = "/tmp/openclaw-restore-skipped-no-backup"
 
 
@@ -108,7 +119,37 @@ class Service:
             **kw,
         )
 
+    def preflight(self) -> UsageError | None:
+        """What makes every backup of ``run`` useless or impossible, found before the agent starts:
+        in a Space, a repository that does not outlive the container; anywhere, no password for an
+        encrypted (or a not yet created) repository. None when all looks well or cannot be told yet
+        (the store unreachable: the backups will say)."""
+        problem = self.s.durability_problem()
+        if problem is not None:
+            return problem
+        try:
+            if self.s.password() is not None or self.s.legacy_unencrypted_choice():
+                return None
+        except UsageError as e:
+            return e
+        try:
+            self.repo(create=False)  # opens only when it needs no password (an unencrypted repository)
+        except RepositoryNotFoundError:
+            return UsageError(
+                f"no password: the repository {self.s.repository()} does not exist yet and cannot be created "
+                "encrypted without one",
+                hint=PASSWORD_HINT,
+            )
+        except (UsageError, WrongPasswordError) as e:
+            return UsageError(f"no password: {e.message}", hint=PASSWORD_HINT)
+        except BackupError:
+            return None
+        return None
+
     def backup(self) -> Account:
+        problem = self.s.durability_problem()
+        if problem is not None:
+            raise problem
         repo = self.repo()
         cache = FileCache(repo.cache_dir / "files.db" if repo.cache_dir else None)
         opts = self.backup_options()

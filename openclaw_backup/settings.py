@@ -89,6 +89,10 @@ LEGACY_VARS: tuple[tuple[str, str], ...] = (
     ("OPENCLAW_DYNAMIC_BACKUP", "ignored: `run` backs up soon after bursts of change"),
 )
 
+#: Where a Hugging Face Space mounts its persistent storage (when it has some): a repository there
+#: outlives the container.
+SPACE_PERSISTENT_STORAGE = "/data"
+
 LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "{home}/.env.d/openclaw-backup.env")
 _ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
@@ -275,6 +279,38 @@ class Settings:
             kind = self.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
             return f"hf://{kind}s/{legacy.strip('/')}"
         return str(self.data_home() / "openclaw-backup" / "repository")
+
+    def space_id(self) -> str | None:
+        """The Hugging Face Space this runs in (``SPACE_ID``, set by the Space itself), or None."""
+        return self.env.get("SPACE_ID") or None
+
+    def durability_problem(self) -> UsageError | None:
+        """In a Space, a repository that does not outlive the container — none configured (the
+        default is a folder in the container) or a local path — as the error to report; None when
+        not in a Space or the repository is remote (or on the Space's persistent storage, ``/data``)."""
+        if not self.space_id():
+            return None
+        address = self.repository()
+        if "://" in address:
+            return None
+        path = Path(address).absolute()
+        if os.path.ismount(SPACE_PERSISTENT_STORAGE) and Path(SPACE_PERSISTENT_STORAGE) in (path, *path.parents):
+            return None
+        hint = (
+            "set OPENCLAW_BACKUP_REPOSITORY=hf://datasets/<you>/<name> as a Space variable, and HF_TOKEN "
+            "(write access) and OPENCLAW_BACKUP_PASSWORD as Space secrets"
+        )
+        if self.repo or self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
+            return UsageError(
+                f"the repository {address} is a folder inside this Space's container ({self.space_id()}): "
+                "it is lost when the Space restarts, and the backups with it",
+                hint=hint,
+            )
+        return UsageError(
+            f"OPENCLAW_BACKUP_REPOSITORY is not set: backups would go to {address}, inside this Space's "
+            f"container ({self.space_id()}), and be lost when the Space restarts",
+            hint=hint,
+        )
 
     def legacy_mode(self) -> bool:
         """The legacy script's configuration drives this run (no repository given the new way)."""

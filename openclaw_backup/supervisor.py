@@ -10,7 +10,12 @@
    forget + prune run every ``prune_interval`` seconds, never during the final backup;
 4. on SIGTERM/SIGINT forwards the signal to the child, waits for it, then takes one final backup
    bounded by what is left of the ``grace`` period; a second signal aborts at once;
-5. exits with the child's status (128+N when it died of signal N).
+5. exits with the child's status (128+N when it died of signal N) — unless the child exited 0 and
+   the final backup failed: then with that failure's exit code (never a silent success).
+
+Before anything, the jobs' ``preflight`` names what would make every backup useless or impossible
+(in a Space, a repository that does not outlive the container; no password): it is logged as an
+error, the status is unhealthy, the agent still runs, and each backup then fails with it.
 
 It knows nothing of repositories: the work is done by a :class:`Jobs` object built by the CLI.
 A JSON **status file** (last success, last error, next run) is rewritten after every event.
@@ -44,6 +49,9 @@ class Account:
 
 
 class Jobs(Protocol):
+    def preflight(self) -> BackupError | None:
+        """What makes every backup useless or impossible (no durable repository, no password), or None."""
+
     def restore_if_needed(self, *, force: bool) -> str:
         """Restore when the state is missing (or ``force``); return a one-line account."""
 
@@ -110,6 +118,7 @@ class Supervisor:
         self._next_prune = time.monotonic() + options.prune_interval
         self._ok = 0
         self._failed = 0
+        self._final_failure: int | None = None  # the exit code of a failed final backup
         self.status.update(healthy=True)
 
     # ------------------------------------------------------------------ signals
@@ -152,6 +161,7 @@ class Supervisor:
                                    degraded=[])  # fmt: skip
                 self.log(f"{'final ' if final else ''}backup: {account.text} {took}")
         except QuotaError as e:
+            self._final_failure = e.exit_code if final else None
             self._failed += 1
             delay = max(self.opts.interval, e.retry_after or 0)
             self._next_backup = time.monotonic() + delay
@@ -159,9 +169,12 @@ class Supervisor:
             self.log(f"backup postponed {delay:.0f}s: {e.message}")
         except BackupError as e:
             self._failed += 1
+            self._final_failure = e.exit_code if final else None
             self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed, healthy=False)
-            self.log(f"backup failed (will retry): {e.message}" + (f" — {e.hint}" if e.hint else ""))
+            self.log(f"{'final ' if final else ''}backup failed{'' if final else ' (will retry)'}: {e.message}"
+                     + (f" — {e.hint}" if e.hint else ""))  # fmt: skip
         except Exception as e:  # a bug must not take the agent down with it
+            self._final_failure = 1 if final else None
             self._failed += 1
             self.status.update(last_error=f"{_now()} internal error: {e!r}", backups_failed=self._failed, healthy=False)
             self.log(f"backup failed with an internal error (will retry): {e!r}")
@@ -191,6 +204,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        self._preflight()
         if self.opts.restore != "never":
             try:
                 self.log(f"restore: {self.jobs.restore_if_needed(force=self.opts.restore == 'force')}")
@@ -228,6 +242,19 @@ class Supervisor:
                 self._backup_thread.start()
         return self._shutdown()
 
+    def _preflight(self) -> None:
+        """Say at once, and in the status, when the backups cannot protect the agent's state; the
+        agent still runs (each backup then fails with the same error, and so does the exit status)."""
+        try:
+            problem = self.jobs.preflight()
+        except Exception as e:
+            self.log(f"could not check the configuration: {e!r}")
+            return
+        if problem is not None:
+            self.status.update(healthy=False, last_error=f"{_now()} {problem.message}", problem=problem.message)
+            self.log(f"ERROR: {problem.message}" + (f" — {problem.hint}" if problem.hint else ""))
+            self.log("ERROR: the agent runs, but its state is NOT protected until this is fixed")
+
     def _token(self) -> str:
         try:
             return self.jobs.change_token()
@@ -261,6 +288,9 @@ class Supervisor:
             self.child.kill()
             self.child.wait()
         code = self._exit_status()
+        if code == 0 and self._final_failure is not None and not abandoned:
+            code = self._final_failure  # never a silent success when the last state was not saved
+            self.log(f"exiting with status {code}: the final backup failed")
         self.status.update(state="stopped", exit_code=code, stopped=_now())
         if abandoned:
             # Its worker threads would keep the interpreter alive (and might still publish): stop now.
