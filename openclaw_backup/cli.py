@@ -27,6 +27,7 @@ code  meaning
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import json
 import logging
@@ -69,7 +70,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "excludes": ("guide", "cmd_excludes"),
     "demo": ("guide", "cmd_demo"),
     "version": ("info", "cmd_version"),
-    "config": ("info", "cmd_config"),
 }
 
 
@@ -87,7 +87,13 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
         help="repository: a path, hf://datasets/NS/NAME[/PREFIX], hf://buckets/…, s3://BUCKET/PREFIX",
         **d,
     )
-    p.add_argument("--password-file", help="read the repository password from this file", **d)
+    p.add_argument("--password-file", metavar="FILE", help="read the repository password from FILE", **d)
+    p.add_argument(
+        "--password-command",
+        metavar="CMD",
+        help="run CMD (no shell) and use what it prints as the password (a keyring, a secret manager)",
+        **d,
+    )
     p.add_argument("--cache-dir", help="local cache directory", **d)
     p.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout; progress as JSON lines on stderr", **d
@@ -231,8 +237,22 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         process_env=env,
         repo=args.repo,
         password_file=args.password_file,
+        password_command=args.password_command,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        prompt=_ask if _on_terminal() else None,
     )
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _ask(question: str) -> str:
+    """One unechoed answer from the terminal (a password)."""
+    return getpass.getpass(question)
 
 
 def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> Result:

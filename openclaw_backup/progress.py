@@ -58,7 +58,12 @@ class TextReporter(Reporter):
         self.verbose = verbose
         self._progress: Any = None
         self._task: Any = None
-        if live:
+        self._live = live
+
+    def _start(self) -> Any:
+        """The live bar, started at the first phase: never before (a password may be asked first,
+        and a live display would hide the cursor and redraw over the question)."""
+        if self._progress is None and self._live:
             from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -67,13 +72,14 @@ class TextReporter(Reporter):
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
-                console=Console(file=stream),
+                console=Console(file=self.stream),
                 transient=True,
             )
             self._progress.start()
+        return self._progress
 
     def phase(self, name: str, *, total_bytes: int | None = None, total_items: int | None = None) -> None:
-        if self._progress is not None:
+        if self._start() is not None:
             if self._task is not None:
                 self._progress.remove_task(self._task)
             self._task = self._progress.add_task(name, total=total_bytes)
@@ -95,6 +101,7 @@ class TextReporter(Reporter):
             self.stream.write(f"{message}\n")
 
     def done(self) -> None:
+        self._live = False
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -77,7 +77,12 @@ class Service:
         address = self.s.repository()
         try:
             backend = open_backend(address, self.s.backend_options(create=create))
-            self._repo = Repository.open(backend, password=self.s.password(), cache_dir=self.s.cache_root())
+            try:
+                self._repo = Repository.open(backend, password=self.s.password(), cache_dir=self.s.cache_root())
+            except WrongPasswordError:
+                if self.s.password() is not None or not self.s.can_ask():
+                    raise
+                self._repo = Repository.open(backend, password=self.s.ask_password(), cache_dir=self.s.cache_root())
         except RepositoryNotFoundError:
             if not create:
                 raise

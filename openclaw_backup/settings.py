@@ -29,7 +29,7 @@ import shlex
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +103,7 @@ _ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 TOOL_SECRETS: tuple[str, ...] = (
     "OPENCLAW_BACKUP_PASSWORD",
     "OPENCLAW_BACKUP_PASSWORD_FILE",
+    "OPENCLAW_BACKUP_PASSWORD_COMMAND",
     "OPENCLAW_BACKUP_NEW_PASSWORD",
     "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD",
     "OPENCLAW_BACKUP_HF_TOKEN",
@@ -167,6 +168,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset((
     "OPENCLAW_BACKUP_NEW_PASSWORD",
     "OPENCLAW_BACKUP_NPM_ENABLED",
     "OPENCLAW_BACKUP_PASSWORD",
+    "OPENCLAW_BACKUP_PASSWORD_COMMAND",
     "OPENCLAW_BACKUP_PASSWORD_FILE",
     "OPENCLAW_BACKUP_PATH_PREFIX",
     "OPENCLAW_BACKUP_PRIVATE",
@@ -261,6 +263,11 @@ class Settings:
     #: the process's own environment (``env`` may add the legacy env files' variables); what the
     #: supervised agent inherits, minus :data:`TOOL_SECRETS`
     process_env: Mapping[str, str] | None = None
+    #: ``--password-command``: run it, its output is the password
+    password_command: str | None = None
+    #: asks a question on the terminal and returns the answer unechoed (the CLI's, on a terminal only)
+    prompt: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
+    _resolved: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.home = Path(self.env.get("HOME") or self.home)
@@ -330,7 +337,15 @@ class Settings:
 
     def with_repository(self, address: str) -> Settings:
         """These settings, for the repository at ``address``."""
-        return Settings(self.env, repo=address, password_file=self.password_file, cache_dir=self.cache_dir)
+        return Settings(
+            self.env,
+            repo=address,
+            password_file=self.password_file,
+            cache_dir=self.cache_dir,
+            password_command=self.password_command,
+            prompt=self.prompt,
+            _resolved=self._resolved,
+        )
 
     def restore_archive(self) -> str | None:
         """The legacy archive a restore must use (``OPENCLAW_RESTORE_ARCHIVE``), or None for the newest."""
@@ -351,19 +366,64 @@ class Settings:
         return Path(self.env.get("XDG_CACHE_HOME") or self.home / ".cache") / "openclaw-backup"
 
     def password(self) -> str | None:
-        """The repository password, or None when none is configured."""
+        """The repository password, or None when none is configured (and none was typed yet).
+
+        In order: ``--password-file``, ``--password-command``, ``OPENCLAW_BACKUP_PASSWORD``, the legacy
+        ``OPENCLAW_BACKUP_ENCRYPTION_PASSWORD``, ``OPENCLAW_BACKUP_PASSWORD_FILE``,
+        ``OPENCLAW_BACKUP_PASSWORD_COMMAND``; a password typed at :meth:`ask_password` is kept for the run.
+        """
+        if self._resolved is not None:
+            return self._resolved
         if self.password_file:
-            try:
-                return Path(self.password_file).read_text().rstrip("\r\n")
-            except OSError as e:
-                raise UsageError(f"cannot read the password file {self.password_file}: {e.strerror}") from None
+            return _read_password_file(self.password_file, "the password file")
+        if self.password_command:
+            self._resolved = _run_password_command(self.password_command, "--password-command")
+            return self._resolved
         for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
             if self.env.get(name):
                 return self.env[name]
         if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
-            self.password_file = self.env["OPENCLAW_BACKUP_PASSWORD_FILE"]
-            return self.password()
+            return _read_password_file(self.env["OPENCLAW_BACKUP_PASSWORD_FILE"], "OPENCLAW_BACKUP_PASSWORD_FILE")
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_COMMAND"):
+            self._resolved = _run_password_command(
+                self.env["OPENCLAW_BACKUP_PASSWORD_COMMAND"], "OPENCLAW_BACKUP_PASSWORD_COMMAND"
+            )
+            return self._resolved
         return None
+
+    def password_source(self) -> str:
+        """Where :meth:`password` would take the password from (never the password itself)."""
+        if self.password_file:
+            return f"--password-file {self.password_file}"
+        if self.password_command:
+            return "--password-command"
+        for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
+            if self.env.get(name):
+                return name
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
+            return f"OPENCLAW_BACKUP_PASSWORD_FILE ({self.env['OPENCLAW_BACKUP_PASSWORD_FILE']})"
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_COMMAND"):
+            return "OPENCLAW_BACKUP_PASSWORD_COMMAND"
+        if self.prompt is not None:
+            return "asked on the terminal"
+        return "none"
+
+    def can_ask(self) -> bool:
+        """A password can be typed (the CLI runs on a terminal)."""
+        return self.prompt is not None
+
+    def ask_password(self, *, confirm: bool = False) -> str | None:
+        """Ask for the password on the terminal (twice when ``confirm``, for a new repository);
+        None when there is no terminal. The answer is kept for the rest of the run."""
+        if self.prompt is None:
+            return None
+        first = self.prompt("new repository password: " if confirm else "repository password: ")
+        if confirm and first != self.prompt("the same password again: "):
+            raise UsageError("the two passwords differ; nothing was created")
+        if not first:
+            raise UsageError("the password is empty")
+        self._resolved = first
+        return first
 
     def new_password(self, path: str | None = None) -> str | None:
         """The password ``key add``/``key passwd`` install: from ``path``, else ``OPENCLAW_BACKUP_NEW_PASSWORD``.
@@ -534,6 +594,38 @@ class Settings:
             return str(version) if version else None
         except (OSError, ValueError, AttributeError):
             return None
+
+
+def _read_password_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+#: Seconds a password command may take (it may ask a keyring or a secret manager).
+PASSWORD_COMMAND_TIMEOUT = 60.0
+
+
+def _run_password_command(command: str, what: str) -> str:
+    """The password a command prints (its output without the final line break); run without a
+    shell, its own stderr passed through (it may ask on the terminal)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise UsageError(f"{what}: cannot parse {command!r}: {e}") from None
+    if not argv:
+        raise UsageError(f"{what} is empty")
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=PASSWORD_COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise UsageError(f"{what}: cannot run {argv[0]}: {e}") from None
+    if proc.returncode != 0:
+        raise UsageError(f"{what}: {argv[0]} exited with status {proc.returncode}; no password")
+    password = proc.stdout.rstrip("\r\n")
+    if not password:
+        raise UsageError(f"{what}: {argv[0]} printed no password")
+    return password
 
 
 def _openclaw_version_command() -> str | None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import open_backend
-from ..errors import NotFoundError
+from ..backends.base import Backend
+from ..errors import NotFoundError, WrongPasswordError
 from ..filecache import FileCache
 from ..reporter import Reporter
 from ..repository import Repository
@@ -29,10 +30,22 @@ FILE_CACHE = "files.db"
 def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
     """The configured repository, opened with the configured password; its warnings go to ``reporter``."""
     backend = open_backend(settings.repository(), settings.backend_options())
-    repo = Repository.open(backend, password=settings.password(), cache_dir=settings.cache_root())
+    repo = open_with_password(backend, settings)
     for w in repo.warnings:
         reporter.warn(w)
     return repo
+
+
+def open_with_password(backend: Backend, settings: Settings) -> Repository:
+    """``backend``'s repository, with the configured password — or, when none is configured and the
+    repository is encrypted, one typed on the terminal (when there is one)."""
+    password = settings.password()
+    try:
+        return Repository.open(backend, password=password, cache_dir=settings.cache_root())
+    except WrongPasswordError:
+        if password is not None or not settings.can_ask():
+            raise
+    return Repository.open(backend, password=settings.ask_password(), cache_dir=settings.cache_root())
 
 
 def find_snapshot(repo: Repository, ref: str, settings: Settings, *, reporter: Reporter) -> Snapshot:

@@ -21,6 +21,14 @@ from ._common import Result, find_snapshot, human_size, open_repo
 MIN_PASSWORD = 12  # characters; shorter passwords get a warning at init
 
 
+#: Said at every ``init`` of an encrypted repository.
+UNRECOVERABLE = (
+    "Keep this password safe: without it these backups cannot be read. Nobody can recover it — "
+    "not the store, not this tool. Keep a copy somewhere else (a password manager), and consider "
+    "a second password (`openclaw-backup key add`)."
+)
+
+
 def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     password = s.password()
     if args.insecure_no_encryption:
@@ -30,10 +38,18 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
                 hint="unset OPENCLAW_BACKUP_PASSWORD / --password-file: an unencrypted repository refuses passwords",
             )
     elif not password:
-        raise UsageError(
-            "no password given for the new repository",
-            hint="set OPENCLAW_BACKUP_PASSWORD or --password-file (or --insecure-no-encryption, not recommended)",
-        )
+        address = s.repository()  # a mistyped address is refused before the password is typed
+        if s.can_ask():
+            sys.stderr.write(f"Creating an encrypted repository at {address}.\n{UNRECOVERABLE}\n")
+            sys.stderr.flush()
+        password = s.ask_password(confirm=True)
+        if not password:
+            raise UsageError(
+                "no password given for the new repository",
+                hint="set OPENCLAW_BACKUP_PASSWORD, OPENCLAW_BACKUP_PASSWORD_FILE, --password-file or "
+                "--password-command, or run it on a terminal to type one "
+                "(or --insecure-no-encryption, not recommended)",
+            )
     address = s.repository()  # an unknown or mistyped scheme is refused before anything is created
     if password and len(password) < MIN_PASSWORD:
         reporter.warn(f"the password has {len(password)} characters: anyone who gets the repository can guess it; "
@@ -47,10 +63,16 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
         hostname=s.host(),
         username=s.username(),
     )
-    text = f"created repository {repo.id[:8]} at {backend.location}"
+    lines = [f"created repository {repo.id[:8]} at {backend.location}"]
     if not repo.encrypted:
         reporter.warn("this repository is NOT encrypted: anyone who can read the storage can read your files")
-    return {"id": repo.id, "location": backend.location, "encrypted": repo.encrypted}, text, 0
+    else:
+        lines.append(f"the password came from: {s.password_source()}")
+        lines.append(UNRECOVERABLE)
+    doc = {"id": repo.id, "location": backend.location, "encrypted": repo.encrypted}
+    if repo.encrypted:
+        doc["warning"] = UNRECOVERABLE
+    return doc, "\n".join(lines), 0
 
 
 def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:

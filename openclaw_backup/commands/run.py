@@ -31,6 +31,7 @@ def cmd_run(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
     command = [c for c in args.cmd if c != "--"] if args.cmd else []
     if not command:
         raise UsageError("no command to run", hint="openclaw-backup run -- <agent command …>")
+    s.prompt = None  # a supervisor never waits on a terminal (its backups run in the background)
     service = Service(s, reporter=reporter)
 
     def log(line: str) -> None:
