@@ -70,6 +70,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "excludes": ("guide", "cmd_excludes"),
     "demo": ("guide", "cmd_demo"),
     "version": ("info", "cmd_version"),
+    "config": ("info", "cmd_config"),
 }
 
 
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     s.add_argument("--no-default-excludes", action="store_true")
 
+    s = add("config", help="what this tool would use here: repository, password source, roots, env files, Space")
+    s.add_argument("--insecure-ok", action="store_true", help="no password is not a problem (unencrypted repository)")
     add("version", help="the version, and the Python, SQLite and libraries it runs with")
     s = add("demo", help="back up and restore a sample agent home on a local repository, and verify it")
     s.add_argument("--dir", help="work directory (default: a new temporary directory)")

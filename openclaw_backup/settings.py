@@ -120,15 +120,37 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
     need a shell to evaluate (``$(…)``, backticks, ``$VAR``) is skipped, never executed.
     """
     out = dict(env)
+    for _path, assignments in _env_file_assignments(env, files):
+        for name, value in assignments.items():
+            out.setdefault(name, value)
+    return out
+
+
+def env_files_read(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_FILES) -> list[tuple[str, list[str]]]:
+    """Each legacy env file that exists, with the variables it supplies (those ``env`` does not set)."""
+    out: list[tuple[str, list[str]]] = []
+    taken = set(env)
+    for path, assignments in _env_file_assignments(env, files):
+        used = [n for n in assignments if n not in taken]
+        taken.update(used)
+        out.append((path, used))
+    return out
+
+
+def _env_file_assignments(env: Mapping[str, str], files: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """(path, its plain assignments) for each of ``files`` that can be read."""
+    found: list[tuple[str, dict[str, str]]] = []
     home = env.get("HOME") or str(Path.home())
     for pattern in files:
+        path = pattern.format(home=home)
         try:
-            text = Path(pattern.format(home=home)).read_text()
+            text = Path(path).read_text()
         except (OSError, UnicodeDecodeError):
             continue
+        assignments: dict[str, str] = {}
         for line in text.splitlines():
             m = _ASSIGN.match(line)
-            if not m or m.group(1) in out:
+            if not m or m.group(1) in assignments:
                 continue
             try:
                 lexer = shlex.shlex(m.group(2), posix=True)
@@ -144,8 +166,9 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
             raw = m.group(2)
             if len(parts) > 1 or "$(" in raw or "`" in raw or ("$" in raw and not raw.startswith("'")):
                 continue
-            out[m.group(1)] = parts[0] if parts else ""
-    return out
+            assignments[m.group(1)] = parts[0] if parts else ""
+        found.append((path, assignments))
+    return found
 
 
 #: Every ``OPENCLAW_*`` variable this tool reads or knows of (ours and the legacy script's);
@@ -204,6 +227,21 @@ KNOWN_VARIABLES: frozenset[str] = frozenset((
     "OPENCLAW_VERSION",
 ))
 _OUR_PREFIXES = ("OPENCLAW_BACKUP_", "OPENCLAW_RESTORE_")
+
+#: Words that say what a mistyped name meant better than its spelling does (``…_HF_REPO`` is the
+#: repository, though it is spelled closer to ``…_HF_TOKEN``).
+_MEANT_BY_WORD = (("REPO", "OPENCLAW_BACKUP_REPOSITORY"), ("PASS", "OPENCLAW_BACKUP_PASSWORD"))
+
+
+def _closest_known(name: str) -> str | None:
+    """The known variable a mistyped ``name`` most likely meant."""
+    matches = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
+    close = matches[0] if matches else None
+    rest = name.removeprefix("OPENCLAW_BACKUP_")
+    for word, meant in _MEANT_BY_WORD:
+        if name.startswith("OPENCLAW_BACKUP_") and word in rest and (close is None or word not in close):
+            return meant
+    return close
 
 
 _CRON_HELP = (
@@ -286,6 +324,21 @@ class Settings:
             kind = self.env.get("OPENCLAW_BACKUP_REPO_TYPE", "dataset") or "dataset"
             return f"hf://{kind}s/{legacy.strip('/')}"
         return str(self.data_home() / "openclaw-backup" / "repository")
+
+    def repository_source(self) -> str:
+        """What chose :meth:`repository`: a flag, a variable, or the default."""
+        if self.repo:
+            return "--repo"
+        if self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
+            return "OPENCLAW_BACKUP_REPOSITORY"
+        if self.env.get("OPENCLAW_BACKUP_DATASET_REPO"):
+            return "OPENCLAW_BACKUP_DATASET_REPO (legacy)"
+        return "the default (no --repo, no OPENCLAW_BACKUP_REPOSITORY)"
+
+    def token_source(self) -> str | None:
+        """The variable the Hub token comes from (never the token), or None."""
+        names = ("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+        return next((n for n in names if self.env.get(n)), None)
 
     def space_id(self) -> str | None:
         """The Hugging Face Space this runs in (``SPACE_ID``, set by the Space itself), or None."""
@@ -485,8 +538,7 @@ class Settings:
         out = []
         for name in sorted(self.env):
             if name.startswith(_OUR_PREFIXES) and name not in KNOWN_VARIABLES:
-                close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
-                out.append((name, close[0] if close else None))
+                out.append((name, _closest_known(name)))
         return out
 
     def agent_environment(self) -> dict[str, str]:
