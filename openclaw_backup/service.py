@@ -42,6 +42,7 @@ from .settings import Settings, restore_destinations
 from .snapshot import Snapshot, agent_snapshots, written_by_newer
 from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
 from .supervisor import Account
+from .units import human_size
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
 PASSWORD_HINT = (
@@ -168,7 +169,7 @@ class Service:
         else:
             text = (
                 f"snapshot {str(res.snapshot_id)[:8]}: {st['files']} files, read {st['files_read']}, "
-                f"added {st['bytes_added']} bytes"
+                f"added {human_size(st['bytes_added'])}"
             )
         return Account(text, tuple(res.warnings))
 
@@ -194,7 +195,7 @@ class Service:
         policy = policy or self.s.keep_policy() or DEFAULT_POLICY
         gone = forget(repo, policy)
         pr = prune(repo, reporter=self.reporter)
-        return f"forgot {len(gone.forgotten)} snapshots ({policy.describe()}); freed {pr.bytes_to_free} bytes"
+        return f"forgot {len(gone.forgotten)} snapshots ({policy.describe()}); freed {human_size(pr.bytes_to_free)}"
 
     # ------------------------------------------------------------------ restore
 

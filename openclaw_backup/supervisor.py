@@ -291,7 +291,7 @@ class Supervisor:
         if code == 0 and self._final_failure is not None and not abandoned:
             code = self._final_failure  # never a silent success when the last state was not saved
             self.log(f"exiting with status {code}: the final backup failed")
-        self.status.update(state="stopped", exit_code=code, stopped=_now())
+        self.status.update(state="stopped", exit_code=code, stopped=_now(), next_run=None, child_pid=None)
         if abandoned:
             # Its worker threads would keep the interpreter alive (and might still publish): stop now.
             # A publication is atomic, so cutting it off leaves the previous snapshot intact.

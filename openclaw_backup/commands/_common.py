@@ -15,10 +15,11 @@ from ..backends.base import Backend
 from ..errors import NotFoundError, WrongPasswordError
 from ..filecache import FileCache
 from ..reporter import Reporter
-from ..repository import Repository
+from ..repository import Repository, walk
 from ..settings import Settings
 from ..snapshot import Snapshot, agent_snapshots, group_key
 from ..sources import STATE_ROOT
+from ..units import human_size as human_size  # the commands' one size format, re-exported
 
 #: (JSON document, text, exit code): what every command returns to the CLI.
 Result = tuple[dict[str, Any], str, int]
@@ -71,16 +72,32 @@ def file_cache(repo: Repository) -> FileCache:
     return FileCache(file_cache_path(repo.cache_dir))
 
 
-def human_size(n: float) -> str:
-    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the CLI)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def count(n: int, word: str) -> str:
     """``1 file``, ``2,048 files``, ``3 entries``."""
     plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
     return f"{n:,} {word if n == 1 else plural}"
+
+
+def _flatten(repo: Repository, tree: str | None) -> dict[str, tuple[str, int, int, str]]:
+    out: dict[str, tuple[str, int, int, str]] = {}
+    if tree is None:
+        return out
+    for path, node in walk(repo, tree):
+        key = ",".join(node.content) if node.type == "file" else (node.target or "")
+        out[path] = (node.type, node.mode, node.mtime_ns, key)
+    return out
+
+
+def tree_changes(repo: Repository, first: str | None, second: str) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, modified) paths from tree ``first`` (None: nothing) to tree ``second``."""
+    repo.load_index()
+    fa, fb = _flatten(repo, first), _flatten(repo, second)
+    added = sorted(set(fb) - set(fa))
+    removed = sorted(set(fa) - set(fb))
+    changed = sorted(p for p in set(fa) & set(fb) if fa[p] != fb[p])
+    return added, removed, changed
+
+
+def change_lines(added: list[str], removed: list[str], changed: list[str]) -> list[str]:
+    """``+ path`` / ``- path`` / ``M path`` lines (the form of ``diff`` and ``backup -v``)."""
+    return [f"+ {p}" for p in added] + [f"- {p}" for p in removed] + [f"M {p}" for p in changed]
