@@ -45,6 +45,8 @@ from .supervisor import Account
 from .units import human_size
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
+#: The legacy script's own metadata folder inside its archives (not the user's data).
+LEGACY_METADATA_FOLDER = "backup-info"
 PASSWORD_HINT = (
     "set OPENCLAW_BACKUP_PASSWORD (in a Space: as a Space secret), or OPENCLAW_BACKUP_PASSWORD_FILE; "
     "`openclaw-backup config` shows where the password would come from"
@@ -372,13 +374,20 @@ def migrate(service: Service, *, dry_run: bool = False) -> dict[str, Any]:
             parts = legacy.extract_chain(
                 store, chain, password=s.password(), staging_dir=Path(tmp) / "x", warn=service.reporter.warn
             )
-            roots = [Root(name, str(path)) for name, path in sorted(parts.items())]
+            kept = {n: p for n, p in parts.items() if n != LEGACY_METADATA_FOLDER}
+            if len(kept) < len(parts):
+                service.reporter.info(f"{b.archive_name}: {LEGACY_METADATA_FOLDER}/ (the legacy script's own "
+                                      "metadata) is not imported")  # fmt: skip
+            roots = [Root(name, str(path)) for name, path in sorted(kept.items())]
+            # The roots keep their names (the archive folders are this tool's root names) and are
+            # recorded where this machine keeps them, as a native backup here would record them; a
+            # folder this machine does not configure (an extra dir of the old machine) under HOME.
             opts = service.backup_options(
                 time=b.created_at,
                 origin="legacy-import",
                 tags=[f"legacy:{b.archive_name}"],
                 force=True,
-                recorded_paths={n: configured.get(n, f"/root/{n}") for n in parts},
+                recorded_paths={n: configured.get(n, str(s.home / n)) for n in kept},
             )
             opts = BackupOptions(**{**opts.__dict__, "roots": roots})
             res = backup(repo, opts, reporter=service.reporter, cache=FileCache(None))

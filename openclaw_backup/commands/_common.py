@@ -12,7 +12,7 @@ from typing import Any
 
 from ..backends import open_backend
 from ..backends.base import Backend
-from ..errors import NotFoundError, WrongPasswordError
+from ..errors import BackupError, NotFoundError, RepositoryNotFoundError, WrongPasswordError
 from ..filecache import FileCache
 from ..reporter import Reporter
 from ..repository import Repository, walk
@@ -30,11 +30,32 @@ FILE_CACHE = "files.db"
 
 def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
     """The configured repository, opened with the configured password; its warnings go to ``reporter``."""
-    backend = open_backend(settings.repository(), settings.backend_options())
-    repo = open_with_password(backend, settings)
+    try:
+        backend = open_backend(settings.repository(), settings.backend_options())
+        repo = open_with_password(backend, settings)
+    except RepositoryNotFoundError as e:
+        raise _legacy_only(settings) or e from None
     for w in repo.warnings:
         reporter.warn(w)
     return repo
+
+
+def _legacy_only(settings: Settings) -> RepositoryNotFoundError | None:
+    """The error for a place that holds only the legacy script's backups (with the way on), or None."""
+    from ..service import legacy_store  # only on this path: the service imports the engine
+
+    try:
+        store = legacy_store(settings)
+    except BackupError:
+        return None
+    if store is None:
+        return None
+    return RepositoryNotFoundError(
+        f"no openclaw-backup repository at {settings.repository()}, but it holds the legacy script's backups "
+        "(latest-backup.json)",
+        hint="import them as snapshots with `openclaw-backup migrate` (`--dry-run` lists them); "
+        "`openclaw-backup restore` with the legacy variables set restores the newest directly",
+    )
 
 
 def open_with_password(backend: Backend, settings: Settings) -> Repository:
