@@ -277,7 +277,7 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Repo
     module, name = COMMANDS[args.command]
     command = getattr(importlib.import_module(f"{__package__}.commands.{module}"), name)
     settings = settings_from(args, env)
-    for name, close in settings.unknown_variables():
+    for name, close in settings.unknown_variables() if args.command != "config" else ():  # config lists them
         reporter.warn(f"{name} is not a variable this tool knows; it is ignored"
                       + (f" (did you mean {close}?)" if close else ""))  # fmt: skip
     result: Result = command(args, settings, reporter)

@@ -26,13 +26,16 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.cli import cli_env, cli_ok, hub_env, json_out, wait_for
+from tests.support.dropin import FLAG_DONE, FLAG_NONE, restore_flags_locked
 from tests.support.hub import TOKEN, USER, HubServer
+from tests.support.package import source_copy
 from tests.support.repos import PASSWORD
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +119,8 @@ def _install(root: Path) -> Path:
     """Build the wheel with the example's script and install it with the Dockerfile's RUN line."""
     space = root / "space"
     shutil.copytree(EXAMPLE, space)
-    build = subprocess.run([str(space / "build-wheel.sh"), str(REPO_ROOT)], capture_output=True, text=True,
+    checkout = source_copy(root / "src")  # builds leave build/ and *.egg-info behind: not in ours
+    build = subprocess.run([str(space / "build-wheel.sh"), str(checkout)], capture_output=True, text=True,
                            timeout=300, check=False)  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
     assert list((space / "wheels").glob("openclaw_backup-*.whl")), build.stdout
@@ -211,7 +215,8 @@ def test_the_example_space_restores_on_start_backs_up_periodically_and_at_the_en
     }  # fmt: skip
     grace = float(dockerfile()["env"].get("OPENCLAW_BACKUP_GRACE_SECONDS", "10"))
     containers: list[Container] = []
-    try:
+    # the restore flag files (/tmp/openclaw-restore-*) are machine-wide: held like the drop-in tests hold them
+    with restore_flags_locked(), _killing(containers):
         first = Container(world_readable_dir, venv, space_env, 1)
         containers.append(first)
         seen = first.started()
@@ -238,6 +243,14 @@ def test_the_example_space_restores_on_start_backs_up_periodically_and_at_the_en
         restored = second.home / ".openclaw" / "goodbye-1.txt"
         assert restored.stat().st_uid == (SPACE_UID if os.geteuid() == 0 else os.geteuid())
         assert second.stop(grace) == 0, second.log()
+        for flag in (FLAG_DONE, FLAG_NONE):  # left by a container of another uid: gone for the next test
+            flag.unlink(missing_ok=True)
+
+
+@contextmanager
+def _killing(containers: list[Container]) -> Iterator[None]:
+    try:
+        yield
     finally:
         for c in containers:
             c.kill()

@@ -23,6 +23,7 @@ from packaging.version import Version
 
 from tests.support.cli import cli_env, hub_env
 from tests.support.hub import TOKEN, USER, HubServer
+from tests.support.package import source_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_TIMEOUT = 600.0
@@ -82,7 +83,8 @@ def test_fresh_install_at_the_lowest_versions_does_a_hub_round_trip(hub_server: 
     constraints = tmp_path / "lowest.txt"
     constraints.write_text("\n".join(lowest_pins()) + "\n")
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(constraints), str(REPO_ROOT)],
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(constraints),
+         str(source_copy(tmp_path / "src"))],
         capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False,
     )  # fmt: skip
     assert install.returncode == 0, f"pip install at the lowest versions failed:\n{install.stderr[-4000:]}"
