@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .reporter import Reporter, human_size
+from .reporter import Reporter
+from .units import human_size
 
 PLAIN_EVERY = 10.0  # seconds between plain progress lines
 
@@ -94,7 +95,12 @@ class TextReporter(Reporter):
         self._all_items = 0
         self._last_line = self._started
         self._lines = 0
-        if live:
+        self._live = live
+
+    def _start(self) -> Any:
+        """The live bar, started at the first phase: never before (a password may be asked first,
+        and a live display would hide the cursor and redraw over the question)."""
+        if self._progress is None and self._live:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -112,16 +118,17 @@ class TextReporter(Reporter):
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[items]} files"),
-                console=Console(file=stream),
+                console=Console(file=self.stream),
                 transient=True,
             )
             self._progress.start()
+        return self._progress
 
     def phase(self, name: str, *, total_bytes: int | None = None, total_items: int | None = None) -> None:
         with self._lock:
             self._phase, self._total, self._bytes, self._items = name, total_bytes, 0, 0
             self._phase_started = self._clock()
-        if self._progress is not None:
+        if self._start() is not None:
             if self._task is not None:
                 self._progress.remove_task(self._task)
             self._task = self._progress.add_task(name, total=total_bytes, items=0)
@@ -132,8 +139,8 @@ class TextReporter(Reporter):
             self._items += done_items
             self._all_bytes += done_bytes
             self._all_items += done_items
-        if self._progress is not None:
-            if self._task is not None and (done_bytes or done_items):
+        if self._live:
+            if self._progress is not None and self._task is not None and (done_bytes or done_items):
                 self._progress.update(self._task, advance=done_bytes, items=self._items)
             return
         now = self._clock()
@@ -172,6 +179,7 @@ class TextReporter(Reporter):
 
     def done(self) -> None:
         if self._progress is not None:
+            self._live = False  # never again over what follows (a question, the summary)
             self._progress.stop()
             self._progress = None
             return

@@ -34,12 +34,3 @@ class Reporter:
 
     def done(self) -> None:
         """The operation ended; stop any live display."""
-
-
-def human_size(n: float) -> str:
-    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the tool)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

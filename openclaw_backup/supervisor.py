@@ -17,7 +17,12 @@
    backup). Forget + prune run every ``prune_interval`` seconds, never during the final backup;
 4. on SIGTERM/SIGINT forwards the signal to the child, waits for it, then takes one final backup
    bounded by what is left of the ``grace`` period; a second signal aborts at once;
-5. exits with the child's status (128+N when it died of signal N).
+5. exits with the child's status (128+N when it died of signal N) — unless the child exited 0 and
+   the final backup failed: then with that failure's exit code (never a silent success).
+
+Before anything, the jobs' ``preflight`` names what would make every backup useless or impossible
+(in a Space, a repository that does not outlive the container; no password): it is logged as an
+error, the status is unhealthy, the agent still runs, and each backup then fails with it.
 
 It knows nothing of repositories: the work is done by a :class:`Jobs` object built by the CLI.
 A JSON **status file** (last success, last error, next run) is rewritten after every event. The
@@ -54,6 +59,9 @@ class Account:
 
 
 class Jobs(Protocol):
+    def preflight(self) -> BackupError | None:
+        """What makes every backup useless or impossible (no durable repository, no password), or None."""
+
     def restore_if_needed(self, *, force: bool) -> str:
         """Restore when the state is missing (or ``force``); return a one-line account."""
 
@@ -149,6 +157,7 @@ class Supervisor:
         self._budget_gap = 0.0  # at least this between any two backup starts (a commit budget)
         self._ok = 0
         self._failed = 0
+        self._final_failure: int | None = None  # the exit code of a failed final backup
         self.status.update(healthy=True)
 
     # ------------------------------------------------------------------ signals
@@ -199,6 +208,7 @@ class Supervisor:
                                    degraded=[])  # fmt: skip
                 self.log(f"{'final ' if final else ''}backup: {account.text} {took}")
         except QuotaError as e:
+            self._final_failure = e.exit_code if final else None
             self._failed += 1
             # The store said when: no path (interval, settled changes, max_age, final) tries before.
             delay = e.retry_after if e.retry_after is not None else max(self.opts.max_age, self.opts.interval)
@@ -208,9 +218,12 @@ class Supervisor:
         except BackupError as e:
             self._failed += 1
             self._streak += 1
+            self._final_failure = e.exit_code if final else None
             self.status.update(last_error=f"{_now()} {e.message}", backups_failed=self._failed, healthy=False)
-            self.log(f"backup failed: {e.message}" + (f" — {e.hint}" if e.hint else "") + f"; {self._retry_later()}")
+            self.log(f"{'final ' if final else ''}backup failed{'' if final else ' (will retry)'}: {e.message}"
+                     + (f" — {e.hint}" if e.hint else "") + ("" if final else f"; {self._retry_later()}"))  # fmt: skip
         except Exception as e:  # a bug must not take the agent down with it
+            self._final_failure = 1 if final else None
             self._failed += 1
             self._streak += 1
             self.status.update(last_error=f"{_now()} internal error: {e!r}", backups_failed=self._failed, healthy=False)
@@ -250,6 +263,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        self._preflight()
         if self.opts.restore != "never":
             try:
                 self.log(f"restore: {self.jobs.restore_if_needed(force=self.opts.restore == 'force')}")
@@ -322,6 +336,19 @@ class Supervisor:
             f"(within {self.opts.grace:.0f}s)"
         )
 
+    def _preflight(self) -> None:
+        """Say at once, and in the status, when the backups cannot protect the agent's state; the
+        agent still runs (each backup then fails with the same error, and so does the exit status)."""
+        try:
+            problem = self.jobs.preflight()
+        except Exception as e:
+            self.log(f"could not check the configuration: {e!r}")
+            return
+        if problem is not None:
+            self.status.update(healthy=False, last_error=f"{_now()} {problem.message}", problem=problem.message)
+            self.log(f"ERROR: {problem.message}" + (f" — {problem.hint}" if problem.hint else ""))
+            self.log("ERROR: the agent runs, but its state is NOT protected until this is fixed")
+
     def _token(self) -> str:
         try:
             return self.jobs.change_token()
@@ -369,7 +396,10 @@ class Supervisor:
             self.child.kill()
             self.child.wait()
         code = self._exit_status()
-        self.status.update(state="stopped", exit_code=code, stopped=_now())
+        if code == 0 and self._final_failure is not None and not abandoned:
+            code = self._final_failure  # never a silent success when the last state was not saved
+            self.log(f"exiting with status {code}: the final backup failed")
+        self.status.update(state="stopped", exit_code=code, stopped=_now(), next_run=None, child_pid=None)
         if abandoned:
             # Its worker threads would keep the interpreter alive (and might still publish): stop now.
             # A publication is atomic, so cutting it off leaves the previous snapshot intact.

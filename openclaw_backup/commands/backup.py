@@ -20,7 +20,17 @@ from ..reporter import Reporter
 from ..repository import Repository
 from ..settings import Settings, sources_from_paths
 from ..sources import INTERNAL_EXCLUDES, default_patterns, default_reason
-from ._common import Result, count, file_cache, file_cache_path, human_size, open_repo, printable
+from ._common import (
+    Result,
+    change_lines,
+    count,
+    file_cache,
+    file_cache_path,
+    human_size,
+    open_repo,
+    printable,
+    tree_changes,
+)
 
 if TYPE_CHECKING:
     from ..plan import BackupPlan
@@ -71,6 +81,11 @@ def cmd_backup(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Res
             f"{human_size(st['bytes'])}; read {st['files_read']} files ({human_size(st['bytes_read'])}), "
             f"added {human_size(st['bytes_added'])} to the repository"
         )
+    if args.verbose and res.snapshot_id:  # -v: the files this backup changed, as `diff` shows them
+        parent = repo.find_snapshot(res.parent_id).tree if res.parent_id else None
+        added, removed, changed = tree_changes(repo, parent, repo.find_snapshot(res.snapshot_id).tree)
+        text += "\n" + "\n".join(change_lines(added, removed, changed))
+        text += f"\n{len(added)} added, {len(removed)} removed, {len(changed)} modified"
     text += "\n" + "\n".join(excluded_lines(res.excluded, measured=False) + special_lines(res.special))
     if res.degraded:
         text += (
