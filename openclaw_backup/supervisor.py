@@ -155,6 +155,7 @@ class Supervisor:
         self._streak = 0  # failures in a row
         self._spacing = options.max_age  # at least this between backup starts while changing
         self._budget_gap = 0.0  # at least this between any two backup starts (a commit budget)
+        self._last_budgeted = float("-inf")  # when the last backup started (none yet: the budget is whole)
         self._ok = 0
         self._failed = 0
         self._final_failure: int | None = None  # the exit code of a failed final backup
@@ -239,7 +240,7 @@ class Supervisor:
 
     def _start_backup(self, token: str) -> None:
         self._pending_token = token
-        self._last_start = time.monotonic()
+        self._last_start = self._last_budgeted = time.monotonic()
         self._next_backup = time.monotonic() + self.opts.interval
         self.status.update(next_run=datetime.fromtimestamp(time.time() + self.opts.interval, UTC).isoformat(
             timespec="seconds"))  # fmt: skip
@@ -293,7 +294,7 @@ class Supervisor:
             new = self._token()
             if new != token:
                 token, token_since = new, now
-            if now < self._not_before or now < self._last_start + self._budget_gap:
+            if now < self._not_before or now < self._last_budgeted + self._budget_gap:
                 continue  # the store asked us to wait, a failure backs off, or the commit budget
             dirty = token != self._backed_token
             settled = dirty and now - token_since >= self.opts.settle and token_since > self._last_backup
