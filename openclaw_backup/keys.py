@@ -13,7 +13,7 @@ from typing import Any
 from .backends.base import Backend
 from .codec import storage_id
 from .crypto import KdfParams, make_key_file, open_key_file, parse_key_file
-from .errors import BackupError, IntegrityError, WrongPasswordError
+from .errors import BackupError, DamagedRepositoryError, IntegrityError, WrongPasswordError
 
 
 def names(backend: Backend) -> list[str]:
@@ -37,6 +37,12 @@ def unlock(backend: Backend, password: str) -> bytes:
     master = None
     damaged: list[IntegrityError] = []
     found = names(backend)
+    if not found:
+        raise DamagedRepositoryError(
+            f"{backend.location}: the repository has no key files (keys/ is empty or gone); "
+            "its data cannot be decrypted without one",
+            hint="put the `keys/` files back from a copy of the repository; a password alone cannot replace them",
+        )
     for name in found:
         try:
             master = open_key_file(backend.get(name), password)

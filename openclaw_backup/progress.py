@@ -10,7 +10,7 @@ import sys
 import time
 from typing import IO, Any
 
-from .reporter import Reporter
+from .reporter import Reporter, printable
 
 
 class JsonLinesReporter(Reporter):
@@ -86,13 +86,13 @@ class TextReporter(Reporter):
         super().warn(message)
         with self._lock:
             if self._progress is not None:
-                self._progress.console.print(f"warning: {message}", markup=False, highlight=False)
+                self._progress.console.print(f"warning: {printable(message)}", markup=False, highlight=False)
             else:
-                self.stream.write(f"warning: {message}\n")
+                self.stream.write(f"warning: {printable(message)}\n")
 
     def info(self, message: str) -> None:
         if self.verbose:
-            self.stream.write(f"{message}\n")
+            self.stream.write(f"{printable(message)}\n")
 
     def done(self) -> None:
         if self._progress is not None:

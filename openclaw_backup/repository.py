@@ -12,7 +12,15 @@ re-reads the head, checks that every blob its snapshot needs is still indexed (a
 may have dropped some), merges its additions into the new head and tries again.
 
 Objects that never change (index files, snapshots, key files) are cached under ``cache_dir`` by
-name; a cached copy is used only when its BLAKE3 still matches its name.
+name; a cached copy is used only when its BLAKE3 still matches its name, and never when
+``trust_cache`` is off (``check`` reads everything it vouches for from the store).
+
+Damage is contained: an index file or snapshot that the head names but that is missing or damaged
+is left out, with a warning naming it (once per reading of the head), and recorded in
+:attr:`Repository.unreadable`; what does not depend on it goes on. **Damage records**
+(``damaged/<name>``, written by ``check``) name blobs found missing or damaged at a place in a
+pack; the index never vouches for a blob at such a place, so a backup stores it again (a reader
+still tries it when there is no other: authentication decides).
 
 Parts: :mod:`.index` (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key
 files), :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
@@ -33,10 +41,12 @@ from typing import Any, TypeVar
 from . import codec, keys
 from .backends.base import Backend, Head
 from .chunker import Chunker
-from .codec import BLOB_TREE, BlobRef, storage_id
+from .codec import BLOB_TREE, BlobRef, decode_index, storage_id
 from .crypto import Cipher, KdfParams, PlainCipher
 from .errors import (
+    BackupError,
     ConflictError,
+    DamagedRepositoryError,
     IntegrityError,
     NotFoundError,
     RepositoryNotFoundError,
@@ -110,7 +120,16 @@ class Repository:
         self.head: Head | None = None
         self.state = HeadState()
         self.index = Index()
+        self._index_key: tuple[Any, ...] | None = None
         self.warnings: list[str] = []
+        self._warn: Callable[[str], None] = self.warnings.append
+        self._warned: set[str] = set()
+        #: read every content-named object from the store, never from the local cache (``check``)
+        self.trust_cache = True
+        #: object name (``index/…``, ``snapshots/…``) -> why it could not be read
+        self.unreadable: dict[str, str] = {}
+        #: packs the index names that the store lacks (found by :meth:`distrust_missing_packs`)
+        self.missing_packs: set[str] = set()
 
     # ------------------------------------------------------------------ opening
 
@@ -147,11 +166,20 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None) -> Repository:
-        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password."""
+    def open(
+        cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None, need_head: bool = True
+    ) -> Repository:
+        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password.
+        Without ``need_head``, a lost head leaves the state empty (``repair head`` rebuilds it)."""
         try:
             config = RepoConfig.from_bytes(backend.get("config"))
         except NotFoundError:
+            if backend.read_head() is not None or backend.list("keys/") or backend.list("snapshots/"):
+                raise DamagedRepositoryError(
+                    f"{backend.location} holds a repository whose config file is lost",
+                    hint="put its `config` file back from a copy of the repository (`init` refuses: "
+                    "the repository's data is still there)",
+                ) from None
             raise RepositoryNotFoundError(
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
@@ -184,7 +212,16 @@ class Repository:
                 )
             cipher = Cipher(keys.unlock(backend, password))
         repo = cls(backend, cipher, config, cache_dir=cache_dir)
-        repo.refresh()
+        try:
+            repo.refresh()
+        except DamagedRepositoryError:
+            if need_head:
+                raise
+        except IntegrityError as e:
+            # only an undecodable head is left for ``repair head``, never a config the head disowns
+            if need_head or "config" in e.message:
+                raise
+            repo.warnings.append(f"the head is damaged ({e.message})")
         return repo
 
     @staticmethod
@@ -220,8 +257,12 @@ class Repository:
         """Re-read the head (and note a rollback, which only an attacker or a restore of the store causes)."""
         head = self.backend.read_head()
         if head is None:
-            raise RepositoryNotFoundError(f"{self.backend.location} has a config but no head; it is damaged")
+            raise DamagedRepositoryError(
+                f"{self.backend.location}: the repository's head is lost (its config is there)",
+                hint="rebuild it from the snapshot and index files: `openclaw-backup repair head`",
+            )
         self.head = head
+        self._warned.clear()  # a new reading of the head: damage is reported again
         doc = codec.decode_document(self.cipher, b"head", head.data, what="head")
         self.state = HeadState.from_json(doc)
         if self.cipher.encrypted and doc.get("config", self._config_mac()) != self._config_mac():
@@ -231,6 +272,24 @@ class Repository:
             )
         self._check_rollback()
         return self.state
+
+    def report_to(self, warn: Callable[[str], None]) -> None:
+        """Send the warnings so far, and every later one, to ``warn`` (a reporter's)."""
+        for w in self.warnings:
+            warn(w)
+        self._warn = warn
+
+    def _unreadable_now(self, name: str, why: str) -> None:
+        """Note an object named by the head that cannot be read; warn once per reading of the head."""
+        self.unreadable[name] = why
+        if name not in self._warned:
+            self._warned.add(name)
+            kind, _, oid = name.partition("/")
+            hint = (
+                f"`openclaw-backup forget {oid[:8]}` removes it" if kind == "snapshots"
+                else "`openclaw-backup repair index` rebuilds the index from the packs"
+            )  # fmt: skip
+            self._warn(f"{name[:len(kind) + 17]} is unreadable ({why}); left out ({hint})")
 
     def snapshot_ids(self) -> list[str]:
         """The live snapshots, as the head last read names them."""
@@ -264,6 +323,11 @@ class Repository:
             )
         else:
             self.cache_write("head-seq", str(self.state.seq).encode())
+
+    def replace_head(self, state: HeadState, *, expect: str | None) -> None:
+        """Publish ``state`` as the head whatever the head said (``repair head``); the head's
+        version must still be ``expect`` (None: there is no head)."""
+        self._publish_state(state, expect=expect)
 
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
@@ -377,12 +441,21 @@ class Repository:
             return None
 
     def get_immutable(self, name: str) -> bytes:
-        """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache."""
+        """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache
+        (unless ``trust_cache`` is off). One the head names but the store lacks is an
+        ``IntegrityError``; ``NotFoundError`` only when a concurrent writer removed it from the head."""
         expected = name.rsplit("/", 1)[-1]
-        data = self.cache_read(name)
+        data = self.cache_read(name) if self.trust_cache else None
         if data is not None and storage_id(data) == expected:
             return data
-        data = self.backend.get(name)
+        try:
+            data = self.backend.get(name)
+        except NotFoundError:
+            kind = name.partition("/")[0]
+            self.refresh()
+            if expected not in (self.state.snapshots if kind == "snapshots" else self.state.indexes):
+                raise  # forgotten or replaced meanwhile (a forget or prune raced us)
+            raise IntegrityError(f"{name[:len(kind) + 17]}: missing from the store") from None
         if storage_id(data) != expected:
             raise IntegrityError(f"{name}: content does not match its name (damaged or swapped)")
         self.cache_write(name, data)
@@ -396,30 +469,96 @@ class Repository:
 
     # ------------------------------------------------------------------ the index
 
-    def load_index(self) -> Index:
-        """Load every index file the head names (cached ones are not fetched again)."""
-        if self.index.files == tuple(self.state.indexes):
+    def load_index(self, *, reload: bool = False) -> Index:
+        """Load every index file the head names (cached ones are not fetched again), leaving out
+        unreadable ones (with a warning) and what the damage records distrust. ``reload``: read
+        them again even when the head names the same ones."""
+        records = self.damage_records()
+        key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
+        if self._index_key == key and not reload:
             return self.index
         for attempt in range(3):
+            files = []
             try:
-                index = Index.decode(self.cipher, ((n, self.get_immutable(f"index/{n}")) for n in self.state.indexes))
+                for n in list(self.state.indexes):
+                    try:
+                        files.append((n, decode_index(self.cipher, n, self.get_immutable(f"index/{n}"))))
+                    except IntegrityError as e:
+                        self._unreadable_now(f"index/{n}", e.message)
                 break
             except NotFoundError:
                 if attempt == 2:
                     raise
-                self.refresh()  # a prune replaced the index files after we read the head
-        self.index = index
-        return index
+                # a prune replaced the index files after we read the head (get_immutable re-read it)
+        distrusted = {place for places in records.values() for place in places}
+        self.index = Index.build(files, distrusted=distrusted, lost_packs=self.missing_packs)
+        self._index_key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
+        return self.index
+
+    def distrust_missing_packs(self) -> list[str]:
+        """Packs the index names that the store lacks (one listing): from now on the index does
+        not vouch for their blobs, so a backup stores them again. Returns them."""
+        missing = self.confirm_missing(set(self.index.by_pack()) - self.list_packs())
+        if missing - self.missing_packs:
+            self.missing_packs |= missing
+            self.load_index()
+        return sorted(missing)
+
+    # ------------------------------------------------------------------ damage records
+
+    def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
+        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts. An
+        unreadable record is left out with a warning (it can only make us store more)."""
+        out: dict[str, set[tuple[bytes, str]]] = {}
+        for name in self.backend.list("damaged/"):
+            try:
+                doc = codec.decode_document(self.cipher, b"damaged", self.backend.get(name), what=name)
+                out[name] = {(bytes.fromhex(b), str(p)) for b, p in doc["blobs"]}
+            except NotFoundError:
+                continue  # consumed by a repair meanwhile
+            except (IntegrityError, KeyError, TypeError, ValueError) as e:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    self._warn(f"{name[:25]}: unreadable damage record ({e}); ignored")
+        return out
+
+    def record_damage(self, places: Iterable[tuple[bytes, str]], *, found_by: str) -> str | None:
+        """Write a damage record naming ``(blob id, pack)`` places found missing or damaged (an
+        empty blob id: the pack's bytes do not match its name); the index stops vouching for them
+        at once. Its name (None, writing nothing, when empty)."""
+        blobs = sorted({(b.hex(), p) for b, p in places})
+        if not blobs:
+            return None
+        doc = {"version": 1, "time": datetime.now(UTC).isoformat(timespec="seconds"), "found_by": found_by,
+               "blobs": [list(x) for x in blobs]}  # fmt: skip
+        data = codec.encode_document(self.cipher, b"damaged", doc)
+        name = f"damaged/{storage_id(data)}"
+        self.backend.put(name, data)
+        if self.staged_uploads:
+            self.publish()  # a store whose uploads appear with a publication
+        self._index_key = None
+        self.load_index()
+        return name
+
+    def clear_damage(self, names: Iterable[str]) -> None:
+        """Delete damage records (``repair packs`` consumed them, or ``check`` found every place
+        they name authentic after all)."""
+        names = list(names)
+        if names:
+            self.backend.delete_unpublished(names)
+            self._index_key = None
+            self.load_index()
 
     def is_indexed(self, bid: bytes) -> bool:
-        return bid in self.index
+        """Blob ``bid`` is stored at a place the index vouches for (a writer may reuse it)."""
+        return self.index.vouches(bid)
 
     def locate(self, bid: bytes, btype: bytes | None = None) -> BlobRef | None:
         """Where blob ``bid`` is stored; None when it is not indexed (or not of type ``btype``)."""
         return self.index.locate(bid, btype)
 
     def has_blobs(self, hex_ids: Iterable[str]) -> bool:
-        """Every blob of a file's content (hex ids) is indexed."""
+        """Every blob of a file's content (hex ids) is indexed and vouched for."""
         return self.index.has_all(hex_ids)
 
     def content_size(self, hex_ids: Iterable[str]) -> int:
@@ -486,6 +625,33 @@ class Repository:
             return None
         return self.put_immutable("index", codec.encode_index(self.cipher, packs))
 
+    def discard_unpublished(self, packs: Iterable[str], objects: Iterable[str] = (), *, snapshot: str | None) -> int:
+        """Remove what a failed writer stored but never published (its packs, index file and
+        snapshot ``objects``), so a failure leaves no orphans; how many names were removed. Nothing
+        on a store whose uploads appear only with a publication (a Hub repo: nothing is visible),
+        and nothing when ``snapshot`` may have been published after all (the head is read again)."""
+        names = [pack_name(p) for p in packs] + list(objects)
+        if not names or self.staged_uploads:
+            return 0
+        try:
+            if snapshot is not None and snapshot in self.refresh().snapshots:
+                return 0
+            self.backend.delete_unpublished(names)
+        except BackupError:
+            return 0  # best effort: prune removes what is left, after its grace
+        return len(names)
+
+    def confirm_missing(self, packs: Iterable[str]) -> set[str]:
+        """Those of ``packs`` the store really lacks, asked one by one: a listing may miss fresh
+        objects on a store without consistent listings, and only absence is damage."""
+        gone = set()
+        for pack in packs:
+            try:
+                self.backend.size(pack_name(pack))
+            except NotFoundError:
+                gone.add(pack)
+        return gone
+
     def list_packs(self) -> set[str]:
         """The ids of the packs in the store (where the format puts them), indexed or not."""
         names = self.backend.list("data/")
@@ -504,6 +670,8 @@ class Repository:
     # ------------------------------------------------------------------ snapshots
 
     def load_snapshot(self, sid: str) -> Snapshot:
+        """One snapshot; ``IntegrityError`` when damaged or missing from the store, ``NotFoundError``
+        when a concurrent forget removed it."""
         what = f"snapshot {sid[:8]}"
         doc = codec.decode_document(self.cipher, b"snapshot", self.get_immutable(f"snapshots/{sid}"), what=what)
         return Snapshot.from_json(doc, id=sid, what=what)
@@ -513,15 +681,16 @@ class Repository:
         return self.put_immutable("snapshots", codec.encode_document(self.cipher, b"snapshot", snapshot.to_json()))
 
     def snapshots(self) -> list[Snapshot]:
-        """Every live snapshot, oldest first (re-reading the head if a forget raced us)."""
-        for attempt in range(3):
+        """Every readable live snapshot, oldest first. A damaged or missing one is left out with a
+        warning (see :attr:`unreadable`); one a concurrent forget removed is skipped."""
+        snaps = []
+        for sid in list(self.state.snapshots):
             try:
-                snaps = [self.load_snapshot(s) for s in self.state.snapshots]
-                break
+                snaps.append(self.load_snapshot(sid))
             except NotFoundError:
-                if attempt == 2:
-                    raise
-                self.refresh()
+                continue
+            except IntegrityError as e:
+                self._unreadable_now(f"snapshots/{sid}", e.message)
         return sorted(snaps, key=lambda s: (s.time, s.id))
 
     def find_snapshot(self, ref: str) -> Snapshot:

@@ -583,11 +583,12 @@ def restore(repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, re
         for attempt in range(3):
             try:
                 return Restorer(repo, snapshot, options, reporter=reporter).run()
-            except NotFoundError:
-                if attempt == 2:
-                    raise
+            except NotFoundError as e:
                 repo.refresh()
                 if snapshot.id not in repo.snapshot_ids():
                     raise
+                if attempt == 2:  # still named, still missing: damage, not "no such snapshot"
+                    raise IntegrityError(f"{e.message} (missing from the store)",
+                                         hint="run `openclaw-backup check`; it names what is lost") from e  # fmt: skip
                 repo.load_index()
     raise AssertionError("unreachable")

@@ -13,7 +13,7 @@ from typing import Any
 from ..backends import open_backend
 from ..errors import NotFoundError
 from ..filecache import FileCache
-from ..reporter import Reporter
+from ..reporter import Reporter, printable
 from ..repository import Repository
 from ..settings import Settings
 from ..snapshot import Snapshot, agent_snapshots, group_key
@@ -21,6 +21,9 @@ from ..sources import STATE_ROOT
 
 #: (JSON document, text, exit code): what every command returns to the CLI.
 Result = tuple[dict[str, Any], str, int]
+
+__all__ = ["FILE_CACHE", "Result", "count", "file_cache", "file_cache_path", "find_snapshot", "human_size",
+           "open_repo", "printable"]  # fmt: skip
 
 #: The file cache's name inside a repository's cache directory.
 FILE_CACHE = "files.db"
@@ -30,8 +33,7 @@ def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
     """The configured repository, opened with the configured password; its warnings go to ``reporter``."""
     backend = open_backend(settings.repository(), settings.backend_options())
     repo = Repository.open(backend, password=settings.password(), cache_dir=settings.cache_root())
-    for w in repo.warnings:
-        reporter.warn(w)
+    repo.report_to(reporter.warn)
     return repo
 
 

@@ -16,7 +16,7 @@ from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..settings import Settings
 from ..snapshot import group_key
-from ._common import Result, find_snapshot, human_size, open_repo
+from ._common import Result, find_snapshot, human_size, open_repo, printable
 
 MIN_PASSWORD = 12  # characters; shorter passwords get a warning at init
 
@@ -67,10 +67,10 @@ def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> 
         summ, doc = sn.summary, {"id": sn.id, **sn.to_json()}
         keys = ("id", "time", "host", "tags", "roots", "parent", "agent_version", "tool_version", "origin", "summary")
         rows.append({k: doc[k] for k in keys} | {"group": group_key(sn)})
-        tags = f"  [{', '.join(sn.tags)}]" if sn.tags else ""
+        tags = printable(f"  [{', '.join(sn.tags)}]") if sn.tags else ""
         lines.append(
             f"{sn.id[:8]}  {sn.time[:25]:25}  {sn.host[:16]:16}  "
-            f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {','.join(sn.roots)}{tags}"
+            f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {printable(','.join(sn.roots))}{tags}"
         )
     lines.append(f"{len(snaps)} snapshot(s)")
     return {"snapshots": rows}, "\n".join(lines), 0
@@ -88,7 +88,7 @@ def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
         rows.append({"path": path, "type": node.type, "size": node.size, "mode": oct(node.mode),
                      "mtime_ns": node.mtime_ns, "target": node.target})  # fmt: skip
         suffix = f" -> {node.target}" if node.type == "symlink" else ("/" if node.type == "dir" else "")
-        lines.append(f"{oct(node.mode)[2:]:>4} {node.size:>12} {path}{suffix}")
+        lines.append(f"{oct(node.mode)[2:]:>4} {node.size:>12} {printable(path + suffix)}")
     return {"snapshot": snap.id, "entries": rows}, "\n".join(lines), 0
 
 
@@ -108,7 +108,7 @@ def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
     added = sorted(set(fb) - set(fa))
     removed = sorted(set(fa) - set(fb))
     changed = sorted(p for p in set(fa) & set(fb) if fa[p] != fb[p])
-    lines = [f"+ {p}" for p in added] + [f"- {p}" for p in removed] + [f"M {p}" for p in changed]
+    lines = [f"{mark} {printable(p)}" for mark, paths in (("+", added), ("-", removed), ("M", changed)) for p in paths]
     lines.append(f"{len(added)} added, {len(removed)} removed, {len(changed)} modified")
     doc = {"first": a.id, "second": b.id, "added": added, "removed": removed, "modified": changed}
     return doc, "\n".join(lines), 0

@@ -22,7 +22,7 @@ from ..restorer import RestoreOptions, holds_something, restore
 from ..settings import Settings, restore_destinations
 from ..snapshot import Snapshot, written_by_newer
 from ..sources import STATE_ROOT
-from ._common import Result, file_cache, find_snapshot, human_size, open_repo
+from ._common import Result, file_cache, find_snapshot, human_size, open_repo, printable
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -57,11 +57,11 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
     if not args.target and not args.include and STATE_ROOT in snap.roots:
         write_marker(Path(s.state_dir()), repository=repo.id, snapshot=snap.id, how="restore")
     lines = [f"restored snapshot {snap.id[:8]}: {res.files} files, {human_size(res.bytes)}"]
-    lines += [f"  {k} -> {v}" for k, v in res.restored.items()]
+    lines += [f"  {k} -> {printable(str(v))}" for k, v in res.restored.items()]
     if res.carried:
         lines.append(f"left in place {res.carried} entries the snapshot does not have (--delete removes them)")
     for where, kept in res.kept.items():
-        lines.append(f"what it replaced is kept at {kept}")
+        lines.append(f"what it replaced is kept at {printable(kept)}")
         lines.append(f"  to undo: mv {shlex.quote(where)} {shlex.quote(where + '.restored')} && "
                      f"mv {shlex.quote(kept)} {shlex.quote(where)}")  # fmt: skip
     return res.to_json(), "\n".join(lines), 0
@@ -101,8 +101,8 @@ def _dry_run(repo: Repository, snap: Snapshot, dest: dict[str, Path], includes: 
     verb = "remove" if delete else "leave in place"
     lines = ["dry run: nothing was changed", f"would create {len(create)}, replace {len(replace)}, "
              f"{verb} {len(remove)}, leave {same} unchanged"]  # fmt: skip
-    lines += [f"+ {p}" for p in create] + [f"M {p}" for p in replace]
-    lines += [f"{'-' if delete else '='} {p}" for p in remove]
+    lines += [f"+ {printable(p)}" for p in create] + [f"M {printable(p)}" for p in replace]
+    lines += [f"{'-' if delete else '='} {printable(p)}" for p in remove]
     doc = {"snapshot": snap.id, "create": create, "replace": replace, ("remove" if delete else "leave"): remove,
            "unchanged": same, "dry_run": True}  # fmt: skip
     return doc, "\n".join(lines), 0
