@@ -91,7 +91,7 @@ def repair_packs(repo: Repository, *, reporter: Reporter) -> RepairResult:
     records = repo.damage_records()
     distrusted = {place for places in records.values() for place in places}
     repo.load_index()
-    indexed = repo.indexed_packs()
+    indexed = repo.listed_places()
     stored = repo.list_packs()
     stored |= (set(indexed) - stored) - repo.confirm_missing(set(indexed) - stored)  # listed late, but there
     damaged = ({pack for _, pack in distrusted} | (set(indexed) - stored)) & (set(indexed) | stored)

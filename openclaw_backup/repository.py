@@ -121,6 +121,7 @@ class Repository:
         self.state = HeadState()
         self.index = Index()
         self._index_key: tuple[Any, ...] | None = None
+        self._index_files: list[tuple[str, dict[bytes, BlobRef]]] = []
         self.warnings: list[str] = []
         self._warn: Callable[[str], None] = self.warnings.append
         self._warned: set[str] = set()
@@ -492,6 +493,7 @@ class Repository:
                 # a prune replaced the index files after we read the head (get_immutable re-read it)
         distrusted = {place for places in records.values() for place in places}
         self.index = Index.build(files, distrusted=distrusted, lost_packs=self.missing_packs)
+        self._index_files = files
         self._index_key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
         return self.index
 
@@ -568,6 +570,15 @@ class Repository:
     def indexed_packs(self) -> PackEntries:
         """The indexed blobs of each pack."""
         return self.index.by_pack()
+
+    def listed_places(self) -> PackEntries:
+        """Every place every loaded index file lists, by pack (a blob stored again after damage has
+        two: :meth:`indexed_packs` gives only the one readers use)."""
+        out: dict[str, dict[bytes, BlobRef]] = {}
+        for _, refs in self._index_files:
+            for bid, ref in refs.items():
+                out.setdefault(ref.pack, {})[bid] = ref
+        return {pack: list(blobs.items()) for pack, blobs in out.items()}
 
     def index_summary(self) -> IndexSummary:
         return self.index.summary()

@@ -11,7 +11,7 @@ import getpass
 import sys
 
 from ..backends import open_backend
-from ..errors import UsageError
+from ..errors import EXIT_INCOMPLETE, UsageError
 from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..settings import Settings
@@ -73,7 +73,11 @@ def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> 
             f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {printable(','.join(sn.roots))}{tags}"
         )
     lines.append(f"{len(snaps)} snapshot(s)")
-    return {"snapshots": rows}, "\n".join(lines), 0
+    unreadable = {n[10:]: why for n, why in repo.unreadable.items() if n.startswith("snapshots/")}
+    if unreadable:  # each was named in a warning; listing goes on, but not as if all were well
+        lines.append(f"{len(unreadable)} unreadable snapshot(s) left out; "
+                     f"`openclaw-backup forget ID` removes one, `openclaw-backup check` says more")  # fmt: skip
+    return {"snapshots": rows, "unreadable": unreadable}, "\n".join(lines), EXIT_INCOMPLETE if unreadable else 0
 
 
 def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
