@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target: also remove what the target holds and the snapshot does not")  # fmt: skip
     s.add_argument("--yes", "-y", action="store_true", help="restore into place without asking (scripts)")
     s.add_argument("--dry-run", action="store_true", help="list what would be created, replaced and removed")
+    s.add_argument("--partial", action="store_true",
+                   help="in place: restore every file that can be, naming those whose data is lost (exit 5); "
+                   "with --target this is the default")  # fmt: skip
 
     s = add("check", help="verify the repository")
     s.add_argument("--read-data", action="store_true", help="also read and authenticate every stored byte")
