@@ -16,13 +16,16 @@ from typing import Any
 
 import pytest
 
+from openclaw_backup.backends.base import Backend
 from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.errors import StoreError
 from openclaw_backup.pack import pack_name
+from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository, walk
+from tests.support.backends import kinds
 from tests.support.cli import json_out, main_cli
 from tests.support.faults import FailAlways
-from tests.support.repos import PACK_SIZE, PASSWORD, new_repo, run_backup
+from tests.support.repos import PACK_SIZE, PASSWORD, new_repo, open_repo, restore_all, run_backup
 from tests.support.trees import fingerprint, write
 
 
@@ -385,3 +388,44 @@ def test_a_restore_restores_every_file_it_can_and_names_the_others(
     now = fingerprint(w["src"])
     assert "a.bin" not in now
     assert {k: v for k, v in now.items() if k != "."} == {k: v for k, v in before.items() if k not in ("a.bin", ".")}
+
+
+# ---------------------------------------------------------------------------- where the backend matters
+
+
+@pytest.mark.parametrize("kind", kinds("local", "s3", "hub", "hub_bucket"))
+def test_on_each_store_a_lost_pack_heals_and_a_failed_backup_leaves_no_orphans(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store: Backend = request.getfixturevalue(f"{kind}_backend")
+    src = tmp_path / "src"
+    for i in range(3):
+        write(src / f"f{i}.bin", os.urandom(80_000))
+    repo = new_repo(store)
+    first = run_backup(repo, {"src": src}, forked=False).snapshot_id
+    assert first
+    # a pack lost from the store: the next backup stores its blobs again, with a warning
+    node_pack = None
+    repo.load_index()
+    for p, node in walk(repo, repo.load_snapshot(first).tree):
+        if p == "src/f1.bin":
+            ref = repo.locate(bytes.fromhex(node.content[0]))
+            assert ref is not None
+            node_pack = ref.pack
+    assert node_pack is not None
+    store.delete_unpublished([pack_name(node_pack)])
+    reporter = Reporter()
+    again = run_backup(open_repo(store), {"src": src}, reporter=reporter, forked=False)
+    assert again.snapshot_id and any("missing from the store" in w for w in reporter.warnings)
+    fresh = open_repo(store)
+    for sid in (first, again.snapshot_id):
+        target = tmp_path / f"t-{sid[:8]}"
+        restore_all(fresh, sid, target)
+        assert fingerprint(target / "src") == fingerprint(src)
+    # a backup that fails after writing its packs removes them (on a Hub repo nothing was visible)
+    before = set(store.list("data/")), set(store.list("index/"))
+    write(src / "new.bin", os.urandom(150_000))
+    failing = FailAlways(store, methods="put", names="snapshots/*")
+    with pytest.raises(StoreError):
+        run_backup(open_repo(failing), {"src": src}, forked=False)
+    assert (set(store.list("data/")), set(store.list("index/"))) == before
