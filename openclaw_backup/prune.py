@@ -187,7 +187,12 @@ def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -
         )
     plan = PrunePlan(mark_live(repo))
     per_pack = repo.indexed_packs()
+    # packs a damage record names are left to ``repair packs`` (it salvages what still authenticates)
+    damaged = {pack for places in repo.damage_records().values() for _, pack in places}
     for pack, blobs in per_pack.items():
+        if pack in damaged:
+            plan.keep.add(pack)
+            continue
         total = sum(r.length for _, r in blobs)
         live = sum(r.length for b, r in blobs if b in plan.live)
         plan.bytes_total += total
@@ -200,7 +205,13 @@ def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -
             plan.bytes_freed += total - live
         else:
             plan.keep.add(pack)
-    unindexed = sorted(repo.list_packs() - set(per_pack))
+    stored = repo.list_packs()
+    if gone := repo.confirm_missing(plan.repack - stored):  # (a missing pack with nothing live just goes)
+        raise IntegrityError(
+            f"{len(gone)} pack(s) the index names are missing from the store (e.g. {sorted(gone)[0][:16]}); "
+            "refusing to prune", hint="run `openclaw-backup check`, then `openclaw-backup repair packs`",
+        )  # fmt: skip
+    unindexed = sorted(stored - set(per_pack) - damaged)
     plan.unindexed = _old_enough(repo, unindexed, unindexed_grace)
     return plan
 

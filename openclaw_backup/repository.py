@@ -33,12 +33,11 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import codec, keys
+from . import codec, damage, keys
 from .backends.base import Backend, Head
 from .chunker import Chunker
 from .codec import BLOB_TREE, BlobRef, decode_index, storage_id
@@ -51,8 +50,8 @@ from .errors import (
     NotFoundError,
     RepositoryNotFoundError,
     UsageError,
-    WrongPasswordError,
 )
+from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import PackCheck, PackWriter, ReadBatch, check_pack, pack_name, plan_reads, read_batch, read_header
 from .repo_config import DEFAULT_PACK_SIZE, RepoConfig
@@ -62,43 +61,6 @@ from .tree import Node, decode_tree
 T = TypeVar("T")
 
 PUBLISH_ATTEMPTS = 6
-
-
-@dataclass
-class HeadState:
-    """What the head says: the sequence number and the live snapshots and index files."""
-
-    seq: int = 0
-    snapshots: list[str] = field(default_factory=list)
-    indexes: list[str] = field(default_factory=list)
-    deleted_since_squash: int = 0  # bytes deleted on a store that frees them only when history is squashed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "seq": self.seq,
-            "snapshots": self.snapshots,
-            "indexes": self.indexes,
-            "deleted_since_squash": self.deleted_since_squash,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> HeadState:
-        try:
-            st = cls(
-                int(doc["seq"]),
-                [str(s) for s in doc["snapshots"]],
-                [str(i) for i in doc["indexes"]],
-                int(doc.get("deleted_since_squash", 0)),
-            )
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
-            raise IntegrityError(f"malformed head: {e}") from None
-        for name in st.snapshots + st.indexes:
-            if len(name) != 64 or not all(c in "0123456789abcdef" for c in name):
-                raise IntegrityError("head names an invalid object")
-        return st
-
 
 
 class Repository:
@@ -184,34 +146,7 @@ class Repository:
             raise RepositoryNotFoundError(
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
-        if not config.encrypted:
-            if password:
-                # The user expects encryption. Either this is the wrong repository, or someone who can
-                # write the store replaced the config (and perhaps deleted the keys) to make us write
-                # in the clear. Never silently downgrade.
-                raise IntegrityError(
-                    f"{backend.location} is an UNENCRYPTED repository, but a password is configured",
-                    hint="if you created it with --insecure-no-encryption, unset the password; "
-                    "otherwise its config was tampered with",
-                )
-            if keys.names(backend):
-                # An unencrypted repository has no key files: someone rewrote the config to make
-                # us write in the clear (or read forged plaintext). Refuse.
-                raise IntegrityError(
-                    f"{backend.location}: the config says 'unencrypted' but the repository has key files",
-                    hint="the config was tampered with; restore it from a copy or ask who can write the store",
-                )
-            try:
-                cipher: Cipher = PlainCipher(bytes.fromhex(config.plain_seed))
-            except ValueError:
-                raise IntegrityError("malformed repository config: bad seed") from None
-        else:
-            if not password:
-                raise WrongPasswordError(
-                    "this repository is encrypted and no password was given",
-                    hint="set OPENCLAW_BACKUP_PASSWORD or pass --password-file",
-                )
-            cipher = Cipher(keys.unlock(backend, password))
+        cipher = keys.cipher_for(backend, config.encrypted, config.plain_seed, password)
         repo = cls(backend, cipher, config, cache_dir=cache_dir)
         try:
             repo.refresh()
@@ -219,9 +154,9 @@ class Repository:
             if need_head:
                 raise
         except IntegrityError as e:
-            # only an undecodable head is left for ``repair head``, never a config the head disowns
-            if need_head or "config" in e.message:
-                raise
+            head = backend.read_head()
+            if need_head or head is None or _decodes(cipher, head.data):
+                raise  # only an undecodable head is left for ``repair head``, never a disowned config
             repo.warnings.append(f"the head is damaged ({e.message})")
         return repo
 
@@ -509,37 +444,23 @@ class Repository:
     # ------------------------------------------------------------------ damage records
 
     def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
-        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts. An
-        unreadable record is left out with a warning (it can only make us store more)."""
-        out: dict[str, set[tuple[bytes, str]]] = {}
-        for name in self.backend.list("damaged/"):
-            try:
-                doc = codec.decode_document(self.cipher, b"damaged", self.backend.get(name), what=name)
-                out[name] = {(bytes.fromhex(b), str(p)) for b, p in doc["blobs"]}
-            except NotFoundError:
-                continue  # consumed by a repair meanwhile
-            except (IntegrityError, KeyError, TypeError, ValueError) as e:
-                if name not in self._warned:
-                    self._warned.add(name)
-                    self._warn(f"{name[:25]}: unreadable damage record ({e}); ignored")
-        return out
+        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts."""
+        return damage.read_records(self.backend, self.cipher, warn=self._warn_once)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
 
     def record_damage(self, places: Iterable[tuple[bytes, str]], *, found_by: str) -> str | None:
-        """Write a damage record naming ``(blob id, pack)`` places found missing or damaged (an
-        empty blob id: the pack's bytes do not match its name); the index stops vouching for them
-        at once. Its name (None, writing nothing, when empty)."""
-        blobs = sorted({(b.hex(), p) for b, p in places})
-        if not blobs:
+        """Write a damage record (:func:`.damage.write_record`); the index stops vouching for its
+        places at once. Its name (None, writing nothing, when there is nothing to record)."""
+        name = damage.write_record(self.backend, self.cipher, places, found_by=found_by)
+        if name is None:
             return None
-        doc = {"version": 1, "time": datetime.now(UTC).isoformat(timespec="seconds"), "found_by": found_by,
-               "blobs": [list(x) for x in blobs]}  # fmt: skip
-        data = codec.encode_document(self.cipher, b"damaged", doc)
-        name = f"damaged/{storage_id(data)}"
-        self.backend.put(name, data)
         if self.staged_uploads:
             self.publish()  # a store whose uploads appear with a publication
-        self._index_key = None
-        self.load_index()
+        self.load_index(reload=True)
         return name
 
     def clear_damage(self, names: Iterable[str]) -> None:
@@ -548,8 +469,7 @@ class Repository:
         names = list(names)
         if names:
             self.backend.delete_unpublished(names)
-            self._index_key = None
-            self.load_index()
+            self.load_index(reload=True)
 
     def is_indexed(self, bid: bytes) -> bool:
         """Blob ``bid`` is stored at a place the index vouches for (a writer may reuse it)."""
@@ -653,15 +573,8 @@ class Repository:
         return len(names)
 
     def confirm_missing(self, packs: Iterable[str]) -> set[str]:
-        """Those of ``packs`` the store really lacks, asked one by one: a listing may miss fresh
-        objects on a store without consistent listings, and only absence is damage."""
-        gone = set()
-        for pack in packs:
-            try:
-                self.backend.size(pack_name(pack))
-            except NotFoundError:
-                gone.add(pack)
-        return gone
+        """Those of ``packs`` the store really lacks (:func:`.damage.confirm_missing`)."""
+        return damage.confirm_missing(self.backend, packs)
 
     def list_packs(self) -> set[str]:
         """The ids of the packs in the store (where the format puts them), indexed or not."""
@@ -748,6 +661,14 @@ class Repository:
     def current_key_names(self, password: str) -> list[str]:
         """Key files that open with ``password``."""
         return keys.opening_with(self.backend, password)
+
+
+def _decodes(cipher: Cipher, head: bytes) -> bool:
+    try:
+        codec.decode_document(cipher, b"head", head, what="head")
+        return True
+    except IntegrityError:
+        return False
 
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:

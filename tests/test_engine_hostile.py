@@ -75,12 +75,13 @@ def test_flipped_byte_in_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert fingerprint(target) == before, "a failed restore touched the target"
     assert sorted(os.listdir(target.parent)) == parent_before, "staging left beside the target"
 
-    # the same through the CLI: exit code 4, target untouched
+    # through the CLI with --target: a partial restore (exit 5): every file but the damaged one
     monkeypatch.setenv("OPENCLAW_BACKUP_PASSWORD", PASSWORD)
-    code = cli.main(["--repo", str(repo_dir), "restore", second.snapshot_id[:10], "--target", str(target.parent)])
-    assert code == 4
-    assert fingerprint(target) == before
-    assert sorted(os.listdir(target.parent)) == parent_before
+    elsewhere = tmp_path / "t3"
+    code = cli.main(["--repo", str(repo_dir), "restore", second.snapshot_id[:10], "--target", str(elsewhere)])
+    assert code == 5
+    assert not (elsewhere / "state" / "victim.bin").exists()
+    assert {p.name for p in (elsewhere / "state").iterdir()} == {p.name for p in src.iterdir()} - {"victim.bin"}
 
     res = check(fresh, read_data=True, reporter=Reporter())
     assert not res.ok and res.problems

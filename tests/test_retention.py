@@ -463,14 +463,14 @@ def test_check_read_data_subsets(two_snapshots: dict[str, Any]) -> None:
     results = {}
     damaged_in = f"{int(pack[:8], 16) % 2 + 1}/2"
     other = "2/2" if damaged_in == "1/2" else "1/2"
-    code, out, _ = main_cli(["check", "--read-data-subset", "50%", "--json"])
-    assert json_out(out)["packs_read"] == round(packs / 2)
     for spec in (other, damaged_in):  # the damaged subset last: what it finds is recorded
         code, out, _ = main_cli(["check", "--read-data-subset", spec, "--json"])
         results[spec] = (code, json_out(out))
     assert results["1/2"][1]["packs_read"] + results["2/2"][1]["packs_read"] == packs
     assert results[damaged_in][0] == 4 and results[damaged_in][1]["damaged_snapshots"] == {ts["s2"]: ["src/b.bin"]}
     assert results[other][0] == 0
+    code, out, _ = main_cli(["check", "--read-data-subset", "50%", "--json"])
+    assert code in (0, 4) and json_out(out)["packs_read"] in (round(packs / 2), round((packs - 1) / 2))
     code, out, _ = main_cli(["check", "--read-data-subset", "100%", "--json"])
     assert code == 4 and json_out(out)["packs_read"] >= packs - 1  # the recorded blob is no longer indexed
     for bad in ("0/2", "3/2", "0%", "150%", "x"):
