@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from openclaw_backup.pack import pack_name
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository, walk
 from tests.support.backends import kinds
-from tests.support.cli import json_out, main_cli
+from tests.support.cli import cli_env, cli_ok, json_out, main_cli, run_cli
 from tests.support.faults import FailAlways
 from tests.support.repos import PACK_SIZE, PASSWORD, new_repo, open_repo, restore_all, run_backup
 from tests.support.trees import fingerprint, write
@@ -429,3 +430,48 @@ def test_on_each_store_a_lost_pack_heals_and_a_failed_backup_leaves_no_orphans(
     with pytest.raises(StoreError):
         run_backup(open_repo(failing), {"src": src}, forked=False)
     assert (set(store.list("data/")), set(store.list("index/"))) == before
+
+
+# ---------------------------------------------------------------------------- the supervisor, a full disk
+
+
+def test_restore_if_missing_falls_back_to_an_older_intact_snapshot(tmp_path: Path) -> None:
+    state = tmp_path / "home" / ".openclaw"
+    write(state / "openclaw.json", b'{"v": 1}')
+    write(state / "workspace" / "notes.md", b"# notes\n")
+    env = cli_env(tmp_path, OPENCLAW_STATE_DIR=str(state), OPENCLAW_BACKUP_REPOSITORY=str(tmp_path / "repo"))
+    cli_ok(["init"], env)
+    cli_ok(["backup"], env)
+    older = fingerprint(state)
+    write(state / "workspace" / "new.bin", os.urandom(50_000))
+    cli_ok(["backup"], env)
+    repo = Repository.open(LocalBackend(tmp_path / "repo"), password=PASSWORD)
+    repo.load_index()
+    newest = repo.snapshots()[-1]
+    (node,) = [n for p, n in walk(repo, newest.tree) if p.endswith("workspace/new.bin")]
+    ref = repo.locate(bytes.fromhex(node.content[0]))
+    assert ref is not None
+    flip(tmp_path / "repo" / pack_name(ref.pack), at=ref.offset + ref.length // 2)
+    shutil.rmtree(state)
+    state.with_name(".openclaw.openclaw-backup.json").unlink()
+    proc = run_cli(["run", "--grace", "5", "--", "true"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"snapshot {newest.id[:8]} failed verification" in proc.stderr
+    assert fingerprint(state) == older  # the older intact snapshot, whole; never a partial newest
+
+
+def test_a_full_disk_during_a_restore_is_its_own_error(world: dict[str, Any]) -> None:
+    """Out of inodes on the target: exit 18 naming where, with the way on; not "a bug"."""
+    w = world
+    small = w["tmp"] / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=8", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a small file system here (needs root)")
+    try:
+        rc, out, err = main_cli(["restore", w["s2"], "--target", str(small)])
+        assert rc == 18, err + out
+        assert "no space or no inodes left" in err and "df -i" in err and "bug" not in err
+        assert not [n for n in os.listdir(small) if "openclaw-restore" in n]  # no staging left behind
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
