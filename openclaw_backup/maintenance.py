@@ -18,9 +18,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import IntegrityError, NotFoundError
+from .errors import IntegrityError, NotFoundError, StoreError
 from .reporter import Reporter
 from .repository import Repository
+
+_Places = set[tuple[bytes, str]]  # (blob id, pack) places
 
 
 @dataclass
@@ -95,9 +97,12 @@ def check(
     if read_data:
         bad_places, verified = _read_packs(repo, _select(sorted(packs_in_index & stored), subset), res, reporter)
         lost |= bad_places
-    res.recorded = repo.record_damage(lost - recorded, found_by="check --read-data" if read_data else "check")
-    if read_data:  # records whose every place authenticates now were wrong (a fault of the read)
-        repo.clear_damage([name for name, places in records.items() if places <= verified])
+    try:
+        res.recorded = repo.record_damage(lost - recorded, found_by="check --read-data" if read_data else "check")
+        if read_data:  # records whose every place authenticates now were wrong (a fault of the read)
+            repo.clear_damage([name for name, places in records.items() if places <= verified])
+    except StoreError as e:  # read-only credentials, say: the findings are still reported
+        res.problems.append(f"the damage found could not be recorded in the repository: {e.message}")
     for snap_id in repo.snapshot_ids():
         try:
             snap = repo.load_snapshot(snap_id)
@@ -108,17 +113,18 @@ def check(
             res.unreadable[snap_id] = e.message
             continue
         res.snapshots += 1
-        affected = _check_tree(repo, snap.tree, "", res, verified, seen=set())
+        affected = _check_tree(repo, snap.tree, "", res, (verified, lost), seen=set())
         if affected:
             res.damaged[snap_id] = affected
     return res
 
 
-def _blob_ok(repo: Repository, bid: bytes, verified: set[tuple[bytes, str]]) -> bool:
-    """Indexed at a place nothing distrusts (what was found lost is recorded by now), or at one
-    this check has just read and authenticated."""
+def _blob_ok(repo: Repository, bid: bytes, seen: tuple[_Places, _Places]) -> bool:
+    """Not found lost by this check (``seen[1]``), and indexed at a place nothing distrusts (what
+    was found lost is recorded by now) or at one this check has just read and authenticated."""
     ref = repo.locate(bid)
-    return ref is not None and (repo.is_indexed(bid) or (bid, ref.pack) in verified)
+    verified, lost = seen
+    return ref is not None and (bid, ref.pack) not in lost and (repo.is_indexed(bid) or (bid, ref.pack) in verified)
 
 
 def _check_tree(
@@ -126,13 +132,13 @@ def _check_tree(
     tree_id: str,
     prefix: str,
     res: CheckResult,
-    verified: set[tuple[bytes, str]],
+    found: tuple[_Places, _Places],
     *,
     seen: set[str],
 ) -> list[str]:
     affected: list[str] = []
     bid = bytes.fromhex(tree_id)
-    if not _blob_ok(repo, bid, verified):
+    if not _blob_ok(repo, bid, found):
         res.problems.append(f"tree {tree_id[:16]} ({prefix or '/'}) is missing or damaged")
         return [prefix or "/"]
     try:
@@ -147,16 +153,13 @@ def _check_tree(
             if node.subtree in seen:
                 continue  # identical subtrees are checked once per snapshot
             seen.add(node.subtree)
-            affected += _check_tree(repo, node.subtree, path, res, verified, seen=seen)
+            affected += _check_tree(repo, node.subtree, path, res, found, seen=seen)
         elif node.type == "file":
-            broken = [c for c in node.content if not _blob_ok(repo, bytes.fromhex(c), verified)]
+            broken = [c for c in node.content if not _blob_ok(repo, bytes.fromhex(c), found)]
             if broken:
                 affected.append(path)
                 res.problems.append(f"{path}: {len(broken)} data blob(s) missing or damaged")
     return affected
-
-
-_Places = set[tuple[bytes, str]]
 
 
 def _read_packs(

@@ -475,3 +475,30 @@ def test_a_full_disk_during_a_restore_is_its_own_error(world: dict[str, Any]) ->
         assert not [n for n in os.listdir(small) if "openclaw-restore" in n]  # no staging left behind
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_damaged_tree_is_named_restored_around_and_healed(world: dict[str, Any]) -> None:
+    """The listing of folder ``sub`` (the same tree in s1 and s2) is damaged: a restore names the
+    folder and restores the rest; check records it; the next backup stores the tree again."""
+    w = world
+    s1, s2 = w["s1"], w["s2"]
+    repo = repo_of(w)
+    (sub,) = [n for p, n in walk(repo, repo.load_snapshot(s2).tree) if p == "src/sub"]
+    assert sub.subtree
+    ref = repo.locate(bytes.fromhex(sub.subtree))
+    assert ref is not None
+    flip(w["root"] / pack_name(ref.pack), at=ref.offset + ref.length // 2)
+    fresh_cache(w)
+    target = w["tmp"] / "around"
+    rc, out, err = main_cli(["restore", s2, "--target", str(target), "--json"])
+    assert rc == 5, err + out
+    assert list(json_out(out)["failed"]) == [f"{target}/src/sub"]
+    assert fingerprint(target / "src") == {k: v for k, v in w["fps"][s2].items() if not k.startswith("sub")}
+    rc, res = check("--read-data")
+    assert rc == 4 and res["damaged_snapshots"] == {s1: ["src/sub"], s2: ["src/sub"]}
+    rc, out, err = main_cli(["backup", "--source", str(w["src"]), "--json"])
+    assert rc == 0 and json_out(out)["stats"]["blobs_added"] >= 1, err
+    for sid in (s1, s2):
+        restores_exactly(w, sid, w["fps"][sid])
+    assert main_cli(["repair", "packs"])[0] == 0
+    assert check("--read-data")[0] == 0

@@ -20,7 +20,7 @@ from ..reporter import Reporter
 from ..repository import Repository
 from ..settings import Settings, sources_from_paths
 from ..sources import INTERNAL_EXCLUDES, default_patterns, default_reason
-from ._common import Result, count, file_cache, file_cache_path, human_size, open_repo
+from ._common import Result, count, file_cache, file_cache_path, human_size, open_repo, printable
 
 if TYPE_CHECKING:
     from ..plan import BackupPlan
@@ -139,7 +139,7 @@ def _plan_text(plan: BackupPlan, note: str) -> str:
                      f"read {r.files_to_read:,} ({human_size(r.bytes_to_read)})")  # fmt: skip
     if plan.largest_to_read:
         lines.append("largest files to read:")
-        lines += [f"  {human_size(n):>10}  {p}" for p, n in plan.largest_to_read[:5]]
+        lines += [f"  {human_size(n):>10}  {printable(p)}" for p, n in plan.largest_to_read[:5]]
     lines += excluded_lines(plan.excluded.to_json(), measured=True)
     return "\n".join(lines)
 
@@ -159,7 +159,7 @@ def excluded_lines(by_rule: dict[str, dict[str, Any]], *, measured: bool) -> lis
         lines.append(f"  {pattern}  {count(row['entries'], 'entry')}, {count(row['files'], 'file')}, "
                      f"{human_size(row['bytes'])}: {why}")  # fmt: skip
         paths = row.get("paths", [])
-        lines += [f"      {p['path']}  ({human_size(p['bytes'])})" for p in paths[:5]]
+        lines += [f"      {printable(p['path'])}  ({human_size(p['bytes'])})" for p in paths[:5]]
         if len(paths) > 5:
             lines.append(f"      … and {len(paths) - 5} more")
     return lines
