@@ -213,6 +213,8 @@ class Archiver:
         self._parent_snap: Snapshot | None = None
         self._parent_trees: dict[str, dict[str, Node]] = {}
         self.start_ns = time.time_ns()
+        self._sid: str | None = None  # our snapshot, once stored (published or not)
+        self._stored: list[str] = []  # our index file and snapshot, once stored
         self.scratch = options.scratch_dir or Path(tempfile.gettempdir())
 
     # -------------------------------------------------------------- reading files
@@ -560,13 +562,21 @@ class Archiver:
 
     def run(self) -> BackupResult:
         with memtune.collector_paused():
-            return self._run()
+            try:
+                return self._run()
+            except BaseException:  # a failed backup leaves no orphans behind (re-raised)
+                self.writer.flush_quietly()
+                self.repo.discard_unpublished(self.writer.packs, self._stored, snapshot=self._sid)
+                raise
 
     def _run(self) -> BackupResult:
         repo, opts = self.repo, self.opts
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
         repo.refresh(max_age=HEAD_FRESH)  # the head may have moved (or our last publication's answer was lost)
         repo.load_index()
+        if lost := repo.distrust_missing_packs():  # their blobs are stored again, from the sources
+            self.reporter.warn(f"{len(lost)} pack(s) the index names are missing from the store (e.g. {lost[0][:16]}); "
+                               "what the sources still hold is stored again; run `openclaw-backup check`")  # fmt: skip
         excluder = Excluder(opts.excludes)
         self.excluded = ExclusionReport()
         self.reporter.phase("scan")
@@ -612,13 +622,14 @@ class Archiver:
                 f"snapshot {parent.id[:8]}; if that is not intended, bring them back with "
                 f"`openclaw-backup restore {parent.id[:8]}` (it is kept by retention)"
             )
-        if parent is not None and parent.tree == top_id.hex() and not opts.force:
-            self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
+        self.writer.flush()
+        # unchanged, and nothing stored again (a blob stored again heals the repository: published)
+        if parent is not None and parent.tree == top_id.hex() and not opts.force and not self.writer.packs:
             self._save_cache(outcomes)
             return BackupResult(None, parent.id, True, result_stats, self.reporter.warnings[first_warning:], [],
                                 self.excluded.to_json(), self.excluded.specials)  # fmt: skip
-        self.writer.flush()
         index_name = repo.save_index(self.writer.packs, backup=True)
+        self._stored += [f"index/{index_name}"] if index_name else []
         result_stats["blobs_added"] = self.writer.blobs_written
         result_stats["bytes_added"] = self.writer.bytes_written
         clear = [] if repo.encrypted else self._clear_secrets(scanned)
@@ -636,7 +647,8 @@ class Archiver:
             summary=result_stats,
             warnings=len(self.reporter.warnings) - first_warning,  # this backup's own
         )
-        sid = repo.save_snapshot(snap)
+        sid = self._sid = repo.save_snapshot(snap)
+        self._stored.append(f"snapshots/{sid}")
         repo.publish(add_snapshots=[sid], add_indexes=[index_name] if index_name else [], needs=self._check_needed)
         self._save_cache(outcomes)
         warnings = self.reporter.warnings[first_warning:]  # problems with inputs (exit 3), not the notices below

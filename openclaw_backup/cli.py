@@ -11,8 +11,9 @@ code  meaning
 0     success (including "nothing changed, no snapshot made")
 1     error
 2     bad usage
-3     finished with warnings (some files were skipped)
-4     integrity problem (check found damage, authentication failed)
+3     finished with warnings (some files were skipped, or the repository is damaged)
+4     integrity problem (check found damage, authentication failed, data missing)
+5     partial restore (every file that could be restored was; the others are named)
 10    no repository / no such snapshot
 11    repository locked by another process
 12    wrong password
@@ -20,6 +21,8 @@ code  meaning
 14    store quota or rate limit (retry later)
 15    storage error (I/O, network)
 16    unsafe restore refused
+17    the repository's head, config or key files are lost or damaged
+18    this machine's disk is full (no space or no inodes left)
 130   interrupted
 ====  =====================================================================
 """
@@ -27,6 +30,7 @@ code  meaning
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import importlib
 import json
@@ -41,8 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, memtune
 from .cli_help import HELP, PATH_ARG, SNAPSHOT_ARG, epilog
-from .errors import EXIT_INTERRUPTED, BackupError, NotFoundError, UsageError
+from .errors import EXIT_INTERRUPTED, BackupError, NoSpaceError, NotFoundError, UsageError
 from .progress import make_reporter
+from .reporter import printable
 from .settings import Settings, with_env_files
 
 if TYPE_CHECKING:
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target: also remove what the target holds and the snapshot does not")  # fmt: skip
     s.add_argument("--yes", "-y", action="store_true", help="restore into place without asking (scripts)")
     s.add_argument("--dry-run", action="store_true", help="list what would be created, replaced and removed")
+    s.add_argument("--partial", action="store_true",
+                   help="in place: restore every file that can be, naming those whose data is lost (exit 5); "
+                   "with --target this is the default")  # fmt: skip
 
     s = add("check", help="verify the repository")
     s.add_argument("--read-data", action="store_true", help="also read and authenticate every stored byte")
@@ -178,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("stats", help="sizes and deduplication")
 
-    s = add("forget", help="remove snapshots by a keep policy (data stays until prune)")
+    s = add("forget", help="remove snapshots by id or by a keep policy (data stays until prune)")
+    s.add_argument("ids", nargs="*", metavar="ID", help="snapshots to remove (damaged or not); no policy then")
     for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         s.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
     s.add_argument("--keep-within", metavar="DURATION", help="keep everything newer than this (e.g. 7d, 2w, 1y)")
@@ -189,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("prune", help="free the space of data no snapshot needs")
     s.add_argument("--max-unused", default="10%", help="repack packs with more garbage than this (default 10%%)")
     s.add_argument("--dry-run", action="store_true", help="show the plan only")
+    s.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="leave unreferenced packs younger than this alone "
+                   "(default 3600, or OPENCLAW_BACKUP_PRUNE_GRACE)")  # fmt: skip
     g = s.add_mutually_exclusive_group()
     g.add_argument("--squash", action="store_true", default=None, help="always squash a Hub repo's history")
     g.add_argument("--no-squash", dest="squash", action="store_false", help="never squash history")
@@ -219,8 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("legacy-env", help="the legacy script's variables and how each is handled")
 
-    s = add("repair", help="rebuild the index from the packs")
-    s.add_argument("what", choices=["index"], help="what to repair: `index` (the only one)")
+    s = add("repair", help="repair a damaged repository: index, packs, snapshots or head")
+    s.add_argument("what", choices=["index", "packs", "snapshots", "head"],
+                   help="index: rebuild from the packs; packs: salvage damaged packs; snapshots: drop what "
+                   "is lost; head: rebuild a lost head")  # fmt: skip
 
     s = add("key", help="manage passwords")
     ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser,
@@ -286,7 +300,17 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Repo
     for name, close in settings.unknown_variables() if args.command != "config" else ():  # config lists them
         reporter.warn(f"{name} is not a variable this tool knows; it is ignored"
                       + (f" (did you mean {close}?)" if close else ""))  # fmt: skip
-    result: Result = command(args, settings, reporter)
+    try:
+        result: Result = command(args, settings, reporter)
+    except OSError as e:  # this machine's own disk (a store's errors are StoreErrors already)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" at {e.filename}" if e.filename else ""
+        raise NoSpaceError(
+            f"no space or no inodes left on this machine's disk{where} ({e.strerror})",
+            hint="free space (see `df -h` and `df -i`) and run the command again; a restore replaces "
+            "nothing until it has finished",
+        ) from e
     return result
 
 
@@ -337,9 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackupError as e:
         if json_mode:
             sys.stdout.write(json.dumps({"error": e.message, "hint": e.hint, "exit_code": e.exit_code}) + "\n")
-        sys.stderr.write(f"error: {e.message}\n")
+        sys.stderr.write(f"error: {printable(e.message)}\n")
         if e.hint:
-            sys.stderr.write(f"hint: {e.hint}\n")
+            sys.stderr.write(f"hint: {printable(e.hint)}\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

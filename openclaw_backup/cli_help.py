@@ -66,8 +66,11 @@ HELP: dict[str, tuple[str, str]] = {
         "openclaw-backup prune --dry-run\nopenclaw-backup prune",
     ),
     "repair": (
-        "Rebuild the index from the packs' own headers (after `check` reports a damaged or lost index).",
-        "openclaw-backup repair index",
+        "Repair a damaged repository after `check` found damage: `index` rebuilds the index from the packs' "
+        "own headers, `packs` salvages what damaged packs still hold, `snapshots` rewrites snapshots without "
+        "what is lost, `head` rebuilds a lost head. `check` prints the sequence to run (docs/retention.md).",
+        "openclaw-backup repair packs\nopenclaw-backup backup\nopenclaw-backup repair snapshots\n"
+        "openclaw-backup check --read-data",
     ),
     "run": (
         "Supervise an agent (a container's entrypoint): restore its state when missing, start CMD, back up "

@@ -15,11 +15,17 @@ a ``hint``. The tree::
     ├── QuotaError (14)                 the store refuses for now (rate/commit quota); retry later
     ├── StoreError (15)                 the storage failed (I/O, network) — ``transient`` says if a retry may help
     ├── UnsafeRestoreError (16)         the repository asks for something a restore must refuse
-    └── NoSpaceError (19)               the destination lacks the space the operation needs
+    ├── DamagedRepositoryError (17)     a file every command needs (head, config, key files) is lost or damaged
+    └── NoSpaceError (18)               no disk space (or inodes) where we write, or not enough for a restore
 
 Exit code 3 (:data:`EXIT_INCOMPLETE`) is not an error: the operation finished, but its result holds
-less than, or other than, what was asked for (a degraded backup; see its warnings). Exit code 130
-is reserved for an interrupt (SIGINT/SIGTERM at the CLI).
+less than, or other than, what was asked for (a degraded backup; see its warnings). Exit code 5
+(:data:`EXIT_PARTIAL`) is a restore that restored every file it could and names those it could
+not (their data is lost or damaged in the repository). Exit code 130 is reserved for an interrupt
+(SIGINT/SIGTERM at the CLI).
+
+Damage is never "not found": an object the head names but the store lacks (a pack, an index or
+snapshot file) is an :class:`IntegrityError`; :class:`NotFoundError` is for what nobody named.
 """
 
 from __future__ import annotations
@@ -90,13 +96,22 @@ class UnsafeRestoreError(BackupError):
     exit_code = 16
 
 
-class NoSpaceError(BackupError):
-    """Refused before starting: the destination does not have the free space the operation needs
-    (nothing was changed). Not a usage error: the command was right, the disk is full."""
+class DamagedRepositoryError(BackupError):
+    """A file every command needs is lost or damaged: the head (``repair head`` rebuilds it), the
+    config, or every key file. The data may well be intact; the hint names the way back."""
 
-    exit_code = 19
+    exit_code = 17
+
+
+class NoSpaceError(BackupError):
+    """This machine's file system is full (no space, or no inodes, left) where we write, or a restore
+    was refused up front because its destination lacks the space it needs (nothing was changed).
+    Not a usage error: the command was right, the disk is full."""
+
+    exit_code = 18
 
 
 EXIT_SUCCESS = 0
 EXIT_INCOMPLETE = 3
+EXIT_PARTIAL = 5
 EXIT_INTERRUPTED = 130

@@ -37,9 +37,53 @@ class IndexSummary:
 class Index(Mapping[bytes, BlobRef]):
     """The blobs named by a set of index files (``files``). Never changed once built."""
 
-    def __init__(self, refs: dict[bytes, BlobRef] | None = None, *, files: Iterable[str] = ()) -> None:
+    def __init__(
+        self, refs: dict[bytes, BlobRef] | None = None, *, files: Iterable[str] = (), distrusted: Iterable[bytes] = ()
+    ) -> None:
         self._refs: dict[bytes, BlobRef] = refs if refs is not None else {}
         self.files = tuple(files)
+        #: blobs whose only places are not vouched for (missing packs, damage records)
+        self.distrusted = frozenset(distrusted)
+
+    @classmethod
+    def build(
+        cls,
+        files: Iterable[tuple[str, dict[bytes, BlobRef]]],
+        *,
+        distrusted: Iterable[tuple[bytes, str]] = (),
+        lost_packs: Iterable[str] = (),
+    ) -> Index:
+        """From decoded index files ``(name, {blob id: ref})``. A place in a pack of ``lost_packs``,
+        or a ``(blob id, pack)`` place that ``distrusted`` names (the store's damage records), is
+        not vouched for: a blob with no other place can still be read from it (authentication
+        decides), but :meth:`vouches` is False, so writers store it again. A vouched-for place
+        always wins over a distrusted one; among equals the last file's wins (a blob stored again
+        after damage was found is read from its new place)."""
+        bad, lost = set(distrusted), set(lost_packs)
+        refs: dict[bytes, BlobRef] = {}
+        trusted: set[bytes] = set()
+        names = []
+        for name, file_refs in files:
+            for bid, ref in file_refs.items():
+                ok = ref.pack not in lost and (bid, ref.pack) not in bad
+                if ok or bid not in trusted:
+                    refs[bid] = ref
+                    if ok:
+                        trusted.add(bid)
+            names.append(name)
+        return cls(refs, files=names, distrusted=set(refs) - trusted)
+
+    def with_packs(self, packs: PackEntries) -> Index:
+        """This index plus the blobs of ``packs`` (not named by any index file yet: a failed
+        publication's packs still staged); a vouched-for place already indexed keeps winning."""
+        refs = dict(self._refs)
+        distrusted = set(self.distrusted)
+        for entries in packs.values():
+            for bid, ref in entries:
+                if bid not in refs or bid in distrusted:
+                    refs[bid] = ref
+                    distrusted.discard(bid)
+        return Index(refs, files=self.files, distrusted=distrusted)
 
     @classmethod
     def decode(cls, cipher: Cipher, sealed_files: Iterable[tuple[str, bytes]]) -> Index:
@@ -72,10 +116,14 @@ class Index(Mapping[bytes, BlobRef]):
         ref = self._refs.get(bid)
         return None if ref is None or (btype is not None and ref.btype != btype) else ref
 
+    def vouches(self, bid: bytes) -> bool:
+        """Blob ``bid`` is indexed at a place nothing distrusts: a writer may reuse it."""
+        return bid in self._refs and bid not in self.distrusted
+
     def has_all(self, hex_ids: Iterable[str]) -> bool:
-        """Every blob of a file's content (hex ids) is indexed."""
-        refs = self._refs
-        return all(bytes.fromhex(c) in refs for c in hex_ids)
+        """Every blob of a file's content (hex ids) is indexed and vouched for (may be reused)."""
+        refs, bad = self._refs, self.distrusted
+        return all((b := bytes.fromhex(c)) in refs and b not in bad for c in hex_ids)
 
     def raw_size(self, hex_ids: Iterable[str]) -> int:
         """The bytes a file's content (hex ids, all indexed) holds."""
@@ -99,4 +147,3 @@ class Index(Mapping[bytes, BlobRef]):
             stored_bytes=sum(r.length for r in refs),
             raw_bytes=sum(r.raw_len for r in refs),
         )
-

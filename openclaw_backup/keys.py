@@ -12,8 +12,42 @@ from typing import Any
 
 from .backends.base import Backend
 from .codec import storage_id
-from .crypto import KdfParams, make_key_file, open_key_file, parse_key_file
-from .errors import BackupError, IntegrityError, WrongPasswordError
+from .crypto import Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
+from .errors import BackupError, DamagedRepositoryError, IntegrityError, WrongPasswordError
+
+
+def cipher_for(backend: Backend, encrypted: bool, plain_seed: str, password: str | None) -> Cipher:
+    """The cipher that opens the repository at ``backend`` (``encrypted`` and ``plain_seed`` from its
+    config): the master key from the first key file that opens with ``password``, or for an
+    unencrypted repository its public seed — never when a password is configured or key files
+    exist (a downgrade by a rewritten config)."""
+    if encrypted:
+        if not password:
+            raise WrongPasswordError(
+                "this repository is encrypted and no password was given",
+                hint="set OPENCLAW_BACKUP_PASSWORD or pass --password-file",
+            )
+        return Cipher(unlock(backend, password))
+    if password:
+        # The user expects encryption. Either this is the wrong repository, or someone who can
+        # write the store replaced the config (and perhaps deleted the keys) to make us write
+        # in the clear. Never silently downgrade.
+        raise IntegrityError(
+            f"{backend.location} is an UNENCRYPTED repository, but a password is configured",
+            hint="if you created it with --insecure-no-encryption, unset the password; "
+            "otherwise its config was tampered with",
+        )
+    if names(backend):
+        # An unencrypted repository has no key files: someone rewrote the config to make
+        # us write in the clear (or read forged plaintext). Refuse.
+        raise IntegrityError(
+            f"{backend.location}: the config says 'unencrypted' but the repository has key files",
+            hint="the config was tampered with; restore it from a copy or ask who can write the store",
+        )
+    try:
+        return PlainCipher(bytes.fromhex(plain_seed))
+    except ValueError:
+        raise IntegrityError("malformed repository config: bad seed") from None
 
 
 def names(backend: Backend) -> list[str]:
@@ -37,6 +71,12 @@ def unlock(backend: Backend, password: str) -> bytes:
     master = None
     damaged: list[IntegrityError] = []
     found = names(backend)
+    if not found:
+        raise DamagedRepositoryError(
+            f"{backend.location}: the repository has no key files (keys/ is empty or gone); "
+            "its data cannot be decrypted without one",
+            hint="put the `keys/` files back from a copy of the repository; a password alone cannot replace them",
+        )
     for name in found:
         try:
             master = open_key_file(backend.get(name), password)

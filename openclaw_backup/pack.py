@@ -291,6 +291,16 @@ class PackWriter:
         if full:
             self._upload(*full)
 
+    def flush_quietly(self) -> None:
+        """Drop the pack being filled without uploading it (after a failure)."""
+        with self._lock:
+            full = self._take()
+        if full:
+            try:
+                full[0].close()
+            except BufferError:
+                pass
+
     def adopt(self, packs: PackEntries, bytes_written: int) -> None:
         """Count packs another writer uploaded (a forked reader's) as ours, for the index."""
         with self._lock:

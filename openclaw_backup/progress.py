@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .reporter import Reporter
+from .reporter import Reporter, printable
 from .units import human_size
 
 PLAIN_EVERY = 10.0  # seconds between plain progress lines
@@ -169,13 +169,13 @@ class TextReporter(Reporter):
         super().warn(message)
         with self._lock:
             if self._progress is not None:
-                self._progress.console.print(f"warning: {message}", markup=False, highlight=False)
+                self._progress.console.print(f"warning: {printable(message)}", markup=False, highlight=False)
             else:
-                self.stream.write(f"warning: {message}\n")
+                self.stream.write(f"warning: {printable(message)}\n")
 
     def info(self, message: str) -> None:
         if self.verbose:
-            self.stream.write(f"{message}\n")
+            self.stream.write(f"{printable(message)}\n")
 
     def done(self) -> None:
         if self._progress is not None:

@@ -1,4 +1,4 @@
-"""Freeing space: forget snapshots by policy, prune unreferenced data, repair a lost index.
+"""Freeing space: forget snapshots (by policy or by id), prune unreferenced data.
 
 ``prune`` is plan, then perform. The **plan** marks every blob reachable from the snapshots of
 the head it read, classifies each pack (keep / delete: nothing live / repack: more than
@@ -14,8 +14,13 @@ unless the index files have grown to ``INDEX_MERGE_AT`` (then merging them is wo
 
 Unindexed packs can be a concurrent backup's work in progress on stores where uploads are
 visible before the head (local, S3); they are deleted only after this machine has seen them
-unindexed for ``unindexed_grace`` seconds. On a Hub repo, uploads become visible only with their
-commit, so unindexed packs there are garbage at once.
+unindexed for ``unindexed_grace`` seconds (default :data:`UNINDEXED_GRACE`, one hour; settable
+with ``prune --grace`` or ``OPENCLAW_BACKUP_PRUNE_GRACE``). A failed backup removes its own packs
+at once (:meth:`.Repository.discard_unpublished`): the grace only matters for a killed one. On a
+Hub repo, uploads become visible only with their commit, so unindexed packs there are garbage at once.
+
+A damaged repository is never pruned: an unreadable snapshot (its data cannot be marked live) or
+index file (its packs would look unindexed) stops the plan with a hint naming the repair.
 
 On a Hub dataset repo deleting files frees nothing until history is squashed: ``squash=None``
 squashes when the bytes deleted since the last squash (counted in the head) exceed
@@ -29,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConflictError, IntegrityError, NotFoundError
+from .errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from .index import PackEntries
 from .reporter import Reporter
 from .repository import Repository
@@ -38,6 +43,7 @@ from .snapshot import Snapshot
 
 INDEX_MERGE_AT = 16  # index files from which a prune with nothing to free still merges them into one
 PRUNE_ATTEMPTS = 5
+UNINDEXED_GRACE = 3600.0  # seconds an unindexed pack is left alone (a concurrent backup's work)
 
 
 @dataclass
@@ -48,6 +54,7 @@ class ForgetResult:
     forgotten: list[Snapshot]
     kept: dict[str, list[str]]  # snapshot id -> the rules that keep it
     dry_run: bool
+    unreadable: dict[str, str] = field(default_factory=dict)  # snapshot id -> why (kept, not judged)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,15 +62,36 @@ class ForgetResult:
             "forget": [{"id": s.id, "time": s.time} for s in self.forgotten],
             "keep": [{"id": k, "reasons": v} for k, v in self.kept.items()],
             "dry_run": self.dry_run,
+            "unreadable": self.unreadable,
         }
 
 
 def forget(repo: Repository, policy: Policy, *, dry_run: bool = False) -> ForgetResult:
-    """Remove the snapshots the policy does not keep (their data stays until ``prune``)."""
+    """Remove the snapshots the policy does not keep (their data stays until ``prune``). An
+    unreadable snapshot is never judged by the policy: it stays (with a warning naming it)."""
     gone, reasons = apply_policy(repo.snapshots(), policy)
     if gone and not dry_run:
         repo.forget_snapshots([s.id for s in gone])
-    return ForgetResult(policy.describe(), gone, reasons, dry_run)
+    unreadable = {n[10:]: why for n, why in repo.unreadable.items() if n.startswith("snapshots/")}
+    unreadable = {sid: why for sid, why in unreadable.items() if sid in repo.snapshot_ids()}
+    return ForgetResult(policy.describe(), gone, reasons, dry_run, unreadable)
+
+
+def forget_ids(repo: Repository, refs: list[str], *, dry_run: bool = False) -> list[str]:
+    """Remove the snapshots named by id prefixes — damaged or not, their documents are not read.
+    The full ids; ``NotFoundError``/``UsageError`` for a prefix that names none or several."""
+    ids = []
+    for ref in refs:
+        matches = [s for s in repo.snapshot_ids() if s.startswith(ref)] if ref else []
+        if not matches:
+            raise NotFoundError(f"no snapshot matches {ref!r}", hint="list them with `openclaw-backup snapshots`")
+        if len(matches) > 1:
+            raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more characters")
+        ids.append(matches[0])
+    ids = list(dict.fromkeys(ids))
+    if ids and not dry_run:
+        repo.forget_snapshots(ids)
+    return ids
 
 
 @dataclass
@@ -118,22 +146,18 @@ class PruneResult:
                 "temporaries_removed": self.temporaries_removed}  # fmt: skip
 
 
-@dataclass
-class RepairResult:
-    packs_indexed: int
-    blobs: int
-    damaged_packs: list[str]  # "<pack id prefix>: why"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"packs_indexed": self.packs_indexed, "blobs": self.blobs, "damaged_packs": self.damaged_packs}
-
-
 def mark_live(repo: Repository) -> set[bytes]:
     """Every blob reachable from the head's snapshots; raises when a tree is missing."""
     live: set[bytes] = set()
     stack: list[str] = []
     for sid in repo.snapshot_ids():
-        stack.append(repo.load_snapshot(sid).tree)
+        try:
+            stack.append(repo.load_snapshot(sid).tree)
+        except IntegrityError as e:
+            raise IntegrityError(
+                f"snapshot {sid[:8]} is unreadable ({e.message}); refusing to prune a damaged repository",
+                hint=f"remove it with `openclaw-backup forget {sid[:8]}` (or `repair snapshots`), then prune",
+            ) from e
     while stack:
         tid = stack.pop()
         bid = bytes.fromhex(tid)
@@ -145,7 +169,7 @@ def mark_live(repo: Repository) -> set[bytes]:
         except (IntegrityError, NotFoundError) as e:  # store trouble (StoreError, QuotaError) propagates as is
             raise IntegrityError(
                 f"tree {tid[:16]} is unreadable ({e.message}); refusing to prune a damaged repository",
-                hint="run `openclaw-backup check` and `repair`",
+                hint="run `openclaw-backup check`, then `repair packs` and `repair snapshots`",
             ) from e
         for n in nodes:
             if n.type == "dir" and n.subtree:
@@ -158,9 +182,20 @@ def mark_live(repo: Repository) -> set[bytes]:
 def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -> PrunePlan:
     repo.refresh()
     repo.load_index()
+    lost = sorted(n for n in repo.unreadable if n.startswith("index/") and n[6:] in repo.index_names())
+    if lost:
+        raise IntegrityError(
+            f"{lost[0][:22]} is unreadable; refusing to prune (its packs would look unreferenced)",
+            hint="rebuild the index first: `openclaw-backup repair index`",
+        )
     plan = PrunePlan(mark_live(repo))
     per_pack = repo.indexed_packs()
+    # packs a damage record names are left to ``repair packs`` (it salvages what still authenticates)
+    damaged = {pack for places in repo.damage_records().values() for _, pack in places}
     for pack, blobs in per_pack.items():
+        if pack in damaged:
+            plan.keep.add(pack)
+            continue
         total = sum(r.length for _, r in blobs)
         live = sum(r.length for b, r in blobs if b in plan.live)
         plan.bytes_total += total
@@ -173,7 +208,13 @@ def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -
             plan.bytes_freed += total - live
         else:
             plan.keep.add(pack)
-    unindexed = sorted(repo.list_packs() - set(per_pack))
+    stored = repo.list_packs()
+    if gone := repo.confirm_missing(plan.repack - stored):  # (a missing pack with nothing live just goes)
+        raise IntegrityError(
+            f"{len(gone)} pack(s) the index names are missing from the store (e.g. {sorted(gone)[0][:16]}); "
+            "refusing to prune", hint="run `openclaw-backup check`, then `openclaw-backup repair packs`",
+        )  # fmt: skip
+    unindexed = sorted(stored - set(per_pack) - damaged)
     plan.unindexed = _old_enough(repo, unindexed, unindexed_grace)
     return plan
 
@@ -195,7 +236,7 @@ def _old_enough(repo: Repository, names: list[str], grace: float) -> list[str]:
 
 
 def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squash: bool | None,
-                  squash_ratio: float, unindexed_grace: float = 3600.0) -> PruneResult:  # fmt: skip
+                  squash_ratio: float, unindexed_grace: float = UNINDEXED_GRACE) -> PruneResult:  # fmt: skip
     if not (plan.delete or plan.repack or plan.unindexed) and len(repo.index_names()) < INDEX_MERGE_AT:
         # Nothing to free: no new index, no commit (a Hub repo counts commits against an hourly budget).
         return _finish(repo, plan, squash=squash, squash_ratio=squash_ratio, unindexed_grace=unindexed_grace)
@@ -242,7 +283,7 @@ def prune(
     *,
     reporter: Reporter,
     max_unused: float = 0.1,
-    unindexed_grace: float = 3600.0,
+    unindexed_grace: float = UNINDEXED_GRACE,
     squash: bool | None = None,
     squash_ratio: float = 0.25,
     dry_run: bool = False,
@@ -261,26 +302,3 @@ def prune(
                 raise
             reporter.info("the repository changed during prune; planning again")
     raise AssertionError("unreachable")
-
-
-def repair_index(repo: Repository, *, reporter: Reporter) -> RepairResult:
-    """Rebuild the index from the packs' own headers (reading only their tails)."""
-    packs = sorted(repo.list_packs())
-    reporter.phase("repair", total_items=len(packs))
-    entries: PackEntries = {}
-    damaged: list[str] = []
-    for pack in packs:
-        try:
-            refs = repo.pack_header(pack)
-        except (IntegrityError, NotFoundError) as e:
-            damaged.append(f"{pack[:16]}: {e.message}")
-            continue
-        entries[pack] = list(refs.items())
-        reporter.progress(done_items=1)
-    new_index = repo.save_index(entries)
-    repo.publish(
-        remove_indexes=[i for i in repo.index_names() if i != new_index],
-        add_indexes=[new_index] if new_index else [],
-        merge=False,
-    )
-    return RepairResult(len(entries), sum(len(v) for v in entries.values()), damaged)

@@ -12,7 +12,15 @@ re-reads the head, checks that every blob its snapshot needs is still indexed (a
 may have dropped some), merges its additions into the new head and tries again.
 
 Objects that never change (index files, snapshots, key files) are cached under ``cache_dir`` by
-name; a cached copy is used only when its BLAKE3 still matches its name.
+name; a cached copy is used only when its BLAKE3 still matches its name, and never when
+``trust_cache`` is off (``check`` reads everything it vouches for from the store).
+
+Damage is contained: an index file or snapshot that the head names but that is missing or damaged
+is left out, with a warning naming it (once per reading of the head), and recorded in
+:attr:`Repository.unreadable`; what does not depend on it goes on. **Damage records**
+(``damaged/<name>``, written by ``check``) name blobs found missing or damaged at a place in a
+pack; the index never vouches for a blob at such a place, so a backup stores it again (a reader
+still tries it when there is no other: authentication decides).
 
 Parts: :mod:`.index` (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key
 files), :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
@@ -28,18 +36,19 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import codec, keys
+from . import codec, damage, keys
 from .backends.base import Backend, Head
 from .chunker import Chunker
-from .codec import BLOB_TREE, BlobRef, storage_id
+from .codec import BLOB_TREE, BlobRef, decode_index, storage_id
 from .crypto import Cipher, KdfParams, PlainCipher
 from .errors import (
+    BackupError,
     ConflictError,
+    DamagedRepositoryError,
     IntegrityError,
     NotFoundError,
     QuotaError,
@@ -48,6 +57,7 @@ from .errors import (
     UsageError,
     WrongPasswordError,
 )
+from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import PackCheck, PackWriter, ReadBatch, check_pack, pack_name, plan_reads, read_batch, read_header
 from .repo_config import DEFAULT_PACK_SIZE, RepoConfig
@@ -58,43 +68,6 @@ T = TypeVar("T")
 
 PUBLISH_ATTEMPTS = 6
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
-
-
-@dataclass
-class HeadState:
-    """What the head says: the sequence number and the live snapshots and index files."""
-
-    seq: int = 0
-    snapshots: list[str] = field(default_factory=list)
-    indexes: list[str] = field(default_factory=list)
-    deleted_since_squash: int = 0  # bytes deleted on a store that frees them only when history is squashed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "seq": self.seq,
-            "snapshots": self.snapshots,
-            "indexes": self.indexes,
-            "deleted_since_squash": self.deleted_since_squash,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> HeadState:
-        try:
-            st = cls(
-                int(doc["seq"]),
-                [str(s) for s in doc["snapshots"]],
-                [str(i) for i in doc["indexes"]],
-                int(doc.get("deleted_since_squash", 0)),
-            )
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
-            raise IntegrityError(f"malformed head: {e}") from None
-        for name in st.snapshots + st.indexes:
-            if len(name) != 64 or not all(c in "0123456789abcdef" for c in name):
-                raise IntegrityError("head names an invalid object")
-        return st
-
 
 
 class Repository:
@@ -117,13 +90,22 @@ class Repository:
         self._head_read_at: float | None = None  # time.monotonic() of the last head read
         self.state = HeadState()
         self.index = Index()
-        self._base_index = Index()  # what the head's index files say (self.index adds our unpublished packs)
         # Packs a backup of ours uploaded whose publication failed (a quota's 429, a lost commit),
         # on a store where uploads stay staged until the next publication (a Hub repo): the next
         # backup reuses them instead of uploading the same data again. See save_index/publish.
         self._unpublished: PackEntries = {}
         self._attempt: PackEntries = {}
+        self._index_key: tuple[Any, ...] | None = None
+        self._index_files: list[tuple[str, dict[bytes, BlobRef]]] = []
         self.warnings: list[str] = []
+        self._warn: Callable[[str], None] = self.warnings.append
+        self._warned: set[str] = set()
+        #: read every content-named object from the store, never from the local cache (``check``)
+        self.trust_cache = True
+        #: object name (``index/…``, ``snapshots/…``) -> why it could not be read
+        self.unreadable: dict[str, str] = {}
+        #: packs the index names that the store lacks (found by :meth:`distrust_missing_packs`)
+        self.missing_packs: set[str] = set()
 
     # ------------------------------------------------------------------ opening
 
@@ -160,8 +142,11 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None) -> Repository:
+    def open(
+        cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None, need_head: bool = True
+    ) -> Repository:
         """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password.
+        Without ``need_head``, a lost head leaves the state empty (``repair head`` rebuilds it).
 
         The config of an encrypted repository is remembered in ``cache_dir`` by the store's location
         (``locations/<sha256>.config``) and not read again while the head vouches for it (its config
@@ -172,54 +157,44 @@ class Repository:
             try:
                 config = RepoConfig.from_bytes(remembered.read_bytes())
                 if config.encrypted and password:
-                    return cls._open(backend, config, password=password, cache_dir=cache_dir)
-            except (OSError, IntegrityError, WrongPasswordError, UsageError):
+                    return cls._open(backend, config, password, cache_dir, need_head=True)
+            except (OSError, IntegrityError, WrongPasswordError, UsageError, DamagedRepositoryError):
                 pass  # not this repository's config (any more): read it from the store
             remembered.unlink(missing_ok=True)
         try:
             data = backend.get("config")
             config = RepoConfig.from_bytes(data)
         except NotFoundError:
+            if backend.read_head() is not None or backend.list("keys/") or backend.list("snapshots/"):
+                raise DamagedRepositoryError(
+                    f"{backend.location} holds a repository whose config file is lost",
+                    hint="put its `config` file back from a copy of the repository (`init` refuses: "
+                    "the repository's data is still there)",
+                ) from None
             raise RepositoryNotFoundError(
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
-        repo = cls._open(backend, config, password=password, cache_dir=cache_dir)
+        repo = cls._open(backend, config, password, cache_dir, need_head=need_head)
         if config.encrypted and remembered is not None:
             _write_atomic(remembered, data)
         return repo
 
     @classmethod
-    def _open(cls, backend: Backend, config: RepoConfig, *, password: str | None, cache_dir: Path | None) -> Repository:
-        if not config.encrypted:
-            if password:
-                # The user expects encryption. Either this is the wrong repository, or someone who can
-                # write the store replaced the config (and perhaps deleted the keys) to make us write
-                # in the clear. Never silently downgrade.
-                raise IntegrityError(
-                    f"{backend.location} is an UNENCRYPTED repository, but a password is configured",
-                    hint="if you created it with --insecure-no-encryption, unset the password; "
-                    "otherwise its config was tampered with",
-                )
-            if keys.names(backend):
-                # An unencrypted repository has no key files: someone rewrote the config to make
-                # us write in the clear (or read forged plaintext). Refuse.
-                raise IntegrityError(
-                    f"{backend.location}: the config says 'unencrypted' but the repository has key files",
-                    hint="the config was tampered with; restore it from a copy or ask who can write the store",
-                )
-            try:
-                cipher: Cipher = PlainCipher(bytes.fromhex(config.plain_seed))
-            except ValueError:
-                raise IntegrityError("malformed repository config: bad seed") from None
-        else:
-            if not password:
-                raise WrongPasswordError(
-                    "this repository is encrypted and no password was given",
-                    hint="set OPENCLAW_BACKUP_PASSWORD or pass --password-file",
-                )
-            cipher = Cipher(keys.unlock(backend, password))
+    def _open(
+        cls, backend: Backend, config: RepoConfig, password: str | None, cache_dir: Path | None, *, need_head: bool
+    ) -> Repository:
+        cipher = keys.cipher_for(backend, config.encrypted, config.plain_seed, password)
         repo = cls(backend, cipher, config, cache_dir=cache_dir)
-        repo.refresh()
+        try:
+            repo.refresh()
+        except DamagedRepositoryError:
+            if need_head:
+                raise
+        except IntegrityError as e:
+            head = backend.read_head()
+            if need_head or head is None or _decodes(cipher, head.data):
+                raise  # only an undecodable head is left for ``repair head``, never a disowned config
+            repo.warnings.append(f"the head is damaged ({e.message})")
         return repo
 
     @staticmethod
@@ -263,8 +238,12 @@ class Repository:
         self._head_read_at = None
         head = self.backend.read_head()
         if head is None:
-            raise RepositoryNotFoundError(f"{self.backend.location} has a config but no head; it is damaged")
+            raise DamagedRepositoryError(
+                f"{self.backend.location}: the repository's head is lost (its config is there)",
+                hint="rebuild it from the snapshot and index files: `openclaw-backup repair head`",
+            )
         self.head = head
+        self._warned.clear()  # a new reading of the head: damage is reported again
         doc = codec.decode_document(self.cipher, b"head", head.data, what="head")
         self.state = HeadState.from_json(doc)
         if self.cipher.encrypted and doc.get("config", self._config_mac()) != self._config_mac():
@@ -275,6 +254,24 @@ class Repository:
         self._check_rollback()
         self._head_read_at = time.monotonic()
         return self.state
+
+    def report_to(self, warn: Callable[[str], None]) -> None:
+        """Send the warnings so far, and every later one, to ``warn`` (a reporter's)."""
+        for w in self.warnings:
+            warn(w)
+        self._warn = warn
+
+    def _unreadable_now(self, name: str, why: str) -> None:
+        """Note an object named by the head that cannot be read; warn once per reading of the head."""
+        self.unreadable[name] = why
+        if name not in self._warned:
+            self._warned.add(name)
+            kind, _, oid = name.partition("/")
+            hint = (
+                f"`openclaw-backup forget {oid[:8]}` removes it" if kind == "snapshots"
+                else "`openclaw-backup repair index` rebuilds the index from the packs"
+            )  # fmt: skip
+            self._warn(f"{name[:len(kind) + 17]} is unreadable ({why}); left out ({hint})")
 
     def snapshot_ids(self) -> list[str]:
         """The live snapshots, as the head last read names them."""
@@ -308,6 +305,11 @@ class Repository:
             )
         else:
             self.cache_write("head-seq", str(self.state.seq).encode())
+
+    def replace_head(self, state: HeadState, *, expect: str | None) -> None:
+        """Publish ``state`` as the head whatever the head said (``repair head``); the head's
+        version must still be ``expect`` (None: there is no head)."""
+        self._publish_state(state, expect=expect)
 
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
@@ -433,24 +435,41 @@ class Repository:
             return None
 
     def get_immutable(self, name: str) -> bytes:
-        """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache."""
+        """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache
+        (unless ``trust_cache`` is off). One the head names but the store lacks is an
+        ``IntegrityError``; ``NotFoundError`` only when a concurrent writer removed it from the head."""
         expected = name.rsplit("/", 1)[-1]
-        data = self.cache_read(name)
+        data = self.cache_read(name) if self.trust_cache else None
         if data is not None and storage_id(data) == expected:
             return data
-        data = self.backend.get(name)
+        try:
+            data = self.backend.get(name)
+        except NotFoundError:
+            kind = name.partition("/")[0]
+            self.refresh()
+            if expected not in (self.state.snapshots if kind == "snapshots" else self.state.indexes):
+                raise  # forgotten or replaced meanwhile (a forget or prune raced us)
+            raise IntegrityError(f"{name[:len(kind) + 17]}: missing from the store") from None
         if storage_id(data) != expected:
             raise IntegrityError(f"{name}: content does not match its name (damaged or swapped)")
         self.cache_write(name, data)
         return data
 
-    def _get_all(self, names: list[str]) -> list[bytes]:
-        """:meth:`get_immutable` of each name, up to :attr:`read_parallelism` in flight."""
+    def _get_each(self, names: list[str]) -> list[bytes | BackupError]:
+        """:meth:`get_immutable` of each name, up to :attr:`read_parallelism` in flight; a name
+        that could not be read gives its error in its place."""
+
+        def get(name: str) -> bytes | BackupError:
+            try:
+                return self.get_immutable(name)
+            except (IntegrityError, NotFoundError) as e:
+                return e
+
         width = self.read_parallelism
         if width <= 1 or len(names) <= 1:
-            return [self.get_immutable(n) for n in names]
+            return [get(n) for n in names]
         with ThreadPoolExecutor(max_workers=width) as pool:
-            return list(pool.map(self.get_immutable, names))
+            return list(pool.map(get, names))
 
     def put_immutable(self, prefix: str, data: bytes) -> str:
         sid = storage_id(data)
@@ -460,44 +479,89 @@ class Repository:
 
     # ------------------------------------------------------------------ the index
 
-    def load_index(self) -> Index:
-        """Load every index file the head names (cached ones are not fetched again), plus the packs
-        of our own failed publication still staged in the store (see :meth:`save_index`)."""
-        if self._base_index.files != tuple(self.state.indexes):
-            self._load_base_index()
-        if not self._unpublished:
-            self.index = self._base_index
+    def load_index(self, *, reload: bool = False) -> Index:
+        """Load every index file the head names (cached ones are not fetched again), leaving out
+        unreadable ones (with a warning) and what the damage records distrust. ``reload``: read
+        them again even when the head names the same ones."""
+        records = self.damage_records()
+        key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
+        if self._index_key == key and not reload:
             return self.index
-        known = {ref.pack for ref in self._base_index.values()}
-        self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
-        refs = dict(self._base_index.items())
-        for entries in self._unpublished.values():
-            for bid, ref in entries:
-                refs.setdefault(bid, ref)
-        self.index = Index(refs, files=self._base_index.files)
-        return self.index
-
-    def _load_base_index(self) -> None:
         for attempt in range(3):
+            files = []
             try:
                 names = list(self.state.indexes)
-                index = Index.decode(self.cipher, zip(names, self._get_all([f"index/{n}" for n in names]), strict=True))
+                for n, got in zip(names, self._get_each([f"index/{n}" for n in names]), strict=True):
+                    try:
+                        if isinstance(got, BackupError):
+                            raise got
+                        files.append((n, decode_index(self.cipher, n, got)))
+                    except IntegrityError as e:
+                        self._unreadable_now(f"index/{n}", e.message)
                 break
             except NotFoundError:
                 if attempt == 2:
                     raise
-                self.refresh()  # a prune replaced the index files after we read the head
-        self._base_index = index
+                # a prune replaced the index files after we read the head (get_immutable re-read it)
+        distrusted = {place for places in records.values() for place in places}
+        self.index = Index.build(files, distrusted=distrusted, lost_packs=self.missing_packs)
+        if self._unpublished:  # our failed publication's packs, still staged: this backup may use them
+            known = set(self.index.by_pack())
+            self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
+            self.index = self.index.with_packs(self._unpublished)
+        self._index_files = files
+        self._index_key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
+        return self.index
+
+    def distrust_missing_packs(self) -> list[str]:
+        """Packs the index names that the store lacks (one listing): from now on the index does
+        not vouch for their blobs, so a backup stores them again. Returns them."""
+        missing = self.confirm_missing(set(self.index.by_pack()) - self.list_packs())
+        if missing - self.missing_packs:
+            self.missing_packs |= missing
+            self.load_index()
+        return sorted(missing)
+
+    # ------------------------------------------------------------------ damage records
+
+    def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
+        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts."""
+        return damage.read_records(self.backend, self.cipher, warn=self._warn_once)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
+
+    def record_damage(self, places: Iterable[tuple[bytes, str]], *, found_by: str) -> str | None:
+        """Write a damage record (:func:`.damage.write_record`); the index stops vouching for its
+        places at once. Its name (None, writing nothing, when there is nothing to record)."""
+        name = damage.write_record(self.backend, self.cipher, places, found_by=found_by)
+        if name is None:
+            return None
+        if self.staged_uploads:
+            self.publish()  # a store whose uploads appear with a publication
+        self.load_index(reload=True)
+        return name
+
+    def clear_damage(self, names: Iterable[str]) -> None:
+        """Delete damage records (``repair packs`` consumed them, or ``check`` found every place
+        they name authentic after all)."""
+        names = list(names)
+        if names:
+            self.backend.delete_unpublished(names)
+            self.load_index(reload=True)
 
     def is_indexed(self, bid: bytes) -> bool:
-        return bid in self.index
+        """Blob ``bid`` is stored at a place the index vouches for (a writer may reuse it)."""
+        return self.index.vouches(bid)
 
     def locate(self, bid: bytes, btype: bytes | None = None) -> BlobRef | None:
         """Where blob ``bid`` is stored; None when it is not indexed (or not of type ``btype``)."""
         return self.index.locate(bid, btype)
 
     def has_blobs(self, hex_ids: Iterable[str]) -> bool:
-        """Every blob of a file's content (hex ids) is indexed."""
+        """Every blob of a file's content (hex ids) is indexed and vouched for."""
         return self.index.has_all(hex_ids)
 
     def content_size(self, hex_ids: Iterable[str]) -> int:
@@ -507,6 +571,15 @@ class Repository:
     def indexed_packs(self) -> PackEntries:
         """The indexed blobs of each pack."""
         return self.index.by_pack()
+
+    def listed_places(self) -> PackEntries:
+        """Every place every loaded index file lists, by pack (a blob stored again after damage has
+        two: :meth:`indexed_packs` gives only the one readers use)."""
+        out: dict[str, dict[bytes, BlobRef]] = {}
+        for _, refs in self._index_files:
+            for bid, ref in refs.items():
+                out.setdefault(ref.pack, {})[bid] = ref
+        return {pack: list(blobs.items()) for pack, blobs in out.items()}
 
     def index_summary(self) -> IndexSummary:
         return self.index.summary()
@@ -589,6 +662,26 @@ class Repository:
             return None
         return self.put_immutable("index", codec.encode_index(self.cipher, packs))
 
+    def discard_unpublished(self, packs: Iterable[str], objects: Iterable[str] = (), *, snapshot: str | None) -> int:
+        """Remove what a failed writer stored but never published (its packs, index file and
+        snapshot ``objects``), so a failure leaves no orphans; how many names were removed. Nothing
+        on a store whose uploads appear only with a publication (a Hub repo: nothing is visible),
+        and nothing when ``snapshot`` may have been published after all (the head is read again)."""
+        names = [pack_name(p) for p in packs] + list(objects)
+        if not names or self.staged_uploads:
+            return 0
+        try:
+            if snapshot is not None and snapshot in self.refresh().snapshots:
+                return 0
+            self.backend.delete_unpublished(names)
+        except BackupError:
+            return 0  # best effort: prune removes what is left, after its grace
+        return len(names)
+
+    def confirm_missing(self, packs: Iterable[str]) -> set[str]:
+        """Those of ``packs`` the store really lacks (:func:`.damage.confirm_missing`)."""
+        return damage.confirm_missing(self.backend, packs)
+
     def list_packs(self) -> set[str]:
         """The ids of the packs in the store (where the format puts them), indexed or not."""
         names = self.backend.list("data/")
@@ -607,6 +700,8 @@ class Repository:
     # ------------------------------------------------------------------ snapshots
 
     def load_snapshot(self, sid: str) -> Snapshot:
+        """One snapshot; ``IntegrityError`` when damaged or missing from the store, ``NotFoundError``
+        when a concurrent forget removed it."""
         return self._decode_snapshot(sid, self.get_immutable(f"snapshots/{sid}"))
 
     def _decode_snapshot(self, sid: str, data: bytes) -> Snapshot:
@@ -618,17 +713,19 @@ class Repository:
         return self.put_immutable("snapshots", codec.encode_document(self.cipher, b"snapshot", snapshot.to_json()))
 
     def snapshots(self) -> list[Snapshot]:
-        """Every live snapshot, oldest first (re-reading the head if a forget raced us)."""
-        for attempt in range(3):
+        """Every readable live snapshot, oldest first. A damaged or missing one is left out with a
+        warning (see :attr:`unreadable`); one a concurrent forget removed is skipped."""
+        snaps = []
+        ids = list(self.state.snapshots)
+        for sid, got in zip(ids, self._get_each([f"snapshots/{s}" for s in ids]), strict=True):  # fetched together
             try:
-                ids = list(self.state.snapshots)
-                datas = self._get_all([f"snapshots/{s}" for s in ids])  # fetched together
-                snaps = [self._decode_snapshot(s, d) for s, d in zip(ids, datas, strict=True)]
-                break
+                if isinstance(got, BackupError):
+                    raise got
+                snaps.append(self._decode_snapshot(sid, got))
             except NotFoundError:
-                if attempt == 2:
-                    raise
-                self.refresh()
+                continue
+            except IntegrityError as e:
+                self._unreadable_now(f"snapshots/{sid}", e.message)
         return sorted(snaps, key=lambda s: (s.time, s.id))
 
     def find_snapshot(self, ref: str) -> Snapshot:
@@ -692,6 +789,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # the cache is an optimisation only
+
+
+def _decodes(cipher: Cipher, head: bytes) -> bool:
+    try:
+        codec.decode_document(cipher, b"head", head, what="head")
+        return True
+    except IntegrityError:
+        return False
 
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:

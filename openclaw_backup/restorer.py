@@ -21,6 +21,10 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    :func:`kept_name`) so that the restore can be undone — or, without ``keep_replaced``, removes
    it — and removes any stale SQLite sidecars.
 
+With ``partial``, a file whose data is missing or damaged in the repository (or a folder whose
+listing is) is left out and named in :attr:`RestoreResult.failed`; every other file is restored.
+Without it such damage fails the restore, naming the file, before anything is swapped in.
+
 An interruption before step 4 leaves the old state and a staging directory that the next run
 removes; an interruption inside the two-rename fallback is undone by :func:`recover` on the next
 run. Tree names are validated by :func:`openclaw_backup.tree.decode_tree`; with ``--include``,
@@ -94,6 +98,15 @@ class RestoreOptions:
     #: With several workers on a store that survives a fork, restores with at least this much work
     #: (bytes, plus 16 KiB per blob write) split the files with a forked process (see forkwork).
     fork_threshold: int = 32 << 20
+    #: Restore every file that can be restored, leaving out (and naming) those whose data is
+    #: missing or damaged, rather than fail.
+    partial: bool = False
+
+
+_PARTIAL_HINT = (
+    "restore everything else with `--target DIR` (or in place with `--partial`); "
+    "`openclaw-backup check --read-data` records the damage so that the next backup heals it"
+)
 
 
 @dataclass
@@ -108,12 +121,13 @@ class RestoreResult:
     hardlinks: int = 0  # files restored as links to another restored file
     owners_not_restored: int = 0  # entries owned by someone else, restored as ours (not running as root)
     xattrs_not_restored: int = 0  # attributes outside ``user.*`` the process may not set
+    failed: dict[str, str] = field(default_factory=dict)  # with ``partial``: path not restored -> why
 
     def to_json(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "restored": self.restored, "files": self.files, "bytes": self.bytes,
                 "kept": self.kept, "left_in_place": self.carried, "hardlinks": self.hardlinks,
                 "owners_not_restored": self.owners_not_restored,
-                "xattrs_not_restored": self.xattrs_not_restored}  # fmt: skip
+                "xattrs_not_restored": self.xattrs_not_restored, "failed": self.failed}  # fmt: skip
 
 
 @dataclass
@@ -323,6 +337,8 @@ class Restorer:
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}
         self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node, bytes written]
+        self._failed: dict[str, str] = {}  # staging path -> why (``partial``)
+        self._unit: _Unit | None = None
         self._umask = _read_umask()  # now, not at import: a process may change it
         self.meta = fsmeta.Applier()
 
@@ -367,9 +383,11 @@ class Restorer:
         if unit.node.type != "dir":
             return
         while level:
-            trees = self.repo.read_trees({node.subtree or "" for _, node in level})
+            trees = self._read_level({node.subtree or "" for _, node in level}, level, dirs)
             below: list[tuple[str, Node]] = []
             for parent, dnode in level:
+                if (dnode.subtree or "") not in trees:
+                    continue  # its listing is lost (``partial``): named in the failures
                 for child in trees[dnode.subtree or ""]:
                     path = f"{parent}/{child.name}"  # a safe name: decode_tree checked it
                     kind = child.type
@@ -381,6 +399,31 @@ class Restorer:
                     else:
                         links.append((path, child))
             level = below
+
+    def _read_level(self, ids: set[str], level: list[tuple[str, Node]], dirs: list[tuple[str, Node]]) -> dict[str, Any]:
+        """The trees of one level; with ``partial``, one that cannot be read is left out (its folder
+        is not created) and named."""
+        try:
+            return self.repo.read_trees(ids)
+        except IntegrityError as e:
+            if not self.opts.partial:
+                raise IntegrityError(e.message, hint=_PARTIAL_HINT) from e
+        trees: dict[str, Any] = {}
+        for tid in ids:
+            try:
+                trees[tid] = self.repo.read_tree(tid)
+            except IntegrityError as e:
+                for path, node in level:
+                    if node.subtree == tid:
+                        self._failed[path] = f"its folder listing is lost: {e.message}"
+                        if self._unit is None or path != os.fspath(self._unit.staging):
+                            dirs.remove((path, node))  # not created (the top stays, empty)
+        return trees
+
+    def _fail(self, path: str, why: str) -> None:
+        """Note a file that cannot be restored (``partial``); its staging copy goes at the end."""
+        with self._lock:
+            self._failed.setdefault(path, why)
 
     # ------------------------------------------------------------------ building
 
@@ -405,9 +448,15 @@ class Restorer:
                 bid = bytes.fromhex(cid)
                 ref = locate(bid, BLOB_DATA)
                 if ref is None:
-                    raise IntegrityError(f"{path}: data blob {cid[:16]} is missing from the repository")
+                    why = f"data blob {cid[:16]} is missing from the repository"
+                    if not self.opts.partial:
+                        raise IntegrityError(f"{_final(unit, path)}: {why}", hint=_PARTIAL_HINT)
+                    self._fail(path, why)
+                    break
                 wants.append((bid, ref, (path, offset)))
                 offset += ref.raw_len
+            if path in self._failed:
+                continue
             if offset != node.size:
                 name = path.rpartition("/")[2]
                 raise IntegrityError(f"{unit.label}: {name} claims {node.size} bytes but its blobs hold {offset}")
@@ -435,20 +484,26 @@ class Restorer:
                                    progress)  # fmt: skip
                 for _, path, _ in theirs:
                     self._pending[path][0] = 0  # finished (and checked) by the child
+                    if self.opts.partial and not os.path.lexists(path):
+                        self._failed[path] = "its data is missing or damaged in the repository"  # the child's
             else:
                 self._write_files(plan, self.opts.workers, progress)
         finally:
             for fd in self._open.values():
                 os.close(fd)
             self._open.clear()
-        unfinished = [p for p, (left, *_) in self._pending.items() if left]
+        unfinished = [p for p, (left, *_) in self._pending.items() if left and p not in self._failed]
         if unfinished:
             raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
+        self._drop_failed()
         for path, target in unit.hardlinks:
-            os.link(target, path, follow_symlinks=False)
+            if target in self._failed:  # the data of the file it is a link to is lost: so is its own
+                self._failed[path] = self._failed[target]
+            else:
+                os.link(target, path, follow_symlinks=False)
         linked = {path for path, _ in unit.hardlinks}
         for path, node in unit.files:  # owners and attributes (set by path: a forked writer counts nothing)
-            if path not in linked:
+            if path not in linked and path not in self._failed:
                 self.meta.owner(path, node, follow=False)
                 if node.mode & 0o6000:
                     os.chmod(path, node.mode)  # a change of owner cleared the set-id bits
@@ -495,9 +550,21 @@ class Restorer:
                     for f in futures:
                         f.cancel()
                     raise
-        unfinished = [path for _, path, _ in plan if self._pending[path][0]]
+        unfinished = [path for _, path, _ in plan if self._pending[path][0] and path not in self._failed]
         if unfinished:
             raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
+        self._drop_failed()  # (in a forked child too: the parent sees the file is not there)
+
+    def _drop_failed(self) -> None:
+        """Remove the staging copies of the files that could not be restored: never half a file."""
+        for path in self._failed:
+            fd = self._open.pop(path, None)
+            if fd is not None:
+                os.close(fd)
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, IsADirectoryError):
+                pass
 
     def _create(self, path: str, node: Node) -> int:
         """Create the file, with its final mode when the umask leaves that mode alone (saves a
@@ -558,9 +625,32 @@ class Restorer:
     def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Callable[[int], None]) -> None:
         """Read one merged range of a pack (each blob in it verified) and write each blob where it goes."""
         done = 0
-        for (path, offset), plain in self.repo.read_batch(batch):
-            self._write(path, plain, offset)
-            done += len(plain)
+        k = 0
+        try:
+            for (path, offset), plain in self.repo.read_batch(batch):
+                if path not in self._failed:
+                    self._write(path, plain, offset)
+                done += len(plain)
+                k += 1
+        except IntegrityError as e:  # a damaged blob: which file(s)?
+            if not self.opts.partial:
+                path = batch.wants[k][2][0]
+                where = _final(self._unit, path) if self._unit else path
+                raise IntegrityError(f"{where}: {e.message}", hint=_PARTIAL_HINT) from e
+            for want in batch.wants[k:]:  # one at a time: only the damaged ones fail
+                (path, offset) = want[2]
+                try:
+                    for _, plain in self.repo.read_blobs([want]):
+                        if path not in self._failed:
+                            self._write(path, plain, offset)
+                        done += len(plain)
+                except IntegrityError as err:
+                    self._fail(path, err.message)
+        except NotFoundError as e:  # the pack is gone (else a prune raced us: retried by restore())
+            if not self.opts.partial:
+                raise
+            for want in batch.wants[k:]:
+                self._fail(want[2][0], f"{e.message} (missing from the store)")
         progress(done)
 
     # ------------------------------------------------------------------ swapping
@@ -586,6 +676,7 @@ class Restorer:
             unit.dest.parent.mkdir(parents=True, exist_ok=True)
             recover(unit.dest)
             unit.staging = unit.dest.with_name(f".{unit.dest.name}{STAGING_MARK}{secrets.token_hex(4)}")
+            self._unit, self._failed = unit, {}
             self._collect(unit)
             try:
                 self._build(unit)
@@ -598,7 +689,10 @@ class Restorer:
             result.hardlinks += len(unit.hardlinks)
             if unit.kept is not None:
                 result.kept[str(unit.dest)] = str(unit.kept)
+            result.failed.update({_final(unit, p): why for p, why in self._failed.items()})
             for path, node in unit.files:
+                if path in self._failed:
+                    continue
                 final = _final(unit, path)
                 result.files += 1
                 result.bytes += node.size
@@ -631,11 +725,12 @@ def restore(repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, re
         for attempt in range(3):
             try:
                 return Restorer(repo, snapshot, options, reporter=reporter).run()
-            except NotFoundError:
-                if attempt == 2:
-                    raise
+            except NotFoundError as e:
                 repo.refresh()
                 if snapshot.id not in repo.snapshot_ids():
                     raise
+                if attempt == 2:  # still named, still missing: damage, not "no such snapshot"
+                    raise IntegrityError(f"{e.message} (missing from the store)",
+                                         hint="run `openclaw-backup check`; it names what is lost") from e  # fmt: skip
                 repo.load_index()
     raise AssertionError("unreachable")

@@ -90,8 +90,7 @@ class Service:
             if not create:
                 raise
             self._repo = self._init(open_backend(address, self.s.backend_options(create=True)))
-        for w in self._repo.warnings:
-            self.reporter.warn(w)
+        self._repo.report_to(self.reporter.warn)
         return self._repo
 
     def _init(self, backend: Backend) -> Repository:
@@ -203,7 +202,7 @@ class Service:
         repo = self.repo()
         policy = policy or self.s.keep_policy() or DEFAULT_POLICY
         gone = forget(repo, policy)
-        pr = prune(repo, reporter=self.reporter)
+        pr = prune(repo, reporter=self.reporter, unindexed_grace=self.s.prune_grace())
         return f"forgot {len(gone.forgotten)} snapshots ({policy.describe()}); freed {human_size(pr.bytes_to_free)}"
 
     # ------------------------------------------------------------------ restore

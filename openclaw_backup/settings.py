@@ -186,6 +186,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset((
     "OPENCLAW_BACKUP_HF_TOKEN",
     "OPENCLAW_BACKUP_HOST",
     "OPENCLAW_BACKUP_INTERVAL",
+    "OPENCLAW_BACKUP_PRUNE_GRACE",
     "OPENCLAW_BACKUP_KEEP_COUNT",
     "OPENCLAW_BACKUP_MAX_AGE",
     "OPENCLAW_BACKUP_METADATA_DIR",
@@ -560,6 +561,24 @@ class Settings:
         if not re.fullmatch(r"[0-9]+", text) or int(text) <= 0:
             return None
         return Policy(keep_last=int(text))
+
+    def prune_grace(self, flag: float | None = None) -> float:
+        """Seconds prune leaves an unindexed pack alone (a concurrent backup's work in progress):
+        ``flag`` (``prune --grace``), else OPENCLAW_BACKUP_PRUNE_GRACE, else one hour."""
+        if flag is not None:
+            if flag < 0:
+                raise UsageError(f"--grace must not be negative, got {flag}")
+            return flag
+        text = self.env.get("OPENCLAW_BACKUP_PRUNE_GRACE", "").strip()
+        if not text:
+            return 3600.0
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise UsageError(f"OPENCLAW_BACKUP_PRUNE_GRACE must be a number of seconds (0 or more), got {text!r}")
+        return value
 
     def interval(self) -> float:
         """Seconds between backups: OPENCLAW_BACKUP_INTERVAL, else the legacy cron/minutes, else 300."""

@@ -37,11 +37,13 @@ class Snapshot:
     summary: dict[str, int] = field(default_factory=dict)
     warnings: int = 0
     version: int = 1
+    #: set by ``repair snapshots``: ``{"from": old id, "time", "dropped": [paths], "dropped_count"}``
+    repaired: dict[str, Any] | None = None
     id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The stored document (every field but ``id``)."""
-        return {
+        """The stored document (every field but ``id``; ``repaired`` only when set)."""
+        doc = {
             "version": self.version,
             "time": self.time,
             "host": self.host,
@@ -56,6 +58,9 @@ class Snapshot:
             "summary": self.summary,
             "warnings": self.warnings,
         }
+        if self.repaired is not None:
+            doc["repaired"] = self.repaired
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], *, id: str = "", what: str = "snapshot") -> Snapshot:
@@ -76,6 +81,7 @@ class Snapshot:
             and all(isinstance(doc.get(k, ""), str) for k in ("time", "host", "username", "origin"))
             and all(isinstance(doc.get(k), str | None) for k in ("parent", "tool_version", "agent_version"))
             and all(_is_int(doc.get(k, 0)) for k in ("warnings", "version"))
+            and isinstance(doc.get("repaired"), dict | None)
         )
         if not ok:
             raise IntegrityError(f"{what}: malformed snapshot document")
@@ -93,6 +99,7 @@ class Snapshot:
             summary=summary,
             warnings=doc.get("warnings", 0),
             version=doc.get("version", 1),
+            repaired=doc.get("repaired"),
             id=id,
         )
 

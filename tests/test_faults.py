@@ -284,7 +284,7 @@ def check_after(sc: Scene, op: str, outcome: Outcome, old_target: dict[str, Any]
         problems.append("the newest snapshot vanished")
     if sc.s1 not in head and op != "forget":
         problems.append(f"{op} removed snapshot s1")
-    if op == "forget" and outcome.ok and sc.s1 in head:
+    if op == "forget" and outcome.ok and sc.s1 in head and sc.s1 not in outcome.value.get("unreadable", {}):
         problems.append("forget reported success but s1 is still there")
     rep = verify_store(sc.raw, expected)
     problems += rep.problems
@@ -555,15 +555,18 @@ def test_tampered_or_swapped_index_and_snapshot_are_detected(mem_scene: Scene, p
     # 1. a flipped byte: the name no longer matches the content
     original = raw.objects[victim]
     raw.objects[victim] = original[:-1] + bytes([original[-1] ^ 1])
-    with pytest.raises(IntegrityError):
+
+    def left_out() -> str:  # contained: left out with a warning naming it, the rest goes on
         r = open_repo(raw)
         r.load_index() if prefix == "index/" else r.snapshots()
+        assert any(victim[: len(prefix) + 16] in w for w in r.warnings)
+        return r.unreadable[victim]
+
+    left_out()
     # 2. another object of the same kind under this name: swapped
     donor = next(n for n in names if n != victim)
     raw.objects[victim] = raw.objects[donor]
-    with pytest.raises(IntegrityError, match="does not match its name"):
-        r = open_repo(raw)
-        r.load_index() if prefix == "index/" else r.snapshots()
+    assert "does not match its name" in left_out()
     # 3. a valid sealed object of another kind, renamed to match: the associated data refuses it
     head = raw.read_head()
     assert head is not None

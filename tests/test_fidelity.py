@@ -220,6 +220,6 @@ def test_a_restore_refused_for_lack_of_space_is_not_a_usage_error(
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10))
     code, _, err = main_cli(["restore", "--target", str(tmp_path / "out")])
-    assert code == 19, err
+    assert code == 18, err
     assert "only 10 are free" in err and "hint:" in err
     assert not (tmp_path / "out" / "openclaw-state").exists()

@@ -14,7 +14,7 @@ from ..backends import open_backend
 from ..backends.base import Backend
 from ..errors import BackupError, NotFoundError, RepositoryNotFoundError, WrongPasswordError
 from ..filecache import FileCache
-from ..reporter import Reporter
+from ..reporter import Reporter, printable
 from ..repository import Repository, walk
 from ..settings import Settings
 from ..snapshot import Snapshot, agent_snapshots, group_key
@@ -23,6 +23,9 @@ from ..units import human_size as human_size  # the commands' one size format, r
 
 #: (JSON document, text, exit code): what every command returns to the CLI.
 Result = tuple[dict[str, Any], str, int]
+
+__all__ = ["FILE_CACHE", "Result", "count", "file_cache", "file_cache_path", "find_snapshot", "human_size",
+           "open_repo", "printable"]  # fmt: skip
 
 #: The file cache's name inside a repository's cache directory.
 FILE_CACHE = "files.db"
@@ -35,8 +38,7 @@ def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
         repo = open_with_password(backend, settings)
     except RepositoryNotFoundError as e:
         raise _legacy_only(settings) or e from None
-    for w in repo.warnings:
-        reporter.warn(w)
+    repo.report_to(reporter.warn)
     return repo
 
 
@@ -93,12 +95,6 @@ def file_cache(repo: Repository) -> FileCache:
     return FileCache(file_cache_path(repo.cache_dir))
 
 
-def printable(name: str) -> str:
-    """A file name as human output shows it: as it is when every character is printable, else
-    quoted with escapes, so a name holding a newline or an escape sequence cannot forge a line."""
-    return name if name.isprintable() else ascii(name)
-
-
 def count(n: int, word: str) -> str:
     """``1 file``, ``2,048 files``, ``3 entries``."""
     plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
@@ -127,4 +123,4 @@ def tree_changes(repo: Repository, first: str | None, second: str) -> tuple[list
 
 def change_lines(added: list[str], removed: list[str], changed: list[str]) -> list[str]:
     """``+ path`` / ``- path`` / ``M path`` lines (the form of ``diff`` and ``backup -v``)."""
-    return [f"+ {p}" for p in added] + [f"- {p}" for p in removed] + [f"M {p}" for p in changed]
+    return [f"{mark} {printable(p)}" for mark, paths in (("+", added), ("-", removed), ("M", changed)) for p in paths]

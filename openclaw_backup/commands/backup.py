@@ -154,7 +154,7 @@ def _plan_text(plan: BackupPlan, note: str) -> str:
                      f"read {r.files_to_read:,} ({human_size(r.bytes_to_read)})")  # fmt: skip
     if plan.largest_to_read:
         lines.append("largest files to read:")
-        lines += [f"  {human_size(n):>10}  {p}" for p, n in plan.largest_to_read[:5]]
+        lines += [f"  {human_size(n):>10}  {printable(p)}" for p, n in plan.largest_to_read[:5]]
     lines += excluded_lines(plan.excluded.to_json(), measured=True) + special_lines(plan.excluded.specials)
     return "\n".join(lines)
 
@@ -183,7 +183,7 @@ def excluded_lines(by_rule: dict[str, dict[str, Any]], *, measured: bool) -> lis
         lines.append(f"  {pattern}  {count(row['entries'], 'entry')}, {count(row['files'], 'file')}, "
                      f"{human_size(row['bytes'])}: {why}")  # fmt: skip
         paths = row.get("paths", [])
-        lines += [f"      {p['path']}  ({human_size(p['bytes'])})" for p in paths[:5]]
+        lines += [f"      {printable(p['path'])}  ({human_size(p['bytes'])})" for p in paths[:5]]
         if len(paths) > 5:
             lines.append(f"      … and {len(paths) - 5} more")
     return lines

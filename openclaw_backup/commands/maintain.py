@@ -3,6 +3,9 @@
 ``forget`` with no keep flags falls back to the settings' keep policy (the legacy
 ``OPENCLAW_BACKUP_KEEP_COUNT``, :meth:`~..settings.Settings.keep_policy`), the same rule the
 supervisor's daily forget applies; no policy at all is a usage error, never "forget everything".
+``forget ID…`` removes those snapshots, damaged or not, and takes no policy.
+
+``check`` and ``repair`` end with the next command to run (docs/retention.md, "Repair").
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import argparse
 
 from ..backends import open_backend
-from ..errors import IntegrityError, UsageError
-from ..maintenance import check, stats
-from ..prune import forget, prune, repair_index
+from ..errors import EXIT_INCOMPLETE, IntegrityError, UsageError
+from ..maintenance import CheckResult, check, stats
+from ..prune import forget, forget_ids, prune
+from ..repair import repair_head, repair_index, repair_packs, repair_snapshots
 from ..reporter import Reporter
 from ..repository import Repository
 from ..retention import Policy, parse_duration
 from ..settings import Settings
-from ._common import Result, human_size, open_repo
+from ._common import Result, human_size, open_repo, printable
 from ._text import stats_text
 
 
@@ -46,10 +50,30 @@ def cmd_check(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
         text = f"no problems found ({res.snapshots} snapshots, {res.trees} trees, {res.packs} packs"
         text += f", {res.packs_read} packs read)" if res.packs_read else ")"
         return res.to_json(), text, 0
-    lines = [f"problem: {p}" for p in res.problems]
+    lines = [f"problem: {printable(p)}" for p in res.problems]
     for sid, paths in res.damaged.items():
-        lines.append(f"damaged snapshot {sid[:8]}: " + ", ".join(paths[:20]) + (" …" if len(paths) > 20 else ""))
+        shown = ", ".join(printable(p) for p in paths[:20])
+        lines.append(f"damaged snapshot {sid[:8]}: {shown}" + (" …" if len(paths) > 20 else ""))
+    if res.recorded:
+        lines.append(f"recorded the missing or damaged blobs ({res.recorded}): the next backup stores again "
+                     "what the sources still hold")  # fmt: skip
+    lines.append("next: " + next_steps(res))
     return res.to_json(), "\n".join(lines), IntegrityError.exit_code
+
+
+def next_steps(res: CheckResult) -> str:
+    """The repair sequence for what ``check`` found (docs/retention.md, "Repair")."""
+    steps = []
+    if any(p.startswith("index/") for p in res.problems):
+        steps.append("`openclaw-backup repair index`")
+    if res.recorded or any(p.startswith("pack ") for p in res.problems) or res.damaged:
+        steps.append("`openclaw-backup repair packs`")
+        steps.append("`openclaw-backup backup` (stores again what the sources still hold)")
+        steps.append("`openclaw-backup repair snapshots` (drops what is still lost)")
+    elif res.unreadable:
+        steps.append("`openclaw-backup repair snapshots` (forgets the unreadable snapshots)")
+    steps.append("`openclaw-backup check --read-data`")
+    return ", then ".join(steps)
 
 
 def cmd_stats(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -81,15 +105,26 @@ def policy_from(args: argparse.Namespace, s: Settings) -> Policy:
 
 def cmd_forget(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     repo = open_repo(s, reporter=reporter)
+    if args.ids:
+        ids = forget_ids(repo, args.ids, dry_run=args.dry_run)
+        verb = "would be forgotten" if args.dry_run else "forgotten"
+        doc = {"forget": [{"id": i} for i in ids], "dry_run": args.dry_run}
+        lines = [f"forget {i[:8]}" for i in ids] + [f"{len(ids)} snapshot(s) {verb}"]
+        if args.prune and not args.dry_run:
+            doc["prune"] = prune(repo, reporter=reporter, unindexed_grace=s.prune_grace()).to_json()
+            lines.append(f"pruned: {human_size(doc['prune']['bytes_to_free'])} freed")
+        return doc, "\n".join(lines), 0
     doc = forget(repo, policy_from(args, s), dry_run=args.dry_run).to_json()
     lines = [f"policy: {doc['policy']}"]
     lines += [f"keep   {k['id'][:8]}  ({', '.join(k['reasons'])})" for k in doc["keep"]]
     lines += [f"forget {f['id'][:8]}  {f['time']}" for f in doc["forget"]]
     lines.append(f"{len(doc['forget'])} snapshot(s) {'would be ' if args.dry_run else ''}forgotten")
+    lines += [f"kept   {sid[:8]}  unreadable, not judged by the policy (`openclaw-backup forget {sid[:8]}` "
+              "removes it)" for sid in doc["unreadable"]]  # fmt: skip
     if args.prune and not args.dry_run:
-        doc["prune"] = prune(repo, reporter=reporter).to_json()
+        doc["prune"] = prune(repo, reporter=reporter, unindexed_grace=s.prune_grace()).to_json()
         lines.append(f"pruned: {human_size(doc['prune']['bytes_to_free'])} freed")
-    return doc, "\n".join(lines), 0
+    return doc, "\n".join(lines), EXIT_INCOMPLETE if doc["unreadable"] else 0
 
 
 def _percent(text: str) -> float:
@@ -105,7 +140,7 @@ def _percent(text: str) -> float:
 def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     repo = open_repo(s, reporter=reporter)
     doc = prune(repo, reporter=reporter, max_unused=_percent(args.max_unused), squash=args.squash,
-                dry_run=args.dry_run).to_json()  # fmt: skip
+                dry_run=args.dry_run, unindexed_grace=s.prune_grace(args.grace)).to_json()  # fmt: skip
     verb = "would free" if args.dry_run else "freed"
     text = (
         f"{verb} {human_size(doc['bytes_to_free'])}: {doc['packs_deleted']} packs deleted, "
@@ -117,9 +152,41 @@ def cmd_prune(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
 
 def cmd_repair(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     backend = open_backend(s.repository(), s.backend_options())
-    repo = Repository.open(backend, password=s.password(), cache_dir=s.cache_root())
-    doc = repair_index(repo, reporter=reporter).to_json()
-    text = f"index rebuilt from {doc['packs_indexed']} packs ({doc['blobs']} blobs)"
-    if doc["damaged_packs"]:
-        text += "\n" + "\n".join(f"damaged pack {d}" for d in doc["damaged_packs"])
-    return doc, text, IntegrityError.exit_code if doc["damaged_packs"] else 0
+    repo = Repository.open(backend, password=s.password(), cache_dir=s.cache_root(), need_head=args.what != "head")
+    repo.report_to(reporter.warn)
+    then = "then `openclaw-backup check --read-data`"
+    if args.what == "index":
+        res = repair_index(repo, reporter=reporter)
+        lines = [f"index rebuilt from {res.packs_indexed} packs ({res.blobs} blobs)"]
+        lines += [f"damaged pack {d}" for d in res.damaged_packs]
+        if res.damaged_packs:
+            lines.append(f"next: `openclaw-backup repair packs`, {then}")
+        return res.to_json(), "\n".join(lines), IntegrityError.exit_code if res.damaged_packs else 0
+    if args.what == "packs":
+        res = repair_packs(repo, reporter=reporter)
+        lines = [f"repaired {len(res.damaged_packs)} damaged pack(s): {res.blobs_salvaged} blob(s) salvaged, "
+                 f"{res.blobs_lost} lost; {res.records_consumed} damage record(s) consumed"]  # fmt: skip
+        lines += [f"  {d}" for d in res.damaged_packs]
+        if res.blobs_lost:
+            lines.append("next: `openclaw-backup backup` (stores again what the sources still hold), then "
+                         f"`openclaw-backup repair snapshots`, {then}")  # fmt: skip
+        return res.to_json(), "\n".join(lines), 0
+    if args.what == "snapshots":
+        res = repair_snapshots(repo, reporter=reporter)
+        lines = [f"rewrote {len(res.rewritten)} snapshot(s), forgot {len(res.forgotten)}"]
+        for old, done in res.rewritten.items():
+            dropped = done["dropped"]
+            lines.append(
+                f"  {old[:8]} -> {done['new'][:8]}: {len(dropped)} path(s) dropped: "
+                + ", ".join(printable(p) for p in dropped[:10])
+                + (" …" if len(dropped) > 10 else "")
+            )
+        lines += [f"  forgot {sid[:8]}: {printable(why)}" for sid, why in res.forgotten.items()]
+        lines.append(f"next: {then[5:]}")
+        return res.to_json(), "\n".join(lines), 0
+    res = repair_head(repo, reporter=reporter)
+    lines = [f"head rebuilt: {res.snapshots} snapshot(s), {res.index_files} index file(s)"]
+    lines += [f"  left out snapshot {sid[:8]}: {printable(why)}" for sid, why in res.forgotten.items()]
+    lines += [f"  left out {d}" for d in res.damaged_packs]
+    lines.append(f"next: {then[5:]}")
+    return res.to_json(), "\n".join(lines), 0

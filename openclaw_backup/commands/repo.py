@@ -11,12 +11,12 @@ import getpass
 import sys
 
 from ..backends import open_backend
-from ..errors import UsageError
+from ..errors import EXIT_INCOMPLETE, UsageError
 from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..settings import Settings
 from ..snapshot import Snapshot, group_key
-from ._common import Result, change_lines, find_snapshot, human_size, open_repo, tree_changes
+from ._common import Result, change_lines, find_snapshot, human_size, open_repo, printable, tree_changes
 from ._text import local_time
 
 MIN_PASSWORD = 12  # characters; shorter passwords get a warning at init
@@ -95,14 +95,18 @@ def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> 
     lines: list[str] = []
     for key, members in groups.items():
         host, _, roots = key.partition(":")
-        lines.append(f"group {host} — {roots.replace(',', ', ')}")
+        lines.append(printable(f"group {host} — {roots.replace(',', ', ')}"))
         lines.append(f"  {'ID':8}  {'TIME':23}  {'FILES':>7}  {'SIZE':>10}  TAGS")
         for sn in members:
             summ = sn.summary
             lines.append(f"  {sn.id[:8]}  {local_time(sn.time):23}  {summ.get('files', 0):>7,}  "
-                         f"{human_size(summ.get('bytes', 0)):>10}  {', '.join(sn.tags)}")  # fmt: skip
+                         f"{human_size(summ.get('bytes', 0)):>10}  {printable(', '.join(sn.tags))}")  # fmt: skip
     lines.append(f"{len(snaps)} snapshot(s) in {len(groups)} group(s); times in this machine's time zone")
-    return {"snapshots": rows}, "\n".join(lines), 0
+    unreadable = {n[10:]: why for n, why in repo.unreadable.items() if n.startswith("snapshots/")}
+    if unreadable:  # each was named in a warning; listing goes on, but not as if all were well
+        lines.append(f"{len(unreadable)} unreadable snapshot(s) left out; "
+                     f"`openclaw-backup forget ID` removes one, `openclaw-backup check` says more")  # fmt: skip
+    return {"snapshots": rows, "unreadable": unreadable}, "\n".join(lines), EXIT_INCOMPLETE if unreadable else 0
 
 
 def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -117,7 +121,7 @@ def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
         rows.append({"path": path, "type": node.type, "size": node.size, "mode": oct(node.mode),
                      "mtime_ns": node.mtime_ns, "target": node.target})  # fmt: skip
         suffix = f" -> {node.target}" if node.type == "symlink" else ("/" if node.type == "dir" else "")
-        lines.append(f"{oct(node.mode)[2:]:>4} {node.size:>12} {path}{suffix}")
+        lines.append(f"{oct(node.mode)[2:]:>4} {node.size:>12} {printable(path + suffix)}")
     return {"snapshot": snap.id, "entries": rows}, "\n".join(lines), 0
 
 

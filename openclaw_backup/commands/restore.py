@@ -14,7 +14,7 @@ import stat as stat_mod
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import EXIT_PARTIAL, UsageError
 from ..marker import write_marker
 from ..reporter import Reporter
 from ..repository import Repository, walk
@@ -22,7 +22,7 @@ from ..restorer import RestoreOptions, holds_something, restore
 from ..settings import Settings, restore_destinations
 from ..snapshot import Snapshot, written_by_newer
 from ..sources import STATE_ROOT
-from ._common import Result, count, file_cache, find_snapshot, human_size, open_repo
+from ._common import Result, count, file_cache, find_snapshot, human_size, open_repo, printable
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -50,14 +50,15 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
                        "What it replaces is kept beside it. [y/N] ")  # fmt: skip
         if answer.strip().lower() not in ("y", "yes"):
             raise UsageError("restore cancelled; nothing was changed", hint="pass --yes to restore without asking")
-    opts = RestoreOptions(destinations=dest, includes=args.include, delete=delete)
+    partial = args.partial or bool(args.target)  # in place only when asked for
+    opts = RestoreOptions(destinations=dest, includes=args.include, delete=delete, partial=partial)
     res = restore(repo, snap, opts, reporter=reporter)
     if not args.target and repo.cache_dir:
         file_cache(repo).replace(res.seeds, merge=True)
-    if not args.target and not args.include and STATE_ROOT in snap.roots:
+    if not args.target and not args.include and not res.failed and STATE_ROOT in snap.roots:
         write_marker(Path(s.state_dir()), repository=repo.id, snapshot=snap.id, how="restore")
     lines = [f"restored snapshot {snap.id[:8]}: {res.files} files, {human_size(res.bytes)}"]
-    lines += [f"  {k} -> {v}" for k, v in res.restored.items()]
+    lines += [f"  {k} -> {printable(str(v))}" for k, v in res.restored.items()]
     if res.carried:
         lines.append(f"left in place {res.carried} entries the snapshot does not have (--delete removes them)")
     if res.hardlinks:
@@ -69,9 +70,16 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
         lines.append(f"note: {count(res.xattrs_not_restored, 'extended attribute')} outside user.* not restored "
                      "(this process may not set them)")  # fmt: skip
     for where, kept in res.kept.items():
-        lines.append(f"what it replaced is kept at {kept}")
+        lines.append(f"what it replaced is kept at {printable(kept)}")
         lines.append(f"  to undo: mv {shlex.quote(where)} {shlex.quote(where + '.restored')} && "
                      f"mv {shlex.quote(kept)} {shlex.quote(where)}")  # fmt: skip
+    if res.failed:
+        lines.append(f"PARTIAL: {len(res.failed)} path(s) could NOT be restored (their data is missing or damaged "
+                     "in the repository):")  # fmt: skip
+        lines += [f"  {printable(p)}: {printable(why)}" for p, why in sorted(res.failed.items())]
+        lines.append("next: `openclaw-backup check --read-data` (records the damage; the next backup stores again "
+                     "what the sources hold), or restore these from an older snapshot with --include")  # fmt: skip
+        return res.to_json(), "\n".join(lines), EXIT_PARTIAL
     return res.to_json(), "\n".join(lines), 0
 
 
@@ -109,8 +117,8 @@ def _dry_run(repo: Repository, snap: Snapshot, dest: dict[str, Path], includes: 
     verb = "remove" if delete else "leave in place"
     lines = ["dry run: nothing was changed", f"would create {len(create)}, replace {len(replace)}, "
              f"{verb} {len(remove)}, leave {same} unchanged"]  # fmt: skip
-    lines += [f"+ {p}" for p in create] + [f"M {p}" for p in replace]
-    lines += [f"{'-' if delete else '='} {p}" for p in remove]
+    lines += [f"+ {printable(p)}" for p in create] + [f"M {printable(p)}" for p in replace]
+    lines += [f"{'-' if delete else '='} {printable(p)}" for p in remove]
     doc = {"snapshot": snap.id, "create": create, "replace": replace, ("remove" if delete else "leave"): remove,
            "unchanged": same, "dry_run": True}  # fmt: skip
     return doc, "\n".join(lines), 0
