@@ -67,7 +67,7 @@ class HfRepoBackend(Backend):
         frees_space_on_delete=False,
         consistent_listing=True,
         ranged_reads=True,
-        max_connections=4,
+        max_connections=8,  # ranged reads of a restore in flight together (the client downloads with 8 too)
     )
 
     def __init__(
