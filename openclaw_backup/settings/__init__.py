@@ -16,16 +16,17 @@ Every environment variable the package honours is named in this module and parse
 a typed value (:meth:`Settings.keep_policy`, :meth:`Settings.interval`, :meth:`Settings.grace`, …);
 the commands, the service and the supervisor receive values, never names. :data:`LEGACY_VARS` lists
 the legacy script's variables and what becomes of each (``openclaw-backup legacy-env``).
+
+Parts: :mod:`.names` (every name the package knows, the tool's secrets, the closest name for a
+misspelt one) and :mod:`.parsing` (env files, cron schedules, numbers, password files/commands).
 """
 
 from __future__ import annotations
 
-import difflib
 import getpass
 import json
 import os
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -33,263 +34,35 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import BackendOptions, normalize_address
-from .crypto import KdfParams
-from .errors import UnsafeRestoreError, UsageError
-from .retention import Policy
-from .sources import Root
-
-LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
-    ("root-config", "OPENCLAW_BACKUP_ROOT_CONFIG_DIR", ".config"),
-    ("root-codex", "OPENCLAW_BACKUP_ROOT_CODEX_DIR", ".codex"),
-    ("root-claude", "OPENCLAW_BACKUP_ROOT_CLAUDE_DIR", ".claude"),
-    ("root-agents", "OPENCLAW_BACKUP_ROOT_AGENTS_DIR", ".agents"),
-    ("root-ssh", "OPENCLAW_BACKUP_ROOT_SSH_DIR", ".ssh"),
-    ("root-env", "OPENCLAW_BACKUP_ROOT_ENV_DIR", ".env.d"),
-    ("root-lark-cli", "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", ".lark-cli"),
+from ..backends import BackendOptions, normalize_address
+from ..crypto import KdfParams
+from ..errors import UnsafeRestoreError, UsageError
+from ..retention import Policy
+from ..sources import Root
+from .names import (
+    KNOWN_VARIABLES,
+    LEGACY_ROOTS,
+    LEGACY_VARS,
+    OUR_PREFIXES,
+    SPACE_PERSISTENT_STORAGE,
+    TOOL_SECRETS,
+    closest_known,
+)
+from .parsing import (
+    LEGACY_ENV_FILES,
+    cron_interval,
+    env_files_read,
+    positive,
+    read_password_file,
+    run_password_command,
+    truthy,
+    with_env_files,
 )
 
-#: Legacy variables and what becomes of them (shown by ``openclaw-backup legacy-env``).
-LEGACY_VARS: tuple[tuple[str, str], ...] = (
-    ("OPENCLAW_BACKUP_DATASET_REPO", "honoured: the repository is hf://datasets/<it> (or models, see REPO_TYPE)"),
-    ("HF_TOKEN", "honoured: Hub token (never printed)"),
-    ("HUGGINGFACE_HUB_TOKEN", "honoured: Hub token when HF_TOKEN is unset"),
-    ("OPENCLAW_RESTORE_DATASET_REPO", "honoured: restore from this repo (falls back to the backup repo)"),
-    ("OPENCLAW_RESTORE_ARCHIVE", "honoured: restore this legacy archive"),
-    ("OPENCLAW_BACKUP_ENCRYPTION_ENABLED", "honoured: true without a password is refused (not silently plaintext)"),
-    ("OPENCLAW_BACKUP_ENCRYPTION_PASSWORD", "honoured: the repository password (and the legacy archives')"),
-    ("OPENCLAW_STATE_DIR", "honoured: the state directory"),
-    ("OPENCLAW_BACKUP_SOURCE_DIR", "honoured: overrides OPENCLAW_STATE_DIR"),
-    ("OPENCLAW_BACKUP_ROOT_CONFIG_DIR", "honoured: extra root root-config"),
-    ("OPENCLAW_BACKUP_ROOT_CODEX_DIR", "honoured: extra root root-codex"),
-    ("OPENCLAW_BACKUP_ROOT_CLAUDE_DIR", "honoured: extra root root-claude"),
-    ("OPENCLAW_BACKUP_ROOT_AGENTS_DIR", "honoured: extra root root-agents"),
-    ("OPENCLAW_BACKUP_ROOT_SSH_DIR", "honoured: extra root root-ssh"),
-    ("OPENCLAW_BACKUP_ROOT_ENV_DIR", "honoured: extra root root-env"),
-    ("OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", "honoured: extra root root-lark-cli"),
-    ("OPENCLAW_BACKUP_ROOT_NPM_DIR", "honoured: extra root root-npm"),
-    ("OPENCLAW_BACKUP_NPM_ENABLED", "honoured: include root-npm"),
-    ("OPENCLAW_RESTORE_NPM_ENABLED", "accepted; root-npm is restored when the snapshot has it"),
-    ("OPENCLAW_BACKUP_EXTRA_DIRS", "honoured: name:/path,… extra roots"),
-    ("OPENCLAW_BACKUP_EXTRA_FILES", "honoured: name:/path,… extra file roots"),
-    ("OPENCLAW_BACKUP_REPO_TYPE", "honoured: dataset (default) or model"),
-    ("OPENCLAW_BACKUP_PATH_PREFIX", "honoured: where the legacy archives are read from"),
-    ("OPENCLAW_BACKUP_PRIVATE", "honoured: visibility of a repo we create"),
-    ("OPENCLAW_BACKUP_KEEP_COUNT", "honoured: keep-last policy of the supervisor's forget/prune"),
-    ("OPENCLAW_BACKUP_CRON", "honoured by `run`: */N minutes becomes the backup interval"),
-    ("OPENCLAW_INCREMENTAL_INTERVAL_MINUTES", "honoured by `run`: the backup interval"),
-    ("OPENCLAW_BACKUP_WORK_DIR", "ignored: no scratch archives are built"),
-    ("OPENCLAW_BACKUP_METADATA_DIR", "ignored: metadata lives in the repository"),
-    ("OPENCLAW_INCREMENTAL_BACKUP", "ignored: every backup is incremental and complete"),
-    ("OPENCLAW_FULL_BACKUP_INTERVAL_HOURS", "ignored: no full/incremental chains"),
-    ("OPENCLAW_MAX_INCREMENTAL_BACKUPS", "ignored: no chains"),
-    ("OPENCLAW_BACKUP_COMPRESSION_LEVEL", "ignored: zstd per chunk, only when it pays"),
-    ("OPENCLAW_BACKUP_SPLIT_SIZE", "ignored: data is packed in ~16 MiB packs"),
-    ("OPENCLAW_BACKUP_SIZE_WARNING_MB", "ignored"),
-    ("OPENCLAW_DYNAMIC_BACKUP", "ignored: `run` backs up soon after bursts of change"),
-)
-
-#: Where a Hugging Face Space mounts its persistent storage (when it has some): a repository there
-#: outlives the container.
-SPACE_PERSISTENT_STORAGE = "/data"
-
-LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "{home}/.env.d/openclaw-backup.env")
-_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-
-
-#: The tool's own secrets: never handed to the agent that ``run`` supervises. The agent keeps the
-#: generic names (``HF_TOKEN``, ``AWS_*``) it may need itself; give the backup its own token with
-#: the ``OPENCLAW_BACKUP_*`` names.
-TOOL_SECRETS: tuple[str, ...] = (
-    "OPENCLAW_BACKUP_PASSWORD",
-    "OPENCLAW_BACKUP_PASSWORD_FILE",
-    "OPENCLAW_BACKUP_PASSWORD_COMMAND",
-    "OPENCLAW_BACKUP_NEW_PASSWORD",
-    "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD",
-    "OPENCLAW_BACKUP_HF_TOKEN",
-    "OPENCLAW_BACKUP_S3_ACCESS_KEY_ID",
-    "OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY",
-    "OPENCLAW_BACKUP_S3_SESSION_TOKEN",
-)
-
-
-def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_FILES) -> dict[str, str]:
-    """The environment, plus variables from the legacy script's shell files where unset.
-
-    Only plain assignments (``[export] NAME=value``, quoted or not) are read; anything that would
-    need a shell to evaluate (``$(…)``, backticks, ``$VAR``) is skipped, never executed.
-    """
-    out = dict(env)
-    for _path, assignments in _env_file_assignments(env, files):
-        for name, value in assignments.items():
-            out.setdefault(name, value)
-    return out
-
-
-def env_files_read(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_FILES) -> list[tuple[str, list[str]]]:
-    """Each legacy env file that exists, with the variables it supplies (those ``env`` does not set)."""
-    out: list[tuple[str, list[str]]] = []
-    taken = set(env)
-    for path, assignments in _env_file_assignments(env, files):
-        used = [n for n in assignments if n not in taken]
-        taken.update(used)
-        out.append((path, used))
-    return out
-
-
-def _env_file_assignments(env: Mapping[str, str], files: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
-    """(path, its plain assignments) for each of ``files`` that can be read."""
-    found: list[tuple[str, dict[str, str]]] = []
-    home = env.get("HOME") or str(Path.home())
-    for pattern in files:
-        path = pattern.format(home=home)
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        assignments: dict[str, str] = {}
-        for line in text.splitlines():
-            m = _ASSIGN.match(line)
-            if not m or m.group(1) in assignments:
-                continue
-            try:
-                lexer = shlex.shlex(m.group(2), posix=True)
-                lexer.whitespace_split = True
-                lexer.commenters = ""  # a '#' starts a comment only at the start of a word, as in bash
-                parts = list(lexer)
-            except ValueError:
-                continue
-            for i, word in enumerate(parts):
-                if word.startswith("#"):
-                    parts = parts[:i]
-                    break
-            raw = m.group(2)
-            if len(parts) > 1 or "$(" in raw or "`" in raw or ("$" in raw and not raw.startswith("'")):
-                continue
-            assignments[m.group(1)] = parts[0] if parts else ""
-        found.append((path, assignments))
-    return found
-
-
-#: Every ``OPENCLAW_*`` variable this tool reads or knows of (ours and the legacy script's);
-#: others that look like ours get a warning naming the closest (a typo is otherwise silent).
-KNOWN_VARIABLES: frozenset[str] = frozenset((
-    "OPENCLAW_BACKUP_CACHE_DIR",
-    "OPENCLAW_BACKUP_COMPRESSION_LEVEL",
-    "OPENCLAW_BACKUP_CRON",
-    "OPENCLAW_BACKUP_DATASET_REPO",
-    "OPENCLAW_BACKUP_ENCRYPTION_ENABLED",
-    "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD",
-    "OPENCLAW_BACKUP_EXTRA_DIRS",
-    "OPENCLAW_BACKUP_EXTRA_FILES",
-    "OPENCLAW_BACKUP_GRACE_SECONDS",
-    "OPENCLAW_BACKUP_HF_TOKEN",
-    "OPENCLAW_BACKUP_HOST",
-    "OPENCLAW_BACKUP_INTERVAL",
-    "OPENCLAW_BACKUP_PRUNE_GRACE",
-    "OPENCLAW_BACKUP_KEEP_COUNT",
-    "OPENCLAW_BACKUP_MAX_AGE",
-    "OPENCLAW_BACKUP_METADATA_DIR",
-    "OPENCLAW_BACKUP_NEW_PASSWORD",
-    "OPENCLAW_BACKUP_NPM_ENABLED",
-    "OPENCLAW_BACKUP_PASSWORD",
-    "OPENCLAW_BACKUP_PASSWORD_COMMAND",
-    "OPENCLAW_BACKUP_PASSWORD_FILE",
-    "OPENCLAW_BACKUP_PATH_PREFIX",
-    "OPENCLAW_BACKUP_PRIVATE",
-    "OPENCLAW_BACKUP_REPOSITORY",
-    "OPENCLAW_BACKUP_REPO_TYPE",
-    "OPENCLAW_BACKUP_ROOT_AGENTS_DIR",
-    "OPENCLAW_BACKUP_ROOT_CLAUDE_DIR",
-    "OPENCLAW_BACKUP_ROOT_CODEX_DIR",
-    "OPENCLAW_BACKUP_ROOT_CONFIG_DIR",
-    "OPENCLAW_BACKUP_ROOT_ENV_DIR",
-    "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR",
-    "OPENCLAW_BACKUP_ROOT_NPM_DIR",
-    "OPENCLAW_BACKUP_ROOT_SSH_DIR",
-    "OPENCLAW_BACKUP_S3_ACCESS_KEY_ID",
-    "OPENCLAW_BACKUP_S3_ENDPOINT",
-    "OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY",
-    "OPENCLAW_BACKUP_S3_SESSION_TOKEN",
-    "OPENCLAW_BACKUP_SIZE_WARNING_MB",
-    "OPENCLAW_BACKUP_SOURCE_DIR",
-    "OPENCLAW_BACKUP_SPLIT_SIZE",
-    "OPENCLAW_BACKUP_STATUS_FILE",
-    "OPENCLAW_BACKUP_TEST_WEAK_KDF",
-    "OPENCLAW_BACKUP_WORK_DIR",
-    "OPENCLAW_DYNAMIC_BACKUP",
-    "OPENCLAW_FULL_BACKUP_INTERVAL_HOURS",
-    "OPENCLAW_INCREMENTAL_BACKUP",
-    "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES",
-    "OPENCLAW_MAX_INCREMENTAL_BACKUPS",
-    "OPENCLAW_RESTORE_ARCHIVE",
-    "OPENCLAW_RESTORE_DATASET_REPO",
-    "OPENCLAW_RESTORE_NPM_ENABLED",
-    "OPENCLAW_STATE_DIR",
-    "OPENCLAW_VERSION",
-))
-_OUR_PREFIXES = ("OPENCLAW_BACKUP_", "OPENCLAW_RESTORE_")
-
-#: Words that say what a mistyped name meant better than its spelling does (``…_HF_REPO`` is the
-#: repository, though it is spelled closer to ``…_HF_TOKEN``).
-_MEANT_BY_WORD = (("REPO", "OPENCLAW_BACKUP_REPOSITORY"), ("PASS", "OPENCLAW_BACKUP_PASSWORD"))
-
-
-def _closest_known(name: str) -> str | None:
-    """The known variable a mistyped ``name`` most likely meant."""
-    matches = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
-    close = matches[0] if matches else None
-    rest = name.removeprefix("OPENCLAW_BACKUP_")
-    for word, meant in _MEANT_BY_WORD:
-        if name.startswith("OPENCLAW_BACKUP_") and word in rest and (close is None or word not in close):
-            return meant
-    return close
-
-
-_CRON_HELP = (
-    "supported: '*/N * * * *' (every N minutes), 'M * * * *' (hourly), 'M */H * * *' (every H hours); "
-    "or set OPENCLAW_BACKUP_INTERVAL (seconds)"
-)
-
-
-def cron_interval(expr: str) -> float:
-    """Seconds between runs of the legacy script's ``OPENCLAW_BACKUP_CRON`` schedule, for the cron
-    forms that are a fixed interval; any other expression (invalid, a zero step, a calendar
-    schedule) is a :class:`UsageError`, never silently replaced by a default."""
-    fields = expr.split()
-    if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
-        raise UsageError(f"OPENCLAW_BACKUP_CRON={expr!r} is not a supported schedule", hint=_CRON_HELP)
-    minute, hour = fields[:2]
-    step = re.fullmatch(r"\*/(\d{1,4})", minute)
-    if step and hour == "*":
-        n = int(step.group(1))
-        if not 1 <= n <= 59:
-            raise UsageError(f"OPENCLAW_BACKUP_CRON={expr!r}: a step of {n} minutes is out of range", hint=_CRON_HELP)
-        return n * 60.0
-    if minute.isdigit() and int(minute) <= 59:
-        if hour == "*":
-            return 3600.0
-        every = re.fullmatch(r"\*/(\d{1,3})", hour)
-        if every and 1 <= int(every.group(1)) <= 23:
-            return int(every.group(1)) * 3600.0
-    raise UsageError(f"OPENCLAW_BACKUP_CRON={expr!r} is not a supported schedule", hint=_CRON_HELP)
-
-
-def _truthy(value: str | None, default: bool) -> bool:
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _positive(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise UsageError(f"{what} must be a positive number, got {text!r}")
-    return value
-
+__all__ = [
+    "KNOWN_VARIABLES", "LEGACY_ENV_FILES", "LEGACY_ROOTS", "LEGACY_VARS", "SPACE_PERSISTENT_STORAGE", "TOOL_SECRETS",
+    "Settings", "cron_interval", "env_files_read", "restore_destinations", "sources_from_paths", "with_env_files",
+]  # fmt: skip
 
 @dataclass
 class Settings:
@@ -430,17 +203,17 @@ class Settings:
         if self._resolved is not None:
             return self._resolved
         if self.password_file:
-            return _read_password_file(self.password_file, "the password file")
+            return read_password_file(self.password_file, "the password file")
         if self.password_command:
-            self._resolved = _run_password_command(self.password_command, "--password-command")
+            self._resolved = run_password_command(self.password_command, "--password-command")
             return self._resolved
         for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
             if self.env.get(name):
                 return self.env[name]
         if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
-            return _read_password_file(self.env["OPENCLAW_BACKUP_PASSWORD_FILE"], "OPENCLAW_BACKUP_PASSWORD_FILE")
+            return read_password_file(self.env["OPENCLAW_BACKUP_PASSWORD_FILE"], "OPENCLAW_BACKUP_PASSWORD_FILE")
         if self.env.get("OPENCLAW_BACKUP_PASSWORD_COMMAND"):
-            self._resolved = _run_password_command(
+            self._resolved = run_password_command(
                 self.env["OPENCLAW_BACKUP_PASSWORD_COMMAND"], "OPENCLAW_BACKUP_PASSWORD_COMMAND"
             )
             return self._resolved
@@ -500,7 +273,7 @@ class Settings:
         """
         if not self.env.get("OPENCLAW_BACKUP_DATASET_REPO") or self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
             return False
-        if _truthy(self.env.get("OPENCLAW_BACKUP_ENCRYPTION_ENABLED"), False):
+        if truthy(self.env.get("OPENCLAW_BACKUP_ENCRYPTION_ENABLED"), False):
             raise UsageError(
                 "OPENCLAW_BACKUP_ENCRYPTION_ENABLED is true but OPENCLAW_BACKUP_ENCRYPTION_PASSWORD is not set",
                 hint="set the password (the legacy script silently stored plaintext here; we refuse)",
@@ -539,8 +312,8 @@ class Settings:
         variable set that this tool does not know."""
         out = []
         for name in sorted(self.env):
-            if name.startswith(_OUR_PREFIXES) and name not in KNOWN_VARIABLES:
-                out.append((name, _closest_known(name)))
+            if name.startswith(OUR_PREFIXES) and name not in KNOWN_VARIABLES:
+                out.append((name, closest_known(name)))
         return out
 
     def agent_environment(self) -> dict[str, str]:
@@ -583,22 +356,22 @@ class Settings:
     def interval(self) -> float:
         """Seconds between backups: OPENCLAW_BACKUP_INTERVAL, else the legacy cron/minutes, else 300."""
         if self.env.get("OPENCLAW_BACKUP_INTERVAL", "").strip():
-            return _positive(self.env["OPENCLAW_BACKUP_INTERVAL"], "OPENCLAW_BACKUP_INTERVAL")
+            return positive(self.env["OPENCLAW_BACKUP_INTERVAL"], "OPENCLAW_BACKUP_INTERVAL")
         if self.env.get("OPENCLAW_BACKUP_CRON", "").strip():
             return cron_interval(self.env["OPENCLAW_BACKUP_CRON"])
         minutes = self.env.get("OPENCLAW_INCREMENTAL_INTERVAL_MINUTES", "")
         if minutes.strip():
-            return _positive(minutes, "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES") * 60
+            return positive(minutes, "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES") * 60
         return 300.0
 
     def max_age(self) -> float:
         """At most this many seconds of changes are outside a snapshot while the state keeps changing
         (``OPENCLAW_BACKUP_MAX_AGE``, default 60; a Hub repo's commit budget may stretch it)."""
-        return _positive(self.env.get("OPENCLAW_BACKUP_MAX_AGE", "60"), "OPENCLAW_BACKUP_MAX_AGE")
+        return positive(self.env.get("OPENCLAW_BACKUP_MAX_AGE", "60"), "OPENCLAW_BACKUP_MAX_AGE")
 
     def grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL of the agent (``OPENCLAW_BACKUP_GRACE_SECONDS``, default 10)."""
-        return _positive(self.env.get("OPENCLAW_BACKUP_GRACE_SECONDS", "10"), "OPENCLAW_BACKUP_GRACE_SECONDS")
+        return positive(self.env.get("OPENCLAW_BACKUP_GRACE_SECONDS", "10"), "OPENCLAW_BACKUP_GRACE_SECONDS")
 
     def status_file(self, explicit: str | None = None) -> Path:
         """Where the supervisor's status JSON lives: ``explicit`` (a flag), ``OPENCLAW_BACKUP_STATUS_FILE``, or
@@ -624,7 +397,7 @@ class Settings:
         roots = [Root("openclaw-state", os.path.abspath(os.path.expanduser(self.state_dir())))]
         for name, var, default in LEGACY_ROOTS:
             roots.append(Root(name, os.path.abspath(self.env.get(var) or str(self.home / default))))
-        if _truthy(self.env.get("OPENCLAW_BACKUP_NPM_ENABLED"), True):
+        if truthy(self.env.get("OPENCLAW_BACKUP_NPM_ENABLED"), True):
             roots.append(
                 Root(
                     "root-npm", os.path.abspath(self.env.get("OPENCLAW_BACKUP_ROOT_NPM_DIR") or str(self.home / ".npm"))
@@ -671,38 +444,6 @@ class Settings:
             return str(version) if version else None
         except (OSError, ValueError, AttributeError):
             return None
-
-
-def _read_password_file(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as e:
-        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
-
-
-#: Seconds a password command may take (it may ask a keyring or a secret manager).
-PASSWORD_COMMAND_TIMEOUT = 60.0
-
-
-def _run_password_command(command: str, what: str) -> str:
-    """The password a command prints (its output without the final line break); run without a
-    shell, its own stderr passed through (it may ask on the terminal)."""
-    try:
-        argv = shlex.split(command)
-    except ValueError as e:
-        raise UsageError(f"{what}: cannot parse {command!r}: {e}") from None
-    if not argv:
-        raise UsageError(f"{what} is empty")
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=PASSWORD_COMMAND_TIMEOUT, check=False)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise UsageError(f"{what}: cannot run {argv[0]}: {e}") from None
-    if proc.returncode != 0:
-        raise UsageError(f"{what}: {argv[0]} exited with status {proc.returncode}; no password")
-    password = proc.stdout.rstrip("\r\n")
-    if not password:
-        raise UsageError(f"{what}: {argv[0]} printed no password")
-    return password
 
 
 def _openclaw_version_command() -> str | None:
