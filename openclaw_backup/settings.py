@@ -16,6 +16,10 @@ Every environment variable the package honours is named in this module and parse
 a typed value (:meth:`Settings.keep_policy`, :meth:`Settings.interval`, :meth:`Settings.grace`, …);
 the commands, the service and the supervisor receive values, never names. :data:`LEGACY_VARS` lists
 the legacy script's variables and what becomes of each (``openclaw-backup legacy-env``).
+
+Helpers that name no variable live beside it: :mod:`.shellenv` (reading the env files' plain
+assignments), :mod:`.passwords` (a password from a file or a command), :mod:`.placement` (``--source``
+roots and restore destinations, re-exported here).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import getpass
 import json
 import os
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -35,8 +38,12 @@ from pathlib import Path
 
 from .backends import BackendOptions, normalize_address
 from .crypto import KdfParams
-from .errors import UnsafeRestoreError, UsageError
+from .errors import UsageError
+from .passwords import read_password_file, run_password_command
+from .placement import restore_destinations as restore_destinations  # re-exported
+from .placement import sources_from_paths as sources_from_paths  # re-exported
 from .retention import Policy
+from .shellenv import env_file_assignments
 from .sources import Root
 
 LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
@@ -94,7 +101,6 @@ LEGACY_VARS: tuple[tuple[str, str], ...] = (
 SPACE_PERSISTENT_STORAGE = "/data"
 
 LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "{home}/.env.d/openclaw-backup.env")
-_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
 #: The tool's own secrets: never handed to the agent that ``run`` supervises. The agent keeps the
@@ -120,7 +126,7 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
     need a shell to evaluate (``$(…)``, backticks, ``$VAR``) is skipped, never executed.
     """
     out = dict(env)
-    for _path, assignments in _env_file_assignments(env, files):
+    for _path, assignments in env_file_assignments(env, files):
         for name, value in assignments.items():
             out.setdefault(name, value)
     return out
@@ -130,45 +136,11 @@ def env_files_read(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
     """Each legacy env file that exists, with the variables it supplies (those ``env`` does not set)."""
     out: list[tuple[str, list[str]]] = []
     taken = set(env)
-    for path, assignments in _env_file_assignments(env, files):
+    for path, assignments in env_file_assignments(env, files):
         used = [n for n in assignments if n not in taken]
         taken.update(used)
         out.append((path, used))
     return out
-
-
-def _env_file_assignments(env: Mapping[str, str], files: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
-    """(path, its plain assignments) for each of ``files`` that can be read."""
-    found: list[tuple[str, dict[str, str]]] = []
-    home = env.get("HOME") or str(Path.home())
-    for pattern in files:
-        path = pattern.format(home=home)
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        assignments: dict[str, str] = {}
-        for line in text.splitlines():
-            m = _ASSIGN.match(line)
-            if not m or m.group(1) in assignments:
-                continue
-            try:
-                lexer = shlex.shlex(m.group(2), posix=True)
-                lexer.whitespace_split = True
-                lexer.commenters = ""  # a '#' starts a comment only at the start of a word, as in bash
-                parts = list(lexer)
-            except ValueError:
-                continue
-            for i, word in enumerate(parts):
-                if word.startswith("#"):
-                    parts = parts[:i]
-                    break
-            raw = m.group(2)
-            if len(parts) > 1 or "$(" in raw or "`" in raw or ("$" in raw and not raw.startswith("'")):
-                continue
-            assignments[m.group(1)] = parts[0] if parts else ""
-        found.append((path, assignments))
-    return found
 
 
 #: Every ``OPENCLAW_*`` variable this tool reads or knows of (ours and the legacy script's);
@@ -428,17 +400,17 @@ class Settings:
         if self._resolved is not None:
             return self._resolved
         if self.password_file:
-            return _read_password_file(self.password_file, "the password file")
+            return read_password_file(self.password_file, "the password file")
         if self.password_command:
-            self._resolved = _run_password_command(self.password_command, "--password-command")
+            self._resolved = run_password_command(self.password_command, "--password-command")
             return self._resolved
         for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
             if self.env.get(name):
                 return self.env[name]
         if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
-            return _read_password_file(self.env["OPENCLAW_BACKUP_PASSWORD_FILE"], "OPENCLAW_BACKUP_PASSWORD_FILE")
+            return read_password_file(self.env["OPENCLAW_BACKUP_PASSWORD_FILE"], "OPENCLAW_BACKUP_PASSWORD_FILE")
         if self.env.get("OPENCLAW_BACKUP_PASSWORD_COMMAND"):
-            self._resolved = _run_password_command(
+            self._resolved = run_password_command(
                 self.env["OPENCLAW_BACKUP_PASSWORD_COMMAND"], "OPENCLAW_BACKUP_PASSWORD_COMMAND"
             )
             return self._resolved
@@ -648,38 +620,6 @@ class Settings:
             return None
 
 
-def _read_password_file(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as e:
-        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
-
-
-#: Seconds a password command may take (it may ask a keyring or a secret manager).
-PASSWORD_COMMAND_TIMEOUT = 60.0
-
-
-def _run_password_command(command: str, what: str) -> str:
-    """The password a command prints (its output without the final line break); run without a
-    shell, its own stderr passed through (it may ask on the terminal)."""
-    try:
-        argv = shlex.split(command)
-    except ValueError as e:
-        raise UsageError(f"{what}: cannot parse {command!r}: {e}") from None
-    if not argv:
-        raise UsageError(f"{what} is empty")
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=PASSWORD_COMMAND_TIMEOUT, check=False)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise UsageError(f"{what}: cannot run {argv[0]}: {e}") from None
-    if proc.returncode != 0:
-        raise UsageError(f"{what}: {argv[0]} exited with status {proc.returncode}; no password")
-    password = proc.stdout.rstrip("\r\n")
-    if not password:
-        raise UsageError(f"{what}: {argv[0]} printed no password")
-    return password
-
-
 def _openclaw_version_command() -> str | None:
     exe = shutil.which("openclaw")
     if exe is None:
@@ -690,47 +630,3 @@ def _openclaw_version_command() -> str | None:
         return None
     m = re.search(r"\d+(?:\.\d+)+", out)
     return m.group(0) if m else None
-
-
-def sources_from_paths(paths: list[str]) -> list[Root]:
-    """``--source`` paths as roots named after their base names (made unique)."""
-    roots: list[Root] = []
-    used: set[str] = set()
-    for p in paths:
-        path = os.path.abspath(os.path.expanduser(p))
-        base = "".join(c if c.isalnum() or c in "._-" else "_" for c in (os.path.basename(path) or "root"))
-        base = base.strip(".") or "root"
-        name, n = base, 2
-        while name in used:
-            name, n = f"{base}-{n}", n + 1
-        used.add(name)
-        roots.append(Root(name, path))
-    return roots
-
-
-def restore_destinations(roots: Mapping[str, Mapping[str, str]], s: Settings, target: str | None) -> dict[str, Path]:
-    """Where each of a snapshot's ``roots`` goes: under ``target``, or to the place this machine configures.
-
-    A root this machine does not configure goes back to its recorded path only when that path is
-    inside the home directory; a repository cannot direct a restore at, say, ``/etc``.
-    """
-    if target:
-        return {name: Path(target).absolute() / name for name in roots}
-    configured = {r.name: Path(r.path) for r in s.layout_roots()}
-    out: dict[str, Path] = {}
-    home = s.home.absolute()
-    for name, info in roots.items():
-        if name in configured:
-            out[name] = configured[name]
-            continue
-        recorded = Path(str(info.get("path", "")))
-        # Resolve symlinks on the way: ~/link -> /etc must not let a repository aim at /etc.
-        real = Path(os.path.realpath(recorded)) if recorded.is_absolute() else recorded
-        if recorded.is_absolute() and ".." not in recorded.parts and Path(os.path.realpath(home)) in real.parents:
-            out[name] = recorded
-        else:
-            raise UnsafeRestoreError(
-                f"root {name!r} was backed up from {recorded}, outside this machine's configured places",
-                hint="restore it with --target DIR",
-            )
-    return out
