@@ -27,6 +27,7 @@ from .repository import Repository
 from .restorer import RestoreOptions, restore
 from .settings import Settings
 from .sources import Root, default_patterns
+from .units import human_size
 
 
 def make_sample_home(path: Path) -> None:
@@ -109,7 +110,8 @@ def run_demo(*, workdir: Path | None, settings: Settings, reporter: Reporter) ->
         f"work directory: {work}",
         f"source: {state}" + (" (a generated sample agent home)" if sample else " (your OpenClaw state, read only)"),
         f"backup 1: snapshot {str(first.snapshot_id)[:8]}, {first.stats['files']} files, "
-        f"{first.stats['bytes']} bytes read, {first.stats['bytes_added']} bytes stored (compressed, encrypted)",
+        f"{human_size(first.stats['bytes'])} read, {human_size(first.stats['bytes_added'])} stored "
+        "(compressed, encrypted)",
         "backup 2: " + ("nothing changed, no snapshot made" if second.unchanged else f"snapshot {second.snapshot_id}"),
         f"restore: {res.files} files into {target}" + (", verified identical to the source" if sample else ""),
         "repository password for this demo: demo",

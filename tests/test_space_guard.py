@@ -136,3 +136,15 @@ def test_durability_is_judged_only_in_a_space() -> None:
     assert Settings(remote).durability_problem() is None
     legacy = {"HOME": "/home/user", "SPACE_ID": "a/b", "OPENCLAW_BACKUP_DATASET_REPO": "a/b"}
     assert Settings(legacy).durability_problem() is None
+
+
+def test_a_path_on_the_spaces_persistent_storage_is_durable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A Space's persistent storage is a mount at /data; any real mount point stands in for it here."""
+    from openclaw_backup import settings
+
+    space = {"HOME": "/home/user", "SPACE_ID": "a/b"}
+    monkeypatch.setattr(settings, "SPACE_PERSISTENT_STORAGE", "/proc")  # a mount point on every Linux
+    assert Settings({**space, "OPENCLAW_BACKUP_REPOSITORY": "/proc/backups"}).durability_problem() is None
+    monkeypatch.setattr(settings, "SPACE_PERSISTENT_STORAGE", str(tmp_path))  # not a mount: the container's disk
+    problem = Settings({**space, "OPENCLAW_BACKUP_REPOSITORY": str(tmp_path / "backups")}).durability_problem()
+    assert problem is not None and "lost when the Space restarts" in problem.message
