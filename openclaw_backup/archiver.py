@@ -192,6 +192,12 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ino)
 
 
+#: How often a backup on a Hub repo (whose API calls are budgeted) lists the store's packs to find
+#: any the index names that were lost without a change of the head (a hand, a bad sync): at most this
+#: stale (seconds), and always after another writer moved the head. Other stores list every backup.
+PACK_LISTING_EVERY = 3600.0
+
+
 class Archiver:
     """One backup run. Create, then call :meth:`run` once."""
 
@@ -574,7 +580,8 @@ class Archiver:
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
         repo.refresh(max_age=HEAD_FRESH)  # the head may have moved (or our last publication's answer was lost)
         repo.load_index()
-        if lost := repo.distrust_missing_packs():  # their blobs are stored again, from the sources
+        every = PACK_LISTING_EVERY if repo.staged_uploads else 0.0  # a Hub repo's API calls are budgeted
+        if lost := repo.distrust_missing_packs(every=every):  # their blobs: stored again, from the sources
             self.reporter.warn(f"{len(lost)} pack(s) the index names are missing from the store (e.g. {lost[0][:16]}); "
                                "what the sources still hold is stored again; run `openclaw-backup check`")  # fmt: skip
         excluder = Excluder(opts.excludes)

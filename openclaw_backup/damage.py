@@ -29,11 +29,13 @@ _KIND = b"damaged"
 Places = set[tuple[bytes, str]]
 
 
-def read_records(backend: Backend, cipher: Cipher, *, warn: Callable[[str, str], None]) -> dict[str, Places]:
-    """Every damage record: name -> the places it names. ``warn(key, message)`` for one that
-    cannot be read (it is left out)."""
+def read_records(
+    backend: Backend, cipher: Cipher, *, warn: Callable[[str, str], None], names: Iterable[str] | None = None
+) -> dict[str, Places]:
+    """Every damage record (those of ``names`` when given, else the store's listing): name -> the
+    places it names. ``warn(key, message)`` for one that cannot be read (it is left out)."""
     out: dict[str, Places] = {}
-    for name in backend.list(PREFIX):
+    for name in backend.list(PREFIX) if names is None else names:
         try:
             doc = codec.decode_document(cipher, _KIND, backend.get(name), what=name[:25])
             out[name] = {(bytes.fromhex(b), str(p)) for b, p in doc["blobs"]}

@@ -96,6 +96,8 @@ class Repository:
         self._unpublished: PackEntries = {}
         self._attempt: PackEntries = {}
         self._index_key: tuple[Any, ...] | None = None
+        self._base_index = Index()
+        self._records: tuple[int, dict[str, set[tuple[bytes, str]]]] | None = None
         self._index_files: list[tuple[str, dict[bytes, BlobRef]]] = []
         self.warnings: list[str] = []
         self._warn: Callable[[str], None] = self.warnings.append
@@ -314,9 +316,11 @@ class Repository:
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
         self._head_read_at = None  # whatever the outcome, the next refresh reads the head
+        base_seq = self.state.seq
         version = self.backend.publish(head=data, expect=expect, deletes=list(deletes))
         self.head = Head(version, data)
         self.state = state
+        self._carry_listings(base_seq, state.seq)
         self.cache_write("head-seq", str(state.seq).encode())
 
     def publish(
@@ -485,8 +489,17 @@ class Repository:
         them again even when the head names the same ones."""
         records = self.damage_records()
         key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
-        if self._index_key == key and not reload:
-            return self.index
+        if self._index_key != key or reload:
+            self._base_index = self._build_index(records)
+            self._index_key = key
+        self.index = self._base_index
+        if self._unpublished:  # our failed publication's packs, still staged: this backup may use them
+            known = set(self.index.by_pack())
+            self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
+            self.index = self.index.with_packs(self._unpublished)
+        return self.index
+
+    def _build_index(self, records: dict[str, set[tuple[bytes, str]]]) -> Index:
         for attempt in range(3):
             files = []
             try:
@@ -504,19 +517,26 @@ class Repository:
                     raise
                 # a prune replaced the index files after we read the head (get_immutable re-read it)
         distrusted = {place for places in records.values() for place in places}
-        self.index = Index.build(files, distrusted=distrusted, lost_packs=self.missing_packs)
-        if self._unpublished:  # our failed publication's packs, still staged: this backup may use them
-            known = set(self.index.by_pack())
-            self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
-            self.index = self.index.with_packs(self._unpublished)
         self._index_files = files
-        self._index_key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
-        return self.index
+        return Index.build(files, distrusted=distrusted, lost_packs=self.missing_packs)
 
-    def distrust_missing_packs(self) -> list[str]:
+    def distrust_missing_packs(self, *, every: float = 0.0) -> list[str]:
         """Packs the index names that the store lacks (one listing): from now on the index does
-        not vouch for their blobs, so a backup stores them again. Returns them."""
-        missing = self.confirm_missing(set(self.index.by_pack()) - self.list_packs())
+        not vouch for their blobs, so a backup stores them again. Returns them.
+
+        ``every``: skip the listing when this machine listed the packs less than that many seconds
+        ago under the same head and found none missing (a prune changes the head; the listing
+        is what finds packs lost without one)."""
+        mark = f"{self.state.seq} "
+        last = self.cache_read("packs-listed")
+        if every > 0 and last is not None and self.trust_cache and not self.missing_packs:
+            seq, _, when = last.decode(errors="replace").partition(" ")
+            if f"{seq} " == mark and when.replace(".", "", 1).isdigit() and time.time() - float(when) < every:
+                return []
+        # the index files' packs only: our own staged, uncommitted packs are not listed anywhere yet
+        missing = self.confirm_missing(set(self._base_index.by_pack()) - self.list_packs())
+        if not missing:
+            self.cache_write("packs-listed", f"{self.state.seq} {time.time():.0f}".encode())
         if missing - self.missing_packs:
             self.missing_packs |= missing
             self.load_index()
@@ -525,8 +545,39 @@ class Repository:
     # ------------------------------------------------------------------ damage records
 
     def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
-        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts."""
-        return damage.read_records(self.backend, self.cipher, warn=self._warn_once)
+        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts.
+
+        Listed once per head: writing or removing a record publishes a new head, so a listing made
+        under the same head sequence (kept in the local cache) is still the store's; ``check``
+        (``trust_cache`` off) always lists."""
+        seq = self.state.seq
+        if self._records is not None and self._records[0] == seq and self.trust_cache:
+            return self._records[1]
+        names: list[str] | None = None
+        listed = self.cache_read("damage-listing") if self.trust_cache else None
+        if listed is not None:
+            first, *rest = listed.decode(errors="replace").split("\n")
+            names = rest if first == str(seq) else None
+        if names is None:
+            names = self.backend.list(damage.PREFIX)
+            self.cache_write("damage-listing", "\n".join([str(seq), *names]).encode())
+        records = damage.read_records(self.backend, self.cipher, warn=self._warn_once, names=names)
+        self._records = (seq, records)
+        return records
+
+    def _carry_listings(self, base: int, seq: int) -> None:
+        """Our own publication moved the head from ``base`` to ``seq`` with nothing in between: what
+        was listed under ``base`` (damage records; packs, ours added to them) still holds."""
+        if self._records is not None and self._records[0] == base:
+            self._records = (seq, self._records[1])
+            self.cache_write("damage-listing", "\n".join([str(seq), *self._records[1]]).encode())
+        listed = self.cache_read("packs-listed")
+        if listed is not None and listed.decode(errors="replace").partition(" ")[0] == str(base):
+            self.cache_write("packs-listed", f"{seq} {listed.decode(errors='replace').partition(' ')[2]}".encode())
+
+    def _forget_record_listing(self) -> None:
+        self._records = None
+        self.cache_write("damage-listing", b"")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -539,8 +590,9 @@ class Repository:
         name = damage.write_record(self.backend, self.cipher, places, found_by=found_by)
         if name is None:
             return None
-        if self.staged_uploads:
-            self.publish()  # a store whose uploads appear with a publication
+        self._forget_record_listing()
+        self.publish()  # a new head: readers list the records again (and staged uploads appear)
+        self._forget_record_listing()
         self.load_index(reload=True)
         return name
 
@@ -550,6 +602,9 @@ class Repository:
         names = list(names)
         if names:
             self.backend.delete_unpublished(names)
+            self._forget_record_listing()
+            self.publish()  # a new head: readers list the records again
+            self._forget_record_listing()
             self.load_index(reload=True)
 
     def is_indexed(self, bid: bytes) -> bool:
