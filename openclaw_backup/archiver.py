@@ -36,133 +36,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import __version__, forkwork, fsmeta, memtune
+from .backup_model import BackupOptions, BackupResult, Outcome, Recorder, Unread
 from .errors import BackupError, ConflictError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .index import BLOB_DATA, BLOB_TREE
 from .reporter import Reporter
 from .repository import HEAD_FRESH, Repository
 from .snapshot import Snapshot
-from .sources import SQLITE_MAGIC, Entry, Excluder, ExclusionReport, Root, scan_root
+from .sources import SQLITE_MAGIC, Entry, Excluder, ExclusionReport, scan_root
 from .sqlite_capture import SqliteCaptureError, snapshot
 from .tree import Node, encode_tree
 
 _SHRINK_MIN = 10  # files in the parent snapshot before a fall to under half of them is called a shrink
-_HEAD_CHECK = 4096  # bytes re-read at the start and end of a file that grew while read
-_TAIL_CHECK = 64 * 1024
-
 #: Paths that hold secrets; an unencrypted backup names each one it stores.
 SECRET_PATTERNS = re.compile(
     r"(^|/)(credentials|identity|\.ssh|root-ssh|root-env|secrets?)(/|$)|(^|/)\.env(\.|$)|auth[-_]?profiles?"
     r"|(^|/)[^/]*\.(pem|key)$|(^|/)id_(rsa|ed25519|ecdsa)"
 )
-
-
-@dataclass(frozen=True)
-class BackupOptions:
-    """What to back up and how. Built by the edges (CLI/settings)."""
-
-    roots: list[Root]
-    excludes: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    host: str = ""
-    username: str = ""
-    agent_version: str | None = None
-    workers: int = max(2, os.cpu_count() or 2)
-    read_attempts: int = 3
-    #: With several workers on a store that survives a fork, backups with at least this much to
-    #: read (bytes, plus 16 KiB per file) share the reading with a forked process.
-    fork_threshold: int = 32 << 20
-    force: bool = False
-    scratch_dir: Path | None = None
-    origin: str = "backup"
-    time: datetime | None = None  # override (imports of legacy backups keep their original time)
-    recorded_paths: dict[str, str] = field(default_factory=dict)  # root name -> path to record instead
-
-
-@dataclass
-class BackupResult:
-    snapshot_id: str | None
-    parent_id: str | None
-    unchanged: bool
-    stats: dict[str, int]
-    warnings: list[str]
-    clear_secrets: list[str]
-    excluded: dict[str, dict[str, int]] = field(default_factory=dict)  # by rule: what the rules left out
-    special: list[dict[str, str]] = field(default_factory=list)  # sockets, fifos, devices: not stored
-
-    @property
-    def degraded(self) -> bool:
-        """The snapshot holds less than, or other than, what the sources had (see the warnings)."""
-        return bool(self.warnings)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "snapshot": self.snapshot_id,
-            "parent": self.parent_id,
-            "unchanged": self.unchanged,
-            "degraded": self.degraded,
-            "stats": self.stats,
-            "warnings": self.warnings,
-            "stored_in_clear": self.clear_secrets,
-            "excluded": self.excluded,
-            "special": self.special,
-        }
-
-
-@dataclass
-class _Outcome:
-    content: list[str]
-    size: int
-    sqlite: bool
-    st: os.stat_result
-    sig: str
-    read: bool  # False: reused from the cache
-    wal_mtime_ns: int = 0
-    info: dict[str, Any] | None = None  # what SQLite said about a captured database
-    sidecars: list[tuple[str, list[str], int]] = field(default_factory=list)  # raw set: (suffix, ids, size)
-
-
-class _Unread(Exception):
-    """A file we could not store as it is now; ``reason`` goes into the warning."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _Recorder:
-    """A file object limited to ``limit`` bytes that remembers the first and last bytes read."""
-
-    def __init__(self, f: Any, limit: int) -> None:
-        self.f, self.left = f, limit
-        self.head = b""
-        self.tail = bytearray()
-
-    def _note(self, data: bytes | memoryview) -> None:
-        if len(self.head) < _HEAD_CHECK:
-            self.head += bytes(data[: _HEAD_CHECK - len(self.head)])
-        self.tail += data[-_TAIL_CHECK:]
-        del self.tail[:-_TAIL_CHECK]
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n < 0 else min(n, self.left)
-        data = self.f.read(n) if n else b""
-        self.left -= len(data)
-        self._note(data)
-        return data
-
-    def readinto(self, buf: memoryview) -> int:
-        view = memoryview(buf)[: self.left]
-        got = self.f.readinto(view) if len(view) else 0
-        self.left -= got
-        self._note(view[:got])
-        return got
 
 
 _SQLITE_MIN_SIZE = 512  # the smallest page size: anything shorter is not a database
@@ -235,7 +130,7 @@ class Archiver:
             self.reporter.progress(done_bytes=len(chunk))
         return ids, total
 
-    def _read_sqlite(self, e: Entry, st: os.stat_result) -> _Outcome:
+    def _read_sqlite(self, e: Entry, st: os.stat_result) -> Outcome:
         try:
             with snapshot(e.path, self.scratch) as cap:
                 ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(cap.image))
@@ -244,24 +139,24 @@ class Archiver:
                     for suffix, f in sorted(cap.sidecars.items())
                 ]
         except SqliteCaptureError as err:
-            raise _Unread(f"cannot capture the SQLite database ({err.message.partition(': ')[2]})") from err
+            raise Unread(f"cannot capture the SQLite database ({err.message.partition(': ')[2]})") from err
         if cap.degraded is None:
             with self._lock:
                 self.stats["sqlite_captured"] += 1
-            return _Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns, cap.info)
+            return Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns, cap.info)
         if e.rel.count("/") == 0:
-            raise _Unread(f"{cap.degraded}; a database given as a root cannot be stored as a raw set")
+            raise Unread(f"{cap.degraded}; a database given as a root cannot be stored as a raw set")
         with self._lock:
             self.stats["sqlite_degraded"] += 1
         names = " and ".join(s for s, *_ in sidecars)
         kept = f"the file with its {names}, copied together, restored together" if names else "the file as it is"
         self.reporter.warn(f"{e.path}: {cap.degraded}; stored as a raw set ({kept})")
         # never cached (no signature): read again, and captured if it can be, next time
-        return _Outcome(ids, size, False, st, "", True, e.wal_mtime_ns, cap.info, sidecars)
+        return Outcome(ids, size, False, st, "", True, e.wal_mtime_ns, cap.info, sidecars)
 
-    def _read_file(self, e: Entry) -> _Outcome | None:
+    def _read_file(self, e: Entry) -> Outcome | None:
         """Store ``e`` as it is now (see the module docstring); None when it vanished. Raises
-        :class:`_Unread` when it cannot be stored as it is."""
+        :class:`Unread` when it cannot be stored as it is."""
         limit = self.repo.chunker.profile.max_size
         reason = "kept changing while read"
         for attempt in range(self.opts.read_attempts):
@@ -271,13 +166,13 @@ class Archiver:
                 self.reporter.info(f"{e.path}: removed during the backup; not in this snapshot")
                 return None
             except OSError as err:
-                raise _Unread(f"cannot read ({err.strerror})") from err
+                raise Unread(f"cannot read ({err.strerror})") from err
             if out is not None:
                 return out
             time.sleep(0.05 * (attempt + 1))
-        raise _Unread(reason)
+        raise Unread(reason)
 
-    def _read_small(self, e: Entry) -> _Outcome | None:
+    def _read_small(self, e: Entry) -> Outcome | None:
         """A file no larger than one chunk, in one read; the scan's lstat serves as the "before"
         (open, read, close: the fewest system calls, each of which hands the GIL around).
         None when it changed since the scan (read again, the careful way)."""
@@ -295,15 +190,15 @@ class Archiver:
         # nothing was written to it between that stat and the end of our read.
         if not _same(e.st, os.lstat(e.path)):
             return None
-        return _Outcome(ids, size, False, e.st, signature(e.st, e.wal_sig), True)
+        return Outcome(ids, size, False, e.st, signature(e.st, e.wal_sig), True)
 
-    def _read_any(self, e: Entry) -> _Outcome | None:
+    def _read_any(self, e: Entry) -> Outcome | None:
         """Read the file up to the size it has when opened; None when it changed other than by growing."""
         with open(e.path, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
             if st.st_size >= _SQLITE_MIN_SIZE and os.pread(f.fileno(), 16, 0) == SQLITE_MAGIC:
                 return self._read_sqlite(e, st)
-            rec = _Recorder(f, st.st_size)
+            rec = Recorder(f, st.st_size)
             # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
             with self._big if st.st_size > self.repo.chunker.profile.max_size else nullcontext():
                 ids, size = self._store_chunks(self.repo.chunker.cut_stream(rec, size_hint=st.st_size))
@@ -311,26 +206,26 @@ class Archiver:
             if size != st.st_size:
                 return None  # shrank while read
             if _same(st, now) and _same(st, os.lstat(e.path)):
-                return _Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
+                return Outcome(ids, size, False, st, signature(st, e.wal_sig), True)
             grew = now.st_size > st.st_size and os.lstat(e.path).st_ino == st.st_ino
             if not grew or not self._prefix_intact(f.fileno(), rec, size):
                 return None
         with self._lock:
             self.stats["files_grown"] += 1
         self.reporter.info(f"{e.path}: grew while read; stored as it was when opened ({size} bytes)")
-        return _Outcome(ids, size, False, st, "", True)  # no signature: read again next time
+        return Outcome(ids, size, False, st, "", True)  # no signature: read again next time
 
     @staticmethod
-    def _prefix_intact(fd: int, rec: _Recorder, size: int) -> bool:
+    def _prefix_intact(fd: int, rec: Recorder, size: int) -> bool:
         """The first and last bytes we read are still there: the file was appended to, not rewritten."""
         head = os.pread(fd, len(rec.head), 0)
         tail = os.pread(fd, len(rec.tail), size - len(rec.tail))
         return head == rec.head and tail == rec.tail
 
-    def _process(self, e: Entry) -> _Outcome | None:
+    def _process(self, e: Entry) -> Outcome | None:
         try:
             out = self._read_file(e)
-        except _Unread as err:
+        except Unread as err:
             with self._lock:
                 self.unread[e.path] = err.reason
             return None
@@ -340,7 +235,7 @@ class Archiver:
                 self.stats["bytes_read"] += out.size + sum(n for *_, n in out.sidecars)
         return out
 
-    def _read_files(self, todo: list[Entry], outcomes: dict[str, _Outcome | None]) -> None:
+    def _read_files(self, todo: list[Entry], outcomes: dict[str, Outcome | None]) -> None:
         """Read every file in ``todo``, filling ``outcomes``: with worker threads, or — when the
         store survives a fork and there is enough to do — here and in a forked process, which
         stores what it reads in packs of its own and sends back what it stored (see
@@ -387,7 +282,7 @@ class Archiver:
         self,
         cards: list[list[Entry]],
         take: Callable[[], int | None],
-        outcomes: dict[str, _Outcome | None],
+        outcomes: dict[str, Outcome | None],
         tick: forkwork.Progress,
     ) -> None:
         while (i := take()) is not None:
@@ -405,12 +300,12 @@ class Archiver:
         self.writer = self.repo.pack_writer(pack_size=pack_size)
         self.stats = dict.fromkeys(self.stats, 0)
         self.unread = {}
-        outcomes: dict[str, _Outcome | None] = {}
+        outcomes: dict[str, Outcome | None] = {}
         self._read_dealt(cards, take, outcomes, tick)
         self.writer.flush()
         return outcomes, self.writer.packs, self.writer.bytes_written, self.stats, self.reporter.warnings, self.unread
 
-    def _read_all(self, todo: list[Entry], outcomes: dict[str, _Outcome | None], workers: int) -> None:
+    def _read_all(self, todo: list[Entry], outcomes: dict[str, Outcome | None], workers: int) -> None:
         """Read every file in ``todo`` with ``workers`` threads, filling ``outcomes``.
 
         Half the workers take the largest files first (a big file, a SQLite capture above all,
@@ -452,16 +347,16 @@ class Archiver:
 
     # -------------------------------------------------------------- trees
 
-    def _cached(self, e: Entry) -> _Outcome | None:
+    def _cached(self, e: Entry) -> Outcome | None:
         sig = signature(e.st, e.wal_sig)
         hit = self.cache.lookup(e.path, sig)
         if hit is None or not self.repo.has_blobs(hit.content):
             return None
-        return _Outcome(
+        return Outcome(
             hit.content, e.st.st_size if not hit.sqlite else -1, hit.sqlite, e.st, sig, False, e.wal_mtime_ns, hit.info
         )
 
-    def _node(self, e: Entry, outcomes: dict[str, _Outcome | None]) -> Node | None:
+    def _node(self, e: Entry, outcomes: dict[str, Outcome | None]) -> Node | None:
         mode = stat.S_IMODE(e.st.st_mode)
         if e.kind == "symlink":
             self.stats["symlinks"] += 1
@@ -505,7 +400,7 @@ class Archiver:
             node.sparse = fsmeta.has_holes(e.path, st)
         return node
 
-    def _sidecar_nodes(self, e: Entry, outcomes: dict[str, _Outcome | None]) -> list[Node]:
+    def _sidecar_nodes(self, e: Entry, outcomes: dict[str, Outcome | None]) -> list[Node]:
         """The raw set's ``-wal``/``-journal`` of a damaged database, stored beside it."""
         out = outcomes.get(e.path)
         if out is None or not out.sidecars:
@@ -603,7 +498,7 @@ class Archiver:
             )
         self._parent_snap = self._parent(roots)
         files = [f for e in scanned for f in _walk_files(e)]
-        outcomes: dict[str, _Outcome | None] = {}
+        outcomes: dict[str, Outcome | None] = {}
         todo: list[Entry] = []
         for f in files:
             hit = self._cached(f)
@@ -684,7 +579,7 @@ class Archiver:
                 return snap
         return None
 
-    def _save_cache(self, outcomes: dict[str, _Outcome | None]) -> None:
+    def _save_cache(self, outcomes: dict[str, Outcome | None]) -> None:
         limit = self.start_ns - RACY_WINDOW_NS
         entries: dict[str, CachedFile] = {}
         for path, out in outcomes.items():

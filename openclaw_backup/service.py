@@ -36,12 +36,13 @@ from .filecache import FileCache
 from .marker import marker_path, read_marker, write_marker
 from .reporter import Reporter
 from .repository import Repository
-from .restorer import RestoreOptions, restore, swap_into_place
+from .restorer import RestoreOptions, restore
 from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
 from .snapshot import Snapshot, agent_snapshots, written_by_newer
 from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
 from .supervisor import Account, Description
+from .swap import swap_into_place
 from .units import human_size
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"

@@ -38,9 +38,10 @@ from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.prune import forget
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.restorer import RestoreOptions, recover, restore
+from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.retention import Policy
 from openclaw_backup.sources import Root
+from openclaw_backup.swap import recover
 from tests.support.crash_driver import run_driver
 from tests.support.faults import verify_store
 from tests.support.repos import PASSWORD, new_repo, open_repo

@@ -18,10 +18,11 @@ from ..errors import EXIT_PARTIAL, UsageError
 from ..marker import write_marker
 from ..reporter import Reporter
 from ..repository import Repository, walk
-from ..restorer import RestoreOptions, holds_something, restore
+from ..restorer import RestoreOptions, restore
 from ..settings import Settings, restore_destinations
 from ..snapshot import Snapshot, written_by_newer
 from ..sources import STATE_ROOT
+from ..swap import holds_something
 from ._common import Result, count, file_cache, find_snapshot, human_size, open_repo, printable
 
 

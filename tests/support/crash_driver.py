@@ -145,10 +145,11 @@ class _CountingOs:
 
 
 def instrument_restorer(counter: Counter, *, allow_exchange: bool) -> None:
-    from openclaw_backup import restorer
+    from openclaw_backup import restorer, swap
 
     restorer.os = _CountingOs(os, counter)  # type: ignore[assignment]
-    real_exchange, real_remove = restorer.exchange, restorer._remove
+    swap.os = _CountingOs(os, counter)  # type: ignore[assignment]
+    real_exchange, real_remove = swap.exchange, swap._remove
 
     def exchange(a: Path, b: Path) -> bool:
         if not allow_exchange:
@@ -160,7 +161,8 @@ def instrument_restorer(counter: Counter, *, allow_exchange: bool) -> None:
         counter.step("fs", "remove")
         real_remove(p)
 
-    restorer.exchange = exchange
+    swap.exchange = exchange
+    swap._remove = remove
     restorer._remove = remove
 
 
