@@ -22,29 +22,29 @@ is left out, with a warning naming it (once per reading of the head), and record
 pack; the index never vouches for a blob at such a place, so a backup stores it again (a reader
 still tries it when there is no other: authentication decides).
 
-Parts: :mod:`.index` (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key
-files), :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
+The class is assembled from parts: :mod:`.repo_access` (creating, opening, passwords) and
+:mod:`.repo_damage` (damage records, lost packs) are mixed in. Parts of the format: :mod:`.index`
+(the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key files),
+:mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
 restorer and maintenance use the methods of :class:`Repository` only; only the repository and
 its parts know byte formats and object names.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import codec, damage, keys
+from . import codec
 from .backends.base import Backend, Head
 from .chunker import Chunker
 from .codec import BLOB_TREE, BlobRef, decode_index, storage_id
-from .crypto import Cipher, KdfParams, PlainCipher
+from .crypto import Cipher
 from .errors import (
     BackupError,
     ConflictError,
@@ -52,15 +52,15 @@ from .errors import (
     IntegrityError,
     NotFoundError,
     QuotaError,
-    RepositoryNotFoundError,
     StoreError,
     UsageError,
-    WrongPasswordError,
 )
 from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import PackCheck, PackWriter, ReadBatch, check_pack, pack_name, plan_reads, read_batch, read_header
-from .repo_config import DEFAULT_PACK_SIZE, RepoConfig
+from .repo_access import Access
+from .repo_config import RepoConfig
+from .repo_damage import Damage
 from .snapshot import Snapshot
 from .tree import Node, decode_tree
 
@@ -70,7 +70,7 @@ PUBLISH_ATTEMPTS = 6
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
 
 
-class Repository:
+class Repository(Access, Damage):
     """An opened repository. Use :meth:`init` or :meth:`open`; not thread-safe except where noted
     (reading blobs and writing packs are thread-safe).
 
@@ -110,94 +110,6 @@ class Repository:
         self.missing_packs: set[str] = set()
 
     # ------------------------------------------------------------------ opening
-
-    @classmethod
-    def init(
-        cls,
-        backend: Backend,
-        *,
-        password: str | None,
-        kdf: KdfParams | None = None,
-        pack_size: int = DEFAULT_PACK_SIZE,
-        cache_dir: Path | None = None,
-        hostname: str = "",
-        username: str = "",
-    ) -> Repository:
-        """Create a repository. ``password=None`` makes an explicitly unencrypted one."""
-        if backend.read_head() is not None or backend.list("config"):
-            raise UsageError(f"a repository already exists at {backend.location}")
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        if password is None:
-            seed = secrets.token_hex(32)
-            config = RepoConfig(secrets.token_hex(16), False, pack_size=pack_size, created=now, plain_seed=seed)
-            cipher: Cipher = PlainCipher(bytes.fromhex(seed))
-        else:
-            if not password:
-                raise UsageError("the password is empty")
-            config = RepoConfig(secrets.token_hex(16), True, pack_size=pack_size, created=now)
-            master = secrets.token_bytes(64)
-            cipher = Cipher(master)
-            keys.add(backend, master, password, kdf=kdf, hostname=hostname, username=username)
-        backend.put("config", config.to_bytes())
-        repo = cls(backend, cipher, config, cache_dir=cache_dir)
-        repo._publish_state(HeadState(seq=1), expect=None)
-        return repo
-
-    @classmethod
-    def open(
-        cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None, need_head: bool = True
-    ) -> Repository:
-        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password.
-        Without ``need_head``, a lost head leaves the state empty (``repair head`` rebuilds it).
-
-        The config of an encrypted repository is remembered in ``cache_dir`` by the store's location
-        (``locations/<sha256>.config``) and not read again while the head vouches for it (its config
-        MAC); any doubt reads it from the store.
-        """
-        remembered = _config_memo(cache_dir, backend.location)
-        if remembered is not None:
-            try:
-                config = RepoConfig.from_bytes(remembered.read_bytes())
-                if config.encrypted and password:
-                    return cls._open(backend, config, password, cache_dir, need_head=True)
-            except (OSError, IntegrityError, WrongPasswordError, UsageError, DamagedRepositoryError):
-                pass  # not this repository's config (any more): read it from the store
-            remembered.unlink(missing_ok=True)
-        try:
-            data = backend.get("config")
-            config = RepoConfig.from_bytes(data)
-        except NotFoundError:
-            if backend.read_head() is not None or backend.list("keys/") or backend.list("snapshots/"):
-                raise DamagedRepositoryError(
-                    f"{backend.location} holds a repository whose config file is lost",
-                    hint="put its `config` file back from a copy of the repository (`init` refuses: "
-                    "the repository's data is still there)",
-                ) from None
-            raise RepositoryNotFoundError(
-                f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
-            ) from None
-        repo = cls._open(backend, config, password, cache_dir, need_head=need_head)
-        if config.encrypted and remembered is not None:
-            _write_atomic(remembered, data)
-        return repo
-
-    @classmethod
-    def _open(
-        cls, backend: Backend, config: RepoConfig, password: str | None, cache_dir: Path | None, *, need_head: bool
-    ) -> Repository:
-        cipher = keys.cipher_for(backend, config.encrypted, config.plain_seed, password)
-        repo = cls(backend, cipher, config, cache_dir=cache_dir)
-        try:
-            repo.refresh()
-        except DamagedRepositoryError:
-            if need_head:
-                raise
-        except IntegrityError as e:
-            head = backend.read_head()
-            if need_head or head is None or _decodes(cipher, head.data):
-                raise  # only an undecodable head is left for ``repair head``, never a disowned config
-            repo.warnings.append(f"the head is damaged ({e.message})")
-        return repo
 
     @staticmethod
     def peek_id(backend: Backend) -> str:
@@ -520,93 +432,6 @@ class Repository:
         self._index_files = files
         return Index.build(files, distrusted=distrusted, lost_packs=self.missing_packs)
 
-    def distrust_missing_packs(self, *, every: float = 0.0) -> list[str]:
-        """Packs the index names that the store lacks (one listing): from now on the index does
-        not vouch for their blobs, so a backup stores them again. Returns them.
-
-        ``every``: skip the listing when this machine listed the packs less than that many seconds
-        ago under the same head and found none missing (a prune changes the head; the listing
-        is what finds packs lost without one)."""
-        mark = f"{self.state.seq} "
-        last = self.cache_read("packs-listed")
-        if every > 0 and last is not None and self.trust_cache and not self.missing_packs:
-            seq, _, when = last.decode(errors="replace").partition(" ")
-            if f"{seq} " == mark and when.replace(".", "", 1).isdigit() and time.time() - float(when) < every:
-                return []
-        # the index files' packs only: our own staged, uncommitted packs are not listed anywhere yet
-        missing = self.confirm_missing(set(self._base_index.by_pack()) - self.list_packs())
-        if not missing:
-            self.cache_write("packs-listed", f"{self.state.seq} {time.time():.0f}".encode())
-        if missing - self.missing_packs:
-            self.missing_packs |= missing
-            self.load_index()
-        return sorted(missing)
-
-    # ------------------------------------------------------------------ damage records
-
-    def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
-        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts.
-
-        Listed once per head: writing or removing a record publishes a new head, so a listing made
-        under the same head sequence (kept in the local cache) is still the store's; ``check``
-        (``trust_cache`` off) always lists."""
-        seq = self.state.seq
-        if self._records is not None and self._records[0] == seq and self.trust_cache:
-            return self._records[1]
-        names: list[str] | None = None
-        listed = self.cache_read("damage-listing") if self.trust_cache else None
-        if listed is not None:
-            first, *rest = listed.decode(errors="replace").split("\n")
-            names = rest if first == str(seq) else None
-        if names is None:
-            names = self.backend.list(damage.PREFIX)
-            self.cache_write("damage-listing", "\n".join([str(seq), *names]).encode())
-        records = damage.read_records(self.backend, self.cipher, warn=self._warn_once, names=names)
-        self._records = (seq, records)
-        return records
-
-    def _carry_listings(self, base: int, seq: int) -> None:
-        """Our own publication moved the head from ``base`` to ``seq`` with nothing in between: what
-        was listed under ``base`` (damage records; packs, ours added to them) still holds."""
-        if self._records is not None and self._records[0] == base:
-            self._records = (seq, self._records[1])
-            self.cache_write("damage-listing", "\n".join([str(seq), *self._records[1]]).encode())
-        listed = self.cache_read("packs-listed")
-        if listed is not None and listed.decode(errors="replace").partition(" ")[0] == str(base):
-            self.cache_write("packs-listed", f"{seq} {listed.decode(errors='replace').partition(' ')[2]}".encode())
-
-    def _forget_record_listing(self) -> None:
-        self._records = None
-        self.cache_write("damage-listing", b"")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self._warn(message)
-
-    def record_damage(self, places: Iterable[tuple[bytes, str]], *, found_by: str) -> str | None:
-        """Write a damage record (:func:`.damage.write_record`); the index stops vouching for its
-        places at once. Its name (None, writing nothing, when there is nothing to record)."""
-        name = damage.write_record(self.backend, self.cipher, places, found_by=found_by)
-        if name is None:
-            return None
-        self._forget_record_listing()
-        self.publish()  # a new head: readers list the records again (and staged uploads appear)
-        self._forget_record_listing()
-        self.load_index(reload=True)
-        return name
-
-    def clear_damage(self, names: Iterable[str]) -> None:
-        """Delete damage records (``repair packs`` consumed them, or ``check`` found every place
-        they name authentic after all)."""
-        names = list(names)
-        if names:
-            self.backend.delete_unpublished(names)
-            self._forget_record_listing()
-            self.publish()  # a new head: readers list the records again
-            self._forget_record_listing()
-            self.load_index(reload=True)
-
     def is_indexed(self, bid: bytes) -> bool:
         """Blob ``bid`` is stored at a place the index vouches for (a writer may reuse it)."""
         return self.index.vouches(bid)
@@ -733,10 +558,6 @@ class Repository:
             return 0  # best effort: prune removes what is left, after its grace
         return len(names)
 
-    def confirm_missing(self, packs: Iterable[str]) -> set[str]:
-        """Those of ``packs`` the store really lacks (:func:`.damage.confirm_missing`)."""
-        return damage.confirm_missing(self.backend, packs)
-
     def list_packs(self) -> set[str]:
         """The ids of the packs in the store (where the format puts them), indexed or not."""
         names = self.backend.list("data/")
@@ -800,59 +621,6 @@ class Repository:
     def forget_snapshots(self, ids: Iterable[str]) -> None:
         """Remove snapshots from the head and delete their documents (their data stays until prune)."""
         self.publish(remove_snapshots=ids)
-
-    # ------------------------------------------------------------------ keys
-
-    def key_names(self) -> list[str]:
-        return keys.names(self.backend)
-
-    def describe_keys(self) -> list[dict[str, Any]]:
-        return keys.describe(self.backend)
-
-    def add_key(self, password: str, *, kdf: KdfParams | None = None, hostname: str = "", username: str = "") -> str:
-        """Add a password; returns the new key's id. Publishes (the head is re-signed, unchanged)."""
-        if not self.cipher.encrypted:
-            raise UsageError("this repository is not encrypted; it has no passwords")
-        if not password:
-            raise UsageError("the password is empty")
-        sid = keys.add(self.backend, self.cipher.master, password, kdf=kdf, hostname=hostname, username=username)
-        self.publish()
-        return sid
-
-    def remove_keys(self, names: list[str]) -> None:
-        if len(self.key_names()) <= len(names):
-            raise UsageError("refusing to remove the last key: the repository would become unreadable")
-        self._publish([], [], set(), set(), list(names))
-
-    def current_key_names(self, password: str) -> list[str]:
-        """Key files that open with ``password``."""
-        return keys.opening_with(self.backend, password)
-
-
-def _config_memo(cache_dir: Path | None, location: str) -> Path | None:
-    """Where the config of the repository at ``location`` is remembered (None without a cache)."""
-    if cache_dir is None:
-        return None
-    return cache_dir / "locations" / (hashlib.sha256(location.encode()).hexdigest()[:32] + ".config")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache is an optimisation only
-
-
-def _decodes(cipher: Cipher, head: bytes) -> bool:
-    try:
-        codec.decode_document(cipher, b"head", head, what="head")
-        return True
-    except IntegrityError:
-        return False
-
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """Yield ``(path, node)`` for every node under a tree, depth first, parents before children."""

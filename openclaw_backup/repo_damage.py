@@ -1,0 +1,128 @@
+"""Part of :class:`.repository.Repository`: damage — the store's damage records (listed once per
+head and kept in the local cache; every record written or removed publishes a new head) and the
+packs the index names that the store lacks. The index never vouches for what either names, so a
+backup stores it again. Mixed into ``Repository``; the records themselves are :mod:`.damage`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from . import damage
+from .backends.base import Backend
+from .crypto import Cipher
+from .head import HeadState
+from .index import Index
+
+
+class Damage:
+    """Damage records and lost packs (see the module docstring)."""
+
+    backend: Backend
+    cipher: Cipher
+    state: HeadState
+    trust_cache: bool
+    missing_packs: set[str]
+    _records: tuple[int, dict[str, set[tuple[bytes, str]]]] | None
+    _base_index: Index
+    _warn: Callable[[str], None]
+    _warned: set[str]
+
+    if TYPE_CHECKING:  # what the repository provides
+
+        def cache_read(self, name: str) -> bytes | None: ...
+        def cache_write(self, name: str, data: bytes) -> None: ...
+        def publish(self) -> None: ...
+        def load_index(self, *, reload: bool = False) -> Index: ...
+        def list_packs(self) -> set[str]: ...
+
+    def distrust_missing_packs(self, *, every: float = 0.0) -> list[str]:
+        """Packs the index names that the store lacks (one listing): from now on the index does
+        not vouch for their blobs, so a backup stores them again. Returns them.
+
+        ``every``: skip the listing when this machine listed the packs less than that many seconds
+        ago under the same head and found none missing (a prune changes the head; the listing
+        is what finds packs lost without one)."""
+        mark = f"{self.state.seq} "
+        last = self.cache_read("packs-listed")
+        if every > 0 and last is not None and self.trust_cache and not self.missing_packs:
+            seq, _, when = last.decode(errors="replace").partition(" ")
+            if f"{seq} " == mark and when.replace(".", "", 1).isdigit() and time.time() - float(when) < every:
+                return []
+        # the index files' packs only: our own staged, uncommitted packs are not listed anywhere yet
+        missing = self.confirm_missing(set(self._base_index.by_pack()) - self.list_packs())
+        if not missing:
+            self.cache_write("packs-listed", f"{self.state.seq} {time.time():.0f}".encode())
+        if missing - self.missing_packs:
+            self.missing_packs |= missing
+            self.load_index()
+        return sorted(missing)
+
+
+    def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
+        """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts.
+
+        Listed once per head: writing or removing a record publishes a new head, so a listing made
+        under the same head sequence (kept in the local cache) is still the store's; ``check``
+        (``trust_cache`` off) always lists."""
+        seq = self.state.seq
+        if self._records is not None and self._records[0] == seq and self.trust_cache:
+            return self._records[1]
+        names: list[str] | None = None
+        listed = self.cache_read("damage-listing") if self.trust_cache else None
+        if listed is not None:
+            first, *rest = listed.decode(errors="replace").split("\n")
+            names = rest if first == str(seq) else None
+        if names is None:
+            names = self.backend.list(damage.PREFIX)
+            self.cache_write("damage-listing", "\n".join([str(seq), *names]).encode())
+        records = damage.read_records(self.backend, self.cipher, warn=self._warn_once, names=names)
+        self._records = (seq, records)
+        return records
+
+    def _carry_listings(self, base: int, seq: int) -> None:
+        """Our own publication moved the head from ``base`` to ``seq`` with nothing in between: what
+        was listed under ``base`` (damage records; packs, ours added to them) still holds."""
+        if self._records is not None and self._records[0] == base:
+            self._records = (seq, self._records[1])
+            self.cache_write("damage-listing", "\n".join([str(seq), *self._records[1]]).encode())
+        listed = self.cache_read("packs-listed")
+        if listed is not None and listed.decode(errors="replace").partition(" ")[0] == str(base):
+            self.cache_write("packs-listed", f"{seq} {listed.decode(errors='replace').partition(' ')[2]}".encode())
+
+    def _forget_record_listing(self) -> None:
+        self._records = None
+        self.cache_write("damage-listing", b"")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
+
+    def record_damage(self, places: Iterable[tuple[bytes, str]], *, found_by: str) -> str | None:
+        """Write a damage record (:func:`.damage.write_record`); the index stops vouching for its
+        places at once. Its name (None, writing nothing, when there is nothing to record)."""
+        name = damage.write_record(self.backend, self.cipher, places, found_by=found_by)
+        if name is None:
+            return None
+        self._forget_record_listing()
+        self.publish()  # a new head: readers list the records again (and staged uploads appear)
+        self._forget_record_listing()
+        self.load_index(reload=True)
+        return name
+
+    def clear_damage(self, names: Iterable[str]) -> None:
+        """Delete damage records (``repair packs`` consumed them, or ``check`` found every place
+        they name authentic after all)."""
+        names = list(names)
+        if names:
+            self.backend.delete_unpublished(names)
+            self._forget_record_listing()
+            self.publish()  # a new head: readers list the records again
+            self._forget_record_listing()
+            self.load_index(reload=True)
+
+    def confirm_missing(self, packs: Iterable[str]) -> set[str]:
+        """Those of ``packs`` the store really lacks (:func:`.damage.confirm_missing`)."""
+        return damage.confirm_missing(self.backend, packs)
