@@ -113,7 +113,7 @@ class Access:
             ) from None
         repo = cls._open(backend, config, password, cache_dir, need_head=need_head)
         if config.encrypted and remembered is not None:
-            _write_atomic(remembered, data)
+            write_atomic(remembered, data)
         return repo
 
     @classmethod
@@ -170,7 +170,8 @@ def _config_memo(cache_dir: Path | None, location: str) -> Path | None:
     return cache_dir / "locations" / (hashlib.sha256(location.encode()).hexdigest()[:32] + ".config")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file of the local cache whole or not at all (the cache is an optimisation only)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")

@@ -32,8 +32,6 @@ its parts know byte formats and object names.
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +56,7 @@ from .errors import (
 from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import PackCheck, PackWriter, ReadBatch, check_pack, pack_name, plan_reads, read_batch, read_header
-from .repo_access import Access
+from .repo_access import Access, write_atomic
 from .repo_config import RepoConfig
 from .repo_damage import Damage
 from .snapshot import Snapshot
@@ -330,16 +328,8 @@ class Repository(Access, Damage):
     # ------------------------------------------------------------------ the local cache and immutable objects
 
     def cache_write(self, name: str, data: bytes) -> None:
-        if self.cache_dir is None:
-            return
-        path = self.cache_dir / name
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # the cache is an optimisation only
+        if self.cache_dir is not None:
+            write_atomic(self.cache_dir / name, data)
 
     def cache_read(self, name: str) -> bytes | None:
         """A file of this repository's local cache; None when there is none (or no cache)."""

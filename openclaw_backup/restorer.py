@@ -34,7 +34,6 @@ no existing symlink on the way to the destination is followed.
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import secrets
 import shutil
@@ -158,7 +157,6 @@ def _halves(plan: list[_FilePlan]) -> tuple[list[_FilePlan], list[_FilePlan]]:
     return halves
 
 
-@functools.cache
 class Restorer:
     def __init__(self, repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, reporter: Reporter):
         self.repo = repo

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -35,6 +36,7 @@ def holds_something(p: Path) -> bool:
     return True
 
 
+@functools.cache
 def _libc_renameat2() -> Any:
     """glibc's renameat2, looked up on first use (``find_library`` may run ``ldconfig``)."""
     for name in ("libc.so.6", None):
