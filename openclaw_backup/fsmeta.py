@@ -99,6 +99,9 @@ class Applier:
     ``as_root`` decides whether owners are restored (only root can give files away)."""
 
     as_root: bool = field(default_factory=lambda: hasattr(os, "geteuid") and os.geteuid() == 0)
+    #: who owns what the restore creates (its staging folders carry no set-group-id bit while
+    #: entries are created in them, so every new entry belongs to the process's own ids)
+    ids: tuple[int, int] = field(default_factory=lambda: (os.geteuid(), os.getegid()))
     owners_not_restored: int = 0
     xattrs_not_restored: int = 0
     problems: list[str] = field(default_factory=list)
@@ -106,13 +109,10 @@ class Applier:
     def owner(self, target: int | str, node: Node, *, follow: bool = True) -> None:
         """Give ``target`` (a descriptor or a path) the node's owner, when running as root. Call
         before setting the mode: a change of owner clears set-id bits."""
-        if node.uid is None and node.gid is None:
-            return
+        if (node.uid is None or node.uid == self.ids[0]) and (node.gid is None or node.gid == self.ids[1]):
+            return  # already so: what we create is ours
         if not self.as_root:
-            if (node.uid is not None and node.uid != os.geteuid()) or (
-                node.gid is not None and node.gid != os.getegid()
-            ):
-                self.owners_not_restored += 1
+            self.owners_not_restored += 1
             return
         uid = -1 if node.uid is None else node.uid
         gid = -1 if node.gid is None else node.gid

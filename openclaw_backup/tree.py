@@ -153,10 +153,10 @@ def _decode_node(doc: Any) -> Node:
     if ntype not in NODE_TYPES:
         raise UnsafeRestoreError(f"refusing {name!r}: unsupported entry type {ntype!r}")
     node = Node(name, ntype, _int(doc, "mode", 0, 0o7777), _int(doc, "mtime_ns", -(1 << 62), 1 << 62))
-    if "uid" in doc:
-        node.uid = _int(doc, "uid", 0, 0xFFFFFFFF)
-    if "gid" in doc:
-        node.gid = _int(doc, "gid", 0, 0xFFFFFFFF)
+    for key in ("uid", "gid"):  # checked inline first: every node of every tree has them
+        if key in doc:
+            v = doc[key]
+            setattr(node, key, v if type(v) is int and 0 <= v <= 0xFFFFFFFF else _int(doc, key, 0, 0xFFFFFFFF))
     node.xattrs = _xattrs(name, doc.get("xattrs"))
     if ntype == "file":
         node.size = _int(doc, "size", 0, MAX_FILE_SIZE)
