@@ -63,8 +63,9 @@ class ReadBatch(Generic[T]):
     wants: list[tuple[bytes, BlobRef, T]]
 
 
-def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
-    """Group wanted blobs into merged ranged reads, pack by pack.
+def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]], *, waste: float | None = MERGE_WASTE) -> list[ReadBatch[T]]:
+    """Group wanted blobs into merged ranged reads, pack by pack. ``waste=None``: read through
+    every gap up to :data:`MERGE_GAP` (a store on this machine, where a read costs more than bytes).
 
     The gap read through is adaptive: the largest gap ``g`` (at most :data:`MERGE_GAP`) such that
     all the gaps of the plan no larger than ``g`` add up to at most :data:`MERGE_WASTE` of the
@@ -90,7 +91,7 @@ def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
         by_size[gap] = by_size.get(gap, 0) + gap
     limit, spent = 0, 0
     for size in sorted(by_size):  # every gap of a size is merged, or none of them
-        if size > MERGE_GAP or spent + by_size[size] > MERGE_WASTE * wanted:
+        if size > MERGE_GAP or (waste is not None and spent + by_size[size] > waste * wanted):
             break
         spent += by_size[size]
         limit = size

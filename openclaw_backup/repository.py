@@ -55,7 +55,17 @@ from .errors import (
 )
 from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
-from .pack import PackCheck, PackWriter, ReadBatch, check_pack, pack_name, plan_reads, read_batch, read_header
+from .pack import (
+    MERGE_WASTE,
+    PackCheck,
+    PackWriter,
+    ReadBatch,
+    check_pack,
+    pack_name,
+    plan_reads,
+    read_batch,
+    read_header,
+)
 from .repo_access import Access, write_atomic
 from .repo_config import RepoConfig
 from .repo_damage import Damage
@@ -480,8 +490,10 @@ class Repository(Access, Damage):
         return {tid: decode_tree(data) for tid, data in self.read_blobs(wants)}
 
     def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
-        """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work)."""
-        return plan_reads(wants)
+        """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
+        from a remote store with a budget for unwanted bytes, from this machine's disk through
+        every small gap (fewer reads cost less than the bytes skipped)."""
+        return plan_reads(wants, waste=MERGE_WASTE if self.backend.capabilities.transient_failures else None)
 
     def read_batch(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for each want of one read batch, each blob verified; the blobs
@@ -498,7 +510,7 @@ class Repository(Access, Damage):
     def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged
         ranged reads (up to :attr:`read_parallelism` in flight, a window at a time) and verified."""
-        batches = plan_reads(wants)
+        batches = self.plan_reads(wants)
         width = self.read_parallelism
         if width <= 1 or len(batches) <= 1:
             for batch in batches:
