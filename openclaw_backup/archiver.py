@@ -88,8 +88,8 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 #: How often a backup on a Hub repo (whose API calls are budgeted) lists the store's packs to find
-#: any the index names that were lost without a change of the head (a hand, a bad sync): at most this
-#: stale (seconds), and always after another writer moved the head. Other stores list every backup.
+#: any the index names that were lost: at most this stale (seconds) at one commit of the repository;
+#: any commit (another writer's, a file deleted by hand) lists again. Other stores list every backup.
 PACK_LISTING_EVERY = 3600.0
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import damage
-from .backends.base import Backend
+from .backends.base import Backend, Head
 from .crypto import Cipher
 from .head import HeadState
 from .index import Index
@@ -28,6 +28,7 @@ class Damage:
     _base_index: Index
     _warn: Callable[[str], None]
     _warned: set[str]
+    head: Head | None
 
     if TYPE_CHECKING:  # what the repository provides
 
@@ -42,18 +43,18 @@ class Damage:
         not vouch for their blobs, so a backup stores them again. Returns them.
 
         ``every``: skip the listing when this machine listed the packs less than that many seconds
-        ago under the same head and found none missing (a prune changes the head; the listing
-        is what finds packs lost without one)."""
-        mark = f"{self.state.seq} "
+        ago under the same version of the head and found none missing. On a Hub repo the version
+        is the repository's commit, so any change to it — a prune, or a file deleted by hand —
+        lists again; the listing is what finds packs lost without a change of the head's content."""
         last = self.cache_read("packs-listed")
         if every > 0 and last is not None and self.trust_cache and not self.missing_packs:
-            seq, _, when = last.decode(errors="replace").partition(" ")
-            if f"{seq} " == mark and when.replace(".", "", 1).isdigit() and time.time() - float(when) < every:
+            mark, _, when = last.decode(errors="replace").partition("\t")
+            if mark == self._head_mark() and when.isdigit() and time.time() - float(when) < every:
                 return []
         # the index files' packs only: our own staged, uncommitted packs are not listed anywhere yet
         missing = self.confirm_missing(set(self._base_index.by_pack()) - self.list_packs())
         if not missing:
-            self.cache_write("packs-listed", f"{self.state.seq} {time.time():.0f}".encode())
+            self.cache_write("packs-listed", f"{self._head_mark()}\t{time.time():.0f}".encode())
         if missing - self.missing_packs:
             self.missing_packs |= missing
             self.load_index()
@@ -81,15 +82,21 @@ class Damage:
         self._records = (seq, records)
         return records
 
-    def _carry_listings(self, base: int, seq: int) -> None:
-        """Our own publication moved the head from ``base`` to ``seq`` with nothing in between: what
-        was listed under ``base`` (damage records; packs, ours added to them) still holds."""
+    def _head_mark(self) -> str:
+        """The version of the head as read or published (a Hub repo's commit), else its sequence."""
+        return self.head.version if self.head is not None and self.head.version else f"seq {self.state.seq}"
+
+    def _carry_listings(self, base: int, seq: int, base_mark: str) -> None:
+        """Our own publication moved the head from ``base`` (version ``base_mark``) to ``seq`` with
+        nothing in between: what was listed under it (damage records; packs, ours added to them)
+        still holds."""
         if self._records is not None and self._records[0] == base:
             self._records = (seq, self._records[1])
             self.cache_write("damage-listing", "\n".join([str(seq), *self._records[1]]).encode())
         listed = self.cache_read("packs-listed")
-        if listed is not None and listed.decode(errors="replace").partition(" ")[0] == str(base):
-            self.cache_write("packs-listed", f"{seq} {listed.decode(errors='replace').partition(' ')[2]}".encode())
+        mark, _, when = (listed or b"").decode(errors="replace").partition("\t")
+        if listed is not None and mark == base_mark:
+            self.cache_write("packs-listed", f"{self._head_mark()}\t{when}".encode())
 
     def _forget_record_listing(self) -> None:
         self._records = None

@@ -236,11 +236,11 @@ class Repository(Access, Damage):
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
         self._head_read_at = None  # whatever the outcome, the next refresh reads the head
-        base_seq = self.state.seq
+        base_seq, base_mark = self.state.seq, self._head_mark()
         version = self.backend.publish(head=data, expect=expect, deletes=list(deletes))
         self.head = Head(version, data)
         self.state = state
-        self._carry_listings(base_seq, state.seq)
+        self._carry_listings(base_seq, state.seq, base_mark)
         self.cache_write("head-seq", str(state.seq).encode())
 
     def publish(

@@ -432,6 +432,35 @@ def test_on_each_store_a_lost_pack_heals_and_a_failed_backup_leaves_no_orphans(
     assert (set(store.list("data/")), set(store.list("index/"))) == before
 
 
+def test_on_a_hub_repo_a_pack_deleted_by_hand_is_noticed_by_the_next_backup(
+    hub_backend: Backend, tmp_path: Path
+) -> None:
+    """A Hub repo lists its packs at most hourly under the same head (its API calls are budgeted);
+    a pack deleted by hand is a commit, which changes the head's version, so the very next backup
+    on this machine (warm cache, same head document) lists again and stores the data again."""
+    src = tmp_path / "src"
+    for i in range(2):
+        write(src / f"f{i}.bin", os.urandom(80_000))
+    cache = tmp_path / "cache"
+    new_repo(hub_backend, cache_dir=cache)
+    first = run_backup(open_repo(hub_backend, cache_dir=cache), {"src": src}, forked=False).snapshot_id
+    assert first
+    quiet = Reporter()
+    assert run_backup(open_repo(hub_backend, cache_dir=cache), {"src": src}, reporter=quiet, forked=False).unchanged
+    assert not quiet.warnings
+    repo = open_repo(hub_backend, cache_dir=cache)
+    repo.load_index()
+    packs = sorted(repo.indexed_packs())
+    hub_backend.delete_unpublished([pack_name(packs[0])])  # a commit of its own, as the Hub's web page makes
+    reporter = Reporter()
+    again = run_backup(open_repo(hub_backend, cache_dir=cache), {"src": src}, reporter=reporter, forked=False)
+    assert any("missing from the store" in w for w in reporter.warnings), reporter.warnings
+    assert again.snapshot_id
+    target = tmp_path / "t"
+    restore_all(open_repo(hub_backend), again.snapshot_id, target)
+    assert fingerprint(target / "src") == fingerprint(src)
+
+
 # ---------------------------------------------------------------------------- the supervisor, a full disk
 
 
