@@ -60,7 +60,6 @@ class Damage:
             self.load_index()
         return sorted(missing)
 
-
     def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
         """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts.
 
@@ -77,10 +76,14 @@ class Damage:
             names = rest if first == str(seq) else None
         if names is None:
             names = self.backend.list(damage.PREFIX)
-            self.cache_write("damage-listing", "\n".join([str(seq), *names]).encode())
         records = damage.read_records(self.backend, self.cipher, warn=self._warn_once, names=names)
-        self._records = (seq, records)
+        self._keep_records(seq, records)
         return records
+
+    def _keep_records(self, seq: int, records: dict[str, set[tuple[bytes, str]]]) -> None:
+        """Remember the damage records as listed under head sequence ``seq`` (here and in the cache)."""
+        self._records = (seq, records)
+        self.cache_write("damage-listing", "\n".join([str(seq), *records]).encode())
 
     def _head_mark(self) -> str:
         """The version of the head as read or published (a Hub repo's commit), else its sequence."""
@@ -91,8 +94,7 @@ class Damage:
         nothing in between: what was listed under it (damage records; packs, ours added to them)
         still holds."""
         if self._records is not None and self._records[0] == base:
-            self._records = (seq, self._records[1])
-            self.cache_write("damage-listing", "\n".join([str(seq), *self._records[1]]).encode())
+            self._keep_records(seq, self._records[1])
         listed = self.cache_read("packs-listed")
         mark, _, when = (listed or b"").decode(errors="replace").partition("\t")
         if listed is not None and mark == base_mark:
@@ -113,9 +115,8 @@ class Damage:
         name = damage.write_record(self.backend, self.cipher, places, found_by=found_by)
         if name is None:
             return None
-        self._forget_record_listing()
+        self._forget_record_listing()  # not carried over to the head published next
         self.publish()  # a new head: readers list the records again (and staged uploads appear)
-        self._forget_record_listing()
         self.load_index(reload=True)
         return name
 
@@ -125,9 +126,8 @@ class Damage:
         names = list(names)
         if names:
             self.backend.delete_unpublished(names)
-            self._forget_record_listing()
+            self._forget_record_listing()  # not carried over to the head published next
             self.publish()  # a new head: readers list the records again
-            self._forget_record_listing()
             self.load_index(reload=True)
 
     def confirm_missing(self, packs: Iterable[str]) -> set[str]:

@@ -336,7 +336,8 @@ class Restorer:
                 self.meta.owner(path, node, follow=False)
                 if node.mode & 0o6000:
                     os.chmod(path, node.mode)  # a change of owner cleared the set-id bits
-                self.meta.xattrs(path, node, _final(unit, path))
+                if node.xattrs:
+                    self.meta.xattrs(path, node, _final(unit, path))
         for path, node in unit.links:
             assert node.target is not None
             os.symlink(os.fsencode(node.target), path)
@@ -345,7 +346,8 @@ class Restorer:
         for path, node in reversed(unit.dirs):  # breadth-first order reversed: deepest first
             self.meta.owner(path, node, follow=False)
             os.chmod(path, node.mode)
-            self.meta.xattrs(path, node, _final(unit, path))
+            if node.xattrs:
+                self.meta.xattrs(path, node, _final(unit, path))
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
     def _forks(self, plan: list[_FilePlan]) -> bool:
