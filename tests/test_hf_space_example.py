@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cli import cli_env, cli_ok, hub_env, json_out, wait_for
+from tests.support.cli import cli_env, cli_ok, hub_env, json_out, read_status, wait_for
 from tests.support.dropin import FLAG_DONE, FLAG_NONE, restore_flags_locked
 from tests.support.hub import TOKEN, USER, HubServer
 from tests.support.package import source_copy
@@ -171,10 +171,7 @@ class Container:
         return dict(json.loads((self.side / f"start-{self.run}.json").read_text()))
 
     def status(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.home / ".cache" / "openclaw-backup" / "status.json").read_text()))
-        except (OSError, ValueError):
-            return {}
+        return read_status(self.home / ".cache" / "openclaw-backup" / "status.json")
 
     def stop(self, grace: float) -> int:
         """SIGTERM, as the platform sends it; the process must be gone within the grace period."""

@@ -6,7 +6,6 @@ itself still runs.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from openclaw_backup.settings import Settings
-from tests.support.cli import clean_env, cli_command, cli_ok, json_out, run_cli, wait_for
+from tests.support.cli import clean_env, cli_command, cli_ok, json_out, read_status, run_cli, wait_for
 from tests.support.repos import PASSWORD
 from tests.support.trees import write
 
@@ -50,10 +49,7 @@ class Supervised:
         return self.err.read_text(errors="replace")
 
     def status(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.status_file.read_text()))
-        except (OSError, ValueError):
-            return {}
+        return read_status(self.status_file)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -30,7 +30,7 @@ from openclaw_backup.errors import BackupError
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.settings import Settings
-from tests.support.cli import clean_env, cli_command, cli_ok, json_out, run_cli, wait_for
+from tests.support.cli import clean_env, cli_command, cli_ok, json_out, read_status, run_cli, wait_for
 from tests.support.dropin import FLAG_DONE, restore_flags_locked
 from tests.support.repos import PASSWORD
 from tests.support.trees import tar_fingerprint, write
@@ -99,10 +99,7 @@ class Run:
         return self.err.read_text(errors="replace")
 
     def status(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.status_file.read_text()))
-        except (OSError, ValueError):
-            return {}
+        return read_status(self.status_file)
 
     def child_pid(self) -> int:
         return int(wait_for(lambda: _read(self.side / "ready"), 15, "the child to be ready"))

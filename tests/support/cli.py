@@ -117,6 +117,14 @@ def json_out(proc: subprocess.CompletedProcess[str] | str) -> dict[str, Any]:
     return doc
 
 
+def read_status(path: Path) -> dict[str, Any]:
+    """The supervisor's status file as it is now; empty while it does not exist or is being replaced."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def spawn_cli(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
     """Start the CLI in the background (stdin closed; stdout and stderr piped)."""
     return subprocess.Popen(
