@@ -122,8 +122,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if name == "ours":
                 home = work / "ours-cold-home"  # a fresh machine: no cache, no config
                 env = dict(ours.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+                verbose = ["-vv"] if args.log else []
                 r = subprocess.run(
-                    [*ours.cmd, "--repo", ours.address, "--json", "restore", "latest", "--target", str(dest), "--yes"],
+                    [*ours.cmd, "--repo", ours.address, "--json", *verbose, "restore", "latest", "--target", str(dest),
+                     "--yes"],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     capture_output=True,
@@ -132,6 +134,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 )
                 if r.returncode != 0:
                     raise RuntimeError(f"ours restore failed ({r.returncode}):\n{r.stderr[-3000:]}")
+                if args.log:
+                    args.log.write_text(r.stderr)
             else:
                 _legacy_restore(hub, work, dest)
             wall = time.monotonic() - t
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--workdir", type=Path)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--log", type=Path, help="run ours with -v and save its log here")
     args = p.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hub-cold-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ from .errors import (
 from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import (
+    MAX_RANGE,
     MERGE_WASTE,
     PackCheck,
     PackWriter,
@@ -76,6 +77,8 @@ T = TypeVar("T")
 
 PUBLISH_ATTEMPTS = 6
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
+READ_MEMORY = 64 << 20  # bytes the ranged reads in flight together from a remote store hold at most …
+MIN_RANGE = 1 << 20  # … but no read is cut shorter than this (more requests cost round trips)
 
 
 class Repository(Access, Damage):
@@ -493,7 +496,11 @@ class Repository(Access, Damage):
         """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
         from a remote store with a budget for unwanted bytes, from this machine's disk through
         every small gap (fewer reads cost less than the bytes skipped)."""
-        return plan_reads(wants, waste=MERGE_WASTE if self.backend.capabilities.transient_failures else None)
+        if not self.backend.capabilities.transient_failures:
+            return plan_reads(wants, waste=None)
+        # Many reads in flight, each shorter: what they hold at once stays about READ_MEMORY.
+        max_range = max(MIN_RANGE, min(MAX_RANGE, READ_MEMORY // self.read_parallelism))
+        return plan_reads(wants, waste=MERGE_WASTE, max_range=max_range)
 
     def read_batch(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for each want of one read batch, each blob verified; the blobs
