@@ -79,6 +79,7 @@ PUBLISH_ATTEMPTS = 6
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
 READ_MEMORY = 64 << 20  # bytes the ranged reads in flight together from a remote store hold at most …
 MIN_RANGE = 1 << 20  # … but no read is cut shorter than this (more requests cost round trips)
+TREE_PREFETCH = 8 << 20  # a restore from a remote store reads every tree at once up to this much
 
 
 class Repository(Access, Damage):
@@ -119,6 +120,7 @@ class Repository(Access, Damage):
         self.unreadable: dict[str, str] = {}
         #: packs the index names that the store lacks (found by :meth:`distrust_missing_packs`)
         self.missing_packs: set[str] = set()
+        self._trees: dict[bytes, bytes] = {}  # tree id -> plaintext, verified (see prefetch_trees)
 
     # ------------------------------------------------------------------ opening
 
@@ -482,15 +484,45 @@ class Repository(Access, Damage):
         return data
 
     def read_tree(self, tree_id: str) -> list[Node]:
-        return decode_tree(self.read_blob(bytes.fromhex(tree_id), BLOB_TREE))
+        bid = bytes.fromhex(tree_id)
+        held = self._trees.get(bid)
+        return decode_tree(held if held is not None else self.read_blob(bid, BLOB_TREE))
 
     def read_trees(self, tree_ids: Iterable[str]) -> dict[str, list[Node]]:
         """Many trees with merged ranged reads (a level of a restore at a time), each verified."""
+        out: dict[str, list[Node]] = {}
         wants = []
         for tid in tree_ids:
             bid = bytes.fromhex(tid)
-            wants.append((bid, self.blob_ref(bid, BLOB_TREE), tid))
-        return {tid: decode_tree(data) for tid, data in self.read_blobs(wants)}
+            held = self._trees.get(bid)
+            if held is not None:
+                out[tid] = decode_tree(held)
+            else:
+                wants.append((bid, self.blob_ref(bid, BLOB_TREE), tid))
+        out.update((tid, decode_tree(data)) for tid, data in self.read_blobs(wants))
+        return out
+
+    def prefetch_trees(self, *, budget: int = TREE_PREFETCH) -> int:
+        """From a remote store, read every indexed tree at once — merged ranged reads, in flight
+        together — when they hold at most ``budget`` stored bytes, and keep them (verified) for
+        :meth:`read_tree` and :meth:`read_trees` until :meth:`forget_trees`: a walk down a
+        snapshot's folders then waits for no round trip per level. How many trees were read: 0 on
+        a store on this machine, over the budget, or when any cannot be read (each is then read
+        when asked, which reports the damage where it matters)."""
+        if not self.backend.capabilities.transient_failures:
+            return 0
+        wants = [(bid, ref, bid) for bid, ref in self.index.items() if ref.btype == BLOB_TREE]
+        if not wants or sum(ref.length for _, ref, _ in wants) > budget:
+            return 0
+        try:
+            self._trees = dict(self.read_blobs(wants))
+        except (IntegrityError, NotFoundError):
+            self._trees = {}
+        return len(self._trees)
+
+    def forget_trees(self) -> None:
+        """Drop the trees :meth:`prefetch_trees` kept."""
+        self._trees = {}
 
     def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
         """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
