@@ -37,8 +37,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # tests.support (the S3 server)
 import generate  # noqa: E402
 import hub_day  # noqa: E402
-import latency_proxy  # noqa: E402
 import mutate  # noqa: E402
+
+from tests.support.latency_proxy import LatencyProxy  # noqa: E402
 
 TARGET_TIME_RATIO = 0.5
 
@@ -103,7 +104,7 @@ def _legacy_restore(hub: hub_day.Hub, work: Path, dest: Path) -> None:
 
 class OursS3:
     """Ours on an S3 bucket of SeaweedFS (``tests/support/s3.py``), backed up straight to it and
-    restored through a :class:`latency_proxy.LatencyProxy`."""
+    restored through a :class:`~tests.support.latency_proxy.LatencyProxy`."""
 
     def __init__(self, ours: hub_day.Ours, work: Path) -> None:
         from tests.support.s3 import find_weed, start_s3
@@ -123,7 +124,7 @@ class OursS3:
             OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY=self.server.secret_key,
             AWS_REGION="us-east-1",
         )
-        self.proxy: latency_proxy.LatencyProxy | None = None
+        self.proxy: LatencyProxy | None = None
 
     def run(self, args: list[str], env: dict[str, str] | None = None) -> None:
         r = subprocess.run([*self.cmd, "--repo", self.address, "--json", *args], env=env or self.env,
@@ -136,7 +137,7 @@ class OursS3:
 
     def restore(self, home: Path, dest: Path, latency_ms: int) -> None:
         host, port = self.server.endpoint.rsplit("/", 1)[-1].split(":")
-        self.proxy = latency_proxy.LatencyProxy(host, int(port), latency_ms / 1000)
+        self.proxy = LatencyProxy(host, int(port), latency_ms / 1000)
         endpoint = f"http://127.0.0.1:{self.proxy.start()}"
         env = dict(self.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), OPENCLAW_BACKUP_S3_ENDPOINT=endpoint)
         try:
@@ -148,6 +149,78 @@ class OursS3:
         from tests.support.processes import stop_process
 
         stop_process(self.proc)
+
+
+def _own_bytes(hub: hub_day.Hub) -> int:
+    """The stored bytes of the blobs (data and trees) the latest snapshot of ours references."""
+    from openclaw_backup.backends import BackendOptions, open_backend
+    from openclaw_backup.repository import Repository
+
+    options = BackendOptions(hf_endpoint=hub.url, token=hub_day.TOKEN)
+    backend = open_backend(f"hf://datasets/{hub_day.OURS_REPO}", options)
+    repo = Repository.open(backend, password=hub_day.PASSWORD, cache_dir=None)
+    repo.load_index()
+    snap = repo.find_snapshot("latest")
+    seen: set[bytes] = set()
+    todo = [snap.tree]
+    while todo:
+        tid = todo.pop()
+        seen.add(bytes.fromhex(tid))
+        for node in repo.read_tree(tid):
+            if node.subtree:
+                todo.append(node.subtree)
+            seen.update(bytes.fromhex(c) for c in node.content or [])
+    return sum(repo.index[bid].length for bid in seen)
+
+
+def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.Hub, ours: hub_day.Ours,
+                  s3: OursS3 | None, want: str) -> dict[str, Any]:  # fmt: skip
+    """One restore by tool ``name`` into an empty folder, from a fresh machine (no cache)."""
+    dest = work / f"restored-{name}"
+    shutil.rmtree(dest, ignore_errors=True)
+    for home in (work / "ours-cold-home", work / "ours-s3-cold-home"):
+        shutil.rmtree(home, ignore_errors=True)
+    before, t, cpu = _downloaded(hub), time.monotonic(), _cpu()
+    if name == "ours-s3":
+        assert s3 is not None
+        s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms)
+    elif name == "ours":
+        home = work / "ours-cold-home"  # a fresh machine: no cache, no config
+        env = dict(ours.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+        verbose = ["-vv"] if args.log else []
+        restore = ["restore", "latest", "--target", str(dest), "--yes"]
+        r = subprocess.run(
+            [*ours.cmd, "--repo", ours.address, "--json", *verbose, *restore],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"ours restore failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        if args.log:
+            args.log.write_text(r.stderr)
+    else:
+        _legacy_restore(hub, work, dest)
+    wall, cpu = time.monotonic() - t, _cpu() - cpu
+    after = _downloaded(hub)
+    if name == "ours-s3":
+        assert s3 is not None and s3.proxy is not None
+        p = s3.proxy.stats()
+        before, after = (0, 0, {}), (p["requests"], p["bytes_down"], {"max_busy": p["max_busy"]})
+    roots = [p for p in dest.iterdir() if p.is_dir()]
+    restored = dest / "openclaw-state" if name == "legacy" else dest
+    if name != "legacy" and len(roots) == 1 and not (dest / "agents").exists():
+        restored = roots[0]
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),  # its processes' (the legacy script's download runs in this one)
+        "requests": after[0] - before[0],
+        "bytes_downloaded": after[1] - before[1],
+        "requests_by_kind": {k: n - b for k, n in after[2].items() if n > (b := before[2].get(k, 0))},
+        "identical": _tree_digest(restored) == want,
+    }
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -180,53 +253,23 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         want = _tree_digest(src)
         _config(hub, latency_ms=args.latency_ms)
         results: dict[str, Any] = {}
+        own = _own_bytes(hub)
         names = ("ours", "legacy", "ours-s3") if s3 is not None else ("ours", "legacy")
-        for name in names:
-            dest = work / f"restored-{name}"
-            before, t, cpu = _downloaded(hub), time.monotonic(), _cpu()
-            if name == "ours-s3":
-                assert s3 is not None
-                s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms)
-            elif name == "ours":
-                home = work / "ours-cold-home"  # a fresh machine: no cache, no config
-                env = dict(ours.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
-                verbose = ["-vv"] if args.log else []
-                r = subprocess.run(
-                    [*ours.cmd, "--repo", ours.address, "--json", *verbose, "restore", "latest", "--target", str(dest),
-                     "--yes"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    timeout=1800,
-                )
-                if r.returncode != 0:
-                    raise RuntimeError(f"ours restore failed ({r.returncode}):\n{r.stderr[-3000:]}")
-                if args.log:
-                    args.log.write_text(r.stderr)
-            else:
-                _legacy_restore(hub, work, dest)
-            wall, cpu = time.monotonic() - t, _cpu() - cpu
-            after = _downloaded(hub)
-            if name == "ours-s3":
-                assert s3 is not None and s3.proxy is not None
-                p = s3.proxy.stats()
-                before, after = (0, 0, {}), (p["requests"], p["bytes_down"], {"max_busy": p["max_busy"]})
-            roots = [p for p in dest.iterdir() if p.is_dir()]
-            restored = dest / "openclaw-state" if name == "legacy" else dest
-            if name != "legacy" and len(roots) == 1 and not (dest / "agents").exists():
-                restored = roots[0]
-            results[name] = {
-                "wall_s": round(wall, 2),
-                "cpu_s": round(cpu, 2),  # its processes' (the legacy script's download runs in this one)
-                "requests": after[0] - before[0],
-                "bytes_downloaded": after[1] - before[1],
-                "requests_by_kind": {k: n - b for k, n in after[2].items() if n > (b := before[2].get(k, 0))},
-                "identical": _tree_digest(restored) == want,
-            }
-            print(f"{name:7} {wall:7.2f} s  cpu {cpu:6.2f} s  {results[name]['requests']:5d} requests  "
-                  f"{results[name]['bytes_downloaded'] / 1e6:8.1f} MB  identical={results[name]['identical']}",
-                  file=sys.stderr)  # fmt: skip
+        rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        for _ in range(args.rounds):  # interleaved: each round restores with every tool in turn
+            for name in names:
+                rounds[name].append(_restore_once(name, args, work, hub, ours, s3, want))
+                r = rounds[name][-1]
+                print(f"{name:7} {r['wall_s']:7.2f} s  cpu {r['cpu_s']:6.2f} s  {r['requests']:5d} requests  "
+                      f"{r['bytes_downloaded'] / 1e6:8.1f} MB  identical={r['identical']}",
+                      file=sys.stderr)  # fmt: skip
+        results = {}
+        for name, rs in rounds.items():
+            walls = sorted(r["wall_s"] for r in rs)
+            results[name] = dict(rs[0], wall_s=walls[len(walls) // 2], walls=[r["wall_s"] for r in rs],
+                                 identical=all(r["identical"] for r in rs))  # fmt: skip
+            if name != "legacy":
+                results[name]["bytes_per_own_byte"] = round(rs[0]["bytes_downloaded"] / own, 3)
     finally:
         hub.stop()
         if s3 is not None:
@@ -241,6 +284,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "snapshots": args.snapshots,
         "latency_ms": args.latency_ms,
         "data_bytes": data_bytes,
+        "own_stored_bytes": own,  # the stored size of the latest snapshot's own blobs
+        "rounds": args.rounds,
         "results": results,
         **ratios,
         "target": f"<= {TARGET_TIME_RATIO}",
@@ -257,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--workdir", type=Path)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--rounds", type=int, default=1, help="restores by each tool, interleaved (median reported)")
     p.add_argument("--s3", action="store_true", help="also ours on SeaweedFS S3, restored through a latency proxy")
     p.add_argument("--log", type=Path, help="run ours with -v and save its log here")
     args = p.parse_args(argv)

@@ -1,10 +1,11 @@
 """A TCP proxy on 127.0.0.1 that adds a latency to every HTTP request passing through it.
 
-Used by bench/hub_cold_start.py to put SeaweedFS's S3 behind the same 50 ms per request as the Hub
-test server's ``latency_ms``. It knows nothing of HTTP: on each connection, the first bytes the
-client sends after the server last answered (a new request on a kept-alive connection) wait
-``latency`` seconds before they are passed on; the rest of a request's body and every answer pass
-at once. Bytes pass unchanged, so signed requests (S3 SigV4 signs the Host header) still verify.
+Used by bench/hub_cold_start.py and the cold-start tests to put SeaweedFS's S3 behind a latency
+per request, as the Hub test server's ``latency_ms`` does. It knows nothing of HTTP: on each
+connection, the first bytes the client sends after the server last answered (a new request on a
+kept-alive connection) wait ``latency`` seconds before they are passed on; the rest of a request's
+body and every answer pass at once. Bytes pass unchanged, so signed requests (S3 SigV4 signs the
+Host header) still verify.
 
 Counters: ``requests`` (requests delayed), ``bytes_down`` (server to client), ``max_busy`` (most
 connections waiting on a request at once).
