@@ -41,13 +41,20 @@ class LatencyProxy:
         return self.port
 
     def stop(self) -> None:
+        """Close the listener and every connection, then end the thread."""
+
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.requests, "bytes_down": self.bytes_down, "max_busy": self.max_busy}
