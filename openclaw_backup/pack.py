@@ -128,7 +128,16 @@ def plan_reads(
 def read_batch(backend: Backend, cipher: Cipher, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
     """``(want, plaintext)`` for each want of ``batch``, in order: one read, every blob verified
     (authenticated, decompressed within its declared size, checked against its id)."""
-    view = memoryview(read_range(backend, batch.pack, batch.start, batch.end - batch.start))
+    return decode_batch(cipher, batch, fetch_batch(backend, batch))
+
+
+def fetch_batch(backend: Backend, batch: ReadBatch[T]) -> memoryview:
+    """The bytes of ``batch``'s one ranged read, unverified (see :func:`decode_batch`)."""
+    return memoryview(read_range(backend, batch.pack, batch.start, batch.end - batch.start))
+
+
+def decode_batch(cipher: Cipher, batch: ReadBatch[T], view: memoryview) -> Iterator[tuple[T, bytes]]:
+    """``(want, plaintext)`` for each want of ``batch`` from the bytes :func:`fetch_batch` read."""
     last_id, plain = b"", b""
     for bid, ref, want in batch.wants:
         if bid != last_id:

@@ -22,8 +22,9 @@ is left out, with a warning naming it (once per reading of the head), and record
 pack; the index never vouches for a blob at such a place, so a backup stores it again (a reader
 still tries it when there is no other: authentication decides).
 
-The class is assembled from parts: :mod:`.repo_access` (creating, opening, passwords) and
-:mod:`.repo_damage` (damage records, lost packs) are mixed in. Parts of the format: :mod:`.index`
+The class is assembled from parts: :mod:`.repo_access` (creating, opening, passwords),
+:mod:`.repo_damage` (damage records, lost packs) and :mod:`.repo_reads` (reading blobs, reads in
+flight together from a remote store) are mixed in. Parts of the format: :mod:`.index`
 (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key files),
 :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
 restorer and maintenance use the methods of :class:`Repository` only; only the repository and
@@ -32,6 +33,8 @@ its parts know byte formats and object names.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +44,7 @@ from typing import Any, TypeVar
 from . import codec
 from .backends.base import Backend, Head
 from .chunker import Chunker
-from .codec import BLOB_TREE, BlobRef, decode_index, storage_id
+from .codec import BlobRef, decode_index, storage_id
 from .crypto import Cipher
 from .errors import (
     BackupError,
@@ -56,33 +59,26 @@ from .errors import (
 from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import (
-    MAX_RANGE,
-    MERGE_WASTE,
     PackCheck,
     PackWriter,
-    ReadBatch,
     check_pack,
     pack_name,
-    plan_reads,
-    read_batch,
     read_header,
 )
 from .repo_access import Access, write_atomic
 from .repo_config import RepoConfig
 from .repo_damage import Damage
+from .repo_reads import Reads
 from .snapshot import Snapshot
-from .tree import Node, decode_tree
+from .tree import Node
 
 T = TypeVar("T")
 
 PUBLISH_ATTEMPTS = 6
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
-READ_MEMORY = 64 << 20  # bytes the ranged reads in flight together from a remote store hold at most …
-MIN_RANGE = 1 << 20  # … but no read is cut shorter than this (more requests cost round trips)
-TREE_PREFETCH = 8 << 20  # a restore from a remote store reads every tree at once up to this much
 
 
-class Repository(Access, Damage):
+class Repository(Access, Damage, Reads):
     """An opened repository. Use :meth:`init` or :meth:`open`; not thread-safe except where noted
     (reading blobs and writing packs are thread-safe).
 
@@ -121,6 +117,7 @@ class Repository(Access, Damage):
         #: packs the index names that the store lacks (found by :meth:`distrust_missing_packs`)
         self.missing_packs: set[str] = set()
         self._trees: dict[bytes, bytes] = {}  # tree id -> plaintext, verified (see prefetch_trees)
+        self._decoding = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))  # see read_batch
 
     # ------------------------------------------------------------------ opening
 
@@ -468,98 +465,6 @@ class Repository(Access, Damage):
 
     def index_summary(self) -> IndexSummary:
         return self.index.summary()
-
-    # ------------------------------------------------------------------ reading blobs
-
-    def blob_ref(self, bid: bytes, btype: bytes) -> BlobRef:
-        """Where blob ``bid`` (of type ``btype``) is stored; ``IntegrityError`` when not indexed."""
-        ref = self.index.locate(bid, btype)
-        if ref is None:
-            raise IntegrityError(f"blob {bid.hex()[:16]} is not in the index (missing data)")
-        return ref
-
-    def read_blob(self, bid: bytes, btype: bytes) -> bytes:
-        """One blob, verified."""
-        ((_, data),) = self.read_blobs([(bid, self.blob_ref(bid, btype), None)])
-        return data
-
-    def read_tree(self, tree_id: str) -> list[Node]:
-        bid = bytes.fromhex(tree_id)
-        held = self._trees.get(bid)
-        return decode_tree(held if held is not None else self.read_blob(bid, BLOB_TREE))
-
-    def read_trees(self, tree_ids: Iterable[str]) -> dict[str, list[Node]]:
-        """Many trees with merged ranged reads (a level of a restore at a time), each verified."""
-        out: dict[str, list[Node]] = {}
-        wants = []
-        for tid in tree_ids:
-            bid = bytes.fromhex(tid)
-            held = self._trees.get(bid)
-            if held is not None:
-                out[tid] = decode_tree(held)
-            else:
-                wants.append((bid, self.blob_ref(bid, BLOB_TREE), tid))
-        out.update((tid, decode_tree(data)) for tid, data in self.read_blobs(wants))
-        return out
-
-    def prefetch_trees(self, *, budget: int = TREE_PREFETCH) -> int:
-        """From a remote store, read every indexed tree at once — merged ranged reads, in flight
-        together — when they hold at most ``budget`` stored bytes, and keep them (verified) for
-        :meth:`read_tree` and :meth:`read_trees` until :meth:`forget_trees`: a walk down a
-        snapshot's folders then waits for no round trip per level. How many trees were read: 0 on
-        a store on this machine, over the budget, or when any cannot be read (each is then read
-        when asked, which reports the damage where it matters)."""
-        if not self.backend.capabilities.transient_failures:
-            return 0
-        wants = [(bid, ref, bid) for bid, ref in self.index.items() if ref.btype == BLOB_TREE]
-        if not wants or sum(ref.length for _, ref, _ in wants) > budget:
-            return 0
-        try:
-            self._trees = dict(self.read_blobs(wants))
-        except (IntegrityError, NotFoundError):
-            self._trees = {}
-        return len(self._trees)
-
-    def forget_trees(self) -> None:
-        """Drop the trees :meth:`prefetch_trees` kept."""
-        self._trees = {}
-
-    def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
-        """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
-        from a remote store with a budget for unwanted bytes, from this machine's disk through
-        every small gap (fewer reads cost less than the bytes skipped)."""
-        if not self.backend.capabilities.transient_failures:
-            return plan_reads(wants, waste=None)
-        # Many reads in flight, each shorter: what they hold at once stays about READ_MEMORY.
-        max_range = max(MIN_RANGE, min(MAX_RANGE, READ_MEMORY // self.read_parallelism))
-        return plan_reads(wants, waste=MERGE_WASTE, max_range=max_range)
-
-    def read_batch(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
-        """``(what for, plaintext)`` for each want of one read batch, each blob verified; the blobs
-        are decoded from views of the one read, never copied. Thread-safe."""
-        return read_batch(self.backend, self.cipher, batch)
-
-    @property
-    def read_parallelism(self) -> int:
-        """Ranged reads worth having in flight together: a remote store's connection limit (its
-        latency hides behind concurrency), 1 for a store on this machine."""
-        caps = self.backend.capabilities
-        return max(1, caps.max_connections) if caps.transient_failures else 1
-
-    def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
-        """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged
-        ranged reads (up to :attr:`read_parallelism` in flight, a window at a time) and verified."""
-        batches = self.plan_reads(wants)
-        width = self.read_parallelism
-        if width <= 1 or len(batches) <= 1:
-            for batch in batches:
-                yield from read_batch(self.backend, self.cipher, batch)
-            return
-        with ThreadPoolExecutor(max_workers=width) as pool:
-            for i in range(0, len(batches), 2 * width):  # a window: memory stays bounded
-                window = batches[i : i + 2 * width]
-                for out in pool.map(lambda b: list(read_batch(self.backend, self.cipher, b)), window):
-                    yield from out
 
     # ------------------------------------------------------------------ packs and index files
 
