@@ -265,8 +265,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                       file=sys.stderr)  # fmt: skip
         results = {}
         for name, rs in rounds.items():
-            walls = sorted(r["wall_s"] for r in rs)
-            results[name] = dict(rs[0], wall_s=walls[len(walls) // 2], walls=[r["wall_s"] for r in rs],
+            walls, cpus = sorted(r["wall_s"] for r in rs), sorted(r["cpu_s"] for r in rs)
+            results[name] = dict(rs[0], wall_s=walls[len(walls) // 2], cpu_s=cpus[len(cpus) // 2],
+                                 walls=[r["wall_s"] for r in rs],
                                  identical=all(r["identical"] for r in rs))  # fmt: skip
             if name != "legacy":
                 results[name]["bytes_per_own_byte"] = round(rs[0]["bytes_downloaded"] / own, 3)

@@ -68,7 +68,7 @@ class LatencyProxy:
         state = {"answered": True, "waiting": False}
 
         async def client_to_server() -> None:
-            while data := await reader.read(1 << 16):
+            while data := await reader.read(1 << 20):
                 if state["answered"]:  # a new request
                     state["answered"] = False
                     self.requests += 1
@@ -81,7 +81,7 @@ class LatencyProxy:
             up_writer.write_eof() if up_writer.can_write_eof() else None
 
         async def server_to_client() -> None:
-            while data := await up_reader.read(1 << 16):
+            while data := await up_reader.read(1 << 20):
                 if state["waiting"]:
                     state["waiting"] = False
                     self.busy -= 1
