@@ -10,7 +10,8 @@ and commits them with its own packs, and the Hub, already holding their bytes, t
 
 **Kept packs** carry that across processes (a CLI retry, a restarted container): every pack a
 backup uploads to such a store is also written to ``<cache>/<repo id>/unpublished/<pack id>``
-(sealed bytes, at most :data:`KEEP_BYTES` in all). The next backup, in any process, *adopts* them
+(sealed bytes, at most :data:`KEEP_BYTES` in all, and never more than a quarter of the free
+disk space). The next backup, in any process, *adopts* them
 (:meth:`Staging._adopt_kept`): each is verified whole — its name is the BLAKE3 of its bytes, its
 header authenticates, every blob decodes to its id — and uploaded again (the Hub answers that it
 holds the object, so no byte travels; if the Hub dropped it, the kept bytes go again), so the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -181,7 +183,8 @@ class Staging:
 
     def _keep_pack(self, pack: str, data: memoryview) -> None:
         """Keep a copy of a pack just uploaded (a writer's upload thread); silently not when the
-        kept packs would exceed :data:`KEEP_BYTES` or the disk refuses (the data is uploaded anew)."""
+        kept packs would exceed :data:`KEEP_BYTES` or a quarter of the disk space that stays free,
+        or the disk refuses (then a retry uploads that data anew)."""
         folder = self._keep_dir
         if folder is None:
             return
@@ -189,8 +192,9 @@ class Staging:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 used = sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
-                if used + len(data) > KEEP_BYTES:
-                    return
+                room = min(KEEP_BYTES, (shutil.disk_usage(folder).free - len(data)) // 4)
+                if used + len(data) > room:
+                    return  # never more than a quarter of the disk space left free
                 tmp = folder / f".tmp-{pack}"
                 with open(tmp, "wb") as f:
                     f.write(data)

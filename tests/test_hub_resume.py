@@ -8,18 +8,21 @@ the fake Hub; figures are the server's byte and request counters, never wall tim
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from openclaw_backup.backends import open_backend
-from openclaw_backup.repo_staging import KEEP_DIR
+from openclaw_backup.errors import QuotaError
+from openclaw_backup.repo_staging import KEEP_AGE, KEEP_DIR
 from openclaw_backup.repository import Repository
 from tests.support.cli import cli_env, cli_ok, hub_env, json_out, run_cli
 from tests.support.hub import TOKEN, HubRepo
-from tests.support.repos import assert_check_ok, local_repo, open_repo, run_backup, run_restore
+from tests.support.repos import assert_check_ok, local_repo, new_repo, open_repo, run_backup, run_restore
 from tests.support.trees import fingerprint, set_mtimes
 
 pytestmark = pytest.mark.timeout(300)
@@ -188,3 +191,59 @@ def test_stores_where_uploads_are_visible_at_once_keep_nothing(tmp_path: Path) -
     repo = local_repo(tmp_path / "repo", cache_dir=cache)
     assert run_backup(repo, {"src": src}, forked=False).snapshot_id
     assert not list(cache.rglob(KEEP_DIR))
+
+
+def test_kept_packs_committed_obsolete_or_foreign_are_removed_unused(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """Housekeeping of the kept packs, each process a new repository object on the same cache: one
+    an index already lists (its commit landed after all) is removed; one older than the age limit
+    is removed and its data stored anew; a name that is no pack and a copy killed half-way go too."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(7)
+    (src / "a.bin").write_bytes(rng.randbytes(150_000))
+    cache = tmp_path / "cache"
+
+    def process() -> Repository:
+        return open_repo(open_backend(hub_repo.address, hub_repo.server.options(retries=5)), cache_dir=cache)
+
+    def refused() -> list[Path]:
+        hub_repo.server.set_quota(hub_repo.key, hub_repo.stats()["commits"])
+        try:
+            with pytest.raises(QuotaError):
+                run_backup(process(), {"src": src}, forked=False)
+        finally:
+            hub_repo.server.set_quota(hub_repo.key, None)
+        kept = [p for p in folder.iterdir() if p.name not in before]
+        assert kept
+        return kept
+
+    repo = new_repo(open_backend(hub_repo.address, hub_repo.server.options(create=True)), cache_dir=cache)
+    folder = cache / repo.id / KEEP_DIR
+    run_backup(repo, {"src": src}, forked=False)
+    assert not list(folder.iterdir())  # committed: not kept
+    before: set[str] = set()
+    (src / "b.bin").write_bytes(rng.randbytes(150_000))
+    landed = {p: p.read_bytes() for p in refused()}
+    assert run_backup(process(), {"src": src}, forked=False).snapshot_id
+    assert not list(folder.iterdir())
+    for p, data in landed.items():
+        p.write_bytes(data)  # as if the process died between its commit and the clean-up
+    before = {p.name for p in landed}
+    (src / "c.bin").write_bytes(rng.randbytes(150_000))
+    old = refused()
+    for p in old:
+        os.utime(p, (time.time() - KEEP_AGE - 60,) * 2)
+    (folder / "not-a-pack").write_bytes(b"x")
+    (folder / ".tmp-killed").write_bytes(b"half")
+    os.utime(folder / ".tmp-killed", (time.time() - 7200,) * 2)
+    repo = process()
+    assert run_backup(repo, {"src": src}, forked=False).snapshot_id
+    assert sorted(p.name for p in folder.iterdir()) == []
+    assert not {p.name for p in old} & set(repo.indexed_packs())  # never adopted: c.bin stored anew
+    assert before <= set(repo.indexed_packs())
+    check = open_repo(open_backend(hub_repo.address, hub_repo.server.options(retries=5)))
+    assert_check_ok(check)
+    assert check.list_packs() == set(check.indexed_packs())
+    dest = tmp_path / "restored"
+    run_restore(check, "latest", {"src": dest}, forked=False)
+    assert fingerprint(dest) == fingerprint(src)
