@@ -171,12 +171,20 @@ class Staging:
     def _with_unpublished(self, base: Index, *, adopt: bool) -> Index:
         """``base`` (the index files' index) plus the unpublished packs a backup may use; ``adopt``:
         a backup's, which first adopts the kept packs of earlier processes."""
-        known = set(base.by_pack()) if self._unpublished or adopt else set()
+        known: set[str] | None = None
+
+        def indexed() -> set[str]:  # the packs the index files list (costs a pass over the index: lazily)
+            nonlocal known
+            if known is None:
+                known = set(base.by_pack())
+            return known
+
         if adopt:
-            self._adopt_kept(base, known)
+            self._adopt_kept(base, indexed)
         if not self._unpublished:
             return base
-        self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
+        landed = indexed()
+        self._unpublished = {p: e for p, e in self._unpublished.items() if p not in landed}  # landed after all
         return base.with_packs(self._unpublished)
 
     # ------------------------------------------------------------------ kept packs
@@ -212,7 +220,7 @@ class Staging:
             except OSError:
                 pass
 
-    def _adopt_kept(self, base: Index, indexed: set[str]) -> None:
+    def _adopt_kept(self, base: Index, indexed: Callable[[], set[str]]) -> None:
         """Adopt the kept packs of earlier attempts (see the module docstring): verified whole,
         uploaded again (the Hub takes no bytes for what it holds) and added to the unpublished set.
         Removes those already indexed, too old, or holding nothing the index lacks; a damaged one
@@ -237,7 +245,7 @@ class Staging:
                 continue
             if pack in self._unpublished:
                 continue  # ours, still staged
-            if not _PACK_ID.match(pack) or pack in indexed or age > KEEP_AGE:
+            if not _PACK_ID.match(pack) or age > KEEP_AGE or pack in indexed():
                 self._drop_kept([pack])
                 continue
             try:
