@@ -122,6 +122,27 @@ def test_refused_backups_in_separate_processes_upload_the_data_once(hub_repo: Hu
     assert agent.kept_packs() == []  # committed: no longer kept
 
 
+def test_a_backup_failed_by_transient_errors_is_resumed_by_the_next_process(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """Every commit answers 500 until the backup gives up (a transient failure after its retries):
+    the next process commits what the failed one uploaded without sending its bytes again."""
+    agent = Agent(hub_repo, tmp_path)
+    agent.backup()
+    agent.change("new.bin")
+    hub_repo.add_fault("commit", status=500, count=10**6)
+    try:
+        proc = run_cli(["--repo", hub_repo.address, "backup", "--source", str(agent.src)], agent.env)
+    finally:
+        hub_repo.server.clear_faults()
+    assert proc.returncode not in (0, 3), proc.stderr
+    (kept,) = agent.kept_packs()
+    size = kept.stat().st_size
+    before = hub_repo.stats()["bytes_uploaded"]
+    assert agent.backup()["snapshot"]
+    assert hub_repo.stats()["bytes_uploaded"] - before < size // 2  # the index, snapshot, trees, head
+    repo = agent.assert_whole(tmp_path)
+    assert kept.name in repo.indexed_packs()
+
+
 def test_a_kept_pack_the_hub_dropped_is_uploaded_again(hub_repo: HubRepo, tmp_path: Path) -> None:
     """The Hub forgot the refused backup's uploads (never committed) before the next process
     adopted them: the kept bytes are uploaded again, so the commit still carries every pack."""
