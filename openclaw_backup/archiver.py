@@ -474,7 +474,7 @@ class Archiver:
         repo, opts = self.repo, self.opts
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
         repo.refresh(max_age=HEAD_FRESH)  # the head may have moved (or our last publication's answer was lost)
-        repo.load_index()
+        repo.load_index(backup=True)  # adopts what an earlier, refused backup uploaded
         every = PACK_LISTING_EVERY if repo.staged_uploads else 0.0  # a Hub repo's API calls are budgeted
         if lost := repo.distrust_missing_packs(every=every):  # their blobs: stored again, from the sources
             self.reporter.warn(f"{len(lost)} pack(s) the index names are missing from the store (e.g. {lost[0][:16]}); "

@@ -204,14 +204,24 @@ class PackWriter:
     every pack written, ready for an index file. Blobs are compressed outside the lock, then
     sealed straight into the current pack's buffer, an anonymous mapping of ``pack_size`` plus
     room for the last blob and the header: no copy per blob, no reallocation, and only the pages
-    written are resident. Backends keep no reference to what ``put`` was given, so the mapping is
+    written are resident. ``keep`` is handed each pack once uploaded (its id and sealed bytes).
+    Backends keep no reference to what ``put`` was given, so the mapping is
     released as soon as the pack is uploaded.
     """
 
-    def __init__(self, backend: Backend, cipher: Cipher, *, pack_size: int, indexed: Callable[[bytes], bool]) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        cipher: Cipher,
+        *,
+        pack_size: int,
+        indexed: Callable[[bytes], bool],
+        keep: Callable[[str, memoryview], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.cipher = cipher
         self._indexed = indexed
+        self._keep = keep  # handed each pack uploaded (id, sealed bytes), to keep a copy
         #: where a pack is closed: the repository's, or less (two processes writing at once
         #: keep the memory of one pack between them)
         self.pack_size = pack_size
@@ -306,6 +316,8 @@ class PackWriter:
             refs, total = codec.finish_pack(self.cipher, buf, entries, end)
             pack = next(iter(refs.values())).pack
             self.backend.put(pack_name(pack), memoryview(buf)[:total])  # type: ignore[arg-type]  # bytes-like
+            if self._keep is not None:
+                self._keep(pack, memoryview(buf)[:total])
         finally:
             try:
                 buf.close()  # unmapped now, not whenever the collector gets to it
