@@ -2,17 +2,22 @@
 """Cold start through the Hub with latency: openclaw-backup vs the legacy tar.gz script, on the fake Hub.
 
 Usage:  .venv/bin/python bench/hub_cold_start.py [--scale 1.0] [--snapshots 12] [--latency-ms 50]
-                                                 [--seed 1] [--out FILE] [--workdir DIR] [--keep]
+            [--rounds N] [--s3] [--dest-dir DIR] [--log FILE] [--seed 1] [--out FILE] [--workdir DIR] [--keep]
 
 Starts the Hub test server (``python -m tests.support.hubserver``, 127.0.0.1, stopped by PID), generates
 the agent home (bench/generate.py), and builds two repositories with the tools of bench/hub_day.py:
 ours with ``--snapshots`` snapshots (a backup, then a bench/mutate.py step and a backup, again and
 again), the legacy script's with one full archive of the final state (its best case: one download).
+With ``--s3``, ours also backs up each step to SeaweedFS (``tests/support/s3.py``) and restores from
+it through :class:`~tests.support.latency_proxy.LatencyProxy` (the same latency per request).
 Then the server adds ``--latency-ms`` before answering every request, and each tool restores the
-final state into an empty folder from a fresh HOME (no cache): ours with ``openclaw-backup restore
-latest --target``; the legacy script by reading ``latest-backup.json``, its meta file and its archive
-through ``resolve``, then ``openssl enc -d | tar -xz`` (as the legacy script does). Measured: wall
-time, requests and bytes downloaded (server counters), and that both restores equal the source.
+final state into an empty folder (in ``--dest-dir``, default the work dir) from a fresh HOME (no
+cache): ours with ``openclaw-backup restore latest --target``; the legacy script by reading
+``latest-backup.json``, its meta file and its archive through ``resolve``, then ``openssl enc -d |
+tar -xz`` (as the legacy script does). ``--rounds``: every tool restores that many times,
+interleaved; the median is reported. Measured: wall and CPU time, requests and bytes downloaded
+(server or proxy counters; for ours also per byte of the latest snapshot's own stored blobs), and
+that every restore equals the source. ``--log``: ours runs with ``-vv`` (one line per storage call).
 Target: ours ≤ 0.5x the legacy time. Exit status 0 when met, 1 when missed, 2 on an error.
 """
 
@@ -176,7 +181,7 @@ def _own_bytes(hub: hub_day.Hub) -> int:
 def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.Hub, ours: hub_day.Ours,
                   s3: OursS3 | None, want: str) -> dict[str, Any]:  # fmt: skip
     """One restore by tool ``name`` into an empty folder, from a fresh machine (no cache)."""
-    dest = work / f"restored-{name}"
+    dest = (args.dest_dir or work) / f"restored-{name}"
     shutil.rmtree(dest, ignore_errors=True)
     for home in (work / "ours-cold-home", work / "ours-s3-cold-home"):
         shutil.rmtree(home, ignore_errors=True)
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--workdir", type=Path)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--dest-dir", type=Path, help="restore into this folder (e.g. a tmpfs) instead of the work dir")
     p.add_argument("--rounds", type=int, default=1, help="restores by each tool, interleaved (median reported)")
     p.add_argument("--s3", action="store_true", help="also ours on SeaweedFS S3, restored through a latency proxy")
     p.add_argument("--log", type=Path, help="run ours with -v and save its log here")
@@ -317,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+        if args.dest_dir is not None:
+            for name in ("ours", "legacy", "ours-s3"):
+                shutil.rmtree(args.dest_dir / f"restored-{name}", ignore_errors=True)
     text = json.dumps(res, indent=1)
     if args.out:
         args.out.write_text(text + "\n")
