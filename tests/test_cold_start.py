@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from openclaw_backup.backends import open_backend
-from openclaw_backup.codec import BlobRef
-from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, plan_reads
-from openclaw_backup.repository import Repository
+from openclaw_backup.codec import BLOB_DATA, BlobRef
+from openclaw_backup.errors import IntegrityError
+from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, pack_name, plan_reads
+from openclaw_backup.repository import Repository, walk
 from tests.support.hub import HubRepo
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.repos import new_repo, open_repo, run_backup, run_restore
@@ -158,3 +159,35 @@ def test_read_plan_spends_at_most_its_budget_of_unwanted_bytes() -> None:
         assert read - wanted <= max(MERGE_WASTE * wanted, MERGE_FLOOR)
         assert sorted(w[2] for b in batches for w in b.wants) == list(range(n))
         assert all(b.end - b.start <= max(max_range, length) for b in batches)
+
+
+def test_s3_partial_cold_restore_names_only_the_file_with_a_damaged_blob(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
+) -> None:
+    """A flipped byte in one file's blob, read with many reads in flight (the blobs of a read decoded
+    apart from the read): a ``partial`` restore restores every other file exactly and names only
+    that one; without ``partial`` the restore fails."""
+    src = tmp_path / "src"
+    _files(src, 12, 60_000, seed=4)
+    prefix = f"{uuid.uuid4().hex[:12]}/repo"
+    address = f"s3://{s3_shared_bucket}/{prefix}"
+    repo = new_repo(open_backend(address, s3_server.options()), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    repo.load_index()
+    nodes = dict(walk(repo, repo.find_snapshot("latest").tree))
+    ref = repo.blob_ref(bytes.fromhex(nodes["src/d1/f05.bin"].content[0]), BLOB_DATA)
+    client = s3_server.client()
+    key = f"{prefix}/{pack_name(ref.pack)}"
+    data = bytearray(client.get_object(Bucket=s3_shared_bucket, Key=key)["Body"].read())
+    data[ref.offset + ref.length // 2] ^= 1
+    client.put_object(Bucket=s3_shared_bucket, Key=key, Body=bytes(data))
+
+    fresh = open_repo(open_backend(address, s3_server.options(retries=5)))
+    assert fresh.read_parallelism > 1
+    with pytest.raises(IntegrityError):
+        run_restore(fresh, "latest", {"src": tmp_path / "whole"}, forked=False)
+    dest = tmp_path / "partial"
+    result = run_restore(fresh, "latest", {"src": dest}, forked=False, partial=True)
+    assert list(result.failed) == [str(dest / "d1/f05.bin")]
+    expected = {k: v for k, v in fingerprint(src).items() if k != "d1/f05.bin"}
+    assert fingerprint(dest) == expected
