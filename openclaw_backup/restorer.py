@@ -7,10 +7,10 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
    ranged reads: :meth:`.Repository.read_batch`, which authenticates and verifies every blob
-   against its id), and writes each blob at its offsets; checks every file's size. The data is
-   written by worker threads — or, for a large restore from a store that survives a fork (local),
-   by this process and a forked one, each taking whole files (:mod:`.forkwork`: the GIL lets two
-   threads do little more than one);
+   against its id), and writes each blob at its offsets; checks every file's size. Each read is a
+   batch for :mod:`.batches` (worker threads, or — from a store on this machine — a forked worker
+   too); a file whose blobs all lie in one read is created, written and finished by that batch, a
+   file spread over several reads is created first and finished once they all are done;
 3. sets modes and mtimes (directories deepest first);
 4. without ``delete`` (``restore --target`` unless ``--delete``), first carries into the staging
    tree what the destination holds and the snapshot lacks (:func:`merge_existing`), so nothing
@@ -37,16 +37,15 @@ import os
 import secrets
 import shutil
 import stat
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import forkwork, memtune
+from . import memtune
 from .backends.local import fsync_dir
+from .batches import Progress, run_batches
 from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
@@ -91,9 +90,10 @@ class RestoreOptions:
     #: Remove what the destination holds and the snapshot does not (the destination becomes the
     #: snapshot exactly); without it, existing entries the snapshot lacks are left in place.
     delete: bool = True
-    #: With several workers on a store that survives a fork, restores with at least this much work
-    #: (bytes, plus 16 KiB per blob write) split the files with a forked process (see forkwork).
-    fork_threshold: int = 32 << 20
+    #: Share the reading, decoding and writing with a forked worker process (:mod:`.batches`), from
+    #: a store on this machine: None when there is enough to restore, True whenever the platform
+    #: allows, False never.
+    fork: bool | None = None
 
 
 @dataclass
@@ -142,18 +142,10 @@ def _final(unit: _Unit, path: str) -> str:
 
 
 _Want = tuple[bytes, BlobRef, tuple[str, int]]  # a blob's id, where it is, the path and offset it goes to
-_FilePlan = tuple[int, str, list[_Want]]  # cost (bytes, plus _WANT_COST per write), path, its blobs
 
 
-def _halves(plan: list[_FilePlan]) -> tuple[list[_FilePlan], list[_FilePlan]]:
-    """Split files in two of about equal cost, largest first into the lighter half."""
-    halves: tuple[list[_FilePlan], list[_FilePlan]] = ([], [])
-    load = [0, 0]
-    for item in sorted(plan, key=lambda p: p[0], reverse=True):
-        side = 0 if load[0] <= load[1] else 1
-        halves[side].append(item)
-        load[side] += item[0]
-    return halves
+def _cost(batch: ReadBatch[tuple[str, int]]) -> int:
+    return batch.end - batch.start + _WANT_COST * len(batch.wants)
 
 
 @functools.cache
@@ -308,15 +300,24 @@ def merge_existing(dest: Path, staging: Path) -> int:
     return carried
 
 
+def _write(fd: int, data: bytes, offset: int, path: str) -> None:
+    """Write ``data`` at ``offset``: a short write goes on, or fails (ENOSPC), never leaves a hole."""
+    done = os.pwrite(fd, data, offset)
+    while done < len(data):
+        n = os.pwrite(fd, memoryview(data)[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"{path}: short write")
+        done += n
+
+
 class Restorer:
     def __init__(self, repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, reporter: Reporter):
         self.repo = repo
         self.snap = snapshot
         self.opts = options
         self.reporter = reporter
-        self._lock = threading.Lock()
-        self._open: dict[str, int] = {}
-        self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node, bytes written]
+        self._nodes: dict[str, Node] = {}  # the files with data to write, by path
+        self._spread: set[str] = set()  # those whose blobs lie in more than one read
         self._umask = _read_umask()  # now, not at import: a process may change it
 
     # ------------------------------------------------------------------ planning
@@ -381,13 +382,11 @@ class Restorer:
         for path, _ in unit.dirs:
             os.mkdir(path, 0o700)
         locate = self.repo.locate
-        self._open = {}
-        self._pending = {}
-        plan: list[_FilePlan] = []
+        wants: list[_Want] = []
         total = 0
+        self._nodes = {}
         for path, node in unit.files:
             offset = 0
-            wants: list[_Want] = []
             for cid in node.content:
                 bid = bytes.fromhex(cid)
                 ref = locate(bid, BLOB_DATA)
@@ -399,9 +398,8 @@ class Restorer:
                 name = path.rpartition("/")[2]
                 raise IntegrityError(f"{unit.label}: {name} claims {node.size} bytes but its blobs hold {offset}")
             total += node.size
-            self._pending[path] = [len(node.content), node, 0]
-            if wants:
-                plan.append((node.size + _WANT_COST * (len(wants) + 1), path, wants))
+            if node.content:
+                self._nodes[path] = node
             else:
                 self._finish(path, self._create(path, node), node, 0)
         if self.opts.check_space and total:
@@ -409,24 +407,23 @@ class Restorer:
             if total > free:
                 raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
-        progress: Callable[[int], None] = lambda n: self.reporter.progress(done_bytes=n)  # noqa: E731
-        try:
-            if self._forks(plan):
-                # Files split between this process and a forked one, each file wholly on one side.
-                mine, theirs = _halves(plan)
-                forkwork.run_split(lambda p: self._write_files(mine, 1, p), lambda p: self._write_files(theirs, 1, p),
-                                   progress)  # fmt: skip
-                for _, path, _ in theirs:
-                    self._pending[path][0] = 0  # finished (and checked) by the child
-            else:
-                self._write_files(plan, self.opts.workers, progress)
-        finally:
-            for fd in self._open.values():
-                os.close(fd)
-            self._open.clear()
-        unfinished = [p for p, (left, *_) in self._pending.items() if left]
-        if unfinished:
-            raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
+        # Work units are ranged reads (not whole packs) so that every worker stays busy.
+        ranges = self.repo.plan_reads(wants)
+        reads = Counter(path for r in ranges for path in {p for *_, (p, _) in r.wants})
+        self._spread = {path for path, n in reads.items() if n > 1}
+        for path in self._spread:
+            os.close(self._create(path, None))
+        results = run_batches(
+            ranges, self._restore_range, cost=_cost, workers=self.opts.workers,
+            fork=self.opts.fork if self.repo.nearby else False,  # a worker reads the store itself
+            progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
+        )  # fmt: skip
+        written = Counter[str]()
+        for got in results:
+            written.update(got)
+        for path in self._spread:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._finish(path, fd, self._nodes[path], written[path], chmod=True)
         for path, node in unit.links:
             assert node.target is not None
             os.symlink(os.fsencode(node.target), path)
@@ -435,90 +432,55 @@ class Restorer:
             os.chmod(path, node.mode)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
-    def _forks(self, plan: list[_FilePlan]) -> bool:
-        """Whether to split the writing with a forked process: several workers wanted, a store
-        that survives a fork, and enough work to be worth one."""
-        return (
-            self.opts.workers > 1
-            and len(plan) > 1
-            and forkwork.available()
-            and self.repo.fork_safe
-            and sum(cost for cost, _, _ in plan) >= self.opts.fork_threshold
-        )
+    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Progress) -> dict[str, int]:
+        """Read one merged range of a pack (each blob in it verified), write each blob where it
+        goes, finish the files that were all in it; the bytes written to files spread over several."""
+        left = Counter(path for *_, (path, _) in batch.wants)
+        fds: dict[str, int] = {}
+        written: Counter[str] = Counter()
+        try:
+            for (path, offset), plain in self.repo.read_batch(batch):
+                fd = fds.get(path)
+                if fd is None:
+                    spread = path in self._spread
+                    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                    fd = fds[path] = os.open(path, flags) if spread else self._create(path, self._nodes[path])
+                _write(fd, plain, offset, path)
+                written[path] += len(plain)
+                left[path] -= 1
+                if not left[path]:
+                    del fds[path]
+                    if path in self._spread:
+                        os.close(fd)
+                    else:
+                        self._finish(path, fd, self._nodes[path], written[path])
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        progress(sum(written.values()), 0)
+        return {path: n for path, n in written.items() if path in self._spread}
 
-    def _write_files(self, plan: list[_FilePlan], workers: int, progress: Callable[[int], None]) -> None:
-        """Restore the data of the files in ``plan`` with ``workers`` threads; check all are done."""
-        # Work units are ranged reads (not whole packs) so that every worker stays busy; the
-        # largest go first so that no long one is left for the end.
-        ranges = self.repo.plan_reads(w for _, _, wants in plan for w in wants)
-        ranges.sort(key=lambda r: r.start - r.end - _WANT_COST * len(r.wants))
-        if workers == 1:
-            for r in ranges:
-                self._restore_range(r, progress)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(self._restore_range, r, progress) for r in ranges]
-                try:
-                    for f in futures:
-                        f.result()
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-        unfinished = [path for _, path, _ in plan if self._pending[path][0]]
-        if unfinished:
-            raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
-
-    def _create(self, path: str, node: Node) -> int:
+    def _create(self, path: str, node: Node | None) -> int:
         """Create the file, with its final mode when the umask leaves that mode alone (saves a
-        ``fchmod``; the descriptor is writable whatever the mode), else private until finished."""
-        mode = node.mode if self._creates_with_mode(node.mode) else 0o600
+        ``fchmod``; the descriptor is writable whatever the mode), else (or without ``node``: a
+        file that is opened again to be written) private until finished."""
+        mode = node.mode if node is not None and self._creates_with_mode(node.mode) else 0o600
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
     def _creates_with_mode(self, mode: int) -> bool:
         return mode & ~self._umask == mode and not mode & 0o7000
 
-    def _finish(self, path: str, fd: int, node: Node, written: int) -> None:
+    def _finish(self, path: str, fd: int, node: Node, written: int, *, chmod: bool = False) -> None:
         """Check the size (the bytes we wrote into this new file, which only we write), set the
         mode (unless created with it) and mtime through the open descriptor, and close it."""
         try:
             if written != node.size:
                 raise IntegrityError(f"{path}: restored {written} bytes, expected {node.size}")
-            if not self._creates_with_mode(node.mode):
+            if chmod or not self._creates_with_mode(node.mode):
                 os.fchmod(fd, node.mode)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
         finally:
             os.close(fd)
-
-    def _write(self, path: str, data: bytes, offset: int) -> None:
-        """Write one blob; the file is created on its first write and finished after its last."""
-        with self._lock:
-            fd = self._open.get(path)
-            if fd is None:
-                fd = self._open[path] = self._create(path, self._pending[path][1])
-        done = os.pwrite(fd, data, offset)
-        while done < len(data):  # a short write: go on, or fail (ENOSPC) rather than leave a hole
-            n = os.pwrite(fd, memoryview(data)[done:], offset + done)
-            if n <= 0:
-                raise OSError(errno.EIO, f"{path}: short write")
-            done += n
-        with self._lock:
-            entry = self._pending[path]
-            entry[0] -= 1
-            entry[2] += done
-            last = entry[0] == 0
-            if last:
-                del self._open[path]
-        if last:
-            self._finish(path, fd, entry[1], entry[2])
-
-    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Callable[[int], None]) -> None:
-        """Read one merged range of a pack (each blob in it verified) and write each blob where it goes."""
-        done = 0
-        for (path, offset), plain in self.repo.read_batch(batch):
-            self._write(path, plain, offset)
-            done += len(plain)
-        progress(done)
 
     # ------------------------------------------------------------------ swapping
 

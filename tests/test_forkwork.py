@@ -1,4 +1,4 @@
-"""forkwork.run_split: both halves run, progress and typed errors cross the pipe, and a failing
+"""forkwork.run_split: both halves run, progress and typed errors cross the channel, and a failing
 parent never leaves its child running."""
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def test_a_failing_parent_kills_its_child_first(tmp_path: Path) -> None:
     marker = tmp_path / "late"
 
     def theirs(progress: forkwork.Progress) -> None:
-        (tmp_path / "pid").write_text(str(os.getpid()))
+        (tmp_path / "pid.tmp").write_text(str(os.getpid()))
+        os.replace(tmp_path / "pid.tmp", tmp_path / "pid")  # whole when it appears: read below
         time.sleep(3)
         marker.write_text("the child went on after the parent failed")
 
