@@ -25,7 +25,10 @@ chunks) pairs well with one doing the Python-heavy work of many small batches.
   :data:`FORK_MIN_COST` (a fork costs a few milliseconds).
 
 Either way the first failure is raised as it was raised (a worker's exception crosses back typed);
-the other threads stop after their current batch, and a worker is killed and reaped first.
+the other threads stop after their current batch, and a worker is killed and reaped first. A worker
+that dies (killed, out of memory) fails the call with :class:`.forkwork.WorkerDied`, and a call that
+returns has a result from every batch: one that went missing is an error (:class:`BatchesLost`),
+never a hole in what the caller merges.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 from . import forkwork
+from .errors import BackupError
 
 B = TypeVar("B")
 R = TypeVar("R")
@@ -78,6 +82,10 @@ class Output(Protocol):
     def absorb(self, meta: Any, data: memoryview) -> None: ...
 
 
+class BatchesLost(BackupError):
+    """Some batches were never reported done (a fault in the parallel machinery, not in the work)."""
+
+
 class _Interrupted(Exception):
     pass
 
@@ -104,10 +112,12 @@ def run_batches(
     )
     if forked:
         _forked(run, workers, output)
+        run.check_done()
     else:
         deck = _Deck(len(batches))
         threads = max(1, min(workers, len(batches)))
         run.threads([deck.take_high if i % 2 == 0 else deck.take_low for i in range(threads)])
+        run.check_done()
     return run.results
 
 
@@ -136,6 +146,7 @@ class _Run:
     def __init__(self, batches: Sequence[Any], order: list[int], work: Callable[..., Any], progress: Progress) -> None:
         self.batches, self.order, self.work, self.progress = batches, order, work, progress
         self.results: list[Any] = [None] * len(batches)
+        self.done = bytearray(len(batches))  # 1 where a batch's result has arrived
         self.failures: list[BaseException] = []
         self.worker: forkwork.Worker | None = None
 
@@ -148,7 +159,16 @@ class _Run:
 
     def loop(self, take: Callable[[], int | None]) -> None:
         while not self.stopped() and (k := take()) is not None:
-            self.results[self.order[k]] = self.do(k, self.progress)
+            self.deliver(self.order[k], self.do(k, self.progress))
+
+    def deliver(self, i: int, result: Any) -> None:
+        self.results[i] = result
+        self.done[i] = 1
+
+    def check_done(self) -> None:
+        lost = self.done.count(0)
+        if lost:
+            raise BatchesLost(f"{lost} of {len(self.done)} batches of work were never reported done")
 
     def threads(self, takes: list[Callable[[], int | None]]) -> None:
         """One thread per deal in ``takes`` (the calling one when there is one); raise the first failure."""
@@ -198,7 +218,7 @@ def _forked(run: _Run, workers: int, output: Output | None) -> None:
             run.progress(*frame.meta)
         elif frame.kind == b"R":
             for i, result in frame.meta:
-                run.results[i] = result
+                run.deliver(i, result)
         elif frame.kind == b"F":
             assert output is not None and frame.data is not None
             output.absorb(frame.meta, frame.data)

@@ -419,8 +419,13 @@ class Restorer:
             progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
         )  # fmt: skip
         written = Counter[str]()
-        for got in results:
-            written.update(got)
+        finished = 0
+        for done, spread in results:
+            finished += done
+            written.update(spread)
+        if finished + len(self._spread) != len(self._nodes):  # each batch finishes what was all in it
+            left = len(self._nodes) - len(self._spread) - finished
+            raise IntegrityError(f"{unit.label}: {left} files were not completely restored")
         for path in self._spread:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             self._finish(path, fd, self._nodes[path], written[path], chmod=True)
@@ -432,12 +437,14 @@ class Restorer:
             os.chmod(path, node.mode)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
-    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Progress) -> dict[str, int]:
+    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Progress) -> tuple[int, dict[str, int]]:
         """Read one merged range of a pack (each blob in it verified), write each blob where it
-        goes, finish the files that were all in it; the bytes written to files spread over several."""
+        goes, finish the files that were all in it; how many it finished, and the bytes written to
+        files spread over several reads (finished by the caller, once all are done)."""
         left = Counter(path for *_, (path, _) in batch.wants)
         fds: dict[str, int] = {}
         written: Counter[str] = Counter()
+        finished = 0
         try:
             for (path, offset), plain in self.repo.read_batch(batch):
                 fd = fds.get(path)
@@ -454,11 +461,12 @@ class Restorer:
                         os.close(fd)
                     else:
                         self._finish(path, fd, self._nodes[path], written[path])
+                        finished += 1
         finally:
             for fd in fds.values():
                 os.close(fd)
         progress(sum(written.values()), 0)
-        return {path: n for path, n in written.items() if path in self._spread}
+        return finished, {path: n for path, n in written.items() if path in self._spread}
 
     def _create(self, path: str, node: Node | None) -> int:
         """Create the file, with its final mode when the umask leaves that mode alone (saves a

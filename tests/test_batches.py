@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ from openclaw_backup.backends.base import Capabilities
 from openclaw_backup.backends.memory import MemoryBackend
 from openclaw_backup.errors import IntegrityError, StoreError
 from openclaw_backup.maintenance import check
+from openclaw_backup.pack import ReadBatch
 from openclaw_backup.reporter import Reporter
-from openclaw_backup.repository import walk
+from openclaw_backup.repository import Repository, walk
 from tests.support.repos import new_repo, run_backup, run_restore
 from tests.support.trees import fingerprint, sample_state, write
 
@@ -40,11 +42,22 @@ def _children() -> set[int]:
     return out
 
 
+def _memfds() -> set[str]:
+    """The anonymous memory files this process holds open."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:"):
+                out.add(fd)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _no_worker_left() -> Any:
-    before = _children()
+    before, files = _children(), _memfds()
     yield
     assert _children() <= before, "a worker process was left behind"
+    assert _memfds() <= files, "a memory file was left open"
 
 
 def _square(n: int, progress: batches.Progress) -> tuple[int, int, int]:
@@ -228,3 +241,124 @@ def test_a_store_far_away_is_only_ever_touched_here(tmp_path: Path) -> None:
     run_restore(repo, "latest", {"s": out})  # asked to fork, but the worker would read the store: threads
     assert fingerprint(out) == fingerprint(src)
     assert backend.callers == {os.getpid()}
+
+
+# ---------------------------------------------------------------------------- a worker that dies
+
+
+def _die_in_the_worker(parent: int) -> None:
+    if os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@needs_fork
+def test_a_killed_worker_fails_the_call() -> None:
+    parent = os.getpid()
+
+    def work(n: int, progress: batches.Progress) -> int:
+        time.sleep(0.001)
+        if n == 90:  # the worker takes the large end
+            _die_in_the_worker(parent)
+        return n
+
+    with pytest.raises(forkwork.WorkerDied, match="signal 9"):
+        batches.run_batches(list(range(1, 101)), work, cost=lambda n: n, workers=2, fork=True,
+                            progress=lambda b, n: None)  # fmt: skip
+
+
+@needs_fork
+def test_results_a_worker_never_reported_fail_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong in the machinery, a call never returns with holes where results go."""
+    real = batches._Reports.result
+    monkeypatch.setattr(batches._Reports, "result", lambda self, i, r: real(self, i, r) if i % 2 else None)
+    with pytest.raises(batches.BatchesLost, match="never reported done"):
+        batches.run_batches(list(range(1, 101)), _square, cost=lambda n: n, workers=2, fork=True,
+                            progress=lambda b, n: None)  # fmt: skip
+
+
+@pytest.mark.parametrize("fork", [False, pytest.param(True, marks=needs_fork)])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_an_interrupt_here_stops_everything_and_goes_on(fork: bool, workers: int) -> None:
+    """Ctrl-C while batches run: raised as it came, no worker or memory file left (the fixture)."""
+    parent = os.getpid()
+    output = _Relayed()
+
+    def work(n: int, progress: batches.Progress) -> int:
+        time.sleep(0.002)
+        output.put(n)
+        if n == 20 and os.getpid() == parent:
+            raise KeyboardInterrupt
+        return n
+
+    with pytest.raises(KeyboardInterrupt):
+        batches.run_batches(list(range(1, 101)), work, cost=lambda n: n, workers=workers, fork=fork,
+                            progress=lambda b, n: None, output=output)  # fmt: skip
+
+
+@needs_fork
+def test_a_backup_whose_worker_is_killed_fails_and_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openclaw_backup.archiver import Archiver
+
+    src = tmp_path / "src"
+    _state(src)
+    repo = new_repo()
+    parent, real = os.getpid(), Archiver._read_file
+
+    def read_file(self: Archiver, e: Any, progress: batches.Progress) -> Any:
+        if e.path.endswith("b.bin"):  # a large file: dealt to the worker
+            _die_in_the_worker(parent)
+        return real(self, e, progress)
+
+    monkeypatch.setattr(Archiver, "_read_file", read_file)
+    with pytest.raises(forkwork.WorkerDied, match="signal 9"):
+        run_backup(repo, {"s": src}, fork=True)
+    assert not repo.refresh().snapshots
+    monkeypatch.undo()
+    res = run_backup(repo, {"s": src}, fork=True)  # and the next one stores everything
+    out = tmp_path / "out" / "s"
+    run_restore(repo, res.snapshot_id, {"s": out})
+    assert fingerprint(out) == fingerprint(src)
+
+
+@needs_fork
+def test_a_restore_whose_worker_is_killed_fails_and_leaves_the_target_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _state(src)
+    repo = new_repo()
+    run_backup(repo, {"s": src})
+    out = tmp_path / "out" / "s"
+    write(out / "mine.txt", b"already here")
+    before = fingerprint(out)
+    parent, real = os.getpid(), Repository.read_batch
+
+    def read_batch(self: Repository, batch: ReadBatch[Any]) -> Any:
+        _die_in_the_worker(parent)  # at its first read
+        return real(self, batch)
+
+    monkeypatch.setattr(Repository, "read_batch", read_batch)
+    with pytest.raises(forkwork.WorkerDied, match="signal 9"):
+        run_restore(repo, "latest", {"s": out})
+    assert fingerprint(out) == before
+
+
+@pytest.mark.parametrize("fork", [False, pytest.param(True, marks=needs_fork)])
+def test_a_read_that_yields_less_than_planned_fails_the_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
+) -> None:
+    """A file whose blobs did not all arrive is never left unfinished behind a restore that succeeds."""
+    src = tmp_path / "src"
+    _state(src)
+    repo = new_repo()
+    run_backup(repo, {"s": src})
+    real = Repository.read_batch
+
+    def read_batch(self: Repository, batch: ReadBatch[Any]) -> Any:
+        return list(real(self, batch))[:-1] if len(batch.wants) > 3 else real(self, batch)
+
+    monkeypatch.setattr(Repository, "read_batch", read_batch)
+    with pytest.raises(IntegrityError, match="not completely restored"):
+        run_restore(repo, "latest", {"s": tmp_path / "out" / "s"}, fork=fork)
