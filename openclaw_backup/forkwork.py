@@ -17,7 +17,8 @@ frame to a handler as it arrives. :meth:`Worker.join` returns that value or re-r
 exception, so callers see the same typed errors as from in-process work. If the parent fails or is
 interrupted, :meth:`Worker.kill` kills and reaps the child before the exception goes on: nothing
 keeps working behind the caller's back; a handler that fails kills it too. The child also dies with
-the parent (``PR_SET_PDEATHSIG``). The child must not touch anything the parent's other threads may
+the parent (``PR_SET_PDEATHSIG``), and ignores the signals a user or a supervisor sends (Ctrl-C,
+``SIGTERM``, ``SIGHUP``): the parent decides. The child must not touch anything the parent's other threads may
 hold (reporters, consoles, a store's connections): it talks to the parent through the channel only,
 and leaves with ``os._exit``.
 
@@ -51,6 +52,7 @@ _HEAD = struct.Struct("<cBq")  # kind, flags, data length
 _META_IN_FD, _DATA_IN_FD = 1, 2
 _INLINE = 32 * 1024  # a larger meta travels in a memfd too (a packet must fit the socket buffer)
 _PR_SET_PDEATHSIG = 1
+_PARENTS_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 TICK = 0.2  # seconds between the progress reports of a worker
 
 
@@ -202,10 +204,16 @@ class Worker:
     def __init__(self, main: Callable[[Channel], Any], handle: Callable[[Frame, Channel], None]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            ours.close()
-            _child(main, Channel(theirs), parent)
+        # Held back here until the child has let go of this process's handlers (a Ctrl-C that
+        # arrives meanwhile is this process's: delivered when unblocked).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENTS_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                ours.close()
+                _child(main, Channel(theirs), parent, held)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         theirs.close()
         self.pid = pid
         self.channel = Channel(ours)
@@ -333,14 +341,16 @@ class TwoEnds:
         os.close(self._fd)
 
 
-def _child(main: Callable[[Channel], Any], channel: Channel, parent: int) -> None:
+def _child(main: Callable[[Channel], Any], channel: Channel, parent: int, mask: set[int | signal.Signals]) -> None:
     code = 0
     try:
+        for sig in _PARENTS_SIGNALS:
+            # The parent's handlers (the CLI's Ctrl-C, the supervisor's forward signals to the
+            # agent) are not ours, and a signal to the whole process group (Ctrl-C in a terminal)
+            # is the parent's to act on: it kills us if it gives up, and we die with it.
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         _die_with_parent(parent)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            # The parent's handlers (the supervisor's forward signals to the agent) are not ours:
-            # the parent handles these, and kills us if it gives up.
-            signal.signal(sig, signal.SIG_DFL)
         value: Any = None
         error: BaseException | None = None
         try:

@@ -362,3 +362,23 @@ def test_a_read_that_yields_less_than_planned_fails_the_restore(
     monkeypatch.setattr(Repository, "read_batch", read_batch)
     with pytest.raises(IntegrityError, match="not completely restored"):
         run_restore(repo, "latest", {"s": tmp_path / "out" / "s"}, fork=fork)
+
+
+@needs_fork
+def test_a_ctrl_c_to_the_whole_group_is_the_callers_to_act_on() -> None:
+    """A terminal's Ctrl-C reaches the worker too: it is the caller's signal (its handler, or the
+    supervisor's, decides; the worker is killed if the caller gives up), so the worker goes on."""
+    parent, signalled = os.getpid(), []
+
+    def work(n: int, progress: batches.Progress) -> int:
+        time.sleep(0.002)
+        if os.getpid() == parent and n == 10:
+            for pid in _children():
+                os.kill(pid, signal.SIGINT)
+                os.kill(pid, signal.SIGTERM)
+                signalled.append(pid)
+        return os.getpid()
+
+    pids = batches.run_batches(list(range(1, 101)), work, cost=lambda n: n, workers=2, fork=True,
+                               progress=lambda b, n: None)  # fmt: skip
+    assert signalled and set(signalled) & set(pids)  # the worker was signalled, and did its share
