@@ -27,6 +27,7 @@ had: :attr:`BackupResult.degraded` is then true and the edges report it as such.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -41,13 +42,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, memtune
+from . import __version__, fsmeta, memtune
 from .batches import Progress, run_batches
 from .errors import BackupError, ConflictError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .index import BLOB_DATA, BLOB_TREE
 from .reporter import Reporter
-from .repository import Repository
+from .repository import HEAD_FRESH, Repository
 from .snapshot import Snapshot
 from .sources import SQLITE_MAGIC, Entry, Excluder, ExclusionReport, Root, scan_root
 from .sqlite_capture import SqliteCaptureError, snapshot
@@ -95,6 +96,7 @@ class BackupResult:
     warnings: list[str]
     clear_secrets: list[str]
     excluded: dict[str, dict[str, int]] = field(default_factory=dict)  # by rule: what the rules left out
+    special: list[dict[str, str]] = field(default_factory=list)  # sockets, fifos, devices: not stored
 
     @property
     def degraded(self) -> bool:
@@ -111,6 +113,7 @@ class BackupResult:
             "warnings": self.warnings,
             "stored_in_clear": self.clear_secrets,
             "excluded": self.excluded,
+            "special": self.special,
         }
 
 
@@ -359,7 +362,8 @@ class Archiver:
         mode = stat.S_IMODE(e.st.st_mode)
         if e.kind == "symlink":
             self.stats["symlinks"] += 1
-            return Node(e.name, "symlink", 0o777, e.st.st_mtime_ns, target=os.fsdecode(e.target or ""))
+            return self._meta(e, e.st, Node(e.name, "symlink", 0o777, e.st.st_mtime_ns,
+                                            target=os.fsdecode(e.target or "")))  # fmt: skip
         if e.kind == "dir":
             children = [n for c in e.children if (n := self._node(c, outcomes)) is not None]
             taken = {n.name for n in children}
@@ -371,7 +375,7 @@ class Archiver:
             tid = self.writer.store(BLOB_TREE, data)
             self.needed.add(tid)
             self.stats["dirs"] += 1
-            return Node(e.name, "dir", mode, e.st.st_mtime_ns, subtree=tid.hex())
+            return self._meta(e, e.st, Node(e.name, "dir", mode, e.st.st_mtime_ns, subtree=tid.hex()))
         out = outcomes.get(e.path)
         if out is None:
             if e.path not in self.unread:
@@ -383,8 +387,20 @@ class Archiver:
         self.needed.update(bytes.fromhex(c) for c in out.content)
         self.stats["files"] += 1
         self.stats["bytes"] += size
-        return Node(e.name, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns, size=size,
-                    content=out.content, sqlite=out.sqlite, sqlite_info=out.info)  # fmt: skip
+        return self._meta(e, out.st, Node(e.name, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns,
+                                          size=size, content=out.content, sqlite=out.sqlite, sqlite_info=out.info))
+
+    def _meta(self, e: Entry, st: os.stat_result, node: Node) -> Node:
+        """Add what :mod:`.fsmeta` keeps: owner, extended attributes, hard-link key, holes."""
+        node.uid, node.gid = st.st_uid, st.st_gid
+        if node.type != "symlink":  # Linux allows no user attributes on links
+            node.xattrs, problem = fsmeta.read_xattrs(e.path)
+            if problem:
+                self.reporter.warn(f"{e.path}: {problem}")
+        if node.type == "file" and not node.sqlite:
+            node.hardlink = fsmeta.hardlink_key(st)
+            node.sparse = fsmeta.has_holes(e.path, st)
+        return node
 
     def _sidecar_nodes(self, e: Entry, outcomes: dict[str, _Outcome | None]) -> list[Node]:
         """The raw set's ``-wal``/``-journal`` of a damaged database, stored beside it."""
@@ -398,7 +414,7 @@ class Archiver:
             self.stats["bytes"] += size
             info = {"capture": "raw set", "sidecar_of": e.name}
             nodes.append(Node(e.name + suffix, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns,
-                              size=size, content=ids, sqlite_info=info))  # fmt: skip
+                              size=size, content=ids, sqlite_info=info, uid=out.st.st_uid, gid=out.st.st_gid))
         return nodes
 
     def _earlier_version(self, e: Entry, reason: str) -> Node | None:
@@ -407,13 +423,13 @@ class Archiver:
         prev = self._parent_node(e.rel)
         if prev is not None and self.repo.has_blobs(prev.content):
             self.reporter.warn(f"{e.path}: {reason}; the previous snapshot's version is kept")
-            node = Node(e.name, "file", prev.mode, prev.mtime_ns, size=prev.size, content=prev.content,
-                        sqlite=prev.sqlite, sqlite_info=prev.sqlite_info)  # fmt: skip
+            node = dataclasses.replace(prev)  # all it recorded (owner, attributes, …) with its content
         elif (hit := self.cache.entries.get(e.path)) is not None and self.repo.has_blobs(hit.content):
             self.reporter.warn(f"{e.path}: {reason}; the last backed-up version is kept")
             size = self.repo.content_size(hit.content)
             node = Node(e.name, "file", stat.S_IMODE(e.st.st_mode), e.st.st_mtime_ns, size=size,
-                        content=hit.content, sqlite=hit.sqlite, sqlite_info=hit.info)  # fmt: skip
+                        content=hit.content, sqlite=hit.sqlite, sqlite_info=hit.info, uid=e.st.st_uid,
+                        gid=e.st.st_gid)  # fmt: skip
         else:
             self.stats["files_skipped"] += 1
             self.reporter.warn(f"{e.path}: {reason}; NOT in this snapshot (no earlier version to keep)")
@@ -454,7 +470,7 @@ class Archiver:
     def _run(self) -> BackupResult:
         repo, opts = self.repo, self.opts
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
-        repo.refresh()  # the head may have moved (or our last publication's answer was lost)
+        repo.refresh(max_age=HEAD_FRESH)  # the head may have moved (or our last publication's answer was lost)
         repo.load_index()
         excluder = Excluder(opts.excludes)
         self.excluded = ExclusionReport()
@@ -491,7 +507,8 @@ class Archiver:
         top_id = self.writer.store(BLOB_TREE, top_data)
         self.needed.add(top_id)
         parent = self._parent_snap
-        result_stats = dict(self.stats, excluded_entries=self.excluded.entries, excluded_bytes=self.excluded.bytes)
+        result_stats = dict(self.stats, excluded_entries=self.excluded.entries, excluded_bytes=self.excluded.bytes,
+                            special_files=len(self.excluded.specials))  # fmt: skip
         before = parent.summary.get("files", 0) if parent is not None else 0
         if parent is not None and before >= _SHRINK_MIN and result_stats["files"] * 2 < before:
             result_stats["shrank"] = 1  # retention keeps the parent (see retention.apply_policy)
@@ -504,9 +521,9 @@ class Archiver:
             self.writer.flush()  # nothing should be pending; any stray blob is harmless garbage
             self._save_cache(outcomes)
             return BackupResult(None, parent.id, True, result_stats, self.reporter.warnings[first_warning:], [],
-                                self.excluded.to_json())  # fmt: skip
+                                self.excluded.to_json(), self.excluded.specials)  # fmt: skip
         self.writer.flush()
-        index_name = repo.save_index(self.writer.packs)
+        index_name = repo.save_index(self.writer.packs, backup=True)
         result_stats["blobs_added"] = self.writer.blobs_written
         result_stats["bytes_added"] = self.writer.bytes_written
         clear = [] if repo.encrypted else self._clear_secrets(scanned)
@@ -530,7 +547,8 @@ class Archiver:
         warnings = self.reporter.warnings[first_warning:]  # problems with inputs (exit 3), not the notices below
         for path in clear:
             self.reporter.warn(f"stored in the clear (repository is not encrypted): {path}")
-        return BackupResult(sid, snap.parent, False, result_stats, warnings, clear, self.excluded.to_json())
+        return BackupResult(sid, snap.parent, False, result_stats, warnings, clear, self.excluded.to_json(),
+                            self.excluded.specials)  # fmt: skip
 
     def _check_needed(self) -> None:
         """After a conflict: is everything this snapshot references still there?

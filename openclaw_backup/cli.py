@@ -27,17 +27,20 @@ code  meaning
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import json
 import logging
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, memtune
+from .cli_help import HELP, PATH_ARG, SNAPSHOT_ARG, epilog
 from .errors import EXIT_INTERRUPTED, BackupError, NotFoundError, UsageError
 from .progress import make_reporter
 from .settings import Settings, with_env_files
@@ -68,6 +71,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "legacy-env": ("run", "cmd_legacy_env"),
     "excludes": ("guide", "cmd_excludes"),
     "demo": ("guide", "cmd_demo"),
+    "version": ("info", "cmd_version"),
+    "config": ("info", "cmd_config"),
 }
 
 
@@ -85,13 +90,25 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
         help="repository: a path, hf://datasets/NS/NAME[/PREFIX], hf://buckets/…, s3://BUCKET/PREFIX",
         **d,
     )
-    p.add_argument("--password-file", help="read the repository password from this file", **d)
+    p.add_argument("--password-file", metavar="FILE", help="read the repository password from FILE", **d)
+    p.add_argument(
+        "--password-command",
+        metavar="CMD",
+        help="run CMD (no shell) and use what it prints as the password (a keyring, a secret manager)",
+        **d,
+    )
     p.add_argument("--cache-dir", help="local cache directory", **d)
     p.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout; progress as JSON lines on stderr", **d
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings (exit codes still tell)", **d)
-    p.add_argument("-v", "--verbose", action="store_true", **d)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="more detail: -v the files a backup changed; -vv also each storage call",
+        **({"default": 0} if top else d),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, **kw: Any) -> argparse.ArgumentParser:
-        """A command's parser, which also accepts the global options after the command name."""
-        return sub.add_parser(name, parents=[common], **kw)
+        """A command's parser, which also accepts the global options after the command name; its
+        ``--help`` says what the command does, with examples (:mod:`.cli_help`)."""
+        return sub.add_parser(name, parents=[common], description=textwrap.fill(HELP[name][0], 88), epilog=epilog(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kw)  # fmt: skip
 
     s = add("init", help="create a repository")
     s.add_argument(
@@ -124,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude-file", action="append", default=[], metavar="FILE", help="read exclude patterns from FILE"
     )
     s.add_argument("--no-default-excludes", action="store_true", help="do not apply the built-in excludes")
-    s.add_argument("--tag", action="append", default=[])
+    s.add_argument("--tag", action="append", default=[], metavar="TAG", help="record TAG on the snapshot (repeatable)")
     s.add_argument("--host", help="host name to record (default: the Space id or the machine's name)")
     s.add_argument("--force", action="store_true", help="make a snapshot even if nothing changed")
     s.add_argument(
@@ -138,14 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tag", action="append", default=[], help="only snapshots with this tag (repeatable: all of them)")
     s.add_argument("--group", help="only snapshots of this group (HOST:ROOT,ROOT… as listed)")
     s = add("ls", help="list the files of a snapshot")
-    s.add_argument("snapshot", nargs="?", default="latest")
-    s.add_argument("path", nargs="?", default="")
+    s.add_argument("snapshot", nargs="?", default="latest", help=SNAPSHOT_ARG)
+    s.add_argument("path", nargs="?", default="", help=PATH_ARG)
     s = add("diff", help="what changed between two snapshots")
-    s.add_argument("first")
-    s.add_argument("second", nargs="?", default="latest")
+    s.add_argument("first", help="the older snapshot (an id or prefix, or `latest`)")
+    s.add_argument("second", nargs="?", default="latest", help="the newer snapshot (default: `latest`)")
 
     s = add("restore", help="restore a snapshot (atomically, into place or under --target)")
-    s.add_argument("snapshot", nargs="?", default="latest")
+    s.add_argument("snapshot", nargs="?", default="latest", help=SNAPSHOT_ARG)
     s.add_argument("--target", metavar="DIR", help="restore every root under DIR/<root name> instead of its own place")
     s.add_argument("--include", action="append", default=[], metavar="PATH", help="restore only ROOT/PATH (repeatable)")
     s.add_argument("--delete", action="store_true",
@@ -176,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("run", help="supervise an agent: restore if missing, run it, back up periodically and at exit")
     s.add_argument("--interval", type=float, help="seconds between backups (default 300, or the legacy cron)")
+    s.add_argument(
+        "--max-age",
+        type=float,
+        help="while the state keeps changing, back up at least this often, in seconds (default 60, "
+        "or OPENCLAW_BACKUP_MAX_AGE; a Hub repo's commit budget may stretch it)",
+    )
     s.add_argument("--settle", type=float, default=20.0, help="back up this many quiet seconds after a change")
     s.add_argument(
         "--min-gap", type=float, help="at least this many seconds between backups (default min(60, interval))"
@@ -184,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--restore", choices=["if-missing", "force", "never"], default="if-missing")
     s.add_argument("--prune-interval", type=float, default=86400.0, help="seconds between forget+prune runs")
     s.add_argument("--status-file", help="where to write the status JSON")
-    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the agent command")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD …", help="the agent's command line, after --")
 
     s = add("status", help="the supervisor's last success, last error and next run")
     s.add_argument("--status-file")
@@ -195,19 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("legacy-env", help="the legacy script's variables and how each is handled")
 
     s = add("repair", help="rebuild the index from the packs")
-    s.add_argument("what", choices=["index"])
+    s.add_argument("what", choices=["index"], help="what to repair: `index` (the only one)")
 
     s = add("key", help="manage passwords")
-    ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
-    ks.add_parser("list", help="list key files", parents=[common])
+    ks = s.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser,
+                          help="list (the default), add, or passwd")  # fmt: skip
+    ks.add_parser("list", help="list key files", parents=[common], description="List the key files (one per password).")
     for name, text in (("add", "add a password"), ("passwd", "change the current password")):
-        k = ks.add_parser(name, help=text, parents=[common])
+        about = f"{text[0].upper()}{text[1:]}: the new one from --new-password-file, OPENCLAW_BACKUP_NEW_PASSWORD, "
+        k = ks.add_parser(name, help=text, parents=[common], description=about + "or asked twice on a terminal.")
         k.add_argument("--new-password-file", help="read the new password from this file")
 
     s = add("excludes", help="show the exclude patterns a backup would apply")
     s.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     s.add_argument("--no-default-excludes", action="store_true")
 
+    s = add("config", help="what this tool would use here: repository, password source, roots, env files, Space")
+    s.add_argument("--insecure-ok", action="store_true", help="no password is not a problem (unencrypted repository)")
+    add("version", help="the version, and the Python, SQLite and libraries it runs with")
     s = add("demo", help="back up and restore a sample agent home on a local repository, and verify it")
     s.add_argument("--dir", help="work directory (default: a new temporary directory)")
     return p
@@ -228,8 +258,22 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         process_env=env,
         repo=args.repo,
         password_file=args.password_file,
+        password_command=args.password_command,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        prompt=_ask if _on_terminal() else None,
     )
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _ask(question: str) -> str:
+    """One unechoed answer from the terminal (a password)."""
+    return getpass.getpass(question)
 
 
 def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> Result:
@@ -239,11 +283,32 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str], reporter: Repo
     module, name = COMMANDS[args.command]
     command = getattr(importlib.import_module(f"{__package__}.commands.{module}"), name)
     settings = settings_from(args, env)
-    for name, close in settings.unknown_variables():
+    for name, close in settings.unknown_variables() if args.command != "config" else ():  # config lists them
         reporter.warn(f"{name} is not a variable this tool knows; it is ignored"
                       + (f" (did you mean {close}?)" if close else ""))  # fmt: skip
     result: Result = command(args, settings, reporter)
     return result
+
+
+class _WaitHandler(logging.Handler):
+    """Shows the ``openclaw_backup.wait`` records (waiting for a lock) on stderr as they happen."""
+
+    def __init__(self, *, json_mode: bool) -> None:
+        super().__init__(logging.INFO)
+        self.json_mode = json_mode
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        line = json.dumps({"event": "wait", "message": text}) if self.json_mode else f"{text} …"
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _show_waits(*, json_mode: bool) -> None:
+    log = logging.getLogger("openclaw_backup.wait")
+    log.handlers[:] = [_WaitHandler(json_mode=json_mode)]
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,10 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        if args.verbose:  # storage calls, one line each (never contents or secrets)
+        if args.verbose >= 2:  # storage calls, one line each (never contents or secrets)
             logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
             logging.getLogger("openclaw_backup").setLevel(logging.DEBUG)
-        reporter = make_reporter(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
+        reporter = make_reporter(json_mode=args.json, quiet=args.quiet, verbose=args.verbose >= 1)
+        if not args.quiet:
+            _show_waits(json_mode=args.json)
         try:
             doc, text, code = run_command(args, os.environ, reporter)
         finally:

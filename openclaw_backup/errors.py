@@ -14,7 +14,8 @@ a ``hint``. The tree::
     ├── ConflictError (13)              the head moved under us and retries were exhausted
     ├── QuotaError (14)                 the store refuses for now (rate/commit quota); retry later
     ├── StoreError (15)                 the storage failed (I/O, network) — ``transient`` says if a retry may help
-    └── UnsafeRestoreError (16)         the repository asks for something a restore must refuse
+    ├── UnsafeRestoreError (16)         the repository asks for something a restore must refuse
+    └── NoSpaceError (19)               the destination lacks the space the operation needs
 
 Exit code 3 (:data:`EXIT_INCOMPLETE`) is not an error: the operation finished, but its result holds
 less than, or other than, what was asked for (a degraded backup; see its warnings). Exit code 130
@@ -87,6 +88,13 @@ class StoreError(BackupError):
 
 class UnsafeRestoreError(BackupError):
     exit_code = 16
+
+
+class NoSpaceError(BackupError):
+    """Refused before starting: the destination does not have the free space the operation needs
+    (nothing was changed). Not a usage error: the command was right, the disk is full."""
+
+    exit_code = 19
 
 
 EXIT_SUCCESS = 0

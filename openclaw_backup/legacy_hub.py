@@ -56,6 +56,11 @@ def open_legacy_view(address: str, options: BackendOptions) -> HfLegacyView:
     if parsed.kind == "bucket":
         raise NotFoundError(f"{address}: the legacy script never wrote to buckets")
     files = RepoFiles(
-        make_api(options), parsed.repo_id, repo_type=parsed.kind, token=options.token, timeout=options.timeout
+        make_api(options),
+        parsed.repo_id,
+        repo_type=parsed.kind,
+        token=options.token,
+        timeout=options.timeout,
+        attempts=options.retries,
     )
     return HfLegacyView(files)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MERGE_GAP = 1024 * 1024  # read through a gap this small rather than start another read
+MERGE_GAP = 1024 * 1024  # read through a gap at most this large rather than start another read …
+MERGE_WASTE = 0.2  # … and only while a merged read carries at most this much unwanted data per wanted byte
 MAX_RANGE = 8 * 1024 * 1024  # one ranged read at most (bounds the memory of whoever reads it)
 MAX_BATCH = 128  # blobs per read at most: each costs its user more than its bytes (a file to write)
 
@@ -67,7 +68,12 @@ class ReadBatch(Generic[T]):
 
 
 def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
-    """Group wanted blobs into merged ranged reads, pack by pack."""
+    """Group wanted blobs into merged ranged reads, pack by pack.
+
+    The gap read through is adaptive: a read grows over a gap only while the unwanted bytes it
+    carries stay under :data:`MERGE_WASTE` of the wanted ones (and the gap under
+    :data:`MERGE_GAP`), so what is downloaded is at most ``1 + MERGE_WASTE`` times what is wanted,
+    however the wanted blobs are scattered among other snapshots' data."""
     by_pack: dict[str, list[tuple[bytes, BlobRef, T]]] = {}
     for w in wants:
         by_pack.setdefault(w[1].pack, []).append(w)
@@ -75,21 +81,26 @@ def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
     for pack, items in by_pack.items():
         items.sort(key=lambda w: w[1].offset)
         group: list[tuple[bytes, BlobRef, T]] = []
-        start = end = 0
+        start = end = wanted = waste = 0
         for w in items:
             ref = w[1]
+            gap = max(0, ref.offset - end)
+            new = max(0, ref.offset + ref.length - max(end, ref.offset))  # bytes this blob adds
             if (
                 group
-                and ref.offset <= end + MERGE_GAP
+                and gap <= MERGE_GAP
+                and waste + gap <= MERGE_WASTE * (wanted + new)
                 and ref.offset + ref.length - start <= MAX_RANGE
                 and len(group) < MAX_BATCH
             ):
                 group.append(w)
                 end = max(end, ref.offset + ref.length)
+                wanted, waste = wanted + new, waste + gap
             else:
                 if group:
                     out.append(ReadBatch(pack, start, end, group))
                 group, start, end = [w], ref.offset, ref.offset + ref.length
+                wanted, waste = ref.length, 0
         if group:
             out.append(ReadBatch(pack, start, end, group))
     return out

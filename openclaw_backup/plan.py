@@ -66,6 +66,7 @@ class BackupPlan:
             "totals": {k: self.total(k) for k in keys},
             "excluded": self.excluded.to_json(),
             "excluded_totals": {"entries": self.excluded.entries, "bytes": self.excluded.bytes},
+            "special": self.excluded.specials,
             "cache_used": self.cache_used,
             "largest_to_read": [{"path": p, "bytes": n} for p, n in self.largest_to_read],
         }

@@ -9,6 +9,8 @@ plan is void, and prune starts over. Only after that publication are packs, old 
 forgotten snapshots deleted (in the same commit on a Hub repo). A backup racing a prune either
 published first (then prune re-plans and sees its snapshot) or finds, when it publishes, that a
 blob it reused was dropped, and fails without publishing (see :meth:`Repository.publish`).
+A plan with nothing to free (no pack to delete or repack, nothing unindexed) publishes nothing,
+unless the index files have grown to ``INDEX_MERGE_AT`` (then merging them is worth a commit).
 
 Unindexed packs can be a concurrent backup's work in progress on stores where uploads are
 visible before the head (local, S3); they are deleted only after this machine has seen them
@@ -34,6 +36,7 @@ from .repository import Repository
 from .retention import Policy, apply_policy
 from .snapshot import Snapshot
 
+INDEX_MERGE_AT = 16  # index files from which a prune with nothing to free still merges them into one
 PRUNE_ATTEMPTS = 5
 
 
@@ -193,6 +196,9 @@ def _old_enough(repo: Repository, names: list[str], grace: float) -> list[str]:
 
 def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squash: bool | None,
                   squash_ratio: float, unindexed_grace: float = 3600.0) -> PruneResult:  # fmt: skip
+    if not (plan.delete or plan.repack or plan.unindexed) and len(repo.index_names()) < INDEX_MERGE_AT:
+        # Nothing to free: no new index, no commit (a Hub repo counts commits against an hourly budget).
+        return _finish(repo, plan, squash=squash, squash_ratio=squash_ratio, unindexed_grace=unindexed_grace)
     writer = repo.pack_writer()
     reporter.phase("repack", total_items=len(plan.repack))
     per_pack = repo.indexed_packs()
@@ -212,11 +218,23 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
         merge=False,
     )
     repo.load_index()
+    return _finish(
+        repo,
+        plan,
+        squash=squash,
+        squash_ratio=squash_ratio,
+        unindexed_grace=unindexed_grace,
+        new_packs=len(writer.packs),
+    )
+
+
+def _finish(repo: Repository, plan: PrunePlan, *, squash: bool | None, squash_ratio: float, unindexed_grace: float,
+            new_packs: int = 0) -> PruneResult:  # fmt: skip
     temporaries = repo.remove_stale_temporaries(older_than=unindexed_grace)  # leftovers of killed writes
     pending = repo.deleted_since_squash
     due = squash or (squash is None and pending > squash_ratio * max(plan.bytes_live, 1))
     squashed = bool(due) and repo.squash_history()
-    return PruneResult.of(plan, squashed=squashed, new_packs=len(writer.packs), temporaries_removed=temporaries)
+    return PruneResult.of(plan, squashed=squashed, new_packs=new_packs, temporaries_removed=temporaries)
 
 
 def prune(

@@ -2,7 +2,8 @@
 
 Operations call :meth:`Reporter.phase`, :meth:`Reporter.progress` and :meth:`Reporter.warn`;
 the CLI chooses the implementation (a progress bar on a terminal, JSON lines, or nothing).
-Reporters must be thread-safe: workers report from several threads.
+Reporters must be thread-safe: workers report from several threads. Sizes they print go through
+:func:`.units.human_size`.
 """
 
 from __future__ import annotations

@@ -22,9 +22,12 @@ its parts know byte formats and object names.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +42,9 @@ from .errors import (
     ConflictError,
     IntegrityError,
     NotFoundError,
+    QuotaError,
     RepositoryNotFoundError,
+    StoreError,
     UsageError,
     WrongPasswordError,
 )
@@ -52,6 +57,7 @@ from .tree import Node, decode_tree
 T = TypeVar("T")
 
 PUBLISH_ATTEMPTS = 6
+HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
 
 
 @dataclass
@@ -108,8 +114,15 @@ class Repository:
         self.chunker = Chunker(config.chunker, seed)
         self.sqlite_chunker = Chunker(config.chunker_sqlite, seed)
         self.head: Head | None = None
+        self._head_read_at: float | None = None  # time.monotonic() of the last head read
         self.state = HeadState()
         self.index = Index()
+        self._base_index = Index()  # what the head's index files say (self.index adds our unpublished packs)
+        # Packs a backup of ours uploaded whose publication failed (a quota's 429, a lost commit),
+        # on a store where uploads stay staged until the next publication (a Hub repo): the next
+        # backup reuses them instead of uploading the same data again. See save_index/publish.
+        self._unpublished: PackEntries = {}
+        self._attempt: PackEntries = {}
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ opening
@@ -148,13 +161,35 @@ class Repository:
 
     @classmethod
     def open(cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None) -> Repository:
-        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password."""
+        """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password.
+
+        The config of an encrypted repository is remembered in ``cache_dir`` by the store's location
+        (``locations/<sha256>.config``) and not read again while the head vouches for it (its config
+        MAC); any doubt reads it from the store.
+        """
+        remembered = _config_memo(cache_dir, backend.location)
+        if remembered is not None:
+            try:
+                config = RepoConfig.from_bytes(remembered.read_bytes())
+                if config.encrypted and password:
+                    return cls._open(backend, config, password=password, cache_dir=cache_dir)
+            except (OSError, IntegrityError, WrongPasswordError, UsageError):
+                pass  # not this repository's config (any more): read it from the store
+            remembered.unlink(missing_ok=True)
         try:
-            config = RepoConfig.from_bytes(backend.get("config"))
+            data = backend.get("config")
+            config = RepoConfig.from_bytes(data)
         except NotFoundError:
             raise RepositoryNotFoundError(
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
+        repo = cls._open(backend, config, password=password, cache_dir=cache_dir)
+        if config.encrypted and remembered is not None:
+            _write_atomic(remembered, data)
+        return repo
+
+    @classmethod
+    def _open(cls, backend: Backend, config: RepoConfig, *, password: str | None, cache_dir: Path | None) -> Repository:
         if not config.encrypted:
             if password:
                 # The user expects encryption. Either this is the wrong repository, or someone who can
@@ -219,8 +254,16 @@ class Repository:
 
     # ------------------------------------------------------------------ head
 
-    def refresh(self) -> HeadState:
-        """Re-read the head (and note a rollback, which only an attacker or a restore of the store causes)."""
+    def refresh(self, *, max_age: float = 0.0) -> HeadState:
+        """Re-read the head (and note a rollback, which only an attacker or a restore of the store causes).
+
+        ``max_age``: a head this object read less than that many seconds ago, with no publication
+        tried since, is used as it is (opening reads the head, and a backup right after need not
+        read it again: a stale head only costs a conflict and a re-plan at publication).
+        """
+        if max_age > 0 and self._head_read_at is not None and time.monotonic() - self._head_read_at <= max_age:
+            return self.state
+        self._head_read_at = None
         head = self.backend.read_head()
         if head is None:
             raise RepositoryNotFoundError(f"{self.backend.location} has a config but no head; it is damaged")
@@ -233,6 +276,7 @@ class Repository:
                 hint="someone changed the config file; restore the original",
             )
         self._check_rollback()
+        self._head_read_at = time.monotonic()
         return self.state
 
     def snapshot_ids(self) -> list[str]:
@@ -270,6 +314,7 @@ class Repository:
 
     def _publish_state(self, state: HeadState, *, expect: str | None, deletes: Iterable[str] = ()) -> None:
         data = codec.encode_document(self.cipher, b"head", {**state.to_json(), "config": self._config_mac()})
+        self._head_read_at = None  # whatever the outcome, the next refresh reads the head
         version = self.backend.publish(head=data, expect=expect, deletes=list(deletes))
         self.head = Head(version, data)
         self.state = state
@@ -300,8 +345,19 @@ class Repository:
         rm_s, rm_i = list(remove_snapshots), list(remove_indexes)
         deletes = [pack_name(p) for p in delete_packs]
         deletes += [f"snapshots/{s}" for s in rm_s] + [f"index/{i}" for i in rm_i]
-        self._publish(list(add_snapshots), list(add_indexes), set(rm_s), set(rm_i), deletes,
-                      deleted_bytes=deleted_bytes, needs=needs, attempts=attempts, merge=merge)  # fmt: skip
+        attempt, self._attempt = self._attempt, {}
+        try:
+            self._publish(list(add_snapshots), list(add_indexes), set(rm_s), set(rm_i), deletes,
+                          deleted_bytes=deleted_bytes, needs=needs, attempts=attempts, merge=merge)  # fmt: skip
+        except BaseException as e:
+            # A backup refused for now (a quota, a busy repository, a lost answer) leaves its packs
+            # staged for the next one (if its commit landed after all, the next load_index finds
+            # them indexed and forgets them). Anything else, or any other publication (a prune may
+            # have dropped them), forgets them: the next backup uploads that data again.
+            retryable = isinstance(e, (QuotaError, ConflictError)) or (isinstance(e, StoreError) and e.transient)
+            self._unpublished = attempt if retryable else {}
+            raise
+        self._unpublished = {}
 
     def _publish(
         self,
@@ -391,6 +447,14 @@ class Repository:
         self.cache_write(name, data)
         return data
 
+    def _get_all(self, names: list[str]) -> list[bytes]:
+        """:meth:`get_immutable` of each name, up to :attr:`read_parallelism` in flight."""
+        width = self.read_parallelism
+        if width <= 1 or len(names) <= 1:
+            return [self.get_immutable(n) for n in names]
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            return list(pool.map(self.get_immutable, names))
+
     def put_immutable(self, prefix: str, data: bytes) -> str:
         sid = storage_id(data)
         self.backend.put(f"{prefix}/{sid}", data)
@@ -400,19 +464,33 @@ class Repository:
     # ------------------------------------------------------------------ the index
 
     def load_index(self) -> Index:
-        """Load every index file the head names (cached ones are not fetched again)."""
-        if self.index.files == tuple(self.state.indexes):
+        """Load every index file the head names (cached ones are not fetched again), plus the packs
+        of our own failed publication still staged in the store (see :meth:`save_index`)."""
+        if self._base_index.files != tuple(self.state.indexes):
+            self._load_base_index()
+        if not self._unpublished:
+            self.index = self._base_index
             return self.index
+        known = {ref.pack for ref in self._base_index.values()}
+        self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
+        refs = dict(self._base_index.items())
+        for entries in self._unpublished.values():
+            for bid, ref in entries:
+                refs.setdefault(bid, ref)
+        self.index = Index(refs, files=self._base_index.files)
+        return self.index
+
+    def _load_base_index(self) -> None:
         for attempt in range(3):
             try:
-                index = Index.decode(self.cipher, ((n, self.get_immutable(f"index/{n}")) for n in self.state.indexes))
+                names = list(self.state.indexes)
+                index = Index.decode(self.cipher, zip(names, self._get_all([f"index/{n}" for n in names]), strict=True))
                 break
             except NotFoundError:
                 if attempt == 2:
                     raise
                 self.refresh()  # a prune replaced the index files after we read the head
-        self.index = index
-        return index
+        self._base_index = index
 
     def is_indexed(self, bid: bytes) -> bool:
         return bid in self.index
@@ -470,11 +548,27 @@ class Repository:
         are decoded from views of the one read, never copied. Thread-safe."""
         return read_batch(self.backend, self.cipher, batch)
 
+    @property
+    def read_parallelism(self) -> int:
+        """Ranged reads worth having in flight together: a remote store's connection limit (its
+        latency hides behind concurrency), 1 for a store on this machine."""
+        caps = self.backend.capabilities
+        return max(1, caps.max_connections) if caps.transient_failures else 1
+
     def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged
-        ranged reads and verified."""
-        for batch in plan_reads(wants):
-            yield from read_batch(self.backend, self.cipher, batch)
+        ranged reads (up to :attr:`read_parallelism` in flight, a window at a time) and verified."""
+        batches = plan_reads(wants)
+        width = self.read_parallelism
+        if width <= 1 or len(batches) <= 1:
+            for batch in batches:
+                yield from read_batch(self.backend, self.cipher, batch)
+            return
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            for i in range(0, len(batches), 2 * width):  # a window: memory stays bounded
+                window = batches[i : i + 2 * width]
+                for out in pool.map(lambda b: list(read_batch(self.backend, self.cipher, b)), window):
+                    yield from out
 
     # ------------------------------------------------------------------ packs and index files
 
@@ -482,8 +576,17 @@ class Repository:
         """A writer of new packs."""
         return PackWriter(self.backend, self.cipher, pack_size=self.config.pack_size, indexed=self.is_indexed)
 
-    def save_index(self, packs: PackEntries) -> str | None:
-        """Write one index file listing ``packs``; its name (None, writing nothing, when empty)."""
+    def save_index(self, packs: PackEntries, *, backup: bool = False) -> str | None:
+        """Write one index file listing ``packs``; its name (None, writing nothing, when empty).
+
+        ``backup``: the index of a backup about to publish. Where uploads stay staged until the next
+        publication, it also lists the packs of our failed publication that are still staged (their
+        blobs are in :attr:`index`, so this backup may reference them; they are committed with
+        it), and if this publication fails too, its packs are remembered the same way.
+        """
+        if backup and self.staged_uploads:
+            packs = {**{p: e for p, e in self._unpublished.items() if p not in packs}, **packs}
+            self._attempt = packs
         if not packs:
             return None
         return self.put_immutable("index", codec.encode_index(self.cipher, packs))
@@ -506,9 +609,11 @@ class Repository:
     # ------------------------------------------------------------------ snapshots
 
     def load_snapshot(self, sid: str) -> Snapshot:
+        return self._decode_snapshot(sid, self.get_immutable(f"snapshots/{sid}"))
+
+    def _decode_snapshot(self, sid: str, data: bytes) -> Snapshot:
         what = f"snapshot {sid[:8]}"
-        doc = codec.decode_document(self.cipher, b"snapshot", self.get_immutable(f"snapshots/{sid}"), what=what)
-        return Snapshot.from_json(doc, id=sid, what=what)
+        return Snapshot.from_json(codec.decode_document(self.cipher, b"snapshot", data, what=what), id=sid, what=what)
 
     def save_snapshot(self, snapshot: Snapshot) -> str:
         """Store a snapshot document (not yet published: see :meth:`publish`); its id."""
@@ -518,7 +623,9 @@ class Repository:
         """Every live snapshot, oldest first (re-reading the head if a forget raced us)."""
         for attempt in range(3):
             try:
-                snaps = [self.load_snapshot(s) for s in self.state.snapshots]
+                ids = list(self.state.snapshots)
+                datas = self._get_all([f"snapshots/{s}" for s in ids])  # fetched together
+                snaps = [self._decode_snapshot(s, d) for s, d in zip(ids, datas, strict=True)]
                 break
             except NotFoundError:
                 if attempt == 2:
@@ -570,6 +677,23 @@ class Repository:
     def current_key_names(self, password: str) -> list[str]:
         """Key files that open with ``password``."""
         return keys.opening_with(self.backend, password)
+
+
+def _config_memo(cache_dir: Path | None, location: str) -> Path | None:
+    """Where the config of the repository at ``location`` is remembered (None without a cache)."""
+    if cache_dir is None:
+        return None
+    return cache_dir / "locations" / (hashlib.sha256(location.encode()).hexdigest()[:32] + ".config")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation only
 
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:

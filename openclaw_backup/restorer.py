@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import memtune
+from . import fsmeta, memtune
 from .backends.local import fsync_dir
 from .batches import Progress, run_batches
-from .errors import IntegrityError, NotFoundError, UnsafeRestoreError, UsageError
+from .errors import IntegrityError, NoSpaceError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
 from .pack import ReadBatch
@@ -105,10 +105,15 @@ class RestoreResult:
     seeds: dict[str, CachedFile] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)  # destination -> where the state it replaced is kept
     carried: int = 0  # existing entries left in place (without ``delete``)
+    hardlinks: int = 0  # files restored as links to another restored file
+    owners_not_restored: int = 0  # entries owned by someone else, restored as ours (not running as root)
+    xattrs_not_restored: int = 0  # attributes outside ``user.*`` the process may not set
 
     def to_json(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "restored": self.restored, "files": self.files, "bytes": self.bytes,
-                "kept": self.kept, "left_in_place": self.carried}  # fmt: skip
+                "kept": self.kept, "left_in_place": self.carried, "hardlinks": self.hardlinks,
+                "owners_not_restored": self.owners_not_restored,
+                "xattrs_not_restored": self.xattrs_not_restored}  # fmt: skip
 
 
 @dataclass
@@ -122,6 +127,7 @@ class _Unit:
     files: list[tuple[str, Node]] = field(default_factory=list)
     dirs: list[tuple[str, Node]] = field(default_factory=list)  # parents before children
     links: list[tuple[str, Node]] = field(default_factory=list)
+    hardlinks: list[tuple[str, str]] = field(default_factory=list)  # (path, the path it is a link to)
     kept: Path | None = None  # where the state this unit replaced was kept
     carried: int = 0
 
@@ -300,7 +306,7 @@ def merge_existing(dest: Path, staging: Path) -> int:
     return carried
 
 
-def _write(fd: int, data: bytes, offset: int, path: str) -> None:
+def _write(fd: int, data: bytes | memoryview, offset: int, path: str) -> None:
     """Write ``data`` at ``offset``: a short write goes on, or fails (ENOSPC), never leaves a hole."""
     done = os.pwrite(fd, data, offset)
     while done < len(data):
@@ -319,6 +325,7 @@ class Restorer:
         self._nodes: dict[str, Node] = {}  # the files with data to write, by path
         self._spread: set[str] = set()  # those whose blobs lie in more than one read
         self._umask = _read_umask()  # now, not at import: a process may change it
+        self.meta = fsmeta.Applier()
 
     # ------------------------------------------------------------------ planning
 
@@ -385,7 +392,13 @@ class Restorer:
         wants: list[_Want] = []
         total = 0
         self._nodes = {}
+        first: dict[str, tuple[str, Node]] = {}  # hard-link key -> the file that holds the data
         for path, node in unit.files:
+            if node.hardlink:
+                held = first.setdefault(node.hardlink, (path, node))
+                if held[0] != path and held[1].content == node.content and held[1].size == node.size:
+                    unit.hardlinks.append((path, held[0]))
+                    continue
             offset = 0
             for cid in node.content:
                 bid = bytes.fromhex(cid)
@@ -405,7 +418,11 @@ class Restorer:
         if self.opts.check_space and total:
             free = shutil.disk_usage(unit.dest.parent).free
             if total > free:
-                raise UsageError(f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}")
+                raise NoSpaceError(
+                    f"restoring needs {total} bytes but only {free} are free at {unit.dest.parent}; "
+                    "nothing was changed",
+                    hint="free some space, or restore part of the snapshot with --include",
+                )
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
         # Work units are ranged reads (not whole packs) so that every worker stays busy.
         ranges = self.repo.plan_reads(wants)
@@ -413,8 +430,11 @@ class Restorer:
         self._spread = {path for path, n in reads.items() if n > 1}
         for path in self._spread:
             os.close(self._create(path, None))
+        workers = self.opts.workers
+        if workers > 1 and not self.repo.nearby:
+            workers = max(workers, self.repo.read_parallelism)  # a remote store: reads in flight
         results = run_batches(
-            ranges, self._restore_range, cost=_cost, workers=self.opts.workers,
+            ranges, self._restore_range, cost=_cost, workers=workers,
             fork=self.opts.fork if self.repo.nearby else False,  # a worker reads the store itself
             progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
         )  # fmt: skip
@@ -429,12 +449,24 @@ class Restorer:
         for path in self._spread:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             self._finish(path, fd, self._nodes[path], written[path], chmod=True)
+        for path, target in unit.hardlinks:
+            os.link(target, path, follow_symlinks=False)
+        linked = {path for path, _ in unit.hardlinks}
+        for path, node in unit.files:  # owners and attributes (set by path: a forked writer counts nothing)
+            if path not in linked:
+                self.meta.owner(path, node, follow=False)
+                if node.mode & 0o6000:
+                    os.chmod(path, node.mode)  # a change of owner cleared the set-id bits
+                self.meta.xattrs(path, node, _final(unit, path))
         for path, node in unit.links:
             assert node.target is not None
             os.symlink(os.fsencode(node.target), path)
+            self.meta.owner(path, node, follow=False)
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
         for path, node in reversed(unit.dirs):  # breadth-first order reversed: deepest first
+            self.meta.owner(path, node, follow=False)
             os.chmod(path, node.mode)
+            self.meta.xattrs(path, node, _final(unit, path))
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
     def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Progress) -> tuple[int, dict[str, int]]:
@@ -452,7 +484,11 @@ class Restorer:
                     spread = path in self._spread
                     flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
                     fd = fds[path] = os.open(path, flags) if spread else self._create(path, self._nodes[path])
-                _write(fd, plain, offset, path)
+                if self._nodes[path].sparse:  # zero runs stay holes: write only the rest
+                    for start, end in fsmeta.data_runs(plain):
+                        _write(fd, memoryview(plain)[start:end], offset + start, path)
+                else:
+                    _write(fd, plain, offset, path)
                 written[path] += len(plain)
                 left[path] -= 1
                 if not left[path]:
@@ -484,6 +520,8 @@ class Restorer:
         try:
             if written != node.size:
                 raise IntegrityError(f"{path}: restored {written} bytes, expected {node.size}")
+            if node.sparse:
+                os.ftruncate(fd, node.size)  # a trailing hole: zero runs were skipped, not written
             if chmod or not self._creates_with_mode(node.mode):
                 os.fchmod(fd, node.mode)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
@@ -522,6 +560,7 @@ class Restorer:
                 raise
             result.restored[unit.label] = str(unit.dest)
             result.carried += unit.carried
+            result.hardlinks += len(unit.hardlinks)
             if unit.kept is not None:
                 result.kept[str(unit.dest)] = str(unit.kept)
             for path, node in unit.files:
@@ -540,6 +579,10 @@ class Restorer:
                         )
                     continue  # never seed: the next backup captures it again through SQLite
                 result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite, node.sqlite_info)
+        for problem in self.meta.problems:
+            self.reporter.warn(problem)
+        result.owners_not_restored = self.meta.owners_not_restored
+        result.xattrs_not_restored = self.meta.xattrs_not_restored
         return result
 
 

@@ -22,9 +22,16 @@ from typing import Any
 
 from . import legacy
 from .archiver import BackupOptions, backup
-from .backends import open_backend
+from .backends import commit_budget, open_backend
 from .backends.base import Backend
-from .errors import BackupError, IntegrityError, NotFoundError, RepositoryNotFoundError, UsageError
+from .errors import (
+    BackupError,
+    IntegrityError,
+    NotFoundError,
+    RepositoryNotFoundError,
+    UsageError,
+    WrongPasswordError,
+)
 from .filecache import FileCache
 from .marker import marker_path, read_marker, write_marker
 from .reporter import Reporter
@@ -34,9 +41,16 @@ from .retention import DEFAULT_POLICY, Policy, snapshot_time
 from .settings import Settings, restore_destinations
 from .snapshot import Snapshot, agent_snapshots, written_by_newer
 from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
-from .supervisor import Account
+from .supervisor import Account, Description
+from .units import human_size
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
+#: The legacy script's own metadata folder inside its archives (not the user's data).
+LEGACY_METADATA_FOLDER = "backup-info"
+PASSWORD_HINT = (
+    "set OPENCLAW_BACKUP_PASSWORD (in a Space: as a Space secret), or OPENCLAW_BACKUP_PASSWORD_FILE; "
+    "`openclaw-backup config` shows where the password would come from"
+)
 FLAG_SKIPPED = "/tmp/openclaw-restore-skipped-no-backup"
 
 
@@ -66,7 +80,12 @@ class Service:
         address = self.s.repository()
         try:
             backend = open_backend(address, self.s.backend_options(create=create))
-            self._repo = Repository.open(backend, password=self.s.password(), cache_dir=self.s.cache_root())
+            try:
+                self._repo = Repository.open(backend, password=self.s.password(), cache_dir=self.s.cache_root())
+            except WrongPasswordError:
+                if self.s.password() is not None or not self.s.can_ask():
+                    raise
+                self._repo = Repository.open(backend, password=self.s.ask_password(), cache_dir=self.s.cache_root())
         except RepositoryNotFoundError:
             if not create:
                 raise
@@ -108,7 +127,37 @@ class Service:
             **kw,
         )
 
+    def preflight(self) -> UsageError | None:
+        """What makes every backup of ``run`` useless or impossible, found before the agent starts:
+        in a Space, a repository that does not outlive the container; anywhere, no password for an
+        encrypted (or a not yet created) repository. None when all looks well or cannot be told yet
+        (the store unreachable: the backups will say)."""
+        problem = self.s.durability_problem()
+        if problem is not None:
+            return problem
+        try:
+            if self.s.password() is not None or self.s.legacy_unencrypted_choice():
+                return None
+        except UsageError as e:
+            return e
+        try:
+            self.repo(create=False)  # opens only when it needs no password (an unencrypted repository)
+        except RepositoryNotFoundError:
+            return UsageError(
+                f"no password: the repository {self.s.repository()} does not exist yet and cannot be created "
+                "encrypted without one",
+                hint=PASSWORD_HINT,
+            )
+        except (UsageError, WrongPasswordError) as e:
+            return UsageError(f"no password: {e.message}", hint=PASSWORD_HINT)
+        except BackupError:
+            return None
+        return None
+
     def backup(self) -> Account:
+        problem = self.s.durability_problem()
+        if problem is not None:
+            raise problem
         repo = self.repo()
         cache = FileCache(repo.cache_dir / "files.db" if repo.cache_dir else None)
         opts = self.backup_options()
@@ -118,13 +167,20 @@ class Service:
                          how="backup")  # fmt: skip
         st = res.stats
         if res.unchanged:
-            text = "no changes, nothing uploaded"
+            text = f"no changes, nothing uploaded ({st['files']} files)"
         else:
             text = (
-                f"snapshot {str(res.snapshot_id)[:8]}: {st['files']} files, read {st['files_read']}, "
-                f"added {st['bytes_added']} bytes"
+                f"snapshot {str(res.snapshot_id)[:8]}: {st['files_read']} of {st['files']} files changed "
+                f"({human_size(st['bytes_read'])} read), {human_size(st['bytes_added'])} added"
             )
-        return Account(text, tuple(res.warnings))
+        return Account(text, tuple(res.warnings), changed=not res.unchanged)
+
+    def describe(self) -> Description:
+        roots = self.roots or self.s.default_roots()
+        address = self.s.repository()
+        return Description(
+            repository=address, roots=[f"{r.name}={r.path}" for r in roots], commits_per_hour=commit_budget(address)
+        )
 
     def change_token(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -148,7 +204,7 @@ class Service:
         policy = policy or self.s.keep_policy() or DEFAULT_POLICY
         gone = forget(repo, policy)
         pr = prune(repo, reporter=self.reporter)
-        return f"forgot {len(gone.forgotten)} snapshots ({policy.describe()}); freed {pr.bytes_to_free} bytes"
+        return f"forgot {len(gone.forgotten)} snapshots ({policy.describe()}); freed {human_size(pr.bytes_to_free)}"
 
     # ------------------------------------------------------------------ restore
 
@@ -193,7 +249,7 @@ class Service:
         other, address = configured
         alt = self.s.with_repository(address)
         try:
-            open_backend(alt.repository(), alt.backend_options())
+            open_backend(alt.repository(), alt.backend_options()).read_head()  # a missing repo raises here
             return alt
         except RepositoryNotFoundError:
             self.reporter.warn(f"restore repository {other} does not exist; using the backup repository")
@@ -325,13 +381,20 @@ def migrate(service: Service, *, dry_run: bool = False) -> dict[str, Any]:
             parts = legacy.extract_chain(
                 store, chain, password=s.password(), staging_dir=Path(tmp) / "x", warn=service.reporter.warn
             )
-            roots = [Root(name, str(path)) for name, path in sorted(parts.items())]
+            kept = {n: p for n, p in parts.items() if n != LEGACY_METADATA_FOLDER}
+            if len(kept) < len(parts):
+                service.reporter.info(f"{b.archive_name}: {LEGACY_METADATA_FOLDER}/ (the legacy script's own "
+                                      "metadata) is not imported")  # fmt: skip
+            roots = [Root(name, str(path)) for name, path in sorted(kept.items())]
+            # The roots keep their names (the archive folders are this tool's root names) and are
+            # recorded where this machine keeps them, as a native backup here would record them; a
+            # folder this machine does not configure (an extra dir of the old machine) under HOME.
             opts = service.backup_options(
                 time=b.created_at,
                 origin="legacy-import",
                 tags=[f"legacy:{b.archive_name}"],
                 force=True,
-                recorded_paths={n: configured.get(n, f"/root/{n}") for n in parts},
+                recorded_paths={n: configured.get(n, str(s.home / n)) for n in kept},
             )
             opts = BackupOptions(**{**opts.__dict__, "roots": roots})
             res = backup(repo, opts, reporter=service.reporter, cache=FileCache(None))

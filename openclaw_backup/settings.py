@@ -29,7 +29,7 @@ import shlex
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,10 @@ LEGACY_VARS: tuple[tuple[str, str], ...] = (
     ("OPENCLAW_DYNAMIC_BACKUP", "ignored: `run` backs up soon after bursts of change"),
 )
 
+#: Where a Hugging Face Space mounts its persistent storage (when it has some): a repository there
+#: outlives the container.
+SPACE_PERSISTENT_STORAGE = "/data"
+
 LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "{home}/.env.d/openclaw-backup.env")
 _ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
@@ -99,6 +103,7 @@ _ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 TOOL_SECRETS: tuple[str, ...] = (
     "OPENCLAW_BACKUP_PASSWORD",
     "OPENCLAW_BACKUP_PASSWORD_FILE",
+    "OPENCLAW_BACKUP_PASSWORD_COMMAND",
     "OPENCLAW_BACKUP_NEW_PASSWORD",
     "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD",
     "OPENCLAW_BACKUP_HF_TOKEN",
@@ -115,15 +120,37 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
     need a shell to evaluate (``$(…)``, backticks, ``$VAR``) is skipped, never executed.
     """
     out = dict(env)
+    for _path, assignments in _env_file_assignments(env, files):
+        for name, value in assignments.items():
+            out.setdefault(name, value)
+    return out
+
+
+def env_files_read(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_FILES) -> list[tuple[str, list[str]]]:
+    """Each legacy env file that exists, with the variables it supplies (those ``env`` does not set)."""
+    out: list[tuple[str, list[str]]] = []
+    taken = set(env)
+    for path, assignments in _env_file_assignments(env, files):
+        used = [n for n in assignments if n not in taken]
+        taken.update(used)
+        out.append((path, used))
+    return out
+
+
+def _env_file_assignments(env: Mapping[str, str], files: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """(path, its plain assignments) for each of ``files`` that can be read."""
+    found: list[tuple[str, dict[str, str]]] = []
     home = env.get("HOME") or str(Path.home())
     for pattern in files:
+        path = pattern.format(home=home)
         try:
-            text = Path(pattern.format(home=home)).read_text()
+            text = Path(path).read_text()
         except (OSError, UnicodeDecodeError):
             continue
+        assignments: dict[str, str] = {}
         for line in text.splitlines():
             m = _ASSIGN.match(line)
-            if not m or m.group(1) in out:
+            if not m or m.group(1) in assignments:
                 continue
             try:
                 lexer = shlex.shlex(m.group(2), posix=True)
@@ -139,8 +166,9 @@ def with_env_files(env: Mapping[str, str], files: tuple[str, ...] = LEGACY_ENV_F
             raw = m.group(2)
             if len(parts) > 1 or "$(" in raw or "`" in raw or ("$" in raw and not raw.startswith("'")):
                 continue
-            out[m.group(1)] = parts[0] if parts else ""
-    return out
+            assignments[m.group(1)] = parts[0] if parts else ""
+        found.append((path, assignments))
+    return found
 
 
 #: Every ``OPENCLAW_*`` variable this tool reads or knows of (ours and the legacy script's);
@@ -159,10 +187,12 @@ KNOWN_VARIABLES: frozenset[str] = frozenset((
     "OPENCLAW_BACKUP_HOST",
     "OPENCLAW_BACKUP_INTERVAL",
     "OPENCLAW_BACKUP_KEEP_COUNT",
+    "OPENCLAW_BACKUP_MAX_AGE",
     "OPENCLAW_BACKUP_METADATA_DIR",
     "OPENCLAW_BACKUP_NEW_PASSWORD",
     "OPENCLAW_BACKUP_NPM_ENABLED",
     "OPENCLAW_BACKUP_PASSWORD",
+    "OPENCLAW_BACKUP_PASSWORD_COMMAND",
     "OPENCLAW_BACKUP_PASSWORD_FILE",
     "OPENCLAW_BACKUP_PATH_PREFIX",
     "OPENCLAW_BACKUP_PRIVATE",
@@ -198,6 +228,21 @@ KNOWN_VARIABLES: frozenset[str] = frozenset((
     "OPENCLAW_VERSION",
 ))
 _OUR_PREFIXES = ("OPENCLAW_BACKUP_", "OPENCLAW_RESTORE_")
+
+#: Words that say what a mistyped name meant better than its spelling does (``…_HF_REPO`` is the
+#: repository, though it is spelled closer to ``…_HF_TOKEN``).
+_MEANT_BY_WORD = (("REPO", "OPENCLAW_BACKUP_REPOSITORY"), ("PASS", "OPENCLAW_BACKUP_PASSWORD"))
+
+
+def _closest_known(name: str) -> str | None:
+    """The known variable a mistyped ``name`` most likely meant."""
+    matches = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
+    close = matches[0] if matches else None
+    rest = name.removeprefix("OPENCLAW_BACKUP_")
+    for word, meant in _MEANT_BY_WORD:
+        if name.startswith("OPENCLAW_BACKUP_") and word in rest and (close is None or word not in close):
+            return meant
+    return close
 
 
 _CRON_HELP = (
@@ -257,6 +302,11 @@ class Settings:
     #: the process's own environment (``env`` may add the legacy env files' variables); what the
     #: supervised agent inherits, minus :data:`TOOL_SECRETS`
     process_env: Mapping[str, str] | None = None
+    #: ``--password-command``: run it, its output is the password
+    password_command: str | None = None
+    #: asks a question on the terminal and returns the answer unechoed (the CLI's, on a terminal only)
+    prompt: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
+    _resolved: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.home = Path(self.env.get("HOME") or self.home)
@@ -276,6 +326,53 @@ class Settings:
             return f"hf://{kind}s/{legacy.strip('/')}"
         return str(self.data_home() / "openclaw-backup" / "repository")
 
+    def repository_source(self) -> str:
+        """What chose :meth:`repository`: a flag, a variable, or the default."""
+        if self.repo:
+            return "--repo"
+        if self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
+            return "OPENCLAW_BACKUP_REPOSITORY"
+        if self.env.get("OPENCLAW_BACKUP_DATASET_REPO"):
+            return "OPENCLAW_BACKUP_DATASET_REPO (legacy)"
+        return "the default (no --repo, no OPENCLAW_BACKUP_REPOSITORY)"
+
+    def token_source(self) -> str | None:
+        """The variable the Hub token comes from (never the token), or None."""
+        names = ("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+        return next((n for n in names if self.env.get(n)), None)
+
+    def space_id(self) -> str | None:
+        """The Hugging Face Space this runs in (``SPACE_ID``, set by the Space itself), or None."""
+        return self.env.get("SPACE_ID") or None
+
+    def durability_problem(self) -> UsageError | None:
+        """In a Space, a repository that does not outlive the container — none configured (the
+        default is a folder in the container) or a local path — as the error to report; None when
+        not in a Space or the repository is remote (or on the Space's persistent storage, ``/data``)."""
+        if not self.space_id():
+            return None
+        address = self.repository()
+        if "://" in address:
+            return None
+        path = Path(address).absolute()
+        if os.path.ismount(SPACE_PERSISTENT_STORAGE) and Path(SPACE_PERSISTENT_STORAGE) in (path, *path.parents):
+            return None
+        hint = (
+            "set OPENCLAW_BACKUP_REPOSITORY=hf://datasets/<you>/<name> as a Space variable, and HF_TOKEN "
+            "(write access) and OPENCLAW_BACKUP_PASSWORD as Space secrets"
+        )
+        if self.repo or self.env.get("OPENCLAW_BACKUP_REPOSITORY"):
+            return UsageError(
+                f"the repository {address} is a folder inside this Space's container ({self.space_id()}): "
+                "it is lost when the Space restarts, and the backups with it",
+                hint=hint,
+            )
+        return UsageError(
+            f"OPENCLAW_BACKUP_REPOSITORY is not set: backups would go to {address}, inside this Space's "
+            f"container ({self.space_id()}), and be lost when the Space restarts",
+            hint=hint,
+        )
+
     def legacy_mode(self) -> bool:
         """The legacy script's configuration drives this run (no repository given the new way)."""
         return (
@@ -294,7 +391,15 @@ class Settings:
 
     def with_repository(self, address: str) -> Settings:
         """These settings, for the repository at ``address``."""
-        return Settings(self.env, repo=address, password_file=self.password_file, cache_dir=self.cache_dir)
+        return Settings(
+            self.env,
+            repo=address,
+            password_file=self.password_file,
+            cache_dir=self.cache_dir,
+            password_command=self.password_command,
+            prompt=self.prompt,
+            _resolved=self._resolved,
+        )
 
     def restore_archive(self) -> str | None:
         """The legacy archive a restore must use (``OPENCLAW_RESTORE_ARCHIVE``), or None for the newest."""
@@ -315,19 +420,64 @@ class Settings:
         return Path(self.env.get("XDG_CACHE_HOME") or self.home / ".cache") / "openclaw-backup"
 
     def password(self) -> str | None:
-        """The repository password, or None when none is configured."""
+        """The repository password, or None when none is configured (and none was typed yet).
+
+        In order: ``--password-file``, ``--password-command``, ``OPENCLAW_BACKUP_PASSWORD``, the legacy
+        ``OPENCLAW_BACKUP_ENCRYPTION_PASSWORD``, ``OPENCLAW_BACKUP_PASSWORD_FILE``,
+        ``OPENCLAW_BACKUP_PASSWORD_COMMAND``; a password typed at :meth:`ask_password` is kept for the run.
+        """
+        if self._resolved is not None:
+            return self._resolved
         if self.password_file:
-            try:
-                return Path(self.password_file).read_text().rstrip("\r\n")
-            except OSError as e:
-                raise UsageError(f"cannot read the password file {self.password_file}: {e.strerror}") from None
+            return _read_password_file(self.password_file, "the password file")
+        if self.password_command:
+            self._resolved = _run_password_command(self.password_command, "--password-command")
+            return self._resolved
         for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
             if self.env.get(name):
                 return self.env[name]
         if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
-            self.password_file = self.env["OPENCLAW_BACKUP_PASSWORD_FILE"]
-            return self.password()
+            return _read_password_file(self.env["OPENCLAW_BACKUP_PASSWORD_FILE"], "OPENCLAW_BACKUP_PASSWORD_FILE")
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_COMMAND"):
+            self._resolved = _run_password_command(
+                self.env["OPENCLAW_BACKUP_PASSWORD_COMMAND"], "OPENCLAW_BACKUP_PASSWORD_COMMAND"
+            )
+            return self._resolved
         return None
+
+    def password_source(self) -> str:
+        """Where :meth:`password` would take the password from (never the password itself)."""
+        if self.password_file:
+            return f"--password-file {self.password_file}"
+        if self.password_command:
+            return "--password-command"
+        for name in ("OPENCLAW_BACKUP_PASSWORD", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"):
+            if self.env.get(name):
+                return name
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_FILE"):
+            return f"OPENCLAW_BACKUP_PASSWORD_FILE ({self.env['OPENCLAW_BACKUP_PASSWORD_FILE']})"
+        if self.env.get("OPENCLAW_BACKUP_PASSWORD_COMMAND"):
+            return "OPENCLAW_BACKUP_PASSWORD_COMMAND"
+        if self.prompt is not None:
+            return "asked on the terminal"
+        return "none"
+
+    def can_ask(self) -> bool:
+        """A password can be typed (the CLI runs on a terminal)."""
+        return self.prompt is not None
+
+    def ask_password(self, *, confirm: bool = False) -> str | None:
+        """Ask for the password on the terminal (twice when ``confirm``, for a new repository);
+        None when there is no terminal. The answer is kept for the rest of the run."""
+        if self.prompt is None:
+            return None
+        first = self.prompt("new repository password: " if confirm else "repository password: ")
+        if confirm and first != self.prompt("the same password again: "):
+            raise UsageError("the two passwords differ; nothing was created")
+        if not first:
+            raise UsageError("the password is empty")
+        self._resolved = first
+        return first
 
     def new_password(self, path: str | None = None) -> str | None:
         """The password ``key add``/``key passwd`` install: from ``path``, else ``OPENCLAW_BACKUP_NEW_PASSWORD``.
@@ -389,8 +539,7 @@ class Settings:
         out = []
         for name in sorted(self.env):
             if name.startswith(_OUR_PREFIXES) and name not in KNOWN_VARIABLES:
-                close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
-                out.append((name, close[0] if close else None))
+                out.append((name, _closest_known(name)))
         return out
 
     def agent_environment(self) -> dict[str, str]:
@@ -422,6 +571,11 @@ class Settings:
         if minutes.strip():
             return _positive(minutes, "OPENCLAW_INCREMENTAL_INTERVAL_MINUTES") * 60
         return 300.0
+
+    def max_age(self) -> float:
+        """At most this many seconds of changes are outside a snapshot while the state keeps changing
+        (``OPENCLAW_BACKUP_MAX_AGE``, default 60; a Hub repo's commit budget may stretch it)."""
+        return _positive(self.env.get("OPENCLAW_BACKUP_MAX_AGE", "60"), "OPENCLAW_BACKUP_MAX_AGE")
 
     def grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL of the agent (``OPENCLAW_BACKUP_GRACE_SECONDS``, default 10)."""
@@ -498,6 +652,38 @@ class Settings:
             return str(version) if version else None
         except (OSError, ValueError, AttributeError):
             return None
+
+
+def _read_password_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+#: Seconds a password command may take (it may ask a keyring or a secret manager).
+PASSWORD_COMMAND_TIMEOUT = 60.0
+
+
+def _run_password_command(command: str, what: str) -> str:
+    """The password a command prints (its output without the final line break); run without a
+    shell, its own stderr passed through (it may ask on the terminal)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise UsageError(f"{what}: cannot parse {command!r}: {e}") from None
+    if not argv:
+        raise UsageError(f"{what} is empty")
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=PASSWORD_COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise UsageError(f"{what}: cannot run {argv[0]}: {e}") from None
+    if proc.returncode != 0:
+        raise UsageError(f"{what}: {argv[0]} exited with status {proc.returncode}; no password")
+    password = proc.stdout.rstrip("\r\n")
+    if not password:
+        raise UsageError(f"{what}: {argv[0]} printed no password")
+    return password
 
 
 def _openclaw_version_command() -> str | None:

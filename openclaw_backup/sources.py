@@ -228,6 +228,11 @@ class ExclusionReport:
         self.measure = measure
         self.by_rule: dict[str, dict[str, int]] = {}
         self.paths: dict[str, list[dict[str, Any]]] = {}
+        #: Sockets, fifos and devices met (no rule needed: no file data to keep), each ``{"path", "kind"}``.
+        self.specials: list[dict[str, str]] = []
+
+    def special(self, rel: str, st: os.stat_result) -> None:
+        self.specials.append({"path": rel, "kind": special_kind(st.st_mode)})
 
     def record(self, pattern: str, path: str, rel: str, st: os.stat_result, *, is_dir: bool) -> None:
         is_file = stat.S_ISREG(st.st_mode)
@@ -353,6 +358,14 @@ def scan_root(
     return top
 
 
+def special_kind(mode: int) -> str:
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
 def _make_entry(name: str, path: str, rel: str, st: os.stat_result, warn: Callable[[str], None]) -> Entry | None:
     if stat.S_ISREG(st.st_mode):
         return Entry(name, path, rel, st, "file")
@@ -364,8 +377,7 @@ def _make_entry(name: str, path: str, rel: str, st: os.stat_result, warn: Callab
         except OSError as e:
             warn(f"{path}: cannot read link ({e.strerror}); skipped")
             return None
-    if not stat.S_ISSOCK(st.st_mode):  # sockets are runtime debris; say nothing about them
-        warn(f"{path}: special file (device or fifo) not backed up")
+    warn(f"{path}: a {special_kind(st.st_mode)} (no file data to back up) given as a root; skipped")
     return None
 
 
@@ -403,6 +415,12 @@ def _scan_dir(
                 hint = sqlite_hint(base_path)
                 if hint if hint is not None else is_sqlite_file(base_path):
                     continue
+        if not (stat.S_ISREG(st.st_mode) or is_dir or stat.S_ISLNK(st.st_mode)):
+            if report is not None:
+                report.special(rel, st)  # reported in the backup's summary: never skipped unsaid
+            else:
+                warn(f"{de.path}: a {special_kind(st.st_mode)} (no file data); not backed up")
+            continue
         child = _make_entry(name, de.path, rel, st, warn)
         if child is None:
             continue

@@ -10,7 +10,10 @@ Node fields: ``name``, ``type`` (``file`` | ``dir`` | ``symlink``), ``mode`` (pe
 through SQLite, ``sqlite: true``; a file that SQLite knows about may add ``sqlite_info`` (what SQLite
 said: ``capture`` = ``in place`` | ``copied`` | ``raw set``, ``journal_mode``, ``page_size``,
 ``pages``, ``sqlite_version``; a raw set's sidecar names its database in ``sidecar_of``);
-directories add ``subtree`` (hex id); symlinks add ``target``.
+directories add ``subtree`` (hex id); symlinks add ``target``. Any node may add ``uid`` and ``gid``
+(the owner, numeric) and files and directories ``xattrs`` (extended attributes: name -> base64
+value); a file with more than one link may add ``hardlink`` (``"<device>:<inode>"``: nodes of one
+snapshot with the same value were one file) and a file with holes ``sparse: true``.
 
 :func:`decode_tree` is the gate every restore goes through: it refuses names that could escape a
 directory (empty, ``.``, ``..``, containing ``/`` or NUL), duplicates, unknown types (devices,
@@ -19,6 +22,8 @@ fifos, sockets are never stored) and absurd sizes — whatever the repository sa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -31,6 +36,9 @@ NODE_TYPES = ("file", "dir", "symlink")
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: anything larger is a lie
 MAX_NODES = 10_000_000
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HARDLINK = re.compile(r"^[0-9]{1,20}:[0-9]{1,20}$")
+MAX_XATTRS = 128
+MAX_XATTR_VALUE = 1 << 16  # Linux's own limit for one value
 
 
 @dataclass(slots=True)
@@ -45,9 +53,20 @@ class Node:
     target: str | None = None
     sqlite: bool = False
     sqlite_info: dict[str, Any] | None = None
+    uid: int | None = None
+    gid: int | None = None
+    xattrs: dict[str, bytes] | None = None
+    hardlink: str | None = None
+    sparse: bool = False
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": self.name, "type": self.type, "mode": self.mode, "mtime_ns": self.mtime_ns}
+        if self.uid is not None:
+            doc["uid"] = self.uid
+        if self.gid is not None:
+            doc["gid"] = self.gid
+        if self.xattrs:
+            doc["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
         if self.type == "file":
             doc["size"] = self.size
             doc["content"] = self.content
@@ -55,6 +74,10 @@ class Node:
                 doc["sqlite"] = True
             if self.sqlite_info:
                 doc["sqlite_info"] = self.sqlite_info
+            if self.hardlink:
+                doc["hardlink"] = self.hardlink
+            if self.sparse:
+                doc["sparse"] = True
         elif self.type == "dir":
             doc["subtree"] = self.subtree
         else:
@@ -104,6 +127,24 @@ def _sqlite_info(name: str, info: Any) -> dict[str, Any] | None:
     return info
 
 
+def _xattrs(name: str, raw: Any) -> dict[str, bytes] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or len(raw) > MAX_XATTRS:
+        raise IntegrityError(f"{name!r}: bad xattrs")
+    out: dict[str, bytes] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str) or not k or len(k) > 255 or "\x00" in k or not isinstance(v, str):
+            raise IntegrityError(f"{name!r}: bad xattr name {k!r}")
+        try:
+            out[k] = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise IntegrityError(f"{name!r}: bad xattr value for {k!r}") from None
+        if len(out[k]) > MAX_XATTR_VALUE:
+            raise IntegrityError(f"{name!r}: xattr {k!r} too large")
+    return out
+
+
 def _decode_node(doc: Any) -> Node:
     if not isinstance(doc, dict):
         raise IntegrityError("tree node is not an object")
@@ -112,6 +153,11 @@ def _decode_node(doc: Any) -> Node:
     if ntype not in NODE_TYPES:
         raise UnsafeRestoreError(f"refusing {name!r}: unsupported entry type {ntype!r}")
     node = Node(name, ntype, _int(doc, "mode", 0, 0o7777), _int(doc, "mtime_ns", -(1 << 62), 1 << 62))
+    if "uid" in doc:
+        node.uid = _int(doc, "uid", 0, 0xFFFFFFFF)
+    if "gid" in doc:
+        node.gid = _int(doc, "gid", 0, 0xFFFFFFFF)
+    node.xattrs = _xattrs(name, doc.get("xattrs"))
     if ntype == "file":
         node.size = _int(doc, "size", 0, MAX_FILE_SIZE)
         content = doc.get("content")
@@ -120,6 +166,11 @@ def _decode_node(doc: Any) -> Node:
         node.content = content
         node.sqlite = doc.get("sqlite") is True
         node.sqlite_info = _sqlite_info(name, doc.get("sqlite_info"))
+        link = doc.get("hardlink")
+        if link is not None and not (isinstance(link, str) and _HARDLINK.match(link)):
+            raise IntegrityError(f"{name!r}: bad hardlink key")
+        node.hardlink = link
+        node.sparse = doc.get("sparse") is True
     elif ntype == "dir":
         sub = doc.get("subtree")
         if not isinstance(sub, str) or not _HEX64.match(sub):

@@ -86,8 +86,13 @@ def test_one_publish_is_one_commit(hub_backend: HfRepoBackend, hub_repo: HubRepo
 
 
 def test_repo_created_private_when_missing(hub_repo: HubRepo) -> None:
+    before = hub_repo.server.stats()["requests_total"]
+    missing = hub_repo.open(create=False)  # asks nothing: the first read finds out
+    assert hub_repo.server.stats()["requests_total"] == before
     with pytest.raises(RepositoryNotFoundError):
-        hub_repo.open(create=False)
+        missing.read_head()
+    with pytest.raises(RepositoryNotFoundError):
+        missing.get("config")
     backend = hub_repo.open(create=True)
     assert hub_repo.stats()["private"] is True
     assert backend.read_head() is None
@@ -488,4 +493,4 @@ def test_fake_hub_refuses_bad_uploads_and_unknown_objects(hub_repo: HubRepo) -> 
     assert call("GET", f"{base}/api/datasets/{hub_repo.repo_id}", b"", {})[0] == 401  # private, no token
     hub_repo.api().delete_repo(hub_repo.repo_id, repo_type="dataset")
     with pytest.raises(RepositoryNotFoundError):
-        hub_repo.open(create=False)
+        hub_repo.open(create=False).read_head()

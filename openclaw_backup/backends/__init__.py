@@ -31,7 +31,7 @@ from ..errors import UsageError
 from .base import Backend, Capabilities, Head
 from .local import LocalBackend
 from .memory import MemoryBackend
-from .options import BackendOptions, parse_hf_address
+from .options import HUB_COMMITS_PER_HOUR, BackendOptions, parse_hf_address
 from .wrappers import LimitedBackend, LoggingBackend, RetryingBackend, retry_transient
 
 __all__ = [
@@ -151,3 +151,12 @@ def open_backend(
     if not raw.capabilities.transient_failures:
         return backend  # e.g. local I/O errors: a retry would not cure them
     return RetryingBackend(backend, attempts=options.retries)
+
+
+def commit_budget(address: str) -> int | None:
+    """Commits an hour the store at ``address`` allows a repository (a Hub dataset/model repo:
+    :data:`~.options.HUB_COMMITS_PER_HOUR`), None when it counts none (local, S3, buckets)."""
+    address = normalize_address(address)
+    if scheme_of(address) == "hf" and not address[len("hf://") :].startswith("buckets/"):
+        return HUB_COMMITS_PER_HOUR
+    return None

@@ -91,6 +91,7 @@ class HfBucketBackend(Backend):
         prefix: str = "openclaw-backup",
         token: str | None = None,
         timeout: float = 60.0,
+        retries: int = 1,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         holder: str | None = None,
         read_range: ReadRange | None = None,
@@ -103,6 +104,7 @@ class HfBucketBackend(Backend):
         self.prefix = prefix.strip("/")
         self._token = token
         self._timeout = timeout
+        self._attempts = max(1, retries)
         self.lease_ttl = lease_ttl
         self.holder = holder or f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(6)}"
         self._read_range = read_range or self._http_read
@@ -115,7 +117,7 @@ class HfBucketBackend(Backend):
 
     # -- plumbing -------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        return hub_call(self._timeout, f"{self.location}: {what}", fn)
+        return hub_call(self._timeout, f"{self.location}: {what}", fn, attempts=self._attempts)
 
     def _path(self, name: str) -> str:
         return f"{self.prefix}/{check_name(name)}"
@@ -331,7 +333,12 @@ def open_hf_bucket(address: HfAddress, options: BackendOptions) -> HfBucketBacke
     (private unless ``options.private`` is False).
     """
     bucket = HfBucketBackend(
-        make_api(options), address.repo_id, prefix=address.prefix, token=options.token, timeout=options.timeout
+        make_api(options),
+        address.repo_id,
+        prefix=address.prefix,
+        token=options.token,
+        timeout=options.timeout,
+        retries=options.retries,
     )
     bucket.ensure_bucket(create=options.create, private=options.private)
     return bucket

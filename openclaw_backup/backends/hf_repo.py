@@ -32,7 +32,7 @@ from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from ..errors import BackupError, ConflictError, NotFoundError, RepositoryNotFoundError, StoreError, UsageError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-from .hub_client import RepoFiles, bounded, hub_call, hub_headers, make_api, translate_error
+from .hub_client import RepoFiles, bounded, hub_call, hub_headers, make_api, retry_delay, translate_error
 from .options import DEFAULT_PREFIX, BackendOptions, HfAddress
 
 T = TypeVar("T")
@@ -80,8 +80,12 @@ class HfRepoBackend(Backend):
         revision: str = "main",
         token: str | None = None,
         timeout: float = 60.0,
+        retries: int = 1,
     ) -> None:
-        self._files = RepoFiles(api, repo_id, repo_type=repo_type, token=token, timeout=timeout)
+        self._attempts = max(1, retries)
+        self._files = RepoFiles(
+            api, repo_id, repo_type=repo_type, token=token, timeout=timeout, attempts=self._attempts
+        )
         self._api = api
         self.repo_id = repo_id
         self.repo_type = repo_type
@@ -102,7 +106,7 @@ class HfRepoBackend(Backend):
         return f"{self.prefix}/{HEAD_NAME}"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return hub_call(self._timeout, f"{self.location}: {what}", fn)
+        return hub_call(self._timeout, f"{self.location}: {what}", fn, attempts=self._attempts)
 
     def _branch_sha(self) -> str | None:
         """The branch's commit id, or None when the branch has no commit yet."""
@@ -133,7 +137,11 @@ class HfRepoBackend(Backend):
 
     # -- repository -------------------------------------------------------------------------
     def ensure_repo(self, *, create: bool, private: bool) -> None:
-        """Check that the repo exists; create it (``private``) when missing and ``create``."""
+        """Create the repo (``private``) when missing and ``create``. Without ``create`` nothing is
+        asked: the first read of a missing repo (or one the token cannot see) raises
+        :class:`RepositoryNotFoundError` anyway, and an unchanged backup stays within 3 requests."""
+        if not create:
+            return
         try:
             self._call("open", lambda: self._api.repo_info(self.repo_id, repo_type=self.repo_type, expand="sha"))
         except RepositoryNotFoundError:
@@ -217,6 +225,18 @@ class HfRepoBackend(Backend):
             self._staged.setdefault(name, op)
 
     def read_head(self) -> Head | None:
+        """One request: the head file on the branch, with the commit it came from (X-Repo-Commit);
+        two (the branch's commit, then the file at it) when the answer does not name the commit."""
+
+        def current() -> tuple[bytes | None, str | None]:
+            try:
+                return self._files.read_current(self._head_path, self.revision)
+            except hf_errors.RevisionNotFoundError:
+                return None, None
+
+        data, sha = self._call("read head", current)
+        if data is not None and sha is not None and _SHA_RE.match(sha):
+            return Head(sha, data)
         sha = self._call("read head", self._branch_sha)
         if sha is None:
             return None
@@ -245,7 +265,8 @@ class HfRepoBackend(Backend):
                     if self._call("publish", self._branch_sha) != parent:
                         raise ConflictError(f"{self.location}: the head moved while we worked (another writer)")
                     return parent
-            for attempt in range(_PUBLISH_ATTEMPTS):
+            attempts = max(_PUBLISH_ATTEMPTS, self._attempts)
+            for attempt in range(attempts):
                 try:
                     version = self._commit(parent, head, list(staged.values()), existing)
                     break
@@ -253,9 +274,9 @@ class HfRepoBackend(Backend):
                     # Known not to be on the branch (when its outcome is unknown, we do not repeat
                     # it). Same parent: if the first lands late after all, at most one of the two
                     # can land, and the loser's 412 makes the caller re-plan.
-                    if attempt == _PUBLISH_ATTEMPTS - 1:
+                    if attempt == attempts - 1:
                         raise
-                    time.sleep(0.5 * 2**attempt)
+                    time.sleep(retry_delay(attempt + 1))
             with self._lock:
                 for n, op in staged.items():
                     if self._staged.get(n) is op:
@@ -306,7 +327,7 @@ class HfRepoBackend(Backend):
         title = f"{COMMIT_TITLE} {nonce}"
         what = f"{self.location}: publish"
         try:
-            with bounded(self._timeout):
+            with bounded(self._timeout, self._attempts):  # replayable requests only: never the commit itself
                 info = self._api.create_commit(
                     self.repo_id,
                     operations=ops,
@@ -372,6 +393,7 @@ def open_hf_repo(address: HfAddress, options: BackendOptions) -> HfRepoBackend:
         prefix=address.prefix,
         token=options.token,
         timeout=options.timeout,
+        retries=options.retries,
     )
     backend.ensure_repo(create=options.create, private=options.private)
     return backend

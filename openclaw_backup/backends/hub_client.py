@@ -5,8 +5,14 @@ Words used here:
 * **bounded call** — every call to the Hub made by this package runs inside :func:`hub_call`: each
   HTTP request gets ``options.timeout`` as its connect/read/write timeout, and the responses that
   ``huggingface_hub`` would retry *with a sleep* (408, 429, 5xx, network errors; a 429 on the
-  commit quota can ask for an hour) raise at once instead. The retry policy lives in
-  :mod:`.wrappers`; a quota surfaces as :class:`QuotaError` with ``retry_after`` within seconds.
+  commit quota can ask for an hour) are handled here instead: a 429 raises at once (a quota
+  surfaces as :class:`QuotaError` with ``retry_after`` within seconds, for the caller to
+  reschedule); a transient failure (408, 5xx, network, timeout) of a **replayable request** is sent
+  again, up to ``attempts`` tries with bounded exponential backoff (:func:`retry_delay`), then raises.
+* **replayable request** — one that does the same thing when sent twice: GET, HEAD, the LFS upload
+  PUT (content-addressed), and the POSTs that only ask or announce (preupload, paths-info, the LFS
+  batch and verify calls). A commit and a super-squash are never replayed here: a commit whose
+  answer was lost is resolved by its caller through the commit's nonce (:mod:`.hf_repo`).
 * **repo files** — :class:`RepoFiles`: the files of one dataset/model repo read by path at a
   revision (a branch or a commit id). It serves the repo backend (:mod:`.hf_repo`, objects under a
   prefix) and the legacy view (:mod:`openclaw_backup.legacy_hub`, the legacy script's files at the
@@ -35,8 +41,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -47,7 +55,13 @@ import httpx2
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, set_client_factory
+from huggingface_hub.utils import (
+    build_hf_headers,
+    disable_progress_bars,
+    get_session,
+    hf_raise_for_status,
+    set_client_factory,
+)
 
 from .. import __version__
 from ..errors import (
@@ -64,6 +78,19 @@ T = TypeVar("T")
 
 LIBRARY_NAME = "openclaw-backup"
 _RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_REPLAYABLE_POST = re.compile(r"/(preupload|paths-info)/|/info/lfs/objects/|/verify$")
+RETRY_BASE_DELAY = 0.25
+RETRY_MAX_DELAY = 8.0
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before try ``attempt + 2``: exponential with jitter, at most RETRY_MAX_DELAY (a
+    server's shorter Retry-After is honoured)."""
+    delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2**attempt) * (0.5 + random.random() / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_MAX_DELAY))
+    return delay
+
 
 # --------------------------------------------------------------------------------------------
 # Bounded calls: per-request timeouts and no sleeping inside huggingface_hub
@@ -86,6 +113,7 @@ class HubTransportError(Exception):
 @dataclass(frozen=True)
 class _Bound:
     timeout: float
+    attempts: int = 1
 
 
 _BOUND: ContextVar[_Bound | None] = ContextVar("openclaw_backup_hf_bound", default=None)
@@ -116,6 +144,13 @@ def _server_message(response: httpx2.Response) -> str:
     return message.splitlines()[0][:300] if message else ""
 
 
+def replayable(request: httpx2.Request) -> bool:
+    """Whether sending ``request`` twice does no more than sending it once (see the module docstring)."""
+    if request.method in ("GET", "HEAD", "PUT"):
+        return True
+    return request.method == "POST" and bool(_REPLAYABLE_POST.search(request.url.path))
+
+
 class _BoundedClient(httpx2.Client):
     """The library's session, changed only for requests made inside :func:`hub_call`."""
 
@@ -124,19 +159,30 @@ class _BoundedClient(httpx2.Client):
         if bound is None:
             return super().send(request, **kwargs)
         request.extensions = {**request.extensions, "timeout": httpx2.Timeout(bound.timeout).as_dict()}
-        try:
-            response = super().send(request, **kwargs)
-        except httpx2.TransportError as e:
-            raise HubTransportError(f"{_where(request)}: {type(e).__name__}: {e}") from e
-        if response.status_code in _RETRIED_STATUSES:
+        attempts = bound.attempts if replayable(request) else 1
+        if attempts > 1:
+            request.read()  # a streamed body (an upload's file object) becomes bytes that can be sent again
+        for attempt in range(attempts):
+            last = attempt >= attempts - 1
+            try:
+                response = super().send(request, **kwargs)
+            except httpx2.TransportError as e:
+                if last:
+                    raise HubTransportError(f"{_where(request)}: {type(e).__name__}: {e}") from e
+                time.sleep(retry_delay(attempt))
+                continue
+            if response.status_code not in _RETRIED_STATUSES:
+                return response
             try:
                 error = HubStatusError(
                     response.status_code, _retry_after(response.headers), _where(request), _server_message(response)
                 )
             finally:
                 response.close()
-            raise error
-        return response
+            if last or error.status == 429:  # a quota is the caller's to reschedule, never slept on here
+                raise error
+            time.sleep(retry_delay(attempt, error.retry_after))
+        raise AssertionError("unreachable")
 
 
 def _client_factory() -> httpx2.Client:
@@ -165,15 +211,17 @@ def ensure_bounded_session() -> None:
             set_client_factory(_client_factory)
         if not _installed:
             logging.getLogger("huggingface_hub._commit_api").addFilter(_DropXetFallbackWarning())
+            # Our reporter shows progress; the library's own bars would break --json and double it.
+            disable_progress_bars()
             _installed = True
 
 
 @contextmanager
-def bounded(timeout: float) -> Iterator[None]:
-    """Mark the Hub calls made inside as bounded (see the module docstring)."""
+def bounded(timeout: float, attempts: int = 1) -> Iterator[None]:
+    """Mark the Hub calls made inside as bounded, replayable requests tried up to ``attempts`` times."""
     if not isinstance(get_session(), _BoundedClient):  # someone replaced the library's client factory
         ensure_bounded_session()
-    token = _BOUND.set(_Bound(timeout))
+    token = _BOUND.set(_Bound(timeout, max(1, attempts)))
     try:
         yield
     finally:
@@ -236,9 +284,10 @@ def translate_error(e: BaseException, what: str) -> BackupError:
     return StoreError(f"{what}: {type(e).__name__}: {first}")
 
 
-def hub_call(timeout: float, what: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` (Hub calls) bounded by ``timeout`` per request, translating errors."""
-    with bounded(timeout):
+def hub_call(timeout: float, what: str, fn: Callable[[], T], *, attempts: int = 1) -> T:
+    """Run ``fn`` (Hub calls) bounded by ``timeout`` per request (replayable ones tried up to
+    ``attempts`` times), translating errors."""
+    with bounded(timeout, attempts):
         try:
             return fn()
         except BackupError:
@@ -286,18 +335,21 @@ class RepoFiles:
     a missing folder) are documented per method.
     """
 
-    def __init__(self, api: HfApi, repo_id: str, *, repo_type: str, token: str | None, timeout: float) -> None:
+    def __init__(
+        self, api: HfApi, repo_id: str, *, repo_type: str, token: str | None, timeout: float, attempts: int = 1
+    ) -> None:
         ensure_bounded_session()
         self.api = api
         self.repo_id = repo_id
         self.repo_type = repo_type
         self.token = token
         self.timeout = timeout
+        self.attempts = attempts
         self.location = f"hf://{repo_type}s/{repo_id}"
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """:func:`hub_call` with this repo's timeout, ``what`` prefixed with its location."""
-        return hub_call(self.timeout, f"{self.location}: {what}", fn)
+        return hub_call(self.timeout, f"{self.location}: {what}", fn, attempts=self.attempts)
 
     def branch_commit(self, branch: str) -> str | None:
         """The branch's commit id, or None when the branch has no commit yet."""
@@ -324,6 +376,25 @@ class RepoFiles:
             return http_get(url, hub_headers(self.token), offset=offset, length=length)
         except hf_errors.RemoteEntryNotFoundError:
             return None
+
+    def read_current(self, path: str, branch: str) -> tuple[bytes | None, str | None]:
+        """The file's bytes on ``branch`` (None when missing) and the commit id they were served
+        from, in ONE request: the Hub names the commit in ``X-Repo-Commit`` (on the redirect, when
+        the bytes come from a CDN). The id is None when no response carried it.
+
+        An unknown ``branch`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
+        """
+        url = hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=branch, endpoint=self.api.endpoint)
+        response = get_session().get(url, headers={**hub_headers(self.token), "Accept-Encoding": "identity"})
+        commit = next(
+            (r.headers["X-Repo-Commit"] for r in (response, *response.history) if r.headers.get("X-Repo-Commit")),
+            None,
+        )
+        try:
+            hf_raise_for_status(response)
+        except hf_errors.RemoteEntryNotFoundError:
+            return None, commit
+        return response.content, commit
 
     def list(self, folder: str | None, revision: str) -> list[str]:
         """Paths of the files under ``folder`` (the whole repo when None), recursively; [] when missing.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import time
@@ -24,6 +25,9 @@ from ..errors import ConflictError, LockedError, NotFoundError, StoreError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
 
 LOCK_NAME = "lock"
+#: Seconds of waiting for the lock before saying so (on :data:`WAIT_LOG`, which the CLI shows).
+LOCK_SAY_AFTER = 1.0
+WAIT_LOG = logging.getLogger("openclaw_backup.wait")
 _TMP_PREFIX = ".tmp-"
 
 
@@ -124,12 +128,17 @@ class LocalBackend(Backend):
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + self.lock_timeout
+        said = False
         try:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if not said and time.monotonic() >= deadline - self.lock_timeout + LOCK_SAY_AFTER:
+                        said = True  # the CLI shows this logger's records: a silent wait looks like a hang
+                        WAIT_LOG.info("waiting for %s: another process holds its lock (up to %.0f s)",
+                                      self.location, self.lock_timeout)  # fmt: skip
                     if time.monotonic() >= deadline:
                         raise LockedError(
                             f"{self.location} is locked by another process",

@@ -23,6 +23,7 @@ from ..errors import UsageError
 DEFAULT_PREFIX = "openclaw-backup"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PART_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+HUB_COMMITS_PER_HOUR = 128  # the Hub's commit budget per dataset/model repo (HTTP 429 + Retry-After beyond)
 
 
 @dataclass(frozen=True)

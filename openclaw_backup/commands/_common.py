@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import open_backend
-from ..errors import NotFoundError
+from ..backends.base import Backend
+from ..errors import BackupError, NotFoundError, RepositoryNotFoundError, WrongPasswordError
 from ..filecache import FileCache
 from ..reporter import Reporter
-from ..repository import Repository
+from ..repository import Repository, walk
 from ..settings import Settings
 from ..snapshot import Snapshot, agent_snapshots, group_key
 from ..sources import STATE_ROOT
+from ..units import human_size as human_size  # the commands' one size format, re-exported
 
 #: (JSON document, text, exit code): what every command returns to the CLI.
 Result = tuple[dict[str, Any], str, int]
@@ -28,11 +30,44 @@ FILE_CACHE = "files.db"
 
 def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
     """The configured repository, opened with the configured password; its warnings go to ``reporter``."""
-    backend = open_backend(settings.repository(), settings.backend_options())
-    repo = Repository.open(backend, password=settings.password(), cache_dir=settings.cache_root())
+    try:
+        backend = open_backend(settings.repository(), settings.backend_options())
+        repo = open_with_password(backend, settings)
+    except RepositoryNotFoundError as e:
+        raise _legacy_only(settings) or e from None
     for w in repo.warnings:
         reporter.warn(w)
     return repo
+
+
+def _legacy_only(settings: Settings) -> RepositoryNotFoundError | None:
+    """The error for a place that holds only the legacy script's backups (with the way on), or None."""
+    from ..service import legacy_store  # only on this path: the service imports the engine
+
+    try:
+        store = legacy_store(settings)
+    except BackupError:
+        return None
+    if store is None:
+        return None
+    return RepositoryNotFoundError(
+        f"no openclaw-backup repository at {settings.repository()}, but it holds the legacy script's backups "
+        "(latest-backup.json)",
+        hint="import them as snapshots with `openclaw-backup migrate` (`--dry-run` lists them); "
+        "`openclaw-backup restore` with the legacy variables set restores the newest directly",
+    )
+
+
+def open_with_password(backend: Backend, settings: Settings) -> Repository:
+    """``backend``'s repository, with the configured password — or, when none is configured and the
+    repository is encrypted, one typed on the terminal (when there is one)."""
+    password = settings.password()
+    try:
+        return Repository.open(backend, password=password, cache_dir=settings.cache_root())
+    except WrongPasswordError:
+        if password is not None or not settings.can_ask():
+            raise
+    return Repository.open(backend, password=settings.ask_password(), cache_dir=settings.cache_root())
 
 
 def find_snapshot(repo: Repository, ref: str, settings: Settings, *, reporter: Reporter) -> Snapshot:
@@ -58,16 +93,38 @@ def file_cache(repo: Repository) -> FileCache:
     return FileCache(file_cache_path(repo.cache_dir))
 
 
-def human_size(n: float) -> str:
-    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the CLI)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+def printable(name: str) -> str:
+    """A file name as human output shows it: as it is when every character is printable, else
+    quoted with escapes, so a name holding a newline or an escape sequence cannot forge a line."""
+    return name if name.isprintable() else ascii(name)
 
 
 def count(n: int, word: str) -> str:
     """``1 file``, ``2,048 files``, ``3 entries``."""
     plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
     return f"{n:,} {word if n == 1 else plural}"
+
+
+def _flatten(repo: Repository, tree: str | None) -> dict[str, tuple[str, int, int, str]]:
+    out: dict[str, tuple[str, int, int, str]] = {}
+    if tree is None:
+        return out
+    for path, node in walk(repo, tree):
+        key = ",".join(node.content) if node.type == "file" else (node.target or "")
+        out[path] = (node.type, node.mode, node.mtime_ns, key)
+    return out
+
+
+def tree_changes(repo: Repository, first: str | None, second: str) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, modified) paths from tree ``first`` (None: nothing) to tree ``second``."""
+    repo.load_index()
+    fa, fb = _flatten(repo, first), _flatten(repo, second)
+    added = sorted(set(fb) - set(fa))
+    removed = sorted(set(fa) - set(fb))
+    changed = sorted(p for p in set(fa) & set(fb) if fa[p] != fb[p])
+    return added, removed, changed
+
+
+def change_lines(added: list[str], removed: list[str], changed: list[str]) -> list[str]:
+    """``+ path`` / ``- path`` / ``M path`` lines (the form of ``diff`` and ``backup -v``)."""
+    return [f"+ {p}" for p in added] + [f"- {p}" for p in removed] + [f"M {p}" for p in changed]

@@ -20,7 +20,17 @@ from ..reporter import Reporter
 from ..repository import Repository
 from ..settings import Settings, sources_from_paths
 from ..sources import INTERNAL_EXCLUDES, default_patterns, default_reason
-from ._common import Result, count, file_cache, file_cache_path, human_size, open_repo
+from ._common import (
+    Result,
+    change_lines,
+    count,
+    file_cache,
+    file_cache_path,
+    human_size,
+    open_repo,
+    printable,
+    tree_changes,
+)
 
 if TYPE_CHECKING:
     from ..plan import BackupPlan
@@ -71,7 +81,12 @@ def cmd_backup(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Res
             f"{human_size(st['bytes'])}; read {st['files_read']} files ({human_size(st['bytes_read'])}), "
             f"added {human_size(st['bytes_added'])} to the repository"
         )
-    text += "\n" + "\n".join(excluded_lines(res.excluded, measured=False))
+    if args.verbose and res.snapshot_id:  # -v: the files this backup changed, as `diff` shows them
+        parent = repo.find_snapshot(res.parent_id).tree if res.parent_id else None
+        added, removed, changed = tree_changes(repo, parent, repo.find_snapshot(res.snapshot_id).tree)
+        text += "\n" + "\n".join(change_lines(added, removed, changed))
+        text += f"\n{len(added)} added, {len(removed)} removed, {len(changed)} modified"
+    text += "\n" + "\n".join(excluded_lines(res.excluded, measured=False) + special_lines(res.special))
     if res.degraded:
         text += (
             f"\nINCOMPLETE: {len(res.warnings)} problem(s) above; this snapshot holds less than, or other than,"
@@ -140,8 +155,17 @@ def _plan_text(plan: BackupPlan, note: str) -> str:
     if plan.largest_to_read:
         lines.append("largest files to read:")
         lines += [f"  {human_size(n):>10}  {p}" for p, n in plan.largest_to_read[:5]]
-    lines += excluded_lines(plan.excluded.to_json(), measured=True)
+    lines += excluded_lines(plan.excluded.to_json(), measured=True) + special_lines(plan.excluded.specials)
     return "\n".join(lines)
+
+
+def special_lines(special: list[dict[str, str]], *, limit: int = 5) -> list[str]:
+    """The sockets, fifos and devices a scan met: named, since nothing of them is stored."""
+    if not special:
+        return []
+    named = ", ".join(f"{s['kind']} {printable(s['path'])}" for s in special[:limit])
+    more = f" and {len(special) - limit} more" if len(special) > limit else ""
+    return [f"not stored: {len(special)} special file(s), which hold no file data: {named}{more}"]
 
 
 def excluded_lines(by_rule: dict[str, dict[str, Any]], *, measured: bool) -> list[str]:

@@ -18,6 +18,7 @@ from ..repository import Repository
 from ..retention import Policy, parse_duration
 from ..settings import Settings
 from ._common import Result, human_size, open_repo
+from ._text import stats_text
 
 
 def _subset(spec: str | None) -> tuple[int, int] | float | None:
@@ -53,7 +54,7 @@ def cmd_check(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resu
 
 def cmd_stats(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     doc = stats(open_repo(s, reporter=reporter)).to_json()
-    text = "\n".join(f"{k:24} {human_size(v) if k.endswith('bytes') else v}" for k, v in doc.items())
+    text = stats_text(doc, human_size)
     return doc, text, 0
 
 

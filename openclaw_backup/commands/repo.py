@@ -15,10 +15,19 @@ from ..errors import UsageError
 from ..reporter import Reporter
 from ..repository import Repository, walk
 from ..settings import Settings
-from ..snapshot import group_key
-from ._common import Result, find_snapshot, human_size, open_repo
+from ..snapshot import Snapshot, group_key
+from ._common import Result, change_lines, find_snapshot, human_size, open_repo, tree_changes
+from ._text import local_time
 
 MIN_PASSWORD = 12  # characters; shorter passwords get a warning at init
+
+
+#: Said at every ``init`` of an encrypted repository.
+UNRECOVERABLE = (
+    "Keep this password safe: without it these backups cannot be read. Nobody can recover it — "
+    "not the store, not this tool. Keep a copy somewhere else (a password manager), and consider "
+    "a second password (`openclaw-backup key add`)."
+)
 
 
 def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -30,10 +39,18 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
                 hint="unset OPENCLAW_BACKUP_PASSWORD / --password-file: an unencrypted repository refuses passwords",
             )
     elif not password:
-        raise UsageError(
-            "no password given for the new repository",
-            hint="set OPENCLAW_BACKUP_PASSWORD or --password-file (or --insecure-no-encryption, not recommended)",
-        )
+        address = s.repository()  # a mistyped address is refused before the password is typed
+        if s.can_ask():
+            sys.stderr.write(f"Creating an encrypted repository at {address}.\n{UNRECOVERABLE}\n")
+            sys.stderr.flush()
+        password = s.ask_password(confirm=True)
+        if not password:
+            raise UsageError(
+                "no password given for the new repository",
+                hint="set OPENCLAW_BACKUP_PASSWORD, OPENCLAW_BACKUP_PASSWORD_FILE, --password-file or "
+                "--password-command, or run it on a terminal to type one "
+                "(or --insecure-no-encryption, not recommended)",
+            )
     address = s.repository()  # an unknown or mistyped scheme is refused before anything is created
     if password and len(password) < MIN_PASSWORD:
         reporter.warn(f"the password has {len(password)} characters: anyone who gets the repository can guess it; "
@@ -47,10 +64,16 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
         hostname=s.host(),
         username=s.username(),
     )
-    text = f"created repository {repo.id[:8]} at {backend.location}"
+    lines = [f"created repository {repo.id[:8]} at {backend.location}"]
     if not repo.encrypted:
         reporter.warn("this repository is NOT encrypted: anyone who can read the storage can read your files")
-    return {"id": repo.id, "location": backend.location, "encrypted": repo.encrypted}, text, 0
+    else:
+        lines.append(f"the password came from: {s.password_source()}")
+        lines.append(UNRECOVERABLE)
+    doc = {"id": repo.id, "location": backend.location, "encrypted": repo.encrypted}
+    if repo.encrypted:
+        doc["warning"] = UNRECOVERABLE
+    return doc, "\n".join(lines), 0
 
 
 def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -62,17 +85,23 @@ def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> 
         and (args.group is None or group_key(sn) == args.group)
     ]  # fmt: skip
     rows = []
-    lines = [f"{'ID':8}  {'TIME':25}  {'HOST':16}  {'FILES':>7}  {'SIZE':>10}  ROOTS / TAGS"]
     for sn in snaps:
-        summ, doc = sn.summary, {"id": sn.id, **sn.to_json()}
+        doc = {"id": sn.id, **sn.to_json()}
         keys = ("id", "time", "host", "tags", "roots", "parent", "agent_version", "tool_version", "origin", "summary")
         rows.append({k: doc[k] for k in keys} | {"group": group_key(sn)})
-        tags = f"  [{', '.join(sn.tags)}]" if sn.tags else ""
-        lines.append(
-            f"{sn.id[:8]}  {sn.time[:25]:25}  {sn.host[:16]:16}  "
-            f"{summ.get('files', 0):>7}  {human_size(summ.get('bytes', 0)):>10}  {','.join(sn.roots)}{tags}"
-        )
-    lines.append(f"{len(snaps)} snapshot(s)")
+    groups: dict[str, list[Snapshot]] = {}
+    for sn in snaps:
+        groups.setdefault(group_key(sn), []).append(sn)
+    lines: list[str] = []
+    for key, members in groups.items():
+        host, _, roots = key.partition(":")
+        lines.append(f"group {host} — {roots.replace(',', ', ')}")
+        lines.append(f"  {'ID':8}  {'TIME':23}  {'FILES':>7}  {'SIZE':>10}  TAGS")
+        for sn in members:
+            summ = sn.summary
+            lines.append(f"  {sn.id[:8]}  {local_time(sn.time):23}  {summ.get('files', 0):>7,}  "
+                         f"{human_size(summ.get('bytes', 0)):>10}  {', '.join(sn.tags)}")  # fmt: skip
+    lines.append(f"{len(snaps)} snapshot(s) in {len(groups)} group(s); times in this machine's time zone")
     return {"snapshots": rows}, "\n".join(lines), 0
 
 
@@ -92,23 +121,12 @@ def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     return {"snapshot": snap.id, "entries": rows}, "\n".join(lines), 0
 
 
-def _flatten(repo: Repository, tree: str) -> dict[str, tuple[str, int, int, str]]:
-    out = {}
-    for path, node in walk(repo, tree):
-        key = ",".join(node.content) if node.type == "file" else (node.target or "")
-        out[path] = (node.type, node.mode, node.mtime_ns, key)
-    return out
-
-
 def cmd_diff(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
     repo = open_repo(s, reporter=reporter)
     repo.load_index()
     a, b = (find_snapshot(repo, ref, s, reporter=reporter) for ref in (args.first, args.second))
-    fa, fb = _flatten(repo, a.tree), _flatten(repo, b.tree)
-    added = sorted(set(fb) - set(fa))
-    removed = sorted(set(fa) - set(fb))
-    changed = sorted(p for p in set(fa) & set(fb) if fa[p] != fb[p])
-    lines = [f"+ {p}" for p in added] + [f"- {p}" for p in removed] + [f"M {p}" for p in changed]
+    added, removed, changed = tree_changes(repo, a.tree, b.tree)
+    lines = change_lines(added, removed, changed)
     lines.append(f"{len(added)} added, {len(removed)} removed, {len(changed)} modified")
     doc = {"first": a.id, "second": b.id, "added": added, "removed": removed, "modified": changed}
     return doc, "\n".join(lines), 0

@@ -22,7 +22,7 @@ from ..restorer import RestoreOptions, holds_something, restore
 from ..settings import Settings, restore_destinations
 from ..snapshot import Snapshot, written_by_newer
 from ..sources import STATE_ROOT
-from ._common import Result, file_cache, find_snapshot, human_size, open_repo
+from ._common import Result, count, file_cache, find_snapshot, human_size, open_repo
 
 
 def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
@@ -60,6 +60,14 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
     lines += [f"  {k} -> {v}" for k, v in res.restored.items()]
     if res.carried:
         lines.append(f"left in place {res.carried} entries the snapshot does not have (--delete removes them)")
+    if res.hardlinks:
+        lines.append(f"{count(res.hardlinks, 'file')} restored as hard links, as they were")
+    if res.owners_not_restored:
+        lines.append(f"note: {count(res.owners_not_restored, 'entry')} owned by other users now belong to you "
+                     "(owners are restored only when restoring as root)")  # fmt: skip
+    if res.xattrs_not_restored:
+        lines.append(f"note: {count(res.xattrs_not_restored, 'extended attribute')} outside user.* not restored "
+                     "(this process may not set them)")  # fmt: skip
     for where, kept in res.kept.items():
         lines.append(f"what it replaced is kept at {kept}")
         lines.append(f"  to undo: mv {shlex.quote(where)} {shlex.quote(where + '.restored')} && "

@@ -1,7 +1,7 @@
 """A Space's backup service: ``run`` (supervise the agent), ``status``, ``migrate``, ``legacy-env``.
 
 ``run`` builds the :class:`~..supervisor.RunOptions` from the flags, else the settings (interval,
-grace, status file); the jobs it schedules are a :class:`~..service.Service`'s. ``status`` reads
+max age, grace, status file); the jobs it schedules are a :class:`~..service.Service`'s. ``status`` reads
 the status file ``run`` writes. ``legacy-env`` lists the legacy script's variables
 (:data:`~..settings.LEGACY_VARS`), whether each is set and how it is handled, never a value.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import NotFoundError, UsageError
 from ..reporter import Reporter
 from ..settings import Settings
+from ._text import status_text
 
 if TYPE_CHECKING:  # the result type only: these commands need none of _common's imports
     from ._common import Result
@@ -31,6 +32,7 @@ def cmd_run(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
     command = [c for c in args.cmd if c != "--"] if args.cmd else []
     if not command:
         raise UsageError("no command to run", hint="openclaw-backup run -- <agent command …>")
+    s.prompt = None  # a supervisor never waits on a terminal (its backups run in the background)
     service = Service(s, reporter=reporter)
 
     def log(line: str) -> None:
@@ -38,10 +40,14 @@ def cmd_run(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result
         sys.stderr.flush()
 
     interval = args.interval or s.interval()
+    max_age = args.max_age if args.max_age is not None else s.max_age()
+    if max_age <= 0:
+        raise UsageError(f"--max-age must be a positive number of seconds, got {max_age}")
     opts = RunOptions(
         command=command,
         interval=interval,
-        poll=max(0.2, min(15.0, args.settle / 2)),
+        max_age=max_age,
+        poll=max(0.2, min(15.0, args.settle / 2, max_age / 4)),
         min_gap=args.min_gap if args.min_gap is not None else min(60.0, interval),
         grace=args.grace if args.grace is not None else s.grace(),
         restore=args.restore,
@@ -62,14 +68,14 @@ def cmd_status(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Res
         raise NotFoundError(f"no status file at {path}", hint="is `openclaw-backup run` running here?") from None
     except ValueError:
         raise NotFoundError(f"status file {path} is unreadable") from None
-    lines = [f"{k:16} {doc[k]}" for k in ("state", "last_success", "last_result", "last_error", "next_run",
-                                          "backups_ok", "backups_failed", "child_pid") if k in doc]  # fmt: skip
-    healthy = doc.get("healthy", not doc.get("last_error"))
-    lines.append(f"{'healthy':16} {healthy}")
+    healthy = bool(doc.get("healthy", not doc.get("last_error")))
+    text, running = status_text(doc, healthy)
+    lines = [text]
     if doc.get("degraded"):
         lines.append("the last backup is INCOMPLETE; these files were not stored as they are:")
         lines += [f"  {problem}" for problem in doc["degraded"]]
-    return doc, "\n".join(lines), 0 if healthy else 1
+    doc = {**doc, "running": running}
+    return doc, "\n".join(lines), 0 if healthy and running else 1
 
 
 def cmd_migrate(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:

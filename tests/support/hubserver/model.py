@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import random
 import secrets
 import threading
 import time
@@ -174,7 +175,10 @@ class Fault:
     ``lfs_upload``, ``tree``, ``paths_info``, ``info``, …) or ``*``. ``status`` answers with that
     HTTP status (``retry_after`` adds the header); ``drop`` closes the connection without an answer;
     ``lose`` (commits only: ``"drop"`` or a status such as ``"500"``) applies the commit first and
-    then loses the answer; ``delay`` sleeps before handling.
+    then loses the answer; ``delay`` sleeps before handling. ``probability`` (0..1) makes the fault
+    hit each matching request with that chance (drawn from a generator seeded with ``seed``), a
+    miss consuming nothing: ``{"kind": "*", "probability": 0.15, "status": 500, "count": 10**9}``
+    fails 15 % of all requests, reproducibly for a given seed and request order.
     """
 
     id: int
@@ -186,9 +190,17 @@ class Fault:
     lose: str | None = None
     delay: float = 0.0
     repo: str | None = None
+    probability: float | None = None
+    seed: int = 0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
 
     def matches(self, kind: str, repo_key: str | None) -> bool:
-        return self.count > 0 and self.kind in (kind, "*") and (self.repo is None or self.repo == repo_key)
+        if not (self.count > 0 and self.kind in (kind, "*") and (self.repo is None or self.repo == repo_key)):
+            return False
+        return self.probability is None or self.rng.random() < self.probability
 
 
 @dataclass
@@ -197,6 +209,7 @@ class Config:
     page_size: int = 1000
     expand_page_size: int = 50
     commits_page_size: int = 50
+    latency_ms: int = 0  # added before answering every Hub request (not the control API)
 
 
 class HubState:
@@ -214,6 +227,7 @@ class HubState:
         self.requests: dict[str, int] = {}
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
+        self.faults_injected = 0
         self._ids = itertools.count(1)
         self._secret = secrets.token_bytes(16)
 
@@ -292,7 +306,7 @@ class HubState:
 
     # -- faults --------------------------------------------------------------------------
     def add_fault(self, spec: dict[str, Any]) -> Fault:
-        allowed = {"kind", "count", "status", "retry_after", "drop", "lose", "delay", "repo"}
+        allowed = {"kind", "count", "status", "retry_after", "drop", "lose", "delay", "repo", "probability", "seed"}
         unknown = set(spec) - allowed
         if unknown or "kind" not in spec:
             raise ValueError(f"bad fault spec (unknown {sorted(unknown)}, kind required)")
@@ -303,7 +317,8 @@ class HubState:
     def take_fault(self, kind: str, repo_key: str | None, *, lose: bool) -> Fault | None:
         """Consume one use of the first matching fault (``lose`` selects lose-the-answer faults)."""
         for fault in self.faults:
-            if fault.matches(kind, repo_key) and (fault.lose is not None) == lose:
+            if (fault.lose is not None) == lose and fault.matches(kind, repo_key):
+                self.faults_injected += 1
                 fault.count -= 1
                 if fault.count <= 0:
                     self.faults.remove(fault)
@@ -330,6 +345,7 @@ class HubState:
             "files": sorted(head.tree) if head else [],
             "lfs_objects": len(repo.lfs),
             "stored_bytes": sum(repo.lfs.values()) + sum(regular.values()),
+            "head_bytes": sum(e.size for e in head.tree.values()) if head else 0,  # the files of the head's tree
             "requests": dict(c.requests),
             "bytes_uploaded": c.bytes_uploaded,
             "bytes_downloaded": c.bytes_downloaded,
@@ -339,6 +355,7 @@ class HubState:
         return {
             "requests": dict(self.requests),
             "requests_total": sum(self.requests.values()),
+            "faults_injected": self.faults_injected,
             "bytes_uploaded": self.bytes_uploaded,
             "bytes_downloaded": self.bytes_downloaded,
             "repos": {key: self.repo_stats(repo) for key, repo in self.repos.items()},
@@ -349,5 +366,6 @@ class HubState:
         self.quotas.clear()
         self.config = Config()
         self.requests.clear()
+        self.faults_injected = 0
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0

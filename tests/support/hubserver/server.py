@@ -23,7 +23,7 @@ Control routes (never counted, never faulted)::
     GET  /_test/stats[?repo=<key>]   counters (see HubState.stats)
     POST /_test/faults               add a Fault (JSON body); DELETE /_test/faults clears them
     POST /_test/quota                {"repo": key | "*", "commits_per_hour": n | null}
-    POST /_test/config               {"regular_below": n, "page_size": n, ...}
+    POST /_test/config               {"regular_below": n, "page_size": n, "latency_ms": n, ...}
     POST /_test/reset                clear faults, quotas, config and global counters
     GET  /_test/health
 
@@ -194,6 +194,9 @@ class HubHandler(BaseHTTPRequestHandler):
                 repo = state.repos.get(key)
             state.count_request(kind, repo)
             fault = state.take_fault(kind, repo.key if repo else None, lose=False)
+            latency = state.config.latency_ms / 1000
+        if latency:
+            time.sleep(latency)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)

@@ -1,0 +1,12 @@
+"""The one way sizes are written for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (binary units)."""
+
+from __future__ import annotations
+
+
+def human_size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB`` … ``2.0 TiB`` (the one size format of the CLI)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
