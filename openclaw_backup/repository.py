@@ -142,9 +142,12 @@ class Repository(Access, Damage):
         return self.backend.capabilities.atomic_batch
 
     @property
-    def fork_safe(self) -> bool:
-        """The store keeps working in a forked child, and what the child stores the parent sees."""
-        return self.backend.capabilities.fork_safe
+    def nearby(self) -> bool:
+        """The store is on this machine: it declares no failures that a retry may cure (a network's).
+        A forked worker (:mod:`.batches`) may read it (there is no connection to share), and helps:
+        work on it is bound by this machine's CPU, where work on a store far away is bound by the
+        network, which the threads of one process keep busy."""
+        return not self.backend.capabilities.transient_failures
 
     # ------------------------------------------------------------------ head
 
@@ -524,10 +527,9 @@ class Repository(Access, Damage):
 
     # ------------------------------------------------------------------ packs and index files
 
-    def pack_writer(self, *, pack_size: int | None = None) -> PackWriter:
-        """A writer of new packs (``pack_size``: close packs there rather than at the config's)."""
-        return PackWriter(self.backend, self.cipher, pack_size=pack_size or self.config.pack_size,
-                          indexed=self.is_indexed)  # fmt: skip
+    def pack_writer(self) -> PackWriter:
+        """A writer of new packs."""
+        return PackWriter(self.backend, self.cipher, pack_size=self.config.pack_size, indexed=self.is_indexed)
 
     def save_index(self, packs: PackEntries, *, backup: bool = False) -> str | None:
         """Write one index file listing ``packs``; its name (None, writing nothing, when empty).

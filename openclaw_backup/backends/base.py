@@ -56,9 +56,6 @@ class Capabilities:
     ``transient_failures``: calls can fail in ways a retry may cure (a network, a server under
     load), so :func:`~openclaw_backup.backends.open_backend` wraps the store in retries. False for
     stores on this machine, whose errors a retry would not cure.
-    ``fork_safe``: the object keeps working in a child forked from its process (no connection
-    pool, socket or thread that the two processes would then share), and what the child stores
-    the parent sees.
     """
 
     compare_and_swap: bool = True
@@ -67,7 +64,6 @@ class Capabilities:
     consistent_listing: bool = True
     ranged_reads: bool = True
     max_connections: int = 4
-    fork_safe: bool = False
     transient_failures: bool = True
 
 

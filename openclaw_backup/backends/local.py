@@ -65,7 +65,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 class LocalBackend(Backend):
     """See the module docstring. ``lock_timeout`` bounds the wait for another process's publish."""
 
-    capabilities = Capabilities(atomic_batch=False, max_connections=4, fork_safe=True, transient_failures=False)
+    capabilities = Capabilities(atomic_batch=False, max_connections=4, transient_failures=False)
 
     def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
