@@ -20,8 +20,8 @@ chunks) pairs well with one doing the Python-heavy work of many small batches.
   ``workers - 1`` threads here take them from the small end; the two interpreters run truly in
   parallel where threads would hand the GIL back and forth. The worker never writes to the store:
   what its copy of ``output`` makes (packs) is handed over whole, without a copy, and stored here
-  (:class:`Output`), so the store need not be one that a forked process can write to and this
-  one see. Chosen when ``fork`` is True, or None and the batches cost at least
+  straight from the memory file it was made in (:class:`Output`), so the store need not be one that
+  a forked process can write to and this one see. Chosen when ``fork`` is True, or None and the batches cost at least
   :data:`FORK_MIN_COST` (a fork costs a few milliseconds).
 
 Either way the first failure is raised as it was raised (a worker's exception crosses back typed);
@@ -71,7 +71,8 @@ class Output(Protocol):
     """Where ``work`` stores what it makes (the pack writer). Around a forked run, this process
     enters :meth:`shared` (the output is being filled by two processes at once); in the worker,
     :meth:`relay` is called first: from then on the output stores nothing itself but ships what it
-    makes through the relay, and :meth:`flush` ships the rest; here, :meth:`absorb` takes each in."""
+    makes through the relay, and :meth:`flush` ships the rest; here, :meth:`absorb` takes each in,
+    from the first ``length`` bytes of the memory file ``fd`` (open while it runs)."""
 
     def shared(self) -> AbstractContextManager[None]: ...
 
@@ -79,7 +80,7 @@ class Output(Protocol):
 
     def flush(self) -> None: ...
 
-    def absorb(self, meta: Any, data: memoryview) -> None: ...
+    def absorb(self, meta: Any, fd: int, length: int) -> None: ...
 
 
 class BatchesLost(BackupError):
@@ -220,8 +221,8 @@ def _forked(run: _Run, workers: int, output: Output | None) -> None:
             for i, result in frame.meta:
                 run.deliver(i, result)
         elif frame.kind == b"F":
-            assert output is not None and frame.data is not None
-            output.absorb(frame.meta, frame.data)
+            assert output is not None and frame.file is not None
+            output.absorb(frame.meta, frame.file, frame.length)
             try:
                 channel.send(b"C")  # taken in: the worker goes on
             except OSError:

@@ -9,7 +9,9 @@ Words: the **worker** is the forked child. The **channel** links the two process
 ``SOCK_SEQPACKET`` socket pair carrying **frames** — a kind (one byte), a small pickled ``meta``
 and, for bulk bytes, ``data``: an anonymous memory file (``memfd``, :class:`MemoryFile`) that the
 sender filled in place and whose descriptor travels with the frame (``SCM_RIGHTS``), so megabytes
-cross without a copy and without being streamed through the socket.
+cross without a copy and without being streamed through the socket; the receiver reads them from
+that descriptor (a store on this machine copies them straight into its file: they are never mapped
+into the receiver, whose memory then does not hold them).
 
 :class:`Worker` forks; the child runs ``main(channel)`` and sends its **outcome** (what ``main``
 returned, pickled, or the exception it raised); the parent's **inbox** thread hands every other
@@ -67,24 +69,19 @@ def available() -> bool:
 
 
 class Frame:
-    """One frame received: ``kind``, ``meta`` and ``data`` (a read-only mapping of the memory file
-    that came with it, or None). :meth:`release` unmaps it, and so frees it."""
+    """One frame received: ``kind``, ``meta`` and, for bulk bytes, ``file``: the descriptor of the
+    memory file that came with it (its first ``length`` bytes are the data), or None.
+    :meth:`release` closes it, and so frees the memory once the sender has too."""
 
-    __slots__ = ("_map", "data", "kind", "meta")
+    __slots__ = ("file", "kind", "length", "meta")
 
-    def __init__(self, kind: bytes, meta: Any, data: memoryview | None, mapping: mmap.mmap | None) -> None:
-        self.kind, self.meta, self.data, self._map = kind, meta, data, mapping
+    def __init__(self, kind: bytes, meta: Any, file: int | None, length: int) -> None:
+        self.kind, self.meta, self.file, self.length = kind, meta, file, length
 
     def release(self) -> None:
-        if self.data is not None:
-            try:
-                self.data.release()
-            except BufferError:
-                pass  # a view of it is still alive (held by a traceback): released with it
-            self.data = None
-        if self._map is not None:
-            _unmap(self._map)
-            self._map = None
+        if self.file is not None:
+            os.close(self.file)
+            self.file = None
 
 
 class MemoryFile:
@@ -143,7 +140,9 @@ class Channel:
         """The next frame; None when the other end is closed."""
         while True:
             try:
-                msg, ancillary, _, _ = self.sock.recvmsg(_INLINE + _HEAD.size + 1024, socket.CMSG_SPACE(2 * 4))
+                msg, ancillary, _, _ = self.sock.recvmsg(
+                    _INLINE + _HEAD.size + 1024, socket.CMSG_SPACE(2 * 4), socket.MSG_CMSG_CLOEXEC
+                )
                 break
             except ConnectionResetError:
                 # The other end closed with frames it had not read (answers it needed no more).
@@ -163,11 +162,8 @@ class Channel:
                     body = m[:]
             meta = pickle.loads(body)  # from our own child, or our own parent
             if not flags & _DATA_IN_FD:
-                return Frame(kind, meta, None, None)
-            if not length:
-                return Frame(kind, meta, memoryview(b""), None)
-            mapping = mmap.mmap(fds[-1], length, prot=mmap.PROT_READ)
-            return Frame(kind, meta, memoryview(mapping), mapping)
+                return Frame(kind, meta, None, 0)
+            return Frame(kind, meta, fds.pop(), length)  # the frame's own, closed by its release
         finally:
             for fd in fds:
                 os.close(fd)

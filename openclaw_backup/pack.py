@@ -354,10 +354,14 @@ class PackWriter:
             self._buf, self._pos, self._header, self._entries = None, 0, 0, []
             self._relay = relay
 
-    def absorb(self, meta: tuple[str, list[tuple[bytes, BlobRef]], int], data: memoryview) -> None:
-        """Store a pack a relaying copy of this writer shipped, and count it as written here."""
+    def absorb(self, meta: tuple[str, list[tuple[bytes, BlobRef]], int], fd: int, length: int) -> None:
+        """Store a pack a relaying copy of this writer shipped (the first ``length`` bytes of the
+        file ``fd``: :meth:`.Backend.put_file`, never mapped here by a store on this machine), and
+        count it as written here."""
         pack, blobs, total = meta
-        self.backend.put(pack_name(pack), data[:total])  # type: ignore[arg-type]  # bytes-like
+        if total != length:
+            raise IntegrityError(f"pack {pack[:16]}: {length} bytes handed over for {total}")
+        self.backend.put_file(pack_name(pack), fd, total)
         self._count(pack, blobs, total)
 
     def unstored(self, ids: Iterable[bytes]) -> list[bytes]:

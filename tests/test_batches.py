@@ -139,9 +139,10 @@ class _Relayed:
             self.relay_to.ship(len(self.run), buf, len(data))  # taken in here when it returns
             self.run = []
 
-    def absorb(self, meta: Any, data: memoryview) -> None:
+    def absorb(self, meta: Any, fd: int, length: int) -> None:
         if self.fail:
             raise StoreError("cannot write: no space left on device", transient=False)
+        data = os.pread(fd, length, 0)
         self.stored += [int.from_bytes(data[i : i + 4], "little") for i in range(0, 4 * meta, 4)]
 
 
