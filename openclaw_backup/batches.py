@@ -21,8 +21,8 @@ chunks) pairs well with one doing the Python-heavy work of many small batches.
   parallel where threads would hand the GIL back and forth. The worker never writes to the store:
   what its copy of ``output`` makes (packs) is handed over whole, without a copy, and stored here
   straight from the memory file it was made in (:class:`Output`), so the store need not be one that
-  a forked process can write to and this one see. Chosen when ``fork`` is True, or None and the batches cost at least
-  :data:`FORK_MIN_COST` (a fork costs a few milliseconds).
+  a forked process can write to and this one see. Chosen when ``fork`` is True, or None and the
+  batches cost at least :data:`FORK_MIN_COST` (a fork costs a few milliseconds).
 
 Either way the first failure is raised as it was raised (a worker's exception crosses back typed);
 the other threads stop after their current batch, and a worker is killed and reaped first. A worker
