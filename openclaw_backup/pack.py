@@ -208,7 +208,8 @@ class PackWriter:
         self.cipher = cipher
         self._indexed = indexed
         self.pack_size = pack_size
-        self._fill = pack_size  # where the pack in the making is closed
+        self._fill = pack_size  # where the next pack will be closed
+        self._close_at = pack_size  # where the pack in the making is closed (its buffer has room for it)
         self._relay: Relay | None = None
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
@@ -277,6 +278,7 @@ class PackWriter:
         need = self._pos + n + self._header + codec.PACK_ENTRY_SIZE + OVERHEAD + 4
         if self._buf is None or need > len(self._buf):
             closed = self._take()
+            self._close_at = self._fill
             room = max(self._fill, n) + _PACK_SLACK + _HEADER_ROOM
             if self._relay is not None:
                 self._buf = self._relay.buffer(room)
@@ -290,7 +292,7 @@ class PackWriter:
         self._entries.append((btype, bid, n, raw_len))
         self._pos += n
         self._header += codec.PACK_ENTRY_SIZE
-        if self._pos < self._fill:
+        if self._pos < self._close_at:
             return None
         return self._take()
 
@@ -336,10 +338,11 @@ class PackWriter:
     def shared(self) -> Iterator[None]:
         """While filled by two processes at once (this one and a relaying copy forked inside):
         each closes its packs at half the size, so that the two packs in the making hold the
-        memory of one."""
+        memory of one (a pack begun meanwhile is closed at half the size even after)."""
         with self._lock:
             full = self._fill
             self._fill = full // 2 if full >= 2 << 20 else full
+            self._close_at = min(self._close_at, self._fill)
         try:
             yield
         finally:
