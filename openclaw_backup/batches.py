@@ -243,8 +243,9 @@ def _forked(run: _Run, workers: int, output: Output | None) -> None:
 
 
 class _Reports:
-    """What a worker sends back as it goes: progress and results, together at most every
-    :data:`.forkwork.TICK` seconds (and at :meth:`flush`)."""
+    """What a worker sends back: its progress as it goes, at most every :data:`.forkwork.TICK`
+    seconds, and its results once, at :meth:`flush` (the parent holds them only to merge them, at
+    the end: sent early, they would sit beside its pack in the making at its peak)."""
 
     def __init__(self, channel: forkwork.Channel) -> None:
         self.channel = channel
@@ -256,18 +257,19 @@ class _Reports:
         self.counts[0] += nbytes
         self.counts[1] += items
         if time.monotonic() - self.last >= forkwork.TICK:
-            self.flush()
+            self._send_progress()
 
     def result(self, i: int, result: Any) -> None:
         self.done.append((i, result))
-        if time.monotonic() - self.last >= forkwork.TICK:
-            self.flush()
 
-    def flush(self) -> None:
+    def _send_progress(self) -> None:
         self.last = time.monotonic()
         if any(self.counts):
             self.channel.send(b"P", self.counts)
             self.counts = [0, 0]
+
+    def flush(self) -> None:
+        self._send_progress()
         if self.done:
             self.channel.send(b"R", self.done)
             self.done = []
