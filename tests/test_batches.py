@@ -18,13 +18,14 @@ import pytest
 
 from openclaw_backup import batches, forkwork
 from openclaw_backup.backends.base import Capabilities
+from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.backends.memory import MemoryBackend
 from openclaw_backup.errors import IntegrityError, StoreError
 from openclaw_backup.maintenance import check
-from openclaw_backup.pack import ReadBatch
+from openclaw_backup.pack import ReadBatch, pack_name
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository, walk
-from tests.support.repos import new_repo, run_backup, run_restore
+from tests.support.repos import PACK_SIZE, new_repo, run_backup, run_restore
 from tests.support.trees import fingerprint, sample_state, write
 
 needs_fork = pytest.mark.skipif(not forkwork.available(), reason="the forked worker is Linux-only")
@@ -383,3 +384,38 @@ def test_a_ctrl_c_to_the_whole_group_is_the_callers_to_act_on() -> None:
     pids = batches.run_batches(list(range(1, 101)), work, cost=lambda n: n, workers=2, fork=True,
                                progress=lambda b, n: None)  # fmt: skip
     assert signalled and set(signalled) & set(pids)  # the worker was signalled, and did its share
+
+
+@pytest.mark.parametrize("fork", [False, pytest.param(True, marks=needs_fork)])
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_a_partial_restore_names_the_same_files_with_a_worker_as_with_threads(
+    tmp_path: Path, fork: bool, damage: str
+) -> None:
+    """The failures of a partial restore cross back from the worker: exactly the files with data in
+    the damaged blob (or lost pack) are named and absent, everything else is restored exactly."""
+    src = tmp_path / "src"
+    _state(src)
+    repo = new_repo(LocalBackend(tmp_path / "repo"), pack_size=PACK_SIZE)
+    run_backup(repo, {"s": src})
+    repo.load_index()
+    files = {path: node for path, node in walk(repo, repo.find_snapshot("latest").tree) if node.type == "file"}
+    content = files["s/media/a.bin"].content
+    bid = bytes.fromhex(content[len(content) // 2])
+    ref = repo.locate(bid)
+    assert ref is not None
+    pack = tmp_path / "repo" / pack_name(ref.pack)
+    if damage == "flip":
+        data = bytearray(pack.read_bytes())
+        data[ref.offset + ref.length // 2] ^= 0x01
+        pack.write_bytes(bytes(data))
+        lost = {bid}
+    else:
+        pack.unlink()
+        lost = {b for b, r in repo.index.items() if r.pack == ref.pack}
+    failed = {p for p, n in files.items() if lost & {bytes.fromhex(c) for c in n.content}}
+    assert {"s/media/a.bin", "s/media/b.bin"} <= failed  # the same content: both
+    out = tmp_path / "out" / "s"
+    res = run_restore(repo, "latest", {"s": out}, forked=fork, partial=True)
+    assert set(res.failed) == {f"{out}{p[1:]}" for p in failed}
+    expected = {k: v for k, v in fingerprint(src).items() if f"s/{k}" not in failed}
+    assert fingerprint(out) == expected  # every other file exactly; never half a file
