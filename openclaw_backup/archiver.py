@@ -112,8 +112,7 @@ class Archiver:
         """Read every file in ``todo`` (:mod:`.batches`: in threads, or with a forked worker),
         filling ``outcomes``, then account for what happened to each. Files of equal size are one
         batch: copies of a file are read, and deduplicated, by the same thread or process."""
-        # ties last scanned first: the order one thread taking the largest first always read them in
-        ordered = sorted(reversed(todo), key=lambda f: f.st.st_size)
+        ordered = sorted(todo, key=lambda f: f.st.st_size)
         cards = [list(same) for _, same in itertools.groupby(ordered, key=lambda f: f.st.st_size)]
         results = run_batches(
             cards, self._read_card, cost=lambda card: sum(f.st.st_size + _FILE_COST for f in card),
@@ -377,7 +376,7 @@ class Archiver:
         repo, opts = self.repo, self.opts
         first_warning = len(self.reporter.warnings)  # warnings of this backup only, not the caller's
         repo.refresh(max_age=HEAD_FRESH)  # the head may have moved (or our last publication's answer was lost)
-        repo.load_index()
+        repo.load_index(backup=True)  # adopts what an earlier, refused backup uploaded
         every = PACK_LISTING_EVERY if repo.staged_uploads else 0.0  # a Hub repo's API calls are budgeted
         if lost := repo.distrust_missing_packs(every=every):  # their blobs: stored again, from the sources
             self.reporter.warn(f"{len(lost)} pack(s) the index names are missing from the store (e.g. {lost[0][:16]}); "

@@ -193,7 +193,8 @@ class PackWriter:
     every pack written, ready for an index file. Blobs are compressed outside the lock, then
     sealed straight into the current pack's buffer, an anonymous mapping of ``pack_size`` plus
     room for the last blob and the header: no copy per blob, no reallocation, and only the pages
-    written are resident. Backends keep no reference to what ``put`` was given, so the mapping is
+    written are resident. ``keep`` is handed each pack once uploaded (its id and sealed bytes).
+    Backends keep no reference to what ``put`` was given, so the mapping is
     released as soon as the pack is uploaded.
 
     A writer can be filled by a forked worker too (:mod:`.batches`), which must not touch the
@@ -203,10 +204,19 @@ class PackWriter:
     (:meth:`absorb`) — so every pack is stored, and counted, here.
     """
 
-    def __init__(self, backend: Backend, cipher: Cipher, *, pack_size: int, indexed: Callable[[bytes], bool]) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        cipher: Cipher,
+        *,
+        pack_size: int,
+        indexed: Callable[[bytes], bool],
+        keep: Callable[[str, memoryview], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.cipher = cipher
         self._indexed = indexed
+        self._keep = keep  # handed each pack uploaded (id, sealed bytes), to keep a copy
         self.pack_size = pack_size
         self._fill = pack_size  # where the next pack will be closed
         self._close_at = pack_size  # where the pack in the making is closed (its buffer has room for it)
@@ -302,13 +312,15 @@ class PackWriter:
         return full
 
     def _upload(self, buf: mmap.mmap, end: int, entries: list[_Entry]) -> None:
-        refs, total = codec.finish_pack(self.cipher, buf, entries, end)
-        pack = next(iter(refs.values())).pack
-        if self._relay is not None:
-            self._relay.ship((pack, list(refs.items()), total), buf, total)  # stored when it returns
-            return
         try:
+            refs, total = codec.finish_pack(self.cipher, buf, entries, end)
+            pack = next(iter(refs.values())).pack
+            if self._relay is not None:
+                self._relay.ship((pack, list(refs.items()), total), buf, total)  # stored when it returns
+                return
             self.backend.put(pack_name(pack), memoryview(buf)[:total])  # type: ignore[arg-type]  # bytes-like
+            if self._keep is not None:
+                self._keep(pack, memoryview(buf)[:total])
         finally:
             _unmap(buf)
         self._count(pack, list(refs.items()), total)
@@ -365,6 +377,13 @@ class PackWriter:
         if total != length:
             raise IntegrityError(f"pack {pack[:16]}: {length} bytes handed over for {total}")
         self.backend.put_file(pack_name(pack), fd, total)
+        if self._keep is not None:  # (a store far away: a copy is kept, so it is read here anyway)
+            with mmap.mmap(fd, total, prot=mmap.PROT_READ) as mapping:
+                view = memoryview(mapping)
+                try:
+                    self._keep(pack, view)
+                finally:
+                    view.release()
         self._count(pack, blobs, total)
 
     def unstored(self, ids: Iterable[bytes]) -> list[bytes]:

@@ -240,7 +240,7 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
     if not (plan.delete or plan.repack or plan.unindexed) and len(repo.index_names()) < INDEX_MERGE_AT:
         # Nothing to free: no new index, no commit (a Hub repo counts commits against an hourly budget).
         return _finish(repo, plan, squash=squash, squash_ratio=squash_ratio, unindexed_grace=unindexed_grace)
-    writer = repo.pack_writer()
+    writer = repo.pack_writer(keep=False)
     reporter.phase("repack", total_items=len(plan.repack))
     per_pack = repo.indexed_packs()
     for pack in sorted(plan.repack):

@@ -96,7 +96,7 @@ def repair_packs(repo: Repository, *, reporter: Reporter) -> RepairResult:
     stored |= (set(indexed) - stored) - repo.confirm_missing(set(indexed) - stored)  # listed late, but there
     damaged = ({pack for _, pack in distrusted} | (set(indexed) - stored)) & (set(indexed) | stored)
     res = RepairResult("packs")
-    writer = repo.pack_writer()
+    writer = repo.pack_writer(keep=False)
     salvaged: set[bytes] = set()
     reporter.phase("repair packs", total_items=len(damaged))
     for pack in sorted(damaged):
@@ -166,7 +166,7 @@ def repair_snapshots(repo: Repository, *, reporter: Reporter) -> RepairResult:
     repo.refresh()
     repo.load_index()
     res = RepairResult("snapshots")
-    writer = repo.pack_writer()
+    writer = repo.pack_writer(keep=False)
     new: list[str] = []
     gone: list[str] = []
     ids = repo.snapshot_ids()

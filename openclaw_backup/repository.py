@@ -23,7 +23,8 @@ pack; the index never vouches for a blob at such a place, so a backup stores it 
 still tries it when there is no other: authentication decides).
 
 The class is assembled from parts: :mod:`.repo_access` (creating, opening, passwords) and
-:mod:`.repo_damage` (damage records, lost packs) are mixed in. Parts of the format: :mod:`.index`
+:mod:`.repo_damage` (damage records, lost packs) and :mod:`.repo_staging` (staged uploads, the
+publication attempt, packs kept for the next process) are mixed in. Parts of the format: :mod:`.index`
 (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key files),
 :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
 restorer and maintenance use the methods of :class:`Repository` only; only the repository and
@@ -49,8 +50,6 @@ from .errors import (
     DamagedRepositoryError,
     IntegrityError,
     NotFoundError,
-    QuotaError,
-    StoreError,
     UsageError,
 )
 from .head import HeadState
@@ -58,7 +57,6 @@ from .index import Index, IndexSummary, PackEntries
 from .pack import (
     MERGE_WASTE,
     PackCheck,
-    PackWriter,
     ReadBatch,
     check_pack,
     pack_name,
@@ -69,16 +67,16 @@ from .pack import (
 from .repo_access import Access, write_atomic
 from .repo_config import RepoConfig
 from .repo_damage import Damage
+from .repo_staging import PUBLISH_ATTEMPTS, Staging
 from .snapshot import Snapshot
 from .tree import Node, decode_tree
 
 T = TypeVar("T")
 
-PUBLISH_ATTEMPTS = 6
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
 
 
-class Repository(Access, Damage):
+class Repository(Staging, Access, Damage):
     """An opened repository. Use :meth:`init` or :meth:`open`; not thread-safe except where noted
     (reading blobs and writing packs are thread-safe).
 
@@ -98,9 +96,8 @@ class Repository(Access, Damage):
         self._head_read_at: float | None = None  # time.monotonic() of the last head read
         self.state = HeadState()
         self.index = Index()
-        # Packs a backup of ours uploaded whose publication failed (a quota's 429, a lost commit),
-        # on a store where uploads stay staged until the next publication (a Hub repo): the next
-        # backup reuses them instead of uploading the same data again. See save_index/publish.
+        # Packs uploaded but not yet published that a backup may use, and a backup's publication
+        # attempt: see repo_staging.
         self._unpublished: PackEntries = {}
         self._attempt: PackEntries = {}
         self._index_key: tuple[Any, ...] | None = None
@@ -134,12 +131,6 @@ class Repository(Access, Damage):
     @property
     def encrypted(self) -> bool:
         return self.cipher.encrypted
-
-    @property
-    def staged_uploads(self) -> bool:
-        """Uploads become visible only with the publication that names them (a Hub commit): an
-        unindexed pack there is garbage, never a concurrent writer's work in progress."""
-        return self.backend.capabilities.atomic_batch
 
     @property
     def nearby(self) -> bool:
@@ -245,45 +236,6 @@ class Repository(Access, Damage):
         self.state = state
         self._carry_listings(base_seq, state.seq, base_mark)
         self.cache_write("head-seq", str(state.seq).encode())
-
-    def publish(
-        self,
-        *,
-        add_snapshots: Iterable[str] = (),
-        add_indexes: Iterable[str] = (),
-        remove_snapshots: Iterable[str] = (),
-        remove_indexes: Iterable[str] = (),
-        delete_packs: Iterable[str] = (),
-        deleted_bytes: int = 0,
-        needs: Callable[[], None] | None = None,
-        attempts: int = PUBLISH_ATTEMPTS,
-        merge: bool = True,
-    ) -> None:
-        """Publish a change of the head, merging with concurrent writers.
-
-        Removed snapshots and index files, and ``delete_packs``, are deleted after (or with) the
-        publication; ``deleted_bytes`` adds to the head's count of bytes deleted since the last
-        squash. On a conflict the head is re-read; ``remove_*`` must still be present (else the
-        change is abandoned: another process did the same maintenance) and ``needs`` is called to
-        check that what we reference still exists, raising when it does not. With ``merge=False``
-        (prune, whose plan is only valid for the head it read) a conflict is raised at once.
-        """
-        rm_s, rm_i = list(remove_snapshots), list(remove_indexes)
-        deletes = [pack_name(p) for p in delete_packs]
-        deletes += [f"snapshots/{s}" for s in rm_s] + [f"index/{i}" for i in rm_i]
-        attempt, self._attempt = self._attempt, {}
-        try:
-            self._publish(list(add_snapshots), list(add_indexes), set(rm_s), set(rm_i), deletes,
-                          deleted_bytes=deleted_bytes, needs=needs, attempts=attempts, merge=merge)  # fmt: skip
-        except BaseException as e:
-            # A backup refused for now (a quota, a busy repository, a lost answer) leaves its packs
-            # staged for the next one (if its commit landed after all, the next load_index finds
-            # them indexed and forgets them). Anything else, or any other publication (a prune may
-            # have dropped them), forgets them: the next backup uploads that data again.
-            retryable = isinstance(e, (QuotaError, ConflictError)) or (isinstance(e, StoreError) and e.transient)
-            self._unpublished = attempt if retryable else {}
-            raise
-        self._unpublished = {}
 
     def _publish(
         self,
@@ -398,20 +350,17 @@ class Repository(Access, Damage):
 
     # ------------------------------------------------------------------ the index
 
-    def load_index(self, *, reload: bool = False) -> Index:
+    def load_index(self, *, reload: bool = False, backup: bool = False) -> Index:
         """Load every index file the head names (cached ones are not fetched again), leaving out
-        unreadable ones (with a warning) and what the damage records distrust. ``reload``: read
-        them again even when the head names the same ones."""
+        unreadable ones (with a warning) and what the damage records distrust, plus our unpublished
+        packs (see :mod:`.repo_staging`). ``reload``: read them again even when the head names the
+        same ones. ``backup``: the index a backup dedups against, which adopts kept packs first."""
         records = self.damage_records()
         key = (tuple(self.state.indexes), tuple(sorted(records)), tuple(sorted(self.missing_packs)))
         if self._index_key != key or reload:
             self._base_index = self._build_index(records)
             self._index_key = key
-        self.index = self._base_index
-        if self._unpublished:  # our failed publication's packs, still staged: this backup may use them
-            known = set(self.index.by_pack())
-            self._unpublished = {p: e for p, e in self._unpublished.items() if p not in known}  # landed after all
-            self.index = self.index.with_packs(self._unpublished)
+        self.index = self._with_unpublished(self._base_index, adopt=backup)
         return self.index
 
     def _build_index(self, records: dict[str, set[tuple[bytes, str]]]) -> Index:
@@ -526,41 +475,6 @@ class Repository(Access, Damage):
                     yield from out
 
     # ------------------------------------------------------------------ packs and index files
-
-    def pack_writer(self) -> PackWriter:
-        """A writer of new packs."""
-        return PackWriter(self.backend, self.cipher, pack_size=self.config.pack_size, indexed=self.is_indexed)
-
-    def save_index(self, packs: PackEntries, *, backup: bool = False) -> str | None:
-        """Write one index file listing ``packs``; its name (None, writing nothing, when empty).
-
-        ``backup``: the index of a backup about to publish. Where uploads stay staged until the next
-        publication, it also lists the packs of our failed publication that are still staged (their
-        blobs are in :attr:`index`, so this backup may reference them; they are committed with
-        it), and if this publication fails too, its packs are remembered the same way.
-        """
-        if backup and self.staged_uploads:
-            packs = {**{p: e for p, e in self._unpublished.items() if p not in packs}, **packs}
-            self._attempt = packs
-        if not packs:
-            return None
-        return self.put_immutable("index", codec.encode_index(self.cipher, packs))
-
-    def discard_unpublished(self, packs: Iterable[str], objects: Iterable[str] = (), *, snapshot: str | None) -> int:
-        """Remove what a failed writer stored but never published (its packs, index file and
-        snapshot ``objects``), so a failure leaves no orphans; how many names were removed. Nothing
-        on a store whose uploads appear only with a publication (a Hub repo: nothing is visible),
-        and nothing when ``snapshot`` may have been published after all (the head is read again)."""
-        names = [pack_name(p) for p in packs] + list(objects)
-        if not names or self.staged_uploads:
-            return 0
-        try:
-            if snapshot is not None and snapshot in self.refresh().snapshots:
-                return 0
-            self.backend.delete_unpublished(names)
-        except BackupError:
-            return 0  # best effort: prune removes what is left, after its grace
-        return len(names)
 
     def list_packs(self) -> set[str]:
         """The ids of the packs in the store (where the format puts them), indexed or not."""

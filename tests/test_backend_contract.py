@@ -3,9 +3,10 @@
 Each test takes only the backend (``tests/test_hf_backend.py`` also runs them on a bucket of its
 own and on a live bucket), and checks one promise of the contract's docstrings: not-found, short
 reads and random ranges; a repeated put; the caller's buffer (any bytes-like object) free for reuse
-once ``put`` returns; ``put_file`` from a file's first bytes; listings longer than a store's page; objects of a publication visible no later
-than it (and not before it where the store batches); compare-and-swap with staged objects kept
-across a conflict; deletes after the head; and only the package's typed errors escaping.
+once ``put`` returns; ``put_file`` from a file's first bytes; listings longer than a store's page;
+objects of a publication visible no later than it (and not before it where the store batches);
+compare-and-swap with staged objects kept across a conflict; deletes after the head; and only the
+package's typed errors escaping.
 """
 
 from __future__ import annotations

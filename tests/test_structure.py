@@ -43,12 +43,8 @@ def test_the_environment_is_read_only_at_the_edge() -> None:
     assert offenders == []
 
 
-#: Modules still over the limit, each split on a branch of its own (drop the name once merged).
-_BEING_SPLIT = {"repository.py"}  # branch resume
-
 
 def test_no_module_over_600_lines() -> None:
     sizes = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
     assert len(sizes) > 40 and sizes["archiver.py"] > 100  # the walk saw the package
-    assert {name: n for name, n in sizes.items() if n > MAX_LINES and name not in _BEING_SPLIT} == {}
-    assert all(sizes[name] > MAX_LINES for name in _BEING_SPLIT)  # an exemption that is no longer needed goes
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}

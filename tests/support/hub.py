@@ -81,6 +81,11 @@ class HubServer:
     def set_quota(self, repo: str, commits_per_hour: int | None) -> None:
         self._control("POST", "/_test/quota", {"repo": repo, "commits_per_hour": commits_per_hour})
 
+    def drop_pending(self, repo: str) -> int:
+        """Forget ``repo``'s uploads that no commit references (the Hub's garbage collection)."""
+        result: dict[str, int] = self._control("POST", "/_test/drop_pending", {"repo": repo})
+        return result["dropped"]
+
     def configure(self, **config: int) -> None:
         self._control("POST", "/_test/config", config)
 

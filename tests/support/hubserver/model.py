@@ -271,6 +271,14 @@ class HubState:
         self.blobs.put(repo.key, oid, data)
         repo.lfs[oid] = len(data)
 
+    def drop_pending(self, repo: Repo) -> int:
+        """Forget the LFS objects no commit references (uploads never committed); how many."""
+        pending = [oid for oid in repo.lfs if oid not in repo.committed_lfs]
+        for oid in pending:
+            del repo.lfs[oid]
+            self.blobs.delete(repo.key, oid)
+        return len(pending)
+
     def read_entry(self, repo: Repo, entry: Entry) -> bytes:
         if entry.content is not None:
             return entry.content

@@ -25,6 +25,8 @@ Control routes (never counted, never faulted)::
     POST /_test/quota                {"repo": key | "*", "commits_per_hour": n | null}
     POST /_test/config               {"regular_below": n, "page_size": n, "latency_ms": n, ...}
     POST /_test/reset                clear faults, quotas, config and global counters
+    POST /_test/drop_pending         {"repo": key}: forget the LFS objects no commit references yet
+                                     (as the Hub garbage-collects uploads never committed)
     GET  /_test/health
 
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
@@ -621,6 +623,11 @@ class HubHandler(BaseHTTPRequestHandler):
                         raise HubError(400, f"unknown config {k}")
                     setattr(state.config, k, int(v))
                 self._json(200, {"ok": True})
+            elif (method, path) == ("POST", "/_test/drop_pending"):
+                repo = state.repos.get(payload.get("repo", ""))
+                if repo is None:
+                    raise HubError(404, f"no repo {payload.get('repo')}")
+                self._json(200, {"dropped": state.drop_pending(repo)})
             elif (method, path) == ("POST", "/_test/reset"):
                 state.reset_knobs()
                 self._json(200, {"ok": True})
