@@ -156,11 +156,11 @@ class Channel:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         try:
             kind, flags, length = _HEAD.unpack_from(msg)
-            body: Any = msg[_HEAD.size :]
-            if flags & _META_IN_FD:
-                with mmap.mmap(fds[0], os.fstat(fds[0]).st_size, prot=mmap.PROT_READ) as m:
-                    body = m[:]
-            meta = pickle.loads(body)  # from our own child, or our own parent
+            if flags & _META_IN_FD:  # read in pieces: never a second copy of it whole here
+                with open(fds[0], "rb", closefd=False) as f:
+                    meta = pickle.load(f)  # from our own child, or our own parent
+            else:
+                meta = pickle.loads(msg[_HEAD.size :])
             if not flags & _DATA_IN_FD:
                 return Frame(kind, meta, None, 0)
             return Frame(kind, meta, fds.pop(), length)  # the frame's own, closed by its release
