@@ -81,12 +81,19 @@ class _RunsOutOfSpace(LocalBackend):
         super().__init__(path, lock_timeout=5.0)
         self.packs = 0
 
-    def put(self, name: str, data: bytes) -> None:
+    def _fill(self, name: str) -> None:
         if name.startswith("data/"):
             self.packs += 1
             if self.packs > 3:
                 raise StoreError(f"cannot write {name}: no space left on device", transient=False)
+
+    def put(self, name: str, data: bytes) -> None:
+        self._fill(name)
         super().put(name, data)
+
+    def put_file(self, name: str, fd: int, length: int) -> None:  # the worker's packs, stored here
+        self._fill(name)
+        super().put_file(name, fd, length)
 
 
 def test_a_store_error_while_the_worker_runs_fails_the_backup_and_publishes_nothing(tmp_path: Path) -> None:
