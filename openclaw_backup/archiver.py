@@ -1,8 +1,10 @@
 """Taking a snapshot: scan the roots, store what changed, build trees, publish once.
 
 Steps: scan (stat only) → for each regular file, reuse the cached content ids when its signature
-is unchanged, else read it (SQLite databases through :mod:`.sqlite_capture`) in a pool of worker
-threads, cutting, hashing, compressing and sealing chunks into packs → build the trees bottom-up
+is unchanged, else read it (SQLite databases through :mod:`.sqlite_capture`) in batches of equal-sized
+files run by :mod:`.batches` (worker threads, or a forked worker too), cutting, hashing, compressing
+and sealing chunks into packs; what happened to each file is accounted for here, once, from the
+batches' results → build the trees bottom-up
 → if the root tree equals the parent snapshot's, stop: nothing changed, nothing is published →
 else write the index, the snapshot, and publish the head (one compare-and-swap).
 
@@ -25,7 +27,6 @@ had: :attr:`BackupResult.degraded` is then true and the edges report it as such.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
 import os
@@ -34,14 +35,14 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from . import __version__, forkwork, fsmeta, memtune
+from . import __version__, fsmeta, memtune
 from .backup_model import BackupOptions, BackupResult, Outcome, Recorder, Unread
+from .batches import Progress, run_batches
 from .errors import BackupError, ConflictError, UsageError
 from .filecache import RACY_WINDOW_NS, CachedFile, FileCache, signature
 from .index import BLOB_DATA, BLOB_TREE
@@ -62,18 +63,6 @@ SECRET_PATTERNS = re.compile(
 
 _SQLITE_MIN_SIZE = 512  # the smallest page size: anything shorter is not a database
 _FILE_COST = 16 * 1024  # the work of one file (open, read, a blob), in bytes of data (measured)
-
-
-class _Forwarding(Reporter):
-    """The reporter of a forked reader: keeps warnings (sent back), forwards bytes done."""
-
-    def __init__(self, tick: forkwork.Progress) -> None:
-        super().__init__()
-        self.tick = tick
-
-    def progress(self, *, done_bytes: int = 0, done_items: int = 0) -> None:
-        if done_bytes:
-            self.tick(done_bytes)
 
 
 def _walk_files(e: Entry) -> Iterator[Entry]:
@@ -103,7 +92,6 @@ class Archiver:
         self.cache = cache
         self.writer = repo.pack_writer()
         self.needed: set[bytes] = set()
-        self._lock = threading.Lock()
         self._big = threading.Semaphore(1)
         self.stats = {
             "files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "files_read": 0, "bytes_read": 0,
@@ -120,59 +108,99 @@ class Archiver:
 
     # -------------------------------------------------------------- reading files
 
-    def _store_chunks(self, chunks: Iterator[bytes | memoryview]) -> tuple[list[str], int]:
+    def _read_files(self, todo: list[Entry], outcomes: dict[str, Outcome | None]) -> None:
+        """Read every file in ``todo`` (:mod:`.batches`: in threads, or with a forked worker),
+        filling ``outcomes``, then account for what happened to each. Files of equal size are one
+        batch: copies of a file are read, and deduplicated, by the same thread or process."""
+        ordered = sorted(todo, key=lambda f: f.st.st_size)
+        cards = [list(same) for _, same in itertools.groupby(ordered, key=lambda f: f.st.st_size)]
+        results = run_batches(
+            cards, self._read_card, cost=lambda card: sum(f.st.st_size + _FILE_COST for f in card),
+            workers=self.opts.workers, fork=self.opts.fork if self.repo.nearby else bool(self.opts.fork),
+            output=self.writer,
+            progress=lambda nbytes, items: self.reporter.progress(done_bytes=nbytes, done_items=items),
+        )  # fmt: skip
+        for card, reads in zip(cards, results, strict=True):
+            for f, (out, why) in zip(card, reads, strict=True):
+                outcomes[f.path] = out
+                self._account(f, out, why)
+
+    def _read_card(self, card: list[Entry], progress: Progress) -> list[tuple[Outcome | None, str | None]]:
+        """Store each file of ``card`` as it is now: its outcome (None when it vanished, or when it
+        could not be stored as it is: then with the reason)."""
+        out: list[tuple[Outcome | None, str | None]] = []
+        for f in card:
+            try:
+                out.append((self._read_file(f, progress), None))
+            except Unread as err:
+                out.append((None, err.reason))
+            progress(0, 1)
+        return out
+
+    def _account(self, f: Entry, out: Outcome | None, why: str | None) -> None:
+        if why is not None:
+            self.unread[f.path] = why
+        elif out is None:
+            self.reporter.info(f"{f.path}: removed during the backup; not in this snapshot")
+        else:
+            self.stats["files_read"] += 1
+            self.stats["bytes_read"] += out.size + sum(n for *_, n in out.sidecars)
+            self.stats["sqlite_captured"] += out.sqlite
+            if out.damage:
+                self.stats["sqlite_degraded"] += 1
+                self.reporter.warn(f"{f.path}: {out.damage}")
+            if out.grown:
+                self.stats["files_grown"] += 1
+                self.reporter.info(f"{f.path}: grew while read; stored as it was when opened ({out.size} bytes)")
+
+    def _store_chunks(self, chunks: Iterator[bytes | memoryview], progress: Progress) -> tuple[list[str], int]:
         ids: list[str] = []
         total = 0
         for chunk in chunks:
             bid = self.writer.store(BLOB_DATA, chunk)
             ids.append(bid.hex())
             total += len(chunk)
-            self.reporter.progress(done_bytes=len(chunk))
+            progress(len(chunk), 0)
         return ids, total
 
-    def _read_sqlite(self, e: Entry, st: os.stat_result) -> Outcome:
+    def _read_sqlite(self, e: Entry, st: os.stat_result, progress: Progress) -> Outcome:
         try:
             with snapshot(e.path, self.scratch) as cap:
-                ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(cap.image))
+                ids, size = self._store_chunks(self.repo.sqlite_chunker.cut_stream(cap.image), progress)
                 sidecars = [
-                    (suffix, *self._store_chunks(self.repo.chunker.cut_stream(f)))
+                    (suffix, *self._store_chunks(self.repo.chunker.cut_stream(f), progress))
                     for suffix, f in sorted(cap.sidecars.items())
                 ]
         except SqliteCaptureError as err:
             raise Unread(f"cannot capture the SQLite database ({err.message.partition(': ')[2]})") from err
         if cap.degraded is None:
-            with self._lock:
-                self.stats["sqlite_captured"] += 1
             return Outcome(ids, size, True, st, signature(st, e.wal_sig), True, e.wal_mtime_ns, cap.info)
         if e.rel.count("/") == 0:
             raise Unread(f"{cap.degraded}; a database given as a root cannot be stored as a raw set")
-        with self._lock:
-            self.stats["sqlite_degraded"] += 1
         names = " and ".join(s for s, *_ in sidecars)
         kept = f"the file with its {names}, copied together, restored together" if names else "the file as it is"
-        self.reporter.warn(f"{e.path}: {cap.degraded}; stored as a raw set ({kept})")
         # never cached (no signature): read again, and captured if it can be, next time
-        return Outcome(ids, size, False, st, "", True, e.wal_mtime_ns, cap.info, sidecars)
+        return Outcome(ids, size, False, st, "", True, e.wal_mtime_ns, cap.info, sidecars,
+                       damage=f"{cap.degraded}; stored as a raw set ({kept})")  # fmt: skip
 
-    def _read_file(self, e: Entry) -> Outcome | None:
+    def _read_file(self, e: Entry, progress: Progress) -> Outcome | None:
         """Store ``e`` as it is now (see the module docstring); None when it vanished. Raises
         :class:`Unread` when it cannot be stored as it is."""
         limit = self.repo.chunker.profile.max_size
-        reason = "kept changing while read"
         for attempt in range(self.opts.read_attempts):
             try:
-                out = self._read_small(e) if attempt == 0 and e.st.st_size <= limit else self._read_any(e)
+                small = attempt == 0 and e.st.st_size <= limit
+                out = self._read_small(e, progress) if small else self._read_any(e, progress)
             except FileNotFoundError:
-                self.reporter.info(f"{e.path}: removed during the backup; not in this snapshot")
                 return None
             except OSError as err:
                 raise Unread(f"cannot read ({err.strerror})") from err
             if out is not None:
                 return out
             time.sleep(0.05 * (attempt + 1))
-        raise Unread(reason)
+        raise Unread("kept changing while read")
 
-    def _read_small(self, e: Entry) -> Outcome | None:
+    def _read_small(self, e: Entry, progress: Progress) -> Outcome | None:
         """A file no larger than one chunk, in one read; the scan's lstat serves as the "before"
         (open, read, close: the fewest system calls, each of which hands the GIL around).
         None when it changed since the scan (read again, the careful way)."""
@@ -184,24 +212,24 @@ class Archiver:
         if len(data) != e.st.st_size:
             return None  # it grew or shrank since the scan
         if len(data) >= _SQLITE_MIN_SIZE and data[:16] == SQLITE_MAGIC:
-            return self._read_sqlite(e, e.st)
-        ids, size = self._store_chunks(self.repo.chunker.cut_bytes(data))
+            return self._read_sqlite(e, e.st, progress)
+        ids, size = self._store_chunks(self.repo.chunker.cut_bytes(data), progress)
         # Still the file we stat'ed (a replacement is a new inode), same size and mtime:
         # nothing was written to it between that stat and the end of our read.
         if not _same(e.st, os.lstat(e.path)):
             return None
         return Outcome(ids, size, False, e.st, signature(e.st, e.wal_sig), True)
 
-    def _read_any(self, e: Entry) -> Outcome | None:
+    def _read_any(self, e: Entry, progress: Progress) -> Outcome | None:
         """Read the file up to the size it has when opened; None when it changed other than by growing."""
         with open(e.path, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
             if st.st_size >= _SQLITE_MIN_SIZE and os.pread(f.fileno(), 16, 0) == SQLITE_MAGIC:
-                return self._read_sqlite(e, st)
+                return self._read_sqlite(e, st, progress)
             rec = Recorder(f, st.st_size)
             # One large file at a time: each needs a 2 x max-chunk buffer (bounds peak memory).
             with self._big if st.st_size > self.repo.chunker.profile.max_size else nullcontext():
-                ids, size = self._store_chunks(self.repo.chunker.cut_stream(rec, size_hint=st.st_size))
+                ids, size = self._store_chunks(self.repo.chunker.cut_stream(rec, size_hint=st.st_size), progress)
             now = os.fstat(f.fileno())
             if size != st.st_size:
                 return None  # shrank while read
@@ -210,10 +238,7 @@ class Archiver:
             grew = now.st_size > st.st_size and os.lstat(e.path).st_ino == st.st_ino
             if not grew or not self._prefix_intact(f.fileno(), rec, size):
                 return None
-        with self._lock:
-            self.stats["files_grown"] += 1
-        self.reporter.info(f"{e.path}: grew while read; stored as it was when opened ({size} bytes)")
-        return Outcome(ids, size, False, st, "", True)  # no signature: read again next time
+        return Outcome(ids, size, False, st, "", True, grown=True)  # no signature: read again next time
 
     @staticmethod
     def _prefix_intact(fd: int, rec: Recorder, size: int) -> bool:
@@ -221,129 +246,6 @@ class Archiver:
         head = os.pread(fd, len(rec.head), 0)
         tail = os.pread(fd, len(rec.tail), size - len(rec.tail))
         return head == rec.head and tail == rec.tail
-
-    def _process(self, e: Entry) -> Outcome | None:
-        try:
-            out = self._read_file(e)
-        except Unread as err:
-            with self._lock:
-                self.unread[e.path] = err.reason
-            return None
-        with self._lock:
-            if out is not None:
-                self.stats["files_read"] += 1
-                self.stats["bytes_read"] += out.size + sum(n for *_, n in out.sidecars)
-        return out
-
-    def _read_files(self, todo: list[Entry], outcomes: dict[str, Outcome | None]) -> None:
-        """Read every file in ``todo``, filling ``outcomes``: with worker threads, or — when the
-        store survives a fork and there is enough to do — here and in a forked process, which
-        stores what it reads in packs of its own and sends back what it stored (see
-        :mod:`.forkwork`: two threads of one interpreter do little more than one).
-
-        The two processes draw from one deck of files sorted by size, the child from the largest
-        end, this process from the smallest, so that they finish together. Files of equal size are
-        dealt as one card: copies of a file are read, and deduplicated, by the same process.
-        """
-        if not (
-            self.opts.workers > 1
-            and len(todo) > 1
-            and sum(f.st.st_size + _FILE_COST for f in todo) >= self.opts.fork_threshold
-            and forkwork.available()
-            and self.repo.fork_safe
-        ):
-            self._read_all(todo, outcomes, self.opts.workers)
-            return
-        size = self.writer.pack_size
-        half_packs = size // 2 if size >= 2 << 20 else size  # two packs in the making: one's memory
-        self.writer.pack_size = half_packs
-        ordered = sorted(todo, key=lambda f: f.st.st_size)
-        cards = [list(same) for _, same in itertools.groupby(ordered, key=lambda f: f.st.st_size)]
-        deck = forkwork.TwoEnds(len(cards))
-        try:
-            got = forkwork.run_split(
-                lambda tick: self._read_dealt(cards, deck.take_low, outcomes, tick),
-                lambda tick: self._child_half(cards, deck.take_high, half_packs, tick),
-                lambda n: self.reporter.progress(done_bytes=n),
-            )
-        finally:
-            deck.close()
-        child_outcomes, packs, packed_bytes, stats, warnings, unread = got
-        outcomes.update(child_outcomes)
-        self.writer.adopt(packs, packed_bytes)
-        for key in ("files_read", "bytes_read", "sqlite_captured", "files_grown", "sqlite_degraded"):
-            self.stats[key] += stats[key]
-        self.unread.update(unread)
-        for message in warnings:
-            self.reporter.warn(message)
-        self.reporter.progress(done_items=len(child_outcomes))
-
-    def _read_dealt(
-        self,
-        cards: list[list[Entry]],
-        take: Callable[[], int | None],
-        outcomes: dict[str, Outcome | None],
-        tick: forkwork.Progress,
-    ) -> None:
-        while (i := take()) is not None:
-            for f in cards[i]:
-                outcomes[f.path] = self._process(f)
-                self.reporter.progress(done_items=1)
-            tick(0)  # lets the other process's progress through
-
-    def _child_half(
-        self, cards: list[list[Entry]], take: Callable[[], int | None], pack_size: int, tick: forkwork.Progress
-    ) -> Any:
-        """In the forked process: read the files dealt to us into packs of our own; return what
-        the parent needs back."""
-        self.reporter = _Forwarding(tick)  # this process's reporter belongs to the parent
-        self.writer = self.repo.pack_writer(pack_size=pack_size)
-        self.stats = dict.fromkeys(self.stats, 0)
-        self.unread = {}
-        outcomes: dict[str, Outcome | None] = {}
-        self._read_dealt(cards, take, outcomes, tick)
-        self.writer.flush()
-        return outcomes, self.writer.packs, self.writer.bytes_written, self.stats, self.reporter.warnings, self.unread
-
-    def _read_all(self, todo: list[Entry], outcomes: dict[str, Outcome | None], workers: int) -> None:
-        """Read every file in ``todo`` with ``workers`` threads, filling ``outcomes``.
-
-        Half the workers take the largest files first (a big file, a SQLite capture above all,
-        started last would run alone at the end), the other half the smallest first: a thread
-        busy in long GIL-free calls (compressing, hashing, sealing large chunks) pairs well with
-        one doing the Python-heavy work of many small files, where two of the same kind would
-        mostly hand the GIL back and forth.
-        """
-        queue = collections.deque(sorted(todo, key=lambda f: f.st.st_size))
-        failures: list[BaseException] = []
-
-        def work(largest_first: bool) -> None:
-            take = queue.pop if largest_first else queue.popleft
-            try:
-                while not failures:
-                    try:
-                        f = take()
-                    except IndexError:
-                        return
-                    outcomes[f.path] = self._process(f)
-                    self.reporter.progress(done_items=1)
-            except BaseException as e:  # re-raised by the caller below
-                failures.append(e)
-
-        threads = [
-            threading.Thread(target=work, args=(i % 2 == 0,), name=f"backup-{i}", daemon=True)
-            for i in range(max(1, min(workers, len(todo))))
-        ]
-        try:
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        except BaseException:
-            failures.append(RuntimeError("interrupted"))  # stops the workers after their current file
-            raise
-        if failures:
-            raise failures[0]
 
     # -------------------------------------------------------------- trees
 

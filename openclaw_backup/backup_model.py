@@ -28,9 +28,9 @@ class BackupOptions:
     agent_version: str | None = None
     workers: int = max(2, os.cpu_count() or 2)
     read_attempts: int = 3
-    #: With several workers on a store that survives a fork, backups with at least this much to
-    #: read (bytes, plus 16 KiB per file) share the reading with a forked process.
-    fork_threshold: int = 32 << 20
+    #: Share the reading with a forked worker process (:mod:`.batches`): None when there is enough
+    #: to read from a store on this machine, True whenever the platform allows, False never.
+    fork: bool | None = None
     force: bool = False
     scratch_dir: Path | None = None
     origin: str = "backup"
@@ -79,6 +79,8 @@ class Outcome:
     wal_mtime_ns: int = 0
     info: dict[str, Any] | None = None  # what SQLite said about a captured database
     sidecars: list[tuple[str, list[str], int]] = field(default_factory=list)  # raw set: (suffix, ids, size)
+    grown: bool = False  # grew while read: stored as it was when opened
+    damage: str = ""  # a database stored as a raw set: why, and how
 
 
 class Unread(Exception):

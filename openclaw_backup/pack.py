@@ -18,8 +18,9 @@ from __future__ import annotations
 import mmap
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import codec
 from .backends.base import Backend
@@ -27,6 +28,9 @@ from .codec import BlobRef
 from .crypto import OVERHEAD, Cipher
 from .errors import IntegrityError, NotFoundError
 from .index import PackEntries
+
+if TYPE_CHECKING:
+    from .batches import Relay
 
 T = TypeVar("T")
 
@@ -193,7 +197,8 @@ def check_pack(backend: Backend, cipher: Cipher, pack: str, blobs: list[tuple[by
 
 _PACK_SLACK = 1 << 20  # room beyond pack_size for the blob that fills a pack
 _HEADER_ROOM = 256 << 10  # for the header: ~6000 entries (a pack of smaller blobs closes early)
-_Full = tuple[mmap.mmap, int, list[tuple[bytes, bytes, int, int]]]
+_Entry = tuple[bytes, bytes, int, int]  # type, id, stored length, raw length
+_Full = tuple[mmap.mmap, int, list[_Entry]]
 
 
 class PackWriter:
@@ -207,6 +212,12 @@ class PackWriter:
     written are resident. ``keep`` is handed each pack once uploaded (its id and sealed bytes).
     Backends keep no reference to what ``put`` was given, so the mapping is
     released as soon as the pack is uploaded.
+
+    A writer can be filled by a forked worker too (:mod:`.batches`), which must not touch the
+    store: while :meth:`shared`, this writer and the worker's copy each close packs at half the
+    size (the two packs in the making hold the memory of one); the copy, told to :meth:`relay`,
+    seals its packs into buffers the relay hands over whole, and this writer stores each
+    (:meth:`absorb`) — so every pack is stored, and counted, here.
     """
 
     def __init__(
@@ -222,15 +233,16 @@ class PackWriter:
         self.cipher = cipher
         self._indexed = indexed
         self._keep = keep  # handed each pack uploaded (id, sealed bytes), to keep a copy
-        #: where a pack is closed: the repository's, or less (two processes writing at once
-        #: keep the memory of one pack between them)
         self.pack_size = pack_size
+        self._fill = pack_size  # where the next pack will be closed
+        self._close_at = pack_size  # where the pack in the making is closed (its buffer has room for it)
+        self._relay: Relay | None = None
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()
         self._buf: mmap.mmap | None = None
         self._pos = 0
         self._header = 0  # bytes the pack header will take
-        self._entries: list[tuple[bytes, bytes, int, int]] = []
+        self._entries: list[_Entry] = []
         self.packs: PackEntries = {}
         self.bytes_written = 0
         self.blobs_written = 0
@@ -292,8 +304,12 @@ class PackWriter:
         need = self._pos + n + self._header + codec.PACK_ENTRY_SIZE + OVERHEAD + 4
         if self._buf is None or need > len(self._buf):
             closed = self._take()
-            room = max(self.pack_size, n) + _PACK_SLACK
-            self._buf = mmap.mmap(-1, room + _HEADER_ROOM)
+            self._close_at = self._fill
+            room = max(self._fill, n) + _PACK_SLACK + _HEADER_ROOM
+            if self._relay is not None:
+                self._buf = self._relay.buffer(room)
+            else:  # private: cheaper page faults than a shared mapping, and never shared with a fork
+                self._buf = mmap.mmap(-1, room, flags=mmap.MAP_PRIVATE)
         return closed, memoryview(self._buf)[self._pos : self._pos + n]
 
     def _append(self, btype: bytes, bid: bytes, n: int, raw_len: int) -> _Full | None:
@@ -302,7 +318,7 @@ class PackWriter:
         self._entries.append((btype, bid, n, raw_len))
         self._pos += n
         self._header += codec.PACK_ENTRY_SIZE
-        if self._pos < self.pack_size:
+        if self._pos < self._close_at:
             return None
         return self._take()
 
@@ -311,22 +327,26 @@ class PackWriter:
         self._buf, self._pos, self._header, self._entries = None, 0, 0, []
         return full
 
-    def _upload(self, buf: mmap.mmap, end: int, entries: list[tuple[bytes, bytes, int, int]]) -> None:
+    def _upload(self, buf: mmap.mmap, end: int, entries: list[_Entry]) -> None:
         try:
             refs, total = codec.finish_pack(self.cipher, buf, entries, end)
             pack = next(iter(refs.values())).pack
+            if self._relay is not None:
+                self._relay.ship((pack, list(refs.items()), total), buf, total)  # stored when it returns
+                return
             self.backend.put(pack_name(pack), memoryview(buf)[:total])  # type: ignore[arg-type]  # bytes-like
             if self._keep is not None:
                 self._keep(pack, memoryview(buf)[:total])
         finally:
-            try:
-                buf.close()  # unmapped now, not whenever the collector gets to it
-            except BufferError:
-                pass  # a view of it is still alive (held by a failed put's traceback): unmapped with it
+            _unmap(buf)
+        self._count(pack, list(refs.items()), total)
+
+    def _count(self, pack: str, blobs: list[tuple[bytes, BlobRef]], total: int) -> None:
         with self._lock:
-            self.packs[pack] = list(refs.items())
+            self.packs[pack] = blobs
+            self._claimed.update(bid for bid, _ in blobs)
             self.bytes_written += total
-            self.blobs_written += len(refs)
+            self.blobs_written += len(blobs)
 
     def flush(self) -> None:
         """Upload the pack being filled, if any."""
@@ -340,19 +360,47 @@ class PackWriter:
         with self._lock:
             full = self._take()
         if full:
-            try:
-                full[0].close()
-            except BufferError:
-                pass
+            _unmap(full[0])
 
-    def adopt(self, packs: PackEntries, bytes_written: int) -> None:
-        """Count packs another writer uploaded (a forked reader's) as ours, for the index."""
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """While filled by two processes at once (this one and a relaying copy forked inside):
+        each closes its packs at half the size, so that the two packs in the making hold the
+        memory of one (a pack begun meanwhile is closed at half the size even after)."""
         with self._lock:
-            for pack, blobs in packs.items():
-                self.packs[pack] = blobs
-                self._claimed.update(bid for bid, _ in blobs)
-                self.blobs_written += len(blobs)
-            self.bytes_written += bytes_written
+            full = self._fill
+            self._fill = full // 2 if full >= 2 << 20 else full
+            self._close_at = min(self._close_at, self._fill)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._fill = full
+
+    def relay(self, relay: Relay) -> None:
+        """From now on seal packs into ``relay``'s buffers and ship them instead of storing them
+        (in a forked worker, on its copy of the writer: the pack its parent was filling is not
+        this process's to finish)."""
+        with self._lock:
+            self._buf, self._pos, self._header, self._entries = None, 0, 0, []
+            self._relay = relay
+
+    def absorb(self, meta: tuple[str, list[tuple[bytes, BlobRef]], int], fd: int, length: int) -> None:
+        """Store a pack a relaying copy of this writer shipped (the first ``length`` bytes of the
+        file ``fd``: :meth:`.Backend.put_file`, never mapped here by a store on this machine), and
+        count it as written here."""
+        pack, blobs, total = meta
+        if total != length:
+            raise IntegrityError(f"pack {pack[:16]}: {length} bytes handed over for {total}")
+        self.backend.put_file(pack_name(pack), fd, total)
+        if self._keep is not None:  # (a store far away: a copy is kept, so it is read here anyway)
+            with mmap.mmap(fd, total, prot=mmap.PROT_READ) as mapping:
+                view = memoryview(mapping)
+                try:
+                    self._keep(pack, view)
+                finally:
+                    view.release()
+        self._count(pack, blobs, total)
 
     def unstored(self, ids: Iterable[bytes]) -> list[bytes]:
         """Those of ``ids`` neither indexed (now) nor in a pack this writer wrote."""
@@ -372,3 +420,10 @@ class PackWriter:
             except NotFoundError:
                 gone.append(pack)
         return gone
+
+
+def _unmap(buf: mmap.mmap) -> None:
+    try:
+        buf.close()  # unmapped now, not whenever the collector gets to it
+    except BufferError:
+        pass  # a view of it is still alive (held by a failed put's traceback): unmapped with it

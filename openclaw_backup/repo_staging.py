@@ -82,13 +82,12 @@ class Staging:
         """Where kept packs live; None when nothing is kept (no cache, or uploads visible at once)."""
         return self.cache_dir / KEEP_DIR if self.cache_dir is not None and self.staged_uploads else None
 
-    def pack_writer(self, *, pack_size: int | None = None, keep: bool = True) -> PackWriter:
-        """A writer of new packs (``pack_size``: close packs there rather than at the config's).
-        ``keep``: a backup's writer, whose packs are kept for the next process if its publication
-        is refused (see the module docstring); maintenance passes False."""
+    def pack_writer(self, *, keep: bool = True) -> PackWriter:
+        """A writer of new packs. ``keep``: a backup's writer, whose packs are kept for the next
+        process if its publication is refused (see the module docstring); maintenance passes False."""
         kept = self._keep_pack if keep and self._keep_dir is not None else None
-        return PackWriter(self.backend, self.cipher, pack_size=pack_size or self.config.pack_size,
-                          indexed=self.is_indexed, keep=kept)  # fmt: skip
+        return PackWriter(self.backend, self.cipher, pack_size=self.config.pack_size, indexed=self.is_indexed,
+                          keep=kept)  # fmt: skip
 
     def publish(
         self,

@@ -135,9 +135,12 @@ class Repository(Staging, Access, Damage, Reads):
         return self.cipher.encrypted
 
     @property
-    def fork_safe(self) -> bool:
-        """The store keeps working in a forked child, and what the child stores the parent sees."""
-        return self.backend.capabilities.fork_safe
+    def nearby(self) -> bool:
+        """The store is on this machine: it declares no failures that a retry may cure (a network's).
+        A forked worker (:mod:`.batches`) may read it (there is no connection to share), and helps:
+        work on it is bound by this machine's CPU, where work on a store far away is bound by the
+        network, which the threads of one process keep busy."""
+        return not self.backend.capabilities.transient_failures
 
     # ------------------------------------------------------------------ head
 

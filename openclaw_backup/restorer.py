@@ -7,10 +7,10 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
    ranged reads: :meth:`.Repository.read_batch`, which authenticates and verifies every blob
-   against its id), and writes each blob at its offsets; checks every file's size. The data is
-   written by worker threads — or, for a large restore from a store that survives a fork (local),
-   by this process and a forked one, each taking whole files (:mod:`.forkwork`: the GIL lets two
-   threads do little more than one);
+   against its id), and writes each blob at its offsets; checks every file's size. Each read is a
+   batch for :mod:`.batches` (worker threads, or — from a store on this machine — a forked worker
+   too); a file whose blobs all lie in one read is created, written and finished by that batch, a
+   file spread over several reads is created first and finished once they all are done;
 3. sets modes and mtimes (directories deepest first);
 4. without ``delete`` (``restore --target`` unless ``--delete``), first carries into the staging
    tree what the destination holds and the snapshot lacks (:func:`merge_existing`), so nothing
@@ -37,14 +37,13 @@ import errno
 import os
 import secrets
 import shutil
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import forkwork, fsmeta, memtune
+from . import fsmeta, memtune
+from .batches import Progress, run_batches
 from .errors import IntegrityError, NoSpaceError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
@@ -86,9 +85,10 @@ class RestoreOptions:
     #: Remove what the destination holds and the snapshot does not (the destination becomes the
     #: snapshot exactly); without it, existing entries the snapshot lacks are left in place.
     delete: bool = True
-    #: With several workers on a store that survives a fork, restores with at least this much work
-    #: (bytes, plus 16 KiB per blob write) split the files with a forked process (see forkwork).
-    fork_threshold: int = 32 << 20
+    #: Share the reading, decoding and writing with a forked worker process (:mod:`.batches`), from
+    #: a store on this machine: None when there is enough to restore, True whenever the platform
+    #: allows, False never.
+    fork: bool | None = None
     #: Restore every file that can be restored, leaving out (and naming) those whose data is
     #: missing or damaged, rather than fail.
     partial: bool = False
@@ -143,18 +143,21 @@ def _final(unit: _Unit, path: str) -> str:
 
 
 _Want = tuple[bytes, BlobRef, tuple[str, int]]  # a blob's id, where it is, the path and offset it goes to
-_FilePlan = tuple[int, str, list[_Want]]  # cost (bytes, plus _WANT_COST per write), path, its blobs
+_Done = tuple[int, dict[str, int], dict[str, str]]  # a batch's files finished, spread files' bytes, failures
 
 
-def _halves(plan: list[_FilePlan]) -> tuple[list[_FilePlan], list[_FilePlan]]:
-    """Split files in two of about equal cost, largest first into the lighter half."""
-    halves: tuple[list[_FilePlan], list[_FilePlan]] = ([], [])
-    load = [0, 0]
-    for item in sorted(plan, key=lambda p: p[0], reverse=True):
-        side = 0 if load[0] <= load[1] else 1
-        halves[side].append(item)
-        load[side] += item[0]
-    return halves
+def _cost(batch: ReadBatch[tuple[str, int]]) -> int:
+    return batch.end - batch.start + _WANT_COST * len(batch.wants)
+
+
+def _write(fd: int, data: bytes | memoryview, offset: int, path: str) -> None:
+    """Write ``data`` at ``offset``: a short write goes on, or fails (ENOSPC), never leaves a hole."""
+    done = os.pwrite(fd, data, offset)
+    while done < len(data):
+        n = os.pwrite(fd, memoryview(data)[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"{path}: short write")
+        done += n
 
 
 class Restorer:
@@ -163,9 +166,8 @@ class Restorer:
         self.snap = snapshot
         self.opts = options
         self.reporter = reporter
-        self._lock = threading.Lock()
-        self._open: dict[str, int] = {}
-        self._pending: dict[str, list[Any]] = {}  # path -> [writes left, node, bytes written]
+        self._nodes: dict[str, Node] = {}  # the files with data to write, by path
+        self._spread: set[str] = set()  # those whose blobs lie in more than one read
         self._failed: dict[str, str] = {}  # staging path -> why (``partial``)
         self._unit: _Unit | None = None
         self._umask = _read_umask()  # now, not at import: a process may change it
@@ -249,21 +251,15 @@ class Restorer:
                             dirs.remove((path, node))  # not created (the top stays, empty)
         return trees
 
-    def _fail(self, path: str, why: str) -> None:
-        """Note a file that cannot be restored (``partial``); its staging copy goes at the end."""
-        with self._lock:
-            self._failed.setdefault(path, why)
-
     # ------------------------------------------------------------------ building
 
     def _build(self, unit: _Unit) -> None:
         for path, _ in unit.dirs:
             os.mkdir(path, 0o700)
         locate = self.repo.locate
-        self._open = {}
-        self._pending = {}
-        plan: list[_FilePlan] = []
+        wants: list[_Want] = []
         total = 0
+        self._nodes = {}
         first: dict[str, tuple[str, Node]] = {}  # hard-link key -> the file that holds the data
         for path, node in unit.files:
             if node.hardlink:
@@ -271,8 +267,7 @@ class Restorer:
                 if held[0] != path and held[1].content == node.content and held[1].size == node.size:
                     unit.hardlinks.append((path, held[0]))
                     continue
-            offset = 0
-            wants: list[_Want] = []
+            offset, mine = 0, len(wants)
             for cid in node.content:
                 bid = bytes.fromhex(cid)
                 ref = locate(bid, BLOB_DATA)
@@ -280,7 +275,8 @@ class Restorer:
                     why = f"data blob {cid[:16]} is missing from the repository"
                     if not self.opts.partial:
                         raise IntegrityError(f"{_final(unit, path)}: {why}", hint=_PARTIAL_HINT)
-                    self._fail(path, why)
+                    self._failed.setdefault(path, why)
+                    del wants[mine:]
                     break
                 wants.append((bid, ref, (path, offset)))
                 offset += ref.raw_len
@@ -290,9 +286,8 @@ class Restorer:
                 name = path.rpartition("/")[2]
                 raise IntegrityError(f"{unit.label}: {name} claims {node.size} bytes but its blobs hold {offset}")
             total += node.size
-            self._pending[path] = [len(node.content), node, 0]
-            if wants:
-                plan.append((node.size + _WANT_COST * (len(wants) + 1), path, wants))
+            if node.content:
+                self._nodes[path] = node
             else:
                 self._finish(path, self._create(path, node), node, 0)
         if self.opts.check_space and total:
@@ -304,27 +299,7 @@ class Restorer:
                     hint="free some space, or restore part of the snapshot with --include",
                 )
         self.reporter.phase("restore", total_bytes=total, total_items=len(unit.files))
-        progress: Callable[[int], None] = lambda n: self.reporter.progress(done_bytes=n)  # noqa: E731
-        try:
-            if self._forks(plan):
-                # Files split between this process and a forked one, each file wholly on one side.
-                mine, theirs = _halves(plan)
-                forkwork.run_split(lambda p: self._write_files(mine, 1, p), lambda p: self._write_files(theirs, 1, p),
-                                   progress)  # fmt: skip
-                for _, path, _ in theirs:
-                    self._pending[path][0] = 0  # finished (and checked) by the child
-                    if self.opts.partial and not os.path.lexists(path):
-                        self._failed[path] = "its data is missing or damaged in the repository"  # the child's
-            else:
-                self._write_files(plan, self.opts.workers, progress)
-        finally:
-            for fd in self._open.values():
-                os.close(fd)
-            self._open.clear()
-        unfinished = [p for p, (left, *_) in self._pending.items() if left and p not in self._failed]
-        if unfinished:
-            raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
-        self._drop_failed()
+        self._write_data(unit, wants)
         for path, target in unit.hardlinks:
             if target in self._failed:  # the data of the file it is a link to is lost: so is its own
                 self._failed[path] = self._failed[target]
@@ -350,63 +325,53 @@ class Restorer:
                 self.meta.xattrs(path, node, _final(unit, path))
             os.utime(path, ns=(node.mtime_ns, node.mtime_ns))
 
-    def _forks(self, plan: list[_FilePlan]) -> bool:
-        """Whether to split the writing with a forked process: several workers wanted, a store
-        that survives a fork, and enough work to be worth one."""
-        return (
-            self.opts.workers > 1
-            and len(plan) > 1
-            and forkwork.available()
-            and self.repo.fork_safe
-            and sum(cost for cost, _, _ in plan) >= self.opts.fork_threshold
-        )
-
-    def _write_files(self, plan: list[_FilePlan], workers: int, progress: Callable[[int], None]) -> None:
-        """Restore the data of the files in ``plan`` with ``workers`` threads; check all are done."""
-        # Work units are ranged reads (not whole packs) so that every worker stays busy; the
-        # largest go first so that no long one is left for the end.
-        ranges = self.repo.plan_reads(w for _, _, wants in plan for w in wants)
-        ranges.sort(key=lambda r: r.start - r.end - _WANT_COST * len(r.wants))
+    def _write_data(self, unit: _Unit, wants: list[_Want]) -> None:
+        """Write every wanted blob, a merged ranged read per batch (so that every worker stays
+        busy); finish the files spread over several reads; check that every file is finished or,
+        with ``partial``, named; remove the staging copies of those that failed."""
+        ranges = self.repo.plan_reads(wants)
+        reads = Counter(path for r in ranges for path in {p for *_, (p, _) in r.wants})
+        self._spread = {path for path, n in reads.items() if n > 1}
+        for path in self._spread:
+            os.close(self._create(path, None))
+        workers = self.opts.workers
         workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
-        if workers == 1:
-            for r in ranges:
-                self._restore_range(r, progress)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(self._restore_range, r, progress) for r in ranges]
-                try:
-                    for f in futures:
-                        f.result()
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-        unfinished = [path for _, path, _ in plan if self._pending[path][0] and path not in self._failed]
-        if unfinished:
-            raise IntegrityError(f"{len(unfinished)} files were not completely restored (e.g. {unfinished[0]})")
-        self._drop_failed()  # (in a forked child too: the parent sees the file is not there)
-
-    def _drop_failed(self) -> None:
-        """Remove the staging copies of the files that could not be restored: never half a file."""
-        for path in self._failed:
-            fd = self._open.pop(path, None)
-            if fd is not None:
-                os.close(fd)
+        results = run_batches(
+            ranges, self._restore_range, cost=_cost, workers=workers,
+            fork=self.opts.fork if self.repo.nearby else False,  # a worker reads the store itself
+            progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
+        )  # fmt: skip
+        written = Counter[str]()
+        finished = 0
+        for done, spread, failed in results:
+            finished += done
+            written.update(spread)
+            for path, why in failed.items():
+                self._failed.setdefault(path, why)
+        whole = len(self._nodes) - len(self._spread)  # each batch finishes (or fails) the files all in it
+        if finished + sum(1 for p in self._failed if p in self._nodes and p not in self._spread) != whole:
+            raise IntegrityError(f"{unit.label}: {whole - finished} files were not completely restored")
+        for path in self._spread:
+            if path not in self._failed:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                self._finish(path, fd, self._nodes[path], written[path], chmod=True)
+        for path in self._failed:  # never half a file
             try:
                 os.unlink(path)
             except (FileNotFoundError, IsADirectoryError):
                 pass
 
-    def _create(self, path: str, node: Node) -> int:
+    def _create(self, path: str, node: Node | None) -> int:
         """Create the file, with its final mode when the umask leaves that mode alone (saves a
-        ``fchmod``; the descriptor is writable whatever the mode), else private until finished."""
-        mode = node.mode if self._creates_with_mode(node.mode) else 0o600
+        ``fchmod``; the descriptor is writable whatever the mode), else (or without ``node``: a
+        file that is opened again to be written) private until finished."""
+        mode = node.mode if node is not None and self._creates_with_mode(node.mode) else 0o600
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
     def _creates_with_mode(self, mode: int) -> bool:
         return mode & ~self._umask == mode and not mode & 0o7000
 
-    def _finish(self, path: str, fd: int, node: Node, written: int) -> None:
+    def _finish(self, path: str, fd: int, node: Node, written: int, *, chmod: bool = False) -> None:
         """Check the size (the bytes we wrote into this new file, which only we write), set the
         mode (unless created with it) and mtime through the open descriptor, and close it."""
         try:
@@ -414,75 +379,73 @@ class Restorer:
                 raise IntegrityError(f"{path}: restored {written} bytes, expected {node.size}")
             if node.sparse:
                 os.ftruncate(fd, node.size)  # a trailing hole: zero runs were skipped, not written
-            if not self._creates_with_mode(node.mode):
+            if chmod or not self._creates_with_mode(node.mode):
                 os.fchmod(fd, node.mode)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
         finally:
             os.close(fd)
 
-    def _write(self, path: str, data: bytes, offset: int) -> None:
-        """Write one blob; the file is created on its first write and finished after its last."""
-        with self._lock:
-            fd = self._open.get(path)
+    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Progress) -> _Done:
+        """Read one merged range of a pack (each blob in it verified), write each blob where it
+        goes, finish the files that were all in it; how many it finished, the bytes written to
+        files spread over several reads (finished by the caller, once all are done), and, with
+        ``partial``, the files whose data is damaged or missing, and why."""
+        left = Counter(path for *_, (path, _) in batch.wants)
+        fds: dict[str, int] = {}
+        written: Counter[str] = Counter()
+        failed: dict[str, str] = {}
+        finished = 0
+
+        def put(path: str, offset: int, plain: bytes) -> None:
+            nonlocal finished
+            fd = fds.get(path)
             if fd is None:
-                fd = self._open[path] = self._create(path, self._pending[path][1])
-            sparse = self._pending[path][1].sparse
-        if sparse:  # zero runs stay holes: write only the rest
-            for start, end in fsmeta.data_runs(bytes(data) if isinstance(data, memoryview) else data):
-                self._pwrite_all(path, fd, memoryview(data)[start:end], offset + start)
-            done = len(data)
-        else:
-            done = self._pwrite_all(path, fd, data, offset)
-        with self._lock:
-            entry = self._pending[path]
-            entry[0] -= 1
-            entry[2] += done
-            last = entry[0] == 0
-            if last:
-                del self._open[path]
-        if last:
-            self._finish(path, fd, entry[1], entry[2])
+                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = fds[path] = os.open(path, flags) if path in self._spread else self._create(path, self._nodes[path])
+            if self._nodes[path].sparse:  # zero runs stay holes: write only the rest
+                for start, end in fsmeta.data_runs(plain):
+                    _write(fd, memoryview(plain)[start:end], offset + start, path)
+            else:
+                _write(fd, plain, offset, path)
+            written[path] += len(plain)
+            left[path] -= 1
+            if not left[path]:
+                del fds[path]
+                if path in self._spread:
+                    os.close(fd)
+                else:
+                    self._finish(path, fd, self._nodes[path], written[path])
+                    finished += 1
 
-    @staticmethod
-    def _pwrite_all(path: str, fd: int, data: bytes | memoryview, offset: int) -> int:
-        done = os.pwrite(fd, data, offset)
-        while done < len(data):  # a short write: go on, or fail (ENOSPC) rather than leave a hole
-            n = os.pwrite(fd, memoryview(data)[done:], offset + done)
-            if n <= 0:
-                raise OSError(errno.EIO, f"{path}: short write")
-            done += n
-        return done
-
-    def _restore_range(self, batch: ReadBatch[tuple[str, int]], progress: Callable[[int], None]) -> None:
-        """Read one merged range of a pack (each blob in it verified) and write each blob where it goes."""
-        done = 0
         k = 0
         try:
-            for (path, offset), plain in self.repo.read_batch(batch):
-                if path not in self._failed:
-                    self._write(path, plain, offset)
-                done += len(plain)
-                k += 1
-        except IntegrityError as e:  # a damaged blob: which file(s)?
-            if not self.opts.partial:
-                path = batch.wants[k][2][0]
-                where = _final(self._unit, path) if self._unit else path
-                raise IntegrityError(f"{where}: {e.message}", hint=_PARTIAL_HINT) from e
-            for want in batch.wants[k:]:  # one at a time: only the damaged ones fail
-                (path, offset) = want[2]
-                try:
-                    for _, plain in self.repo.read_blobs([want]):
-                        if path not in self._failed:
-                            self._write(path, plain, offset)
-                        done += len(plain)
-                except IntegrityError as err:
-                    self._fail(path, err.message)
-        except NotFoundError as e:  # the pack is gone (else a prune raced us: retried by restore())
-            if not self.opts.partial:
-                raise
-            for want in batch.wants[k:]:
-                self._fail(want[2][0], f"{e.message} (missing from the store)")
-        progress(done)
+            try:
+                for (path, offset), plain in self.repo.read_batch(batch):
+                    put(path, offset, plain)
+                    k += 1
+            except IntegrityError as e:  # a damaged blob: which file(s)?
+                if not self.opts.partial:
+                    path = batch.wants[k][2][0]
+                    where = _final(self._unit, path) if self._unit else path
+                    raise IntegrityError(f"{where}: {e.message}", hint=_PARTIAL_HINT) from e
+                for want in batch.wants[k:]:  # one at a time: only the damaged ones fail
+                    path, offset = want[2]
+                    try:
+                        for _, plain in self.repo.read_blobs([want]):
+                            if path not in failed:
+                                put(path, offset, plain)
+                    except IntegrityError as err:
+                        failed.setdefault(path, err.message)
+            except NotFoundError as e:  # the pack is gone (else a prune raced us: retried by restore())
+                if not self.opts.partial:
+                    raise
+                for want in batch.wants[k:]:
+                    failed.setdefault(want[2][0], f"{e.message} (missing from the store)")
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        progress(sum(written.values()), 0)
+        return finished, {path: n for path, n in written.items() if path in self._spread}, failed
 
     # ------------------------------------------------------------------ swapping
 

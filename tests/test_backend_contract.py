@@ -3,14 +3,16 @@
 Each test takes only the backend (``tests/test_hf_backend.py`` also runs them on a bucket of its
 own and on a live bucket), and checks one promise of the contract's docstrings: not-found, short
 reads and random ranges; a repeated put; the caller's buffer (any bytes-like object) free for reuse
-once ``put`` returns; listings longer than a store's page; objects of a publication visible no later
-than it (and not before it where the store batches); compare-and-swap with staged objects kept
-across a conflict; deletes after the head; and only the package's typed errors escaping.
+once ``put`` returns; ``put_file`` from a file's first bytes; listings longer than a store's page;
+objects of a publication visible no later than it (and not before it where the store batches);
+compare-and-swap with staged objects kept across a conflict; deletes after the head; and only the
+package's typed errors escaping.
 """
 
 from __future__ import annotations
 
 import array
+import os
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -163,6 +165,24 @@ def test_bytes_like_inputs(backend: Backend) -> None:
         assert backend.get(name) == expected, name
         assert backend.size(name) == len(expected), name
         assert backend.get(name, offset=3, length=10) == expected[3:13], name
+
+
+def test_put_file_stores_the_first_bytes_of_a_file(backend: Backend) -> None:
+    """``put_file``: the first ``length`` bytes of the file, wherever its position; the file stays
+    the caller's (open, free to change once the call returns)."""
+    data = bytes(range(256)) * 40
+    fd = os.memfd_create("contract", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data + b"not this")
+        backend.put_file("data/12/file", fd, len(data))  # the position is at the end
+        backend.put_file("data/12/empty", fd, 0)
+        os.pwrite(fd, b"X" * 100, 0)
+        os.fstat(fd)  # still open
+    finally:
+        os.close(fd)
+    publish_puts(backend, {})
+    assert backend.get("data/12/file") == data
+    assert backend.get("data/12/empty") == b""
 
 
 def test_random_byte_ranges(backend: Backend) -> None:

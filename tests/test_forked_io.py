@@ -14,17 +14,8 @@ from openclaw_backup.errors import StoreError
 from openclaw_backup.filecache import FileCache
 from openclaw_backup.maintenance import check
 from openclaw_backup.reporter import Reporter
-from tests.engine_helpers import (
-    fingerprint,
-    local_repo,
-    new_repo,
-    past_ns,
-    run_backup,
-    run_restore,
-    sample_state,
-    set_mtimes,
-    write,
-)
+from tests.support.repos import local_repo, new_repo, run_backup, run_restore
+from tests.support.trees import fingerprint, past_ns, sample_state, set_mtimes, write
 
 
 def _state(root: Path) -> None:
@@ -64,7 +55,7 @@ def test_forked_backup_and_restore_roundtrip(tmp_path: Path) -> None:
 
     out = tmp_path / "out" / "s"
     run_restore(repo, "latest", {"s": out})
-    skip = lambda rel: rel.startswith(b"memory/main.sqlite")  # noqa: E731  # a capture, compared by rows
+    skip = lambda rel: rel.startswith("memory/main.sqlite")  # noqa: E731  # a capture, compared by rows
     assert fingerprint(out, skip=skip) == fingerprint(src, skip=skip)
     con = sqlite3.connect(out / "memory/main.sqlite")
     assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 3000
@@ -82,23 +73,33 @@ def test_a_warning_in_the_forked_half_reaches_the_result(tmp_path: Path) -> None
     assert any("main.sqlite" in w and "stored as a raw set" in w for w in res.warnings), res.warnings
 
 
-class _ChildCannotWrite(LocalBackend):
-    """A local store on which only the parent process can store packs."""
+class _RunsOutOfSpace(LocalBackend):
+    """A local store that runs out of space after a few packs: while the files are being read
+    (the worker never writes to the store itself: what it stores, this process does)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, lock_timeout=5.0)
-        self.parent = os.getpid()
+        self.packs = 0
+
+    def _fill(self, name: str) -> None:
+        if name.startswith("data/"):
+            self.packs += 1
+            if self.packs > 3:
+                raise StoreError(f"cannot write {name}: no space left on device", transient=False)
 
     def put(self, name: str, data: bytes) -> None:
-        if os.getpid() != self.parent and name.startswith("data/"):
-            raise StoreError(f"cannot write {name}: no space left on device", transient=False)
+        self._fill(name)
         super().put(name, data)
 
+    def put_file(self, name: str, fd: int, length: int) -> None:  # the worker's packs, stored here
+        self._fill(name)
+        super().put_file(name, fd, length)
 
-def test_a_store_error_in_the_forked_half_fails_the_backup_and_publishes_nothing(tmp_path: Path) -> None:
+
+def test_a_store_error_while_the_worker_runs_fails_the_backup_and_publishes_nothing(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _state(src)
-    repo = new_repo(_ChildCannotWrite(tmp_path / "repo"))
+    repo = new_repo(_RunsOutOfSpace(tmp_path / "repo"))
     with pytest.raises(StoreError, match="no space left"):
         run_backup(repo, {"s": src})
     assert repo.refresh().snapshots == {} or not repo.snapshots()
@@ -126,5 +127,5 @@ def test_forked_backup_from_a_worker_thread(tmp_path: Path) -> None:
     assert res.snapshot_id and not res.warnings  # type: ignore[attr-defined]
     out = tmp_path / "out" / "s"
     run_restore(repo, "latest", {"s": out})
-    skip = lambda rel: rel.startswith(b"memory/main.sqlite")  # noqa: E731
+    skip = lambda rel: rel.startswith("memory/main.sqlite")  # noqa: E731
     assert fingerprint(out, skip=skip) == fingerprint(src, skip=skip) and not seen

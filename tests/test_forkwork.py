@@ -1,4 +1,4 @@
-"""forkwork.run_split: both halves run, progress and typed errors cross the pipe, and a failing
+"""forkwork.run_split: both halves run, progress and typed errors cross the channel, and a failing
 parent never leaves its child running."""
 
 from __future__ import annotations

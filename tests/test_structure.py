@@ -41,3 +41,10 @@ def test_the_environment_is_read_only_at_the_edge() -> None:
         if reads.search(line) and not line.lstrip().startswith("#")
     ]
     assert offenders == []
+
+
+
+def test_no_module_over_600_lines() -> None:
+    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 40 and sizes["archiver.py"] > 100  # the walk saw the package
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}

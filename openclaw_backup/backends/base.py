@@ -29,6 +29,7 @@ Backends are dumb: no retries, no rate limits, no logging. Those are wrappers co
 
 from __future__ import annotations
 
+import mmap
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -56,9 +57,6 @@ class Capabilities:
     ``transient_failures``: calls can fail in ways a retry may cure (a network, a server under
     load), so :func:`~openclaw_backup.backends.open_backend` wraps the store in retries. False for
     stores on this machine, whose errors a retry would not cure.
-    ``fork_safe``: the object keeps working in a child forked from its process (no connection
-    pool, socket or thread that the two processes would then share), and what the child stores
-    the parent sees.
     """
 
     compare_and_swap: bool = True
@@ -67,7 +65,6 @@ class Capabilities:
     consistent_listing: bool = True
     ranged_reads: bool = True
     max_connections: int = 4
-    fork_safe: bool = False
     transient_failures: bool = True
 
 
@@ -131,6 +128,20 @@ class Backend(ABC):
         publication leaves at most an unreferenced object, never a partly written one under
         ``name``.
         """
+
+    def put_file(self, name: str, fd: int, length: int) -> None:
+        """:meth:`put` the first ``length`` bytes of the open file ``fd`` (read at their offsets,
+        whatever the file's position; the caller closes it). A store on this machine copies them
+        from file to file, never holding them in memory; by default they are mapped and put."""
+        if not length:
+            self.put(name, b"")
+            return
+        with mmap.mmap(fd, length, prot=mmap.PROT_READ) as mapping:
+            view = memoryview(mapping)
+            try:
+                self.put(name, view)  # type: ignore[arg-type]  # bytes-like
+            finally:
+                view.release()
 
     @abstractmethod
     def read_head(self) -> Head | None:

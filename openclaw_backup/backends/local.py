@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,12 +46,34 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so a crash leaves the old file or the new one, never a mix."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
+
+    def fill(fd: int) -> None:
         view = memoryview(data).cast("B")  # bytes, whatever the buffer's item size: os.write counts bytes
         while view:
             view = view[os.write(fd, view) :]
+
+    _atomic(path, fill, mode)
+
+
+def _copy_from(src: int, length: int) -> Callable[[int], None]:
+    """A filler that copies the first ``length`` bytes of ``src`` in the kernel (``sendfile``)."""
+
+    def fill(fd: int) -> None:
+        done = 0
+        while done < length:
+            n = os.sendfile(fd, src, done, length - done)
+            if n <= 0:
+                raise OSError(errno.EIO, f"the source ended after {done} of {length} bytes")
+            done += n
+
+    return fill
+
+
+def _atomic(path: Path, fill: Callable[[int], None], mode: int) -> None:
+    tmp = path.with_name(f"{_TMP_PREFIX}{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        fill(fd)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -65,7 +87,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 class LocalBackend(Backend):
     """See the module docstring. ``lock_timeout`` bounds the wait for another process's publish."""
 
-    capabilities = Capabilities(atomic_batch=False, max_connections=4, fork_safe=True, transient_failures=False)
+    capabilities = Capabilities(atomic_batch=False, max_connections=4, transient_failures=False)
 
     def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
@@ -107,12 +129,18 @@ class LocalBackend(Backend):
         return sorted(out)
 
     def put(self, name: str, data: bytes) -> None:
+        self._put(name, lambda path: atomic_write(path, data))
+
+    def put_file(self, name: str, fd: int, length: int) -> None:
+        self._put(name, lambda path: _atomic(path, _copy_from(fd, length), 0o600))
+
+    def _put(self, name: str, write: Callable[[Path], None]) -> None:
         path = self._path(name)
         try:
             if path.exists():
                 return  # content-addressed: same name, same bytes
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data)
+            write(path)
         except OSError as e:
             raise StoreError(f"cannot write {name}: {e.strerror}", transient=e.errno == errno.ENOSPC) from e
 

@@ -13,7 +13,7 @@ from .base import Backend, Capabilities, Head, check_name
 class MemoryBackend(Backend):
     """Objects in a dict; the head compare-and-swapped under a lock. Thread-safe."""
 
-    # puts are visible at once; not fork-safe: what a forked child stores stays in the child's copy
+    # puts are visible at once
     capabilities = Capabilities(atomic_batch=False, max_connections=8, transient_failures=False)
 
     def __init__(self) -> None:

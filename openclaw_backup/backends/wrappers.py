@@ -72,6 +72,9 @@ class WrappedBackend(Backend):
     def put(self, name: str, data: bytes) -> None:
         self.inner.put(name, data)
 
+    def put_file(self, name: str, fd: int, length: int) -> None:
+        self.inner.put_file(name, fd, length)
+
     def read_head(self) -> Head | None:
         return self.inner.read_head()
 
@@ -114,6 +117,9 @@ class LimitedBackend(WrappedBackend):
     def put(self, name: str, data: bytes) -> None:
         self._limited(lambda: self.inner.put(name, data))
 
+    def put_file(self, name: str, fd: int, length: int) -> None:
+        self._limited(lambda: self.inner.put_file(name, fd, length))
+
     def read_head(self) -> Head | None:
         return self._limited(self.inner.read_head)
 
@@ -152,6 +158,9 @@ class LoggingBackend(WrappedBackend):
 
     def put(self, name: str, data: bytes) -> None:
         self._logged("put", name, lambda: self.inner.put(name, data), sent=len(data))
+
+    def put_file(self, name: str, fd: int, length: int) -> None:
+        self._logged("put", name, lambda: self.inner.put_file(name, fd, length), sent=length)
 
     def read_head(self) -> Head | None:
         return self._logged("read", "head", self.inner.read_head)
@@ -195,6 +204,9 @@ class RetryingBackend(WrappedBackend):
 
     def put(self, name: str, data: bytes) -> None:
         self._retry(lambda: self.inner.put(name, data))
+
+    def put_file(self, name: str, fd: int, length: int) -> None:
+        self._retry(lambda: self.inner.put_file(name, fd, length))  # read at offsets: the same bytes again
 
     def read_head(self) -> Head | None:
         return self._retry(self.inner.read_head)

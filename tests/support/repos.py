@@ -5,7 +5,7 @@ store holds.
   (small, so small data spans several packs) and :data:`HOST`;
 * :func:`new_repo`, :func:`open_repo`, :func:`local_repo`;
 * :func:`run_backup` / :func:`run_restore` (forked by default: the reading and the writing are
-  shared with a forked process whatever the size, so every engine test goes through that path)
+  shared with a forked worker whatever the size, so every engine test goes through that path)
   and :func:`restore_all`;
 * inspection: :func:`snapshot_nodes`, :func:`assert_check_ok`, :func:`stored_bytes`,
   :func:`needed_bytes`;
@@ -89,13 +89,14 @@ def run_backup(
     """Back up ``roots`` (name -> folder) in process; ``options`` are other :class:`BackupOptions`
     fields (two workers and :data:`HOST` unless given).
 
-    ``forked``: the reading is shared with a forked process whatever the size (a store that cannot
-    be forked from falls back to threads); ``forked=False`` keeps the product's size threshold.
+    ``forked``: the reading is shared with a forked worker whatever the size and the store (threads
+    where the platform has no fork); ``forked=False`` keeps the product's choice (a worker for
+    enough work on a store on this machine).
     """
     options.setdefault("workers", 2)
     options.setdefault("host", HOST)
     if forked:
-        options.setdefault("fork_threshold", 0)
+        options.setdefault("fork", True)
     opts = BackupOptions(
         roots=[Root(name, str(path)) for name, path in roots.items()],
         excludes=list(excludes),
@@ -110,10 +111,10 @@ def run_restore(
 ) -> RestoreResult:
     """Restore snapshot ``ref`` (root name -> destination); ``options`` are :class:`RestoreOptions`
     fields (two workers unless given). ``forked`` as for :func:`run_backup`: the files are written
-    by two processes whatever the size."""
+    by two processes whatever the size, from a store on this machine (a worker reads the store)."""
     options.setdefault("workers", 2)
     if forked:
-        options.setdefault("fork_threshold", 0)
+        options.setdefault("fork", True)
     return _restore(repo, repo.find_snapshot(ref), dests, **options)
 
 
