@@ -115,6 +115,7 @@ class _Relayed:
         self.run: list[int] = []
         self.fail = False
         self.sharing = 0
+        self.absorbing: threading.Event | None = None  # set when a relayed run arrives here
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -141,6 +142,8 @@ class _Relayed:
             self.run = []
 
     def absorb(self, meta: Any, fd: int, length: int) -> None:
+        if self.absorbing is not None:
+            self.absorbing.set()
         if self.fail:
             raise StoreError("cannot write: no space left on device", transient=False)
         data = os.pread(fd, length, 0)
@@ -167,8 +170,11 @@ def test_what_a_worker_stores_is_relayed_and_absorbed_here(fork: bool) -> None:
 def test_an_output_that_fails_here_stops_the_worker_and_is_raised() -> None:
     output = _Relayed()
     output.fail = True  # at the first run the worker relays
+    output.absorbing = relayed = threading.Event()
 
     def work(n: int, progress: batches.Progress) -> int:
+        if output.relay_to is None and not relayed.wait(30):  # here: let the worker relay first
+            relayed.set()  # (else this thread may do every batch before the worker starts)
         output.put(n)
         return n
 
