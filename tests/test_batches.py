@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,44 @@ def _no_worker_left() -> Any:
     assert _memfds() <= files, "a memory file was left open"
 
 
-def _square(n: int, progress: batches.Progress) -> tuple[int, int, int]:
-    time.sleep(0.001)  # long enough for the worker to start before this process has done them all
+class _Gate:
+    """Holds this process's threads at their first batch until the forked worker has begun one (at
+    most 30 s): on a loaded machine they could otherwise do every batch before the worker starts."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+        self.read, self.write = os.pipe()
+        self.opened = threading.Event()
+
+    def __call__(self) -> None:
+        if os.getpid() != self.parent:
+            os.write(self.write, b"w")
+        elif not self.opened.is_set():
+            select.select([self.read], [], [], 30)
+            self.opened.set()
+
+    def close(self) -> None:
+        os.close(self.read)
+        os.close(self.write)
+
+
+@pytest.fixture
+def gate() -> Iterator[_Gate]:
+    g = _Gate()
+    yield g
+    g.close()
+
+
+def _square(n: int, progress: batches.Progress, gate: Callable[[], None] = lambda: None) -> tuple[int, int, int]:
+    gate()
+    time.sleep(0.001)
     progress(n, 1)
     return n * n, os.getpid(), threading.get_ident()
 
 
 @pytest.mark.parametrize("fork", [False, pytest.param(True, marks=needs_fork)])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_threads_and_fork_give_the_same_results_in_batch_order(fork: bool, workers: int) -> None:
+def test_threads_and_fork_give_the_same_results_in_batch_order(fork: bool, workers: int, gate: _Gate) -> None:
     items = [7, 1, 300, 42, 5, 1000, 9, 64, 3, 128] * 20
     seen = [0, 0]
 
@@ -77,7 +107,9 @@ def test_threads_and_fork_give_the_same_results_in_batch_order(fork: bool, worke
         seen[0] += nbytes
         seen[1] += n
 
-    out = batches.run_batches(items, _square, cost=lambda n: n, workers=workers, fork=fork, progress=progress)
+    held = gate if fork and workers > 1 else (lambda: None)
+    out = batches.run_batches(items, lambda n, p: _square(n, p, held), cost=lambda n: n, workers=workers,
+                              fork=fork, progress=progress)  # fmt: skip
     assert [r[0] for r in out] == [n * n for n in items]
     assert seen == [sum(items), len(items)]  # every count arrived here
     pids = {r[1] for r in out}
@@ -151,10 +183,12 @@ class _Relayed:
 
 
 @pytest.mark.parametrize("fork", [False, pytest.param(True, marks=needs_fork)])
-def test_what_a_worker_stores_is_relayed_and_absorbed_here(fork: bool) -> None:
+def test_what_a_worker_stores_is_relayed_and_absorbed_here(fork: bool, gate: _Gate) -> None:
     output = _Relayed()
 
     def work(n: int, progress: batches.Progress) -> int:
+        if fork:
+            gate()
         time.sleep(0.002)
         output.put(n)
         return os.getpid()
@@ -260,10 +294,11 @@ def _die_in_the_worker(parent: int) -> None:
 
 
 @needs_fork
-def test_a_killed_worker_fails_the_call() -> None:
+def test_a_killed_worker_fails_the_call(gate: _Gate) -> None:
     parent = os.getpid()
 
     def work(n: int, progress: batches.Progress) -> int:
+        gate()
         time.sleep(0.001)
         if n == 90:  # the worker takes the large end
             _die_in_the_worker(parent)
@@ -373,12 +408,13 @@ def test_a_read_that_yields_less_than_planned_fails_the_restore(
 
 
 @needs_fork
-def test_a_ctrl_c_to_the_whole_group_is_the_callers_to_act_on() -> None:
+def test_a_ctrl_c_to_the_whole_group_is_the_callers_to_act_on(gate: _Gate) -> None:
     """A terminal's Ctrl-C reaches the worker too: it is the caller's signal (its handler, or the
     supervisor's, decides; the worker is killed if the caller gives up), so the worker goes on."""
     parent, signalled = os.getpid(), []
 
     def work(n: int, progress: batches.Progress) -> int:
+        gate()
         time.sleep(0.002)
         if os.getpid() == parent and n == 10:
             for pid in _children():
