@@ -55,14 +55,15 @@ def _hub(hub_repo: HubRepo, **options: object) -> Repository:
 
 
 def test_hub_cold_restore_has_many_ranged_reads_in_flight(hub_repo: HubRepo, tmp_path: Path) -> None:
-    """With 150 ms per request, the fake Hub sees at least 16 requests at once during a restore from
-    a fresh machine (it was 8, the connection limit, before), and the restore equals the source."""
+    """With 300 ms per request, the fake Hub sees at least 12 requests at once during a restore from
+    a fresh machine (at most 8 before: the connection limit; 25-31 on an idle machine, so a loaded
+    one still clears the bar), and the restore equals the source."""
     src = tmp_path / "src"
     _files(src, 48, 120_000, seed=1)
     repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
     run_backup(repo, {"src": src}, forked=False)
     hub_repo.server.reset()
-    hub_repo.server.configure(latency_ms=150)
+    hub_repo.server.configure(latency_ms=300)
     try:
         fresh = _hub(hub_repo)
         dest = tmp_path / "restored"
@@ -71,20 +72,20 @@ def test_hub_cold_restore_has_many_ranged_reads_in_flight(hub_repo: HubRepo, tmp
     finally:
         hub_repo.server.configure(latency_ms=0)
     assert fingerprint(dest) == fingerprint(src)
-    assert stats["max_in_flight"] >= 16, stats
+    assert stats["max_in_flight"] >= 12, stats
 
 
 def test_s3_cold_restore_has_many_ranged_reads_in_flight(
     s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
 ) -> None:
-    """The same through SeaweedFS behind a proxy that delays every request by 150 ms."""
+    """The same through SeaweedFS behind a proxy that delays every request by 300 ms."""
     src = tmp_path / "src"
     _files(src, 48, 120_000, seed=2)
     address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:12]}/repo"
     repo = new_repo(open_backend(address, s3_server.options()), pack_size=128 * 1024)
     run_backup(repo, {"src": src}, forked=False)
     host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
-    proxy = LatencyProxy(host, int(port), 0.150)
+    proxy = LatencyProxy(host, int(port), 0.300)
     endpoint = f"http://127.0.0.1:{proxy.start()}"
     try:
         fresh = open_repo(open_backend(address, s3_server.options(s3_endpoint=endpoint, retries=5)))
@@ -93,7 +94,7 @@ def test_s3_cold_restore_has_many_ranged_reads_in_flight(
     finally:
         proxy.stop()
     assert fingerprint(dest) == fingerprint(src)
-    assert proxy.max_busy >= 16, proxy.stats()
+    assert proxy.max_busy >= 12, proxy.stats()
 
 
 # ---------------------------------------------------------------------------- trees at once
