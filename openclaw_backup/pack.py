@@ -5,8 +5,9 @@ header (byte format in :mod:`.codec`), so it describes itself. The :class:`PackW
 blobs into packs of about ``pack_size`` and uploads each pack whole; :attr:`PackWriter.packs` then
 lists what it wrote, ready for an index file. A **read batch** (:class:`ReadBatch`) is one ranged
 read of a pack covering several wanted blobs (:func:`plan_reads`: neighbours up to 1 MiB apart
-are read together, at most 8 MiB and 128 blobs at once); :func:`read_batch` authenticates each
-blob and checks it against its id straight from a view of the bytes read, without copying them.
+are read together within a budget of unwanted bytes, at most 8 MiB and 128 blobs at once);
+:func:`read_batch` authenticates each blob and checks it against its id straight from a view of
+the bytes read, without copying them.
 
 Nothing here knows what the blobs mean: :class:`~openclaw_backup.repository.Repository` hands
 these parts its store, its cipher and its index, and is the only way in for everyone else.
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MERGE_GAP = 1024 * 1024  # read through a gap at most this large rather than start another read …
-MERGE_WASTE = 0.2  # … and all the gaps read through add up to at most this much per wanted byte
+MERGE_WASTE = 0.2  # … and all the gaps read through add up to at most this much per wanted byte …
+MERGE_FLOOR = 256 * 1024  # … or this much in all, for a plan that wants little (a level of trees)
 MAX_RANGE = 8 * 1024 * 1024  # one ranged read at most (bounds the memory of whoever reads it)
 MAX_BATCH = 128  # blobs per read at most: each costs its user more than its bytes (a file to write)
 
@@ -67,15 +69,20 @@ class ReadBatch(Generic[T]):
     wants: list[tuple[bytes, BlobRef, T]]
 
 
-def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]], *, waste: float | None = MERGE_WASTE) -> list[ReadBatch[T]]:
-    """Group wanted blobs into merged ranged reads, pack by pack. ``waste=None``: read through
-    every gap up to :data:`MERGE_GAP` (a store on this machine, where a read costs more than bytes).
+def plan_reads(
+    wants: Iterable[tuple[bytes, BlobRef, T]], *, waste: float | None = MERGE_WASTE, max_range: int = MAX_RANGE
+) -> list[ReadBatch[T]]:
+    """Group wanted blobs into merged ranged reads, pack by pack, each at most ``max_range`` long
+    (unless one blob is longer). ``waste=None``: read through every gap up to :data:`MERGE_GAP`
+    (a store on this machine, where a read costs more than bytes).
 
     The gap read through is adaptive: the largest gap ``g`` (at most :data:`MERGE_GAP`) such that
-    all the gaps of the plan no larger than ``g`` add up to at most :data:`MERGE_WASTE` of the
-    wanted bytes. The smallest gaps are merged first, so a plan spends its budget of unwanted
-    bytes where it saves the most requests, and downloads at most ``1 + MERGE_WASTE`` times what
-    it wants, however the wanted blobs are scattered among other snapshots' data."""
+    all the gaps of the plan no larger than ``g`` add up to at most ``waste`` of the wanted bytes,
+    or to :data:`MERGE_FLOOR` when that is more (a plan that wants little — a level of small trees
+    scattered through a pack — is read in one request per pack, not one per tree). The smallest
+    gaps are merged first, so a plan spends its budget of unwanted bytes where it saves the most
+    requests, and downloads at most ``1 + waste`` times what it wants (plus the floor), however the
+    wanted blobs are scattered among other snapshots' data."""
     by_pack: dict[str, list[tuple[bytes, BlobRef, T]]] = {}
     for w in wants:
         by_pack.setdefault(w[1].pack, []).append(w)
@@ -95,7 +102,7 @@ def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]], *, waste: float | None
         by_size[gap] = by_size.get(gap, 0) + gap
     limit, spent = 0, 0
     for size in sorted(by_size):  # every gap of a size is merged, or none of them
-        if size > MERGE_GAP or (waste is not None and spent + by_size[size] > waste * wanted):
+        if size > MERGE_GAP or (waste is not None and spent + by_size[size] > max(waste * wanted, MERGE_FLOOR)):
             break
         spent += by_size[size]
         limit = size
@@ -108,7 +115,7 @@ def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]], *, waste: float | None
             if (
                 group
                 and ref.offset <= end + limit
-                and ref.offset + ref.length - start <= MAX_RANGE
+                and ref.offset + ref.length - start <= max_range
                 and len(group) < MAX_BATCH
             ):
                 group.append(w)
@@ -125,7 +132,16 @@ def plan_reads(wants: Iterable[tuple[bytes, BlobRef, T]], *, waste: float | None
 def read_batch(backend: Backend, cipher: Cipher, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
     """``(want, plaintext)`` for each want of ``batch``, in order: one read, every blob verified
     (authenticated, decompressed within its declared size, checked against its id)."""
-    view = memoryview(read_range(backend, batch.pack, batch.start, batch.end - batch.start))
+    return decode_batch(cipher, batch, fetch_batch(backend, batch))
+
+
+def fetch_batch(backend: Backend, batch: ReadBatch[T]) -> memoryview:
+    """The bytes of ``batch``'s one ranged read, unverified (see :func:`decode_batch`)."""
+    return memoryview(read_range(backend, batch.pack, batch.start, batch.end - batch.start))
+
+
+def decode_batch(cipher: Cipher, batch: ReadBatch[T], view: memoryview) -> Iterator[tuple[T, bytes]]:
+    """``(want, plaintext)`` for each want of ``batch`` from the bytes :func:`fetch_batch` read."""
     last_id, plain = b"", b""
     for bid, ref, want in batch.wants:
         if bid != last_id:

@@ -22,9 +22,10 @@ is left out, with a warning naming it (once per reading of the head), and record
 pack; the index never vouches for a blob at such a place, so a backup stores it again (a reader
 still tries it when there is no other: authentication decides).
 
-The class is assembled from parts: :mod:`.repo_access` (creating, opening, passwords) and
-:mod:`.repo_damage` (damage records, lost packs) and :mod:`.repo_staging` (staged uploads, the
-publication attempt, packs kept for the next process) are mixed in. Parts of the format: :mod:`.index`
+The class is assembled from parts: :mod:`.repo_access` (creating, opening, passwords),
+:mod:`.repo_damage` (damage records, lost packs), :mod:`.repo_staging` (staged uploads, the
+publication attempt, packs kept for the next process) and :mod:`.repo_reads` (reading blobs, reads
+in flight together from a remote store) are mixed in. Parts of the format: :mod:`.index`
 (the blob index), :mod:`.pack` (pack writing and reading), :mod:`.keys` (key files),
 :mod:`.snapshot` (the snapshot document), :mod:`.codec` (byte formats). The archiver,
 restorer and maintenance use the methods of :class:`Repository` only; only the repository and
@@ -33,6 +34,8 @@ its parts know byte formats and object names.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +45,7 @@ from typing import Any, TypeVar
 from . import codec
 from .backends.base import Backend, Head
 from .chunker import Chunker
-from .codec import BLOB_TREE, BlobRef, decode_index, storage_id
+from .codec import BlobRef, decode_index, storage_id
 from .crypto import Cipher
 from .errors import (
     BackupError,
@@ -55,28 +58,25 @@ from .errors import (
 from .head import HeadState
 from .index import Index, IndexSummary, PackEntries
 from .pack import (
-    MERGE_WASTE,
     PackCheck,
-    ReadBatch,
     check_pack,
     pack_name,
-    plan_reads,
-    read_batch,
     read_header,
 )
 from .repo_access import Access, write_atomic
 from .repo_config import RepoConfig
 from .repo_damage import Damage
+from .repo_reads import Reads
 from .repo_staging import PUBLISH_ATTEMPTS, Staging
 from .snapshot import Snapshot
-from .tree import Node, decode_tree
+from .tree import Node
 
 T = TypeVar("T")
 
 HEAD_FRESH = 10.0  # seconds a head just read is good for the backup that follows (see refresh)
 
 
-class Repository(Staging, Access, Damage):
+class Repository(Staging, Access, Damage, Reads):
     """An opened repository. Use :meth:`init` or :meth:`open`; not thread-safe except where noted
     (reading blobs and writing packs are thread-safe).
 
@@ -113,6 +113,8 @@ class Repository(Staging, Access, Damage):
         self.unreadable: dict[str, str] = {}
         #: packs the index names that the store lacks (found by :meth:`distrust_missing_packs`)
         self.missing_packs: set[str] = set()
+        self._trees: dict[bytes, bytes] = {}  # tree id -> plaintext, verified (see prefetch_trees)
+        self._decoding = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))  # see read_batch
 
     # ------------------------------------------------------------------ opening
 
@@ -415,64 +417,6 @@ class Repository(Staging, Access, Damage):
 
     def index_summary(self) -> IndexSummary:
         return self.index.summary()
-
-    # ------------------------------------------------------------------ reading blobs
-
-    def blob_ref(self, bid: bytes, btype: bytes) -> BlobRef:
-        """Where blob ``bid`` (of type ``btype``) is stored; ``IntegrityError`` when not indexed."""
-        ref = self.index.locate(bid, btype)
-        if ref is None:
-            raise IntegrityError(f"blob {bid.hex()[:16]} is not in the index (missing data)")
-        return ref
-
-    def read_blob(self, bid: bytes, btype: bytes) -> bytes:
-        """One blob, verified."""
-        ((_, data),) = self.read_blobs([(bid, self.blob_ref(bid, btype), None)])
-        return data
-
-    def read_tree(self, tree_id: str) -> list[Node]:
-        return decode_tree(self.read_blob(bytes.fromhex(tree_id), BLOB_TREE))
-
-    def read_trees(self, tree_ids: Iterable[str]) -> dict[str, list[Node]]:
-        """Many trees with merged ranged reads (a level of a restore at a time), each verified."""
-        wants = []
-        for tid in tree_ids:
-            bid = bytes.fromhex(tid)
-            wants.append((bid, self.blob_ref(bid, BLOB_TREE), tid))
-        return {tid: decode_tree(data) for tid, data in self.read_blobs(wants)}
-
-    def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
-        """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
-        from a remote store with a budget for unwanted bytes, from this machine's disk through
-        every small gap (fewer reads cost less than the bytes skipped)."""
-        return plan_reads(wants, waste=MERGE_WASTE if self.backend.capabilities.transient_failures else None)
-
-    def read_batch(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
-        """``(what for, plaintext)`` for each want of one read batch, each blob verified; the blobs
-        are decoded from views of the one read, never copied. Thread-safe."""
-        return read_batch(self.backend, self.cipher, batch)
-
-    @property
-    def read_parallelism(self) -> int:
-        """Ranged reads worth having in flight together: a remote store's connection limit (its
-        latency hides behind concurrency), 1 for a store on this machine."""
-        caps = self.backend.capabilities
-        return max(1, caps.max_connections) if caps.transient_failures else 1
-
-    def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
-        """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged
-        ranged reads (up to :attr:`read_parallelism` in flight, a window at a time) and verified."""
-        batches = self.plan_reads(wants)
-        width = self.read_parallelism
-        if width <= 1 or len(batches) <= 1:
-            for batch in batches:
-                yield from read_batch(self.backend, self.cipher, batch)
-            return
-        with ThreadPoolExecutor(max_workers=width) as pool:
-            for i in range(0, len(batches), 2 * width):  # a window: memory stays bounded
-                window = batches[i : i + 2 * width]
-                for out in pool.map(lambda b: list(read_batch(self.backend, self.cipher, b)), window):
-                    yield from out
 
     # ------------------------------------------------------------------ packs and index files
 

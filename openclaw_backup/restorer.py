@@ -518,6 +518,8 @@ def restore(repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, re
     with memtune.collector_paused():
         for attempt in range(3):
             try:
+                repo.load_index()
+                repo.prefetch_trees()  # from a remote store: no round trip per level of folders
                 return Restorer(repo, snapshot, options, reporter=reporter).run()
             except NotFoundError as e:
                 repo.refresh()
@@ -526,5 +528,6 @@ def restore(repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, re
                 if attempt == 2:  # still named, still missing: damage, not "no such snapshot"
                     raise IntegrityError(f"{e.message} (missing from the store)",
                                          hint="run `openclaw-backup check`; it names what is lost") from e  # fmt: skip
-                repo.load_index()
+            finally:
+                repo.forget_trees()
     raise AssertionError("unreachable")

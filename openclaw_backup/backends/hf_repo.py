@@ -67,7 +67,7 @@ class HfRepoBackend(Backend):
         frees_space_on_delete=False,
         consistent_listing=True,
         ranged_reads=True,
-        max_connections=8,  # ranged reads of a restore in flight together (the client downloads with 8 too)
+        max_connections=32,  # ranged reads of a restore in flight together: each waits a round trip
     )
 
     def __init__(

@@ -189,7 +189,13 @@ def _client_factory() -> httpx2.Client:
     from huggingface_hub.utils import _http as hf_http  # the library's own request hook (offline mode, ids)
 
     hook = getattr(hf_http, "hf_request_event_hook", None)
-    return _BoundedClient(event_hooks={"request": [hook] if hook else []}, follow_redirects=True, timeout=None)
+    return _BoundedClient(
+        event_hooks={"request": [hook] if hook else []},
+        follow_redirects=True,
+        timeout=None,
+        # a restore's ranged reads in flight together each keep their connection for the next
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=64),
+    )
 
 
 class _DropXetFallbackWarning(logging.Filter):

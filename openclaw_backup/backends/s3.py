@@ -149,7 +149,8 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 class S3Backend(Backend):
     """See the module docstring. Thread-safe: one boto3 client shared by all calls."""
 
-    capabilities = Capabilities(compare_and_swap=True, atomic_batch=False, max_connections=8)
+    # max_connections: a restore's ranged reads in flight together (each waits a round trip)
+    capabilities = Capabilities(compare_and_swap=True, atomic_batch=False, max_connections=32)
 
     def __init__(self, address: S3Address, options: BackendOptions) -> None:
         self.bucket = address.bucket

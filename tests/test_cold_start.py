@@ -1,0 +1,193 @@
+"""A cold start from a remote store with latency (issue 14): reads in flight together, a walk down the
+folders without a round trip per level, read plans that stay within their budget of unwanted bytes.
+
+Through the real clients against the real servers (the fake Hub, SeaweedFS behind
+:class:`tests.support.latency_proxy.LatencyProxy`); asserted on the servers' counters, never on
+wall time (the times are bench/hub_cold_start.py's).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from openclaw_backup.backends import open_backend
+from openclaw_backup.codec import BLOB_DATA, BlobRef
+from openclaw_backup.errors import IntegrityError
+from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, pack_name, plan_reads
+from openclaw_backup.repository import Repository, walk
+from tests.support.hub import HubRepo
+from tests.support.latency_proxy import LatencyProxy
+from tests.support.repos import new_repo, open_repo, run_backup, run_restore
+from tests.support.s3 import S3Server
+from tests.support.trees import fingerprint, set_mtimes
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _files(root: Path, n: int, size: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for i in range(n):
+        p = root / f"d{i % 4}" / f"f{i:02}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rng.randbytes(size))
+    set_mtimes(root, 1_700_000_000 * 10**9)
+
+
+def _deep(root: Path, depth: int) -> None:
+    """A folder ``depth`` levels deep with a small file at every level."""
+    d = root
+    for level in range(depth):
+        d = d / f"level{level}"
+        d.mkdir(parents=True)
+        (d / "note.txt").write_text(f"level {level}\n")
+    set_mtimes(root, 1_700_000_000 * 10**9)
+
+
+def _hub(hub_repo: HubRepo, **options: object) -> Repository:
+    return open_repo(open_backend(hub_repo.address, hub_repo.server.options(retries=5, **options)))
+
+
+# ---------------------------------------------------------------------------- reads in flight
+
+
+def test_hub_cold_restore_has_many_ranged_reads_in_flight(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """With 150 ms per request, the fake Hub sees at least 16 requests at once during a restore from
+    a fresh machine (it was 8, the connection limit, before), and the restore equals the source."""
+    src = tmp_path / "src"
+    _files(src, 48, 120_000, seed=1)
+    repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    hub_repo.server.reset()
+    hub_repo.server.configure(latency_ms=150)
+    try:
+        fresh = _hub(hub_repo)
+        dest = tmp_path / "restored"
+        run_restore(fresh, "latest", {"src": dest}, forked=False)
+        stats = hub_repo.server.stats()
+    finally:
+        hub_repo.server.configure(latency_ms=0)
+    assert fingerprint(dest) == fingerprint(src)
+    assert stats["max_in_flight"] >= 16, stats
+
+
+def test_s3_cold_restore_has_many_ranged_reads_in_flight(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
+) -> None:
+    """The same through SeaweedFS behind a proxy that delays every request by 150 ms."""
+    src = tmp_path / "src"
+    _files(src, 48, 120_000, seed=2)
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:12]}/repo"
+    repo = new_repo(open_backend(address, s3_server.options()), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
+    proxy = LatencyProxy(host, int(port), 0.150)
+    endpoint = f"http://127.0.0.1:{proxy.start()}"
+    try:
+        fresh = open_repo(open_backend(address, s3_server.options(s3_endpoint=endpoint, retries=5)))
+        dest = tmp_path / "restored"
+        run_restore(fresh, "latest", {"src": dest}, forked=False)
+    finally:
+        proxy.stop()
+    assert fingerprint(dest) == fingerprint(src)
+    assert proxy.max_busy >= 16, proxy.stats()
+
+
+# ---------------------------------------------------------------------------- trees at once
+
+
+def test_hub_cold_restore_reads_the_trees_at_once(
+    hub_repo: HubRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot 14 folders deep, stored over three backups: a cold restore reads every tree of
+    the repository in one burst, not one round of requests per level — at least 12 requests fewer
+    than the walk level by level, which costs at least one per level."""
+    src = tmp_path / "src"
+    _deep(src, 14)
+    repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
+    for i in range(3):
+        (src / "level0" / "level1" / f"new{i}.txt").write_text(f"backup {i}\n")
+        run_backup(repo, {"src": src}, forked=False)
+
+    def requests_of_a_cold_restore(dest: Path) -> int:
+        fresh = _hub(hub_repo)
+        before = hub_repo.server.stats()["requests_total"]
+        run_restore(fresh, "latest", {"src": dest}, forked=False)
+        assert fingerprint(dest) == fingerprint(src)
+        return int(hub_repo.server.stats()["requests_total"]) - before
+
+    at_once = requests_of_a_cold_restore(tmp_path / "at-once")
+    monkeypatch.setattr(Repository, "prefetch_trees", lambda self, **kw: 0)
+    by_level = requests_of_a_cold_restore(tmp_path / "by-level")
+    assert at_once <= by_level - 12, (at_once, by_level)
+
+
+# ---------------------------------------------------------------------------- read plans
+
+
+def _wants(offsets: list[int], length: int, pack: str = "ab" * 32) -> list[tuple[bytes, BlobRef, int]]:
+    return [(i.to_bytes(32, "big"), BlobRef(pack, b"d", off, length, length), i) for i, off in enumerate(offsets)]
+
+
+def test_read_plan_reads_a_little_scattered_metadata_in_one_request() -> None:
+    """64 trees of 200 bytes, 2 KB apart (others' trees between them): 20 % of what is wanted would
+    allow no gap at all, one request per tree; the floor of the budget reads them in one."""
+    wants = _wants([i * 2200 for i in range(64)], 200)
+    (batch,) = plan_reads(wants, waste=MERGE_WASTE)
+    assert [w[2] for w in batch.wants] == list(range(64))
+    assert batch.end - batch.start - 64 * 200 <= MERGE_FLOOR
+
+
+def test_read_plan_spends_at_most_its_budget_of_unwanted_bytes() -> None:
+    """Wanted blobs among dead ones: what the plan reads is at most the wanted bytes plus the
+    larger of 20 % of them and the floor, whatever the spacing; each read at most ``max_range``."""
+    rng = random.Random(3)
+    for _ in range(50):
+        n, length = rng.randint(1, 300), rng.choice([200, 4_000, 60_000])
+        offsets, at = [], 0
+        for _ in range(n):
+            at += rng.choice([0, 1, 50, 3_000, 40_000, 300_000, 2_000_000])
+            offsets.append(at)
+            at += length
+        max_range = rng.choice([MAX_RANGE, 1 << 20])
+        batches = plan_reads(_wants(offsets, length), waste=MERGE_WASTE, max_range=max_range)
+        wanted = n * length
+        read = sum(b.end - b.start for b in batches)
+        assert read - wanted <= max(MERGE_WASTE * wanted, MERGE_FLOOR)
+        assert sorted(w[2] for b in batches for w in b.wants) == list(range(n))
+        assert all(b.end - b.start <= max(max_range, length) for b in batches)
+
+
+def test_s3_partial_cold_restore_names_only_the_file_with_a_damaged_blob(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
+) -> None:
+    """A flipped byte in one file's blob, read with many reads in flight (the blobs of a read decoded
+    apart from the read): a ``partial`` restore restores every other file exactly and names only
+    that one; without ``partial`` the restore fails."""
+    src = tmp_path / "src"
+    _files(src, 12, 60_000, seed=4)
+    prefix = f"{uuid.uuid4().hex[:12]}/repo"
+    address = f"s3://{s3_shared_bucket}/{prefix}"
+    repo = new_repo(open_backend(address, s3_server.options()), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    repo.load_index()
+    nodes = dict(walk(repo, repo.find_snapshot("latest").tree))
+    ref = repo.blob_ref(bytes.fromhex(nodes["src/d1/f05.bin"].content[0]), BLOB_DATA)
+    client = s3_server.client()
+    key = f"{prefix}/{pack_name(ref.pack)}"
+    data = bytearray(client.get_object(Bucket=s3_shared_bucket, Key=key)["Body"].read())
+    data[ref.offset + ref.length // 2] ^= 1
+    client.put_object(Bucket=s3_shared_bucket, Key=key, Body=bytes(data))
+
+    fresh = open_repo(open_backend(address, s3_server.options(retries=5)))
+    assert fresh.read_parallelism > 1
+    with pytest.raises(IntegrityError):
+        run_restore(fresh, "latest", {"src": tmp_path / "whole"}, forked=False)
+    dest = tmp_path / "partial"
+    result = run_restore(fresh, "latest", {"src": dest}, forked=False, partial=True)
+    assert list(result.failed) == [str(dest / "d1/f05.bin")]
+    expected = {k: v for k, v in fingerprint(src).items() if k != "d1/f05.bin"}
+    assert fingerprint(dest) == expected
