@@ -142,6 +142,17 @@ class Repository(Staging, Access, Damage, Reads):
         network, which the threads of one process keep busy."""
         return not self.backend.capabilities.transient_failures
 
+    def reopen_store(self) -> bool:
+        """In a process forked from the one that opened this repository: read the store from now on
+        through a handle of its own (:meth:`.Backend.reopen`), which shares no connection with that
+        process. False when the store cannot be reopened (nothing changes; the caller does without
+        reading it here). Only for reading: what is staged for a publication stays in the other."""
+        fresh = self.backend.reopen()
+        if fresh is None:
+            return False
+        self.backend = fresh
+        return True
+
     # ------------------------------------------------------------------ head
 
     def refresh(self, *, max_age: float = 0.0) -> HeadState:

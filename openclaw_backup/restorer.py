@@ -336,9 +336,14 @@ class Restorer:
             os.close(self._create(path, None))
         workers = self.opts.workers
         workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
+        nearby = self.repo.nearby
+        fork = self.opts.fork
+        if not nearby and os.environ.get("OCB_REMOTE_FORK") == "0":  # XXX bench A/B only
+            fork = False
         results = run_batches(
-            ranges, self._restore_range, cost=_cost, workers=workers,
-            fork=self.opts.fork if self.repo.nearby else False,  # a worker reads the store itself
+            ranges, self._restore_range, cost=_cost, workers=workers, fork=fork,
+            # a worker reads a store far away through a handle of its own, half the reads in flight
+            in_worker=None if nearby else self.repo.reopen_store, worker_threads=1 if nearby else workers // 2,
             progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
         )  # fmt: skip
         written = Counter[str]()
