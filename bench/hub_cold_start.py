@@ -140,13 +140,11 @@ class OursS3:
     def backup(self, src: Path) -> None:
         self.run(["backup", "--source", str(src), "--no-default-excludes", "--host", "bench"])
 
-    def restore(self, home: Path, dest: Path, latency_ms: int, nofork: bool) -> None:
+    def restore(self, home: Path, dest: Path, latency_ms: int) -> None:
         host, port = self.server.endpoint.rsplit("/", 1)[-1].split(":")
         self.proxy = LatencyProxy(host, int(port), latency_ms / 1000)
         endpoint = f"http://127.0.0.1:{self.proxy.start()}"
         env = dict(self.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), OPENCLAW_BACKUP_S3_ENDPOINT=endpoint)
-        if nofork:
-            env["OCB_REMOTE_FORK"] = "0"
         try:
             self.run(["restore", "latest", "--target", str(dest), "--yes"], env)
         finally:
@@ -190,15 +188,10 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
     before, t, cpu = _downloaded(hub), time.monotonic(), _cpu()
     if name == "ours-s3":
         assert s3 is not None
-        s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms, nofork=False)
-    elif name == "ours-s3-nofork":
-        assert s3 is not None
-        s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms, nofork=True)
-    elif name in ("ours", "ours-nofork"):
+        s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms)
+    elif name == "ours":
         home = work / "ours-cold-home"  # a fresh machine: no cache, no config
         env = dict(ours.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
-        if name == "ours-nofork":
-            env["OCB_REMOTE_FORK"] = "0"
         verbose = ["-vv"] if args.log else []
         restore = ["restore", "latest", "--target", str(dest), "--yes"]
         r = subprocess.run(
@@ -217,7 +210,7 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
         _legacy_restore(hub, work, dest)
     wall, cpu = time.monotonic() - t, _cpu() - cpu
     after = _downloaded(hub)
-    if name.startswith("ours-s3"):
+    if name == "ours-s3":
         assert s3 is not None and s3.proxy is not None
         p = s3.proxy.stats()
         before, after = (0, 0, {}), (p["requests"], p["bytes_down"], {"max_busy": p["max_busy"]})
@@ -266,9 +259,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         _config(hub, latency_ms=args.latency_ms)
         results: dict[str, Any] = {}
         own = _own_bytes(hub)
-        names: tuple[str, ...] = ("ours-nofork", "ours", "legacy")
-        if s3 is not None:
-            names += ("ours-s3-nofork", "ours-s3")
+        names = ("ours", "legacy", "ours-s3") if s3 is not None else ("ours", "legacy")
         rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
         for _ in range(args.rounds):  # interleaved: each round restores with every tool in turn
             for name in names:
@@ -294,8 +285,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ratios = {"time_ratio": round(time_ratio, 2)}
     if s3 is not None:
         ratios["s3_time_ratio"] = round(results["ours-s3"]["wall_s"] / legacy_s, 2)
-    for name in results:
-        results[name]["ratio_to_legacy"] = round(results[name]["wall_s"] / legacy_s, 2)
     return {
         "scale": args.scale,
         "snapshots": args.snapshots,
@@ -335,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
         if args.dest_dir is not None:
-            for name in ("ours", "ours-nofork", "legacy", "ours-s3", "ours-s3-nofork"):
+            for name in ("ours", "legacy", "ours-s3"):
                 shutil.rmtree(args.dest_dir / f"restored-{name}", ignore_errors=True)
     text = json.dumps(res, indent=1)
     if args.out:

@@ -8,8 +8,11 @@ batch and returns what each call returned, in batch order; the caller merges tho
 its own process. So ``work`` reports everything through its result, never by changing state the
 caller reads afterwards (in a worker process such changes stay in the worker). It reports
 ``progress(bytes, items)`` as it goes; those calls arrive in the caller's process. What it stores
-goes through ``output`` (the pack writer); it may read the store, where a forked process can (the
-caller decides: :attr:`.Repository.nearby`).
+goes through ``output`` (the pack writer); it may read the store, where a forked process can: a
+store on this machine (:attr:`.Repository.nearby`), or one that ``in_worker`` — called first in a
+worker, False when the worker cannot do the work, which then takes no batch — gave a connection of
+its own (:meth:`.Repository.reopen_store`). A worker runs ``worker_threads`` threads (reads in
+flight from a store far away); those of this process are the rest of ``workers``.
 
 Batches are dealt from both ends of the list sorted by cost: a large batch started last would run
 alone at the end, and a thread busy in long calls that release the GIL (compressing, hashing large

@@ -19,7 +19,7 @@ import pytest
 
 from openclaw_backup import forkwork
 from openclaw_backup.backends import Backend, Capabilities, MemoryBackend, open_backend
-from openclaw_backup.backends.wrappers import WrappedBackend
+from openclaw_backup.backends.wrappers import LimitedBackend, WrappedBackend
 from openclaw_backup.codec import BLOB_DATA, BlobRef
 from openclaw_backup.errors import IntegrityError
 from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, ReadBatch, pack_name, plan_reads
@@ -226,12 +226,12 @@ def _s3_address(bucket: str) -> str:
 
 @needs_fork
 @pytest.mark.server
-@pytest.mark.parametrize("store", ["hub", "s3"])
+@pytest.mark.parametrize("store", ["hub", "s3", "bucket"])
 def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
     store: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """Forced to fork, a restore from the fake Hub or from SeaweedFS (behind a latency proxy) is read
-    by two processes, the worker through a handle of its own (:meth:`.Backend.reopen`; a shared
+    """Forced to fork, a restore from the fake Hub, a fake Hub bucket or from SeaweedFS (behind a
+    latency proxy) is read by two processes, the worker through a handle of its own (:meth:`.Backend.reopen`; a shared
     connection would mix up answers), and restores the source exactly."""
     src = tmp_path / "src"
     _files(src, 48, 120_000, seed=5)
@@ -245,6 +245,10 @@ def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
         hub_repo.server.configure(latency_ms=20)
         fresh = open_repo(open_backend(hub_repo.address, hub_repo.server.options(retries=5),
                                        hook=lambda raw: _Callers(raw, log)))  # fmt: skip
+    elif store == "bucket":  # the fake bucket API of tests/support/hub.py (no server)
+        repo = new_repo(_Callers(request.getfixturevalue("hub_bucket_backend"), log), pack_size=128 * 1024)
+        run_backup(repo, {"src": src}, forked=False)
+        fresh = open_repo(repo.backend)
     else:
         s3_server: S3Server = request.getfixturevalue("s3_server")
         address = _s3_address(request.getfixturevalue("s3_shared_bucket"))
@@ -262,7 +266,7 @@ def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
     finally:
         if proxy is not None:
             proxy.stop()
-        else:
+        elif store == "hub":
             hub_repo.server.configure(latency_ms=0)
     assert fingerprint(dest) == fingerprint(src)
     assert len(_readers(log)) == 2 and os.getpid() in _readers(log)
@@ -313,3 +317,52 @@ def test_a_store_that_cannot_be_reopened_is_read_here_only(tmp_path: Path) -> No
 
 class _FarAway(MemoryBackend):
     capabilities = Capabilities(atomic_batch=False, max_connections=8, transient_failures=True)
+
+
+def _store(backend: Backend) -> Backend:
+    while isinstance(backend, WrappedBackend):
+        backend = backend.inner
+    return backend
+
+
+@pytest.mark.server
+def test_a_reopened_s3_store_has_a_client_and_limits_of_its_own(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
+) -> None:
+    address = _s3_address(s3_shared_bucket)
+    backend = open_backend(address, s3_server.options(create=True))
+    backend.put("config", b"the same store")
+    fresh = backend.reopen()
+    assert fresh is not None and type(fresh) is type(backend)
+    assert _store(fresh)._client is not _store(backend)._client  # type: ignore[attr-defined]
+    limited = [backend, fresh]
+    while isinstance(limited[0], WrappedBackend):
+        if isinstance(limited[0], LimitedBackend):
+            assert isinstance(limited[1], LimitedBackend) and limited[0]._slots is not limited[1]._slots
+        limited = [limited[0].inner, limited[1].inner]  # type: ignore[attr-defined]
+    assert fresh.get("config") == b"the same store"
+
+
+@needs_fork
+def test_a_forked_process_makes_a_hub_session_of_its_own() -> None:
+    """The Hub stores' session (one per process) is dropped in a forked child: the next call there
+    opens connections of its own, never the parent's."""
+    from huggingface_hub.utils import _http, get_session
+
+    from openclaw_backup.backends import hub_client
+
+    hub_client.ensure_bounded_session()
+    ours = get_session()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        fresh = _http._GLOBAL_CLIENT is None and get_session() is not ours
+        os.write(write, b"1" if fresh and isinstance(get_session(), hub_client._BoundedClient) else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert get_session() is ours
