@@ -8,8 +8,11 @@ batch and returns what each call returned, in batch order; the caller merges tho
 its own process. So ``work`` reports everything through its result, never by changing state the
 caller reads afterwards (in a worker process such changes stay in the worker). It reports
 ``progress(bytes, items)`` as it goes; those calls arrive in the caller's process. What it stores
-goes through ``output`` (the pack writer); it may read the store, where a forked process can (the
-caller decides: :attr:`.Repository.nearby`).
+goes through ``output`` (the pack writer); it may read the store, where a forked process can: a
+store on this machine (:attr:`.Repository.nearby`), or one that ``in_worker`` — called first in a
+worker, False when the worker cannot do the work, which then takes no batch — gave a connection of
+its own (:meth:`.Repository.reopen_store`). A worker runs ``worker_threads`` threads (reads in
+flight from a store far away); those of this process are the rest of ``workers``.
 
 Batches are dealt from both ends of the list sorted by cost: a large batch started last would run
 alone at the end, and a thread busy in long calls that release the GIL (compressing, hashing large
@@ -100,6 +103,8 @@ def run_batches(
     fork: bool | None,
     progress: Progress,
     output: Output | None = None,
+    in_worker: Callable[[], bool] | None = None,
+    worker_threads: int = 1,
 ) -> list[R]:
     """Run ``work`` on every batch (see the module docstring); their results, in batch order."""
     costs = [cost(b) for b in batches]
@@ -112,7 +117,7 @@ def run_batches(
         and forkwork.available()
     )
     if forked:
-        _forked(run, workers, output)
+        _forked(run, workers, output, in_worker, max(1, min(worker_threads, workers - 1)))
         run.check_done()
     else:
         deck = _Deck(len(batches))
@@ -201,15 +206,18 @@ class _Run:
             raise self.failures[0]
 
 
-def _forked(run: _Run, workers: int, output: Output | None) -> None:
+def _forked(
+    run: _Run, workers: int, output: Output | None, in_worker: Callable[[], bool] | None, worker_threads: int
+) -> None:
     deck = forkwork.TwoEnds(len(run.batches))
 
     def main(channel: forkwork.Channel) -> None:  # in the worker
         reports = _Reports(channel)
+        if in_worker is not None and not in_worker():
+            return  # it cannot work here: the threads of the parent do every batch
         if output is not None:
             output.relay(_Relay(channel))
-        while (k := deck.take_high()) is not None:
-            reports.result(run.order[k], run.do(k, reports.progress))
+        _worker_threads(run, deck, reports, worker_threads if output is None else 1)
         if output is not None:
             output.flush()
         reports.flush()
@@ -232,7 +240,8 @@ def _forked(run: _Run, workers: int, output: Output | None) -> None:
         with output.shared() if output is not None else nullcontext():
             run.worker = worker = forkwork.Worker(main, handle)
             try:
-                run.threads([deck.take_low] * max(1, min(workers - 1, len(run.batches) - 1)))
+                mine = workers - worker_threads
+                run.threads([deck.take_low] * max(1, min(mine, len(run.batches) - 1)))
                 worker.join()
             except BaseException:
                 run.failures.append(_Interrupted())
@@ -242,6 +251,30 @@ def _forked(run: _Run, workers: int, output: Output | None) -> None:
         deck.close()
 
 
+def _worker_threads(run: _Run, deck: forkwork.TwoEnds, reports: _Reports, threads: int) -> None:
+    """In the worker: ``threads`` threads take batches from the large end until none are left or
+    one fails (the others stop after their current batch); the first failure is raised."""
+    failures: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not failures and (k := deck.take_high()) is not None:
+                reports.result(run.order[k], run.do(k, reports.progress))
+        except BaseException as e:  # raised below
+            failures.append(e)
+
+    if threads <= 1:
+        loop()
+    else:
+        running = [threading.Thread(target=loop, name=f"worker-batch-{i}", daemon=True) for i in range(threads)]
+        for t in running:
+            t.start()
+        for t in running:
+            t.join()
+    if failures:
+        raise failures[0]
+
+
 class _Reports:
     """What a worker sends back: its progress as it goes, at most every :data:`.forkwork.TICK`
     seconds, and its results once, at :meth:`flush` (the parent holds them only to merge them, at
@@ -249,18 +282,21 @@ class _Reports:
 
     def __init__(self, channel: forkwork.Channel) -> None:
         self.channel = channel
+        self._lock = threading.Lock()  # the worker's threads report together
         self.counts = [0, 0]
         self.done: list[tuple[int, Any]] = []
         self.last = time.monotonic()
 
     def progress(self, nbytes: int, items: int = 0) -> None:
-        self.counts[0] += nbytes
-        self.counts[1] += items
-        if time.monotonic() - self.last >= forkwork.TICK:
-            self._send_progress()
+        with self._lock:
+            self.counts[0] += nbytes
+            self.counts[1] += items
+            if time.monotonic() - self.last >= forkwork.TICK:
+                self._send_progress()
 
     def result(self, i: int, result: Any) -> None:
-        self.done.append((i, result))
+        with self._lock:
+            self.done.append((i, result))
 
     def _send_progress(self) -> None:
         self.last = time.monotonic()
@@ -269,10 +305,11 @@ class _Reports:
             self.counts = [0, 0]
 
     def flush(self) -> None:
-        self._send_progress()
-        if self.done:
-            self.channel.send(b"R", self.done)
-            self.done = []
+        with self._lock:
+            self._send_progress()
+            if self.done:
+                self.channel.send(b"R", self.done)
+                self.done = []
 
 
 class _Relay(Relay):

@@ -137,10 +137,20 @@ class Repository(Staging, Access, Damage, Reads):
     @property
     def nearby(self) -> bool:
         """The store is on this machine: it declares no failures that a retry may cure (a network's).
-        A forked worker (:mod:`.batches`) may read it (there is no connection to share), and helps:
-        work on it is bound by this machine's CPU, where work on a store far away is bound by the
-        network, which the threads of one process keep busy."""
+        A forked worker (:mod:`.batches`) may read it as it is (there is no connection to share);
+        one reading a store far away first reopens it (:meth:`reopen_store`)."""
         return not self.backend.capabilities.transient_failures
+
+    def reopen_store(self) -> bool:
+        """In a process forked from the one that opened this repository: read the store from now on
+        through a handle of its own (:meth:`.Backend.reopen`), which shares no connection with that
+        process. False when the store cannot be reopened (nothing changes; the caller does without
+        reading it here). Only for reading: what is staged for a publication stays in the other."""
+        fresh = self.backend.reopen()
+        if fresh is None:
+            return False
+        self.backend = fresh
+        return True
 
     # ------------------------------------------------------------------ head
 

@@ -8,8 +8,9 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
    ranged reads: :meth:`.Repository.read_batch`, which authenticates and verifies every blob
    against its id), and writes each blob at its offsets; checks every file's size. Each read is a
-   batch for :mod:`.batches` (worker threads, or — from a store on this machine — a forked worker
-   too); a file whose blobs all lie in one read is created, written and finished by that batch, a
+   batch for :mod:`.batches` (worker threads, and a forked worker too: from a store far away it
+   reads through a handle of its own, :meth:`.Repository.reopen_store`, with half the reads in
+   flight); a file whose blobs all lie in one read is created, written and finished by that batch, a
    file spread over several reads is created first and finished once they all are done;
 3. sets modes and mtimes (directories deepest first);
 4. without ``delete`` (``restore --target`` unless ``--delete``), first carries into the staging
@@ -85,8 +86,9 @@ class RestoreOptions:
     #: Remove what the destination holds and the snapshot does not (the destination becomes the
     #: snapshot exactly); without it, existing entries the snapshot lacks are left in place.
     delete: bool = True
-    #: Share the reading, decoding and writing with a forked worker process (:mod:`.batches`), from
-    #: a store on this machine: None when there is enough to restore, True whenever the platform
+    #: Share the reading, decoding and writing with a forked worker process (:mod:`.batches`; from
+    #: a store far away it reads through a handle of its own, or does nothing when the store
+    #: cannot give it one): None when there is enough to restore, True whenever the platform
     #: allows, False never.
     fork: bool | None = None
     #: Restore every file that can be restored, leaving out (and naming) those whose data is
@@ -336,9 +338,11 @@ class Restorer:
             os.close(self._create(path, None))
         workers = self.opts.workers
         workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
+        nearby = self.repo.nearby
         results = run_batches(
-            ranges, self._restore_range, cost=_cost, workers=workers,
-            fork=self.opts.fork if self.repo.nearby else False,  # a worker reads the store itself
+            ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
+            # a worker reads a store far away through a handle of its own, half the reads in flight
+            in_worker=None if nearby else self.repo.reopen_store, worker_threads=1 if nearby else workers // 2,
             progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
         )  # fmt: skip
         written = Counter[str]()

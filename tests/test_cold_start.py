@@ -8,16 +8,21 @@ wall time (the times are bench/hub_cold_start.py's).
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from openclaw_backup.backends import open_backend
+from openclaw_backup import forkwork
+from openclaw_backup.backends import Backend, Capabilities, MemoryBackend, open_backend
+from openclaw_backup.backends.wrappers import LimitedBackend, WrappedBackend
 from openclaw_backup.codec import BLOB_DATA, BlobRef
 from openclaw_backup.errors import IntegrityError
-from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, pack_name, plan_reads
+from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, ReadBatch, pack_name, plan_reads
 from openclaw_backup.repository import Repository, walk
 from tests.support.hub import HubRepo
 from tests.support.latency_proxy import LatencyProxy
@@ -26,6 +31,7 @@ from tests.support.s3 import S3Server
 from tests.support.trees import fingerprint, set_mtimes
 
 pytestmark = pytest.mark.timeout(120)
+needs_fork = pytest.mark.skipif(not forkwork.available(), reason="the forked worker is Linux-only")
 
 
 def _files(root: Path, n: int, size: int, seed: int) -> None:
@@ -162,8 +168,9 @@ def test_read_plan_spends_at_most_its_budget_of_unwanted_bytes() -> None:
         assert all(b.end - b.start <= max(max_range, length) for b in batches)
 
 
+@pytest.mark.parametrize("forked", [False, pytest.param(True, marks=needs_fork)])
 def test_s3_partial_cold_restore_names_only_the_file_with_a_damaged_blob(
-    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path, forked: bool
 ) -> None:
     """A flipped byte in one file's blob, read with many reads in flight (the blobs of a read decoded
     apart from the read): a ``partial`` restore restores every other file exactly and names only
@@ -186,9 +193,177 @@ def test_s3_partial_cold_restore_names_only_the_file_with_a_damaged_blob(
     fresh = open_repo(open_backend(address, s3_server.options(retries=5)))
     assert fresh.read_parallelism > 1
     with pytest.raises(IntegrityError):
-        run_restore(fresh, "latest", {"src": tmp_path / "whole"}, forked=False)
+        run_restore(fresh, "latest", {"src": tmp_path / "whole"}, forked=forked)
     dest = tmp_path / "partial"
-    result = run_restore(fresh, "latest", {"src": dest}, forked=False, partial=True)
+    result = run_restore(fresh, "latest", {"src": dest}, forked=forked, partial=True)
     assert list(result.failed) == [str(dest / "d1/f05.bin")]
     expected = {k: v for k, v in fingerprint(src).items() if k != "d1/f05.bin"}
     assert fingerprint(dest) == expected
+
+
+# ---------------------------------------------------------------------------- a forked worker reading too
+
+
+class _Callers(WrappedBackend):
+    """Appends the id of the process of every read to a file (a worker's own records stay in it)."""
+
+    def __init__(self, inner: Backend, log: Path) -> None:
+        super().__init__(inner)
+        self.log = log
+
+    def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().get(name, offset=offset, length=length)
+
+
+def _readers(log: Path) -> set[int]:
+    return {int(line) for line in log.read_text().split()}
+
+
+def _s3_address(bucket: str) -> str:
+    return f"s3://{bucket}/{uuid.uuid4().hex[:12]}/repo"
+
+
+@needs_fork
+@pytest.mark.server
+@pytest.mark.parametrize("store", ["hub", "s3", "bucket"])
+def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Forced to fork, a restore from the fake Hub, a fake Hub bucket or from SeaweedFS (behind a
+    latency proxy) is read by two processes, the worker through a handle of its own (:meth:`.Backend.reopen`; a shared
+    connection would mix up answers), and restores the source exactly."""
+    src = tmp_path / "src"
+    _files(src, 48, 120_000, seed=5)
+    log = tmp_path / "readers"
+    log.touch()
+    proxy: LatencyProxy | None = None
+    if store == "hub":
+        hub_repo: HubRepo = request.getfixturevalue("hub_repo")
+        repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
+        run_backup(repo, {"src": src}, forked=False)
+        hub_repo.server.configure(latency_ms=20)
+        fresh = open_repo(open_backend(hub_repo.address, hub_repo.server.options(retries=5),
+                                       hook=lambda raw: _Callers(raw, log)))  # fmt: skip
+    elif store == "bucket":  # the fake bucket API of tests/support/hub.py (no server)
+        repo = new_repo(_Callers(request.getfixturevalue("hub_bucket_backend"), log), pack_size=128 * 1024)
+        run_backup(repo, {"src": src}, forked=False)
+        fresh = open_repo(repo.backend)
+    else:
+        s3_server: S3Server = request.getfixturevalue("s3_server")
+        address = _s3_address(request.getfixturevalue("s3_shared_bucket"))
+        repo = new_repo(open_backend(address, s3_server.options()), pack_size=128 * 1024)
+        run_backup(repo, {"src": src}, forked=False)
+        host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
+        proxy = LatencyProxy(host, int(port), 0.020)
+        endpoint = f"http://127.0.0.1:{proxy.start()}"
+        options = s3_server.options(s3_endpoint=endpoint, retries=5)
+        fresh = open_repo(open_backend(address, options, hook=lambda raw: _Callers(raw, log)))
+    try:
+        assert not fresh.nearby
+        dest = tmp_path / "restored"
+        run_restore(fresh, "latest", {"src": dest}, forked=True)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        elif store == "hub":
+            hub_repo.server.configure(latency_ms=0)
+    assert fingerprint(dest) == fingerprint(src)
+    assert len(_readers(log)) == 2 and os.getpid() in _readers(log)
+
+
+@needs_fork
+def test_a_cold_restore_whose_worker_is_killed_fails_and_leaves_the_target_alone(
+    hub_repo: HubRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _files(src, 24, 120_000, seed=6)
+    repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    out = tmp_path / "target" / "out"
+    (out / "mine.txt").parent.mkdir(parents=True)
+    (out / "mine.txt").write_bytes(b"already here")
+    before = fingerprint(out)
+    parent, real = os.getpid(), Repository.read_batch
+
+    def read_batch(self: Repository, batch: ReadBatch[Any]) -> Any:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker, at its first read
+        return real(self, batch)
+
+    monkeypatch.setattr(Repository, "read_batch", read_batch)
+    with pytest.raises(forkwork.WorkerDied, match="signal 9"):
+        run_restore(_hub(hub_repo), "latest", {"src": out}, forked=True)
+    assert fingerprint(out) == before
+    assert not [p for p in out.parent.iterdir() if p.name != "out"]  # no staging tree left
+
+
+def test_a_store_that_cannot_be_reopened_is_read_here_only(tmp_path: Path) -> None:
+    """Forced to fork from a store far away that has no :meth:`.Backend.reopen`: the worker does
+    nothing, the threads here restore everything."""
+    src = tmp_path / "src"
+    _files(src, 24, 60_000, seed=7)
+    log = tmp_path / "readers"
+    log.touch()
+    repo = new_repo(_Callers(_FarAway(), log), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    assert not repo.nearby and repo.backend.reopen() is None
+    log.write_text("")
+    dest = tmp_path / "restored"
+    run_restore(repo, "latest", {"src": dest}, forked=True)
+    assert fingerprint(dest) == fingerprint(src)
+    assert _readers(log) == {os.getpid()}
+
+
+class _FarAway(MemoryBackend):
+    capabilities = Capabilities(atomic_batch=False, max_connections=8, transient_failures=True)
+
+
+def _store(backend: Backend) -> Backend:
+    while isinstance(backend, WrappedBackend):
+        backend = backend.inner
+    return backend
+
+
+@pytest.mark.server
+def test_a_reopened_s3_store_has_a_client_and_limits_of_its_own(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
+) -> None:
+    address = _s3_address(s3_shared_bucket)
+    backend = open_backend(address, s3_server.options(create=True))
+    backend.put("config", b"the same store")
+    fresh = backend.reopen()
+    assert fresh is not None and type(fresh) is type(backend)
+    assert _store(fresh)._client is not _store(backend)._client  # type: ignore[attr-defined]
+    limited = [backend, fresh]
+    while isinstance(limited[0], WrappedBackend):
+        if isinstance(limited[0], LimitedBackend):
+            assert isinstance(limited[1], LimitedBackend) and limited[0]._slots is not limited[1]._slots
+        limited = [limited[0].inner, limited[1].inner]  # type: ignore[attr-defined]
+    assert fresh.get("config") == b"the same store"
+
+
+@needs_fork
+def test_a_forked_process_makes_a_hub_session_of_its_own() -> None:
+    """The Hub stores' session (one per process) is dropped in a forked child: the next call there
+    opens connections of its own, never the parent's."""
+    from huggingface_hub.utils import _http, get_session
+
+    from openclaw_backup.backends import hub_client
+
+    hub_client.ensure_bounded_session()
+    ours = get_session()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        fresh = _http._GLOBAL_CLIENT is None and get_session() is not ours
+        os.write(write, b"1" if fresh and isinstance(get_session(), hub_client._BoundedClient) else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert get_session() is ours

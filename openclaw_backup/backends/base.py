@@ -19,7 +19,8 @@ publication, which then fails as a whole or lands as a whole), and ``publish`` n
 visible whose objects are not.
 
 Besides the contract, a backend may offer **optional operations** — maintenance that only some
-stores need (:meth:`Backend.squash_history`, :meth:`Backend.remove_stale_temporaries`). They are
+stores need (:meth:`Backend.squash_history`, :meth:`Backend.remove_stale_temporaries`) — or that
+only some can do (:meth:`Backend.reopen`). They are
 declared here with defaults that do nothing and say so in their result, so callers and wrappers
 call them on any backend instead of probing for them.
 
@@ -192,3 +193,11 @@ class Backend(ABC):
         writer's temporary file is younger than ``older_than``, so it is kept. Default: none (0).
         """
         return 0
+
+    def reopen(self) -> Backend | None:
+        """A new handle to the same store that uses no connection, session or pool this one holds,
+        for a process forked from the one that opened this handle: called there, it lets that
+        process read the store without sharing a socket with this one. It only reads (nothing
+        staged here is carried over). Default: None, the store cannot (the caller then does
+        without it)."""
+        return None

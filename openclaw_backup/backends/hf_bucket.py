@@ -38,6 +38,7 @@ stack, so ``options.timeout`` bounds the Hub API calls around them but not the X
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -319,6 +320,17 @@ class HfBucketBackend(Backend):
         self._ensure_lease(heartbeat=True)
         existing = self._sizes(paths)
         self._delete([p for p in paths if p in existing])
+
+    def reopen(self) -> HfBucketBackend:
+        """The same bucket and prefix, holding no lease (it only reads). Its calls go through the
+        process's Hub session, which a forked process drops (:mod:`.hub_client`): there, it shares
+        no connection with this one."""
+        fresh = copy.copy(self)
+        fresh._lease_lock, fresh._publish_lock = threading.Lock(), threading.Lock()
+        fresh._renewed = None  # never released (or renewed) by the copy
+        if self._read_range == self._http_read:
+            fresh._read_range = fresh._http_read
+        return fresh
 
     def close(self) -> None:
         with self._lease_lock:

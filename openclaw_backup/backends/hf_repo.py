@@ -17,6 +17,7 @@ uploads on Xet-backed repos.
 from __future__ import annotations
 
 import builtins
+import copy
 import io
 import re
 import secrets
@@ -297,6 +298,15 @@ class HfRepoBackend(Backend):
             existing = self._call("delete", lambda: self._existing([self._path(n) for n in checked], rev))
             if existing:
                 self._commit(rev, None, [], existing)  # the head file stays as it is
+
+    def reopen(self) -> HfRepoBackend:
+        """The same repo, prefix and revision, nothing staged. Its calls go through the process's
+        Hub session, which a forked process drops (:mod:`.hub_client`): there, it shares no
+        connection with this one."""
+        fresh = copy.copy(self)
+        fresh._staged = {}
+        fresh._lock, fresh._publish_lock = threading.Lock(), threading.Lock()
+        return fresh
 
     def close(self) -> None:
         with self._lock:

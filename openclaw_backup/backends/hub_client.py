@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -57,6 +58,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import (
     build_hf_headers,
+    close_session,
     disable_progress_bars,
     get_session,
     hf_raise_for_status,
@@ -220,6 +222,16 @@ def ensure_bounded_session() -> None:
             # Our reporter shows progress; the library's own bars would break --json and double it.
             disable_progress_bars()
             _installed = True
+
+
+def _drop_session_in_child() -> None:
+    # The parent's connections are not ours: the next call makes a new session (huggingface_hub
+    # registers the same; ours does not depend on it). Closing it here closes only our copies of
+    # its sockets: the parent's connections stay open.
+    close_session()
+
+
+os.register_at_fork(after_in_child=_drop_session_in_child)
 
 
 @contextmanager

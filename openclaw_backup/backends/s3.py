@@ -44,7 +44,9 @@ than a minute); any other refusal → a permanent :class:`StoreError`.
 from __future__ import annotations
 
 import builtins
+import copy
 import hashlib
+import os
 import secrets
 import threading
 from collections.abc import Sequence
@@ -87,6 +89,15 @@ _HINTS = {
 # JSON parsing per backend). Sessions are not thread-safe, so client creation holds a lock.
 _SESSION_LOCK = threading.Lock()
 _SESSION: boto3.session.Session | None = None
+
+
+def _unlock_in_child() -> None:
+    # A process forked while another thread held the lock would wait for it forever.
+    global _SESSION_LOCK
+    _SESSION_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 @dataclass(frozen=True)
@@ -169,8 +180,16 @@ class S3Backend(Backend):
             response_checksum_validation="when_required",
             max_pool_connections=self.capabilities.max_connections + 2,
         )
+        self._options, self._config = options, config
         self._client: Any = _new_client(options, config)
         self._closed = False
+
+    def reopen(self) -> S3Backend:
+        """The same bucket and prefix through a new client (its own connection pool)."""
+        fresh = copy.copy(self)
+        fresh._client = _new_client(self._options, self._config)
+        fresh._closed = False
+        return fresh
 
     # -- errors ---------------------------------------------------------------------------------
 

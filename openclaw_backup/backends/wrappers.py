@@ -16,6 +16,7 @@ publication landed (the Hub and S3 backends do); a retry here would risk a dupli
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import threading
@@ -93,13 +94,30 @@ class WrappedBackend(Backend):
     def remove_stale_temporaries(self, *, older_than: float) -> int:
         return self.inner.remove_stale_temporaries(older_than=older_than)
 
+    def reopen(self) -> Backend | None:
+        """This wrapper (its settings) around a reopened inner store, or None when it cannot be."""
+        inner = self.inner.reopen()
+        if inner is None:
+            return None
+        fresh = copy.copy(self)
+        fresh.inner = inner
+        fresh._reopened()
+        return fresh
+
+    def _reopened(self) -> None:
+        """Make the state of a copy made by :meth:`reopen` its own (locks, counters)."""
+
 
 class LimitedBackend(WrappedBackend):
     """At most ``limit`` calls in flight at once (a store's connection limit, a rate limit)."""
 
     def __init__(self, inner: Backend, *, limit: int) -> None:
         super().__init__(inner)
-        self._slots = threading.BoundedSemaphore(max(1, limit))
+        self._limit = max(1, limit)
+        self._slots = threading.BoundedSemaphore(self._limit)
+
+    def _reopened(self) -> None:
+        self._slots = threading.BoundedSemaphore(self._limit)  # its own connections, its own limit
 
     def _limited(self, fn: Callable[[], T]) -> T:
         with self._slots:
