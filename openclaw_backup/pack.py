@@ -183,10 +183,16 @@ def check_pack(backend: Backend, cipher: Cipher, pack: str, blobs: list[tuple[by
         data = backend.get(pack_name(pack))
     except (IntegrityError, NotFoundError) as e:
         return PackCheck(pack, error=e.message, bad=[(bid, e.message) for bid, _ in blobs])
+    return verify_pack(cipher, pack, data, blobs)
+
+
+def verify_pack(cipher: Cipher, pack: str, data: bytes, blobs: list[tuple[bytes, BlobRef]]) -> PackCheck:
+    """Check the bytes of pack ``pack`` against its name and verify ``blobs`` in them."""
     out = PackCheck(pack, size=len(data), name_ok=codec.storage_id(data) == pack)
+    view = memoryview(data)  # each blob decoded from a view, not a copy
     for bid, ref in blobs:
         try:
-            codec.decode_blob(cipher, ref.btype, bid, data[ref.offset : ref.offset + ref.length], ref.raw_len)
+            codec.decode_blob(cipher, ref.btype, bid, view[ref.offset : ref.offset + ref.length], ref.raw_len)
             out.blobs_ok += 1
         except (IntegrityError, NotFoundError) as e:
             out.bad.append((bid, e.message))

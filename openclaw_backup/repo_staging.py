@@ -40,7 +40,7 @@ from .crypto import Cipher
 from .errors import BackupError, ConflictError, IntegrityError, QuotaError, StoreError
 from .head import HeadState
 from .index import Index, PackEntries
-from .pack import PackWriter, pack_name
+from .pack import PackWriter, pack_name, verify_pack
 from .repo_config import RepoConfig
 
 KEEP_DIR = "unpublished"
@@ -267,12 +267,12 @@ class Staging:
     def _verify_kept(self, pack: str, data: bytes) -> list[tuple[bytes, codec.BlobRef]]:
         """A kept pack's blobs, from its own header, once every blob is verified; ``IntegrityError``
         when its bytes do not match its name, its header does not authenticate or a blob is bad."""
-        if codec.storage_id(data) != pack:
+        refs = list(codec.parse_pack_header(self.cipher, pack, data).items())
+        found = verify_pack(self.cipher, pack, data, refs)
+        if not found.name_ok:
             raise IntegrityError("its content does not match its name")
-        refs = codec.parse_pack_header(self.cipher, pack, data)
-        view = memoryview(data)
-        for bid, ref in refs.items():
-            codec.decode_blob(self.cipher, ref.btype, bid, view[ref.offset : ref.offset + ref.length], ref.raw_len)
+        if found.bad:
+            raise IntegrityError(found.bad[0][1])
         if not refs:
             raise IntegrityError("it holds no blob")
-        return list(refs.items())
+        return refs
