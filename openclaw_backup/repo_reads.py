@@ -41,6 +41,14 @@ class Reads:
     _trees: dict[bytes, bytes]  # tree id -> plaintext, verified (see prefetch_trees)
     _decoding: threading.BoundedSemaphore  # one slot per CPU (see read_batch)
 
+    @property
+    def nearby(self) -> bool:
+        """The store is on this machine: it declares no failures that a retry may cure (a network's).
+        Its reads are planned through every small gap, one at a time; a forked worker
+        (:mod:`.batches`) may read it as it is (there is no connection to share), where one reading
+        a store far away first reopens it (:meth:`.Repository.reopen_store`)."""
+        return not self.backend.capabilities.transient_failures
+
     def blob_ref(self, bid: bytes, btype: bytes) -> BlobRef:
         """Where blob ``bid`` (of type ``btype``) is stored; ``IntegrityError`` when not indexed."""
         ref = self.index.locate(bid, btype)
@@ -79,7 +87,7 @@ class Reads:
         snapshot's folders then waits for no round trip per level. How many trees were read: 0 on
         a store on this machine, over the budget, or when any cannot be read (each is then read
         when asked, which reports the damage where it matters)."""
-        if not self.backend.capabilities.transient_failures:
+        if self.nearby:
             return 0
         wants = [(bid, ref, bid) for bid, ref in self.index.items() if ref.btype == BLOB_TREE]
         if not wants or sum(ref.length for _, ref, _ in wants) > budget:
@@ -98,7 +106,7 @@ class Reads:
         """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
         from a remote store with a budget for unwanted bytes, from this machine's disk through
         every small gap (fewer reads cost less than the bytes skipped)."""
-        if not self.backend.capabilities.transient_failures:
+        if self.nearby:
             return plan_reads(wants, waste=None)
         # Many reads in flight, each shorter: what they hold at once stays about READ_MEMORY.
         max_range = max(MIN_RANGE, min(MAX_RANGE, READ_MEMORY // self.read_parallelism))
@@ -128,8 +136,7 @@ class Reads:
     def read_parallelism(self) -> int:
         """Ranged reads worth having in flight together: a remote store's connection limit (its
         latency hides behind concurrency), 1 for a store on this machine."""
-        caps = self.backend.capabilities
-        return max(1, caps.max_connections) if caps.transient_failures else 1
+        return 1 if self.nearby else max(1, self.backend.capabilities.max_connections)
 
     def read_blobs(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for wanted blobs ``(id, where, what for)``, read in merged

@@ -134,13 +134,6 @@ class Repository(Staging, Access, Damage, Reads):
     def encrypted(self) -> bool:
         return self.cipher.encrypted
 
-    @property
-    def nearby(self) -> bool:
-        """The store is on this machine: it declares no failures that a retry may cure (a network's).
-        A forked worker (:mod:`.batches`) may read it as it is (there is no connection to share);
-        one reading a store far away first reopens it (:meth:`reopen_store`)."""
-        return not self.backend.capabilities.transient_failures
-
     def reopen_store(self) -> bool:
         """In a process forked from the one that opened this repository: read the store from now on
         through a handle of its own (:meth:`.Backend.reopen`), which shares no connection with that
