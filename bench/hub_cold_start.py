@@ -132,10 +132,7 @@ class OursS3:
         self.proxy: LatencyProxy | None = None
 
     def run(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        r = subprocess.run([*self.cmd, "--repo", self.address, "--json", *args], env=env or self.env,
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)  # fmt: skip
-        if r.returncode != 0:
-            raise RuntimeError(f"ours (S3) {args[0]} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        hub_day.run_ours(self.cmd, self.address, args, env or self.env, timeout=1800, what="ours (S3)")
 
     def backup(self, src: Path) -> None:
         self.run(["backup", "--source", str(src), "--no-default-excludes", "--host", "bench"])
@@ -194,16 +191,7 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
         env = dict(ours.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
         verbose = ["-vv"] if args.log else []
         restore = ["restore", "latest", "--target", str(dest), "--yes"]
-        r = subprocess.run(
-            [*ours.cmd, "--repo", ours.address, "--json", *verbose, *restore],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(f"ours restore failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        r = hub_day.run_ours(ours.cmd, ours.address, [*verbose, *restore], env, timeout=1800, what="ours (restore)")
         if args.log:
             args.log.write_text(r.stderr)
     else:

@@ -138,6 +138,16 @@ def delta(before: dict, after: dict, repo_key: str) -> dict[str, Any]:
 # the two tools
 
 
+def run_ours(cmd: list[str], address: str, args: list[str], env: dict[str, str], *, timeout: float = 600,
+             what: str = "ours") -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``openclaw-backup --repo ADDRESS --json ARGS`` (``cmd``: how to start it); raises on failure."""
+    r = subprocess.run([*cmd, "--repo", address, "--json", *args], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    if r.returncode != 0:
+        raise RuntimeError(f"{what} {args[0]} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r
+
+
 class Ours:
     name = "ours"
     repo_key = f"datasets/{OURS_REPO}"
@@ -170,16 +180,7 @@ class Ours:
         self.address = f"hf://datasets/{OURS_REPO}"
 
     def _run(self, args: list[str]) -> dict[str, Any]:
-        r = subprocess.run(
-            [*self.cmd, "--repo", self.address, "--json", *args],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(f"ours {args[0]} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        r = run_ours(self.cmd, self.address, args, self.env)
         lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
         return json.loads(lines[-1]) if lines else {}
 
