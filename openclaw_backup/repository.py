@@ -478,7 +478,11 @@ class Repository(Staging, Access, Damage, Reads):
         (:meth:`load_index`): what the block will ask the store for is asked for together, up front
         — each snapshot and index file the local cache lacks, and the damage records' listing when
         none is kept for this head: one round trip from a store far away, not one each
-        (:func:`.wrappers.reading_ahead`). The block's readers check every answer as ever."""
+        (:func:`.wrappers.reading_ahead`). The block's readers check every answer as ever.
+        Nothing is read ahead from a store on this machine."""
+        if self.nearby:
+            yield
+            return
         ids = [s for s in self.state.snapshots if snapshot == "latest" or (snapshot and s.startswith(snapshot))]
         names = [f"snapshots/{s}" for s in ids] + ([f"index/{i}" for i in self.state.indexes] if index else [])
         kept = (lambda n: (self.cache_dir / n).exists()) if self.trust_cache and self.cache_dir else (lambda n: False)
