@@ -649,9 +649,15 @@ class HubHandler(BaseHTTPRequestHandler):
                 raise HubError(404, f"no control route {method} {path}")
 
 
+class _Server(ThreadingHTTPServer):
+    # The Hub takes many connections at once (a restore opens ~30 together); with the standard
+    # library's backlog of 5 the kernel drops the rest, and each of those waits a 1 s SYN retransmit.
+    request_queue_size = 128
+
+
 def make_server(state: HubState, port: int = 0) -> ThreadingHTTPServer:
     """A threading server on 127.0.0.1 (never another interface) serving ``state``."""
     handler = type("BoundHubHandler", (HubHandler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = _Server(("127.0.0.1", port), handler)
     server.daemon_threads = True
     return server
