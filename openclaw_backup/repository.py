@@ -312,6 +312,10 @@ class Repository(Staging, Access, Damage, Reads):
         except OSError:
             return None
 
+    def _cached(self, name: str) -> bool:
+        """The local cache holds a copy of ``name`` that :meth:`get_immutable` may use (it checks it)."""
+        return self.trust_cache and self.cache_dir is not None and (self.cache_dir / name).exists()
+
     def get_immutable(self, name: str) -> bytes:
         """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache
         (unless ``trust_cache`` is off). One the head names but the store lacks is an
@@ -485,8 +489,7 @@ class Repository(Staging, Access, Damage, Reads):
             return
         ids = [s for s in self.state.snapshots if snapshot == "latest" or (snapshot and s.startswith(snapshot))]
         names = [f"snapshots/{s}" for s in ids] + ([f"index/{i}" for i in self.state.indexes] if index else [])
-        kept = (lambda n: (self.cache_dir / n).exists()) if self.trust_cache and self.cache_dir else (lambda n: False)
-        reads = [Read("get", n) for n in names if not kept(n)] + (self._damage_reads() if index else [])
+        reads = [Read("get", n) for n in names if not self._cached(n)] + (self._damage_reads() if index else [])
         store = self.backend
         with reading_ahead(store, reads) as ahead:
             self.backend = ahead
