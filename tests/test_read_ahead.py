@@ -283,3 +283,26 @@ def test_a_lost_head_from_far_away_is_an_error_unless_repairing() -> None:
         open_repo(headless)
     opened = Repository.open(headless, password=PASSWORD, need_head=False)
     assert opened.snapshot_ids() == []
+
+
+def test_a_restore_from_far_away_reads_the_damage_records_ahead_and_honours_them(tmp_path: Path) -> None:
+    """Two damage records, a fresh machine: the listing is made with the snapshots and the index
+    files, the records together after it, and the index vouches for no place they name."""
+    src = tmp_path / "src"
+    _source(src)
+    store, repo = _far_repo()
+    run_backup(repo, {"src": src}, forked=False)
+    repo.load_index()
+    (first, ref1), (second, ref2) = list(repo.index.items())[:2]
+    repo.record_damage([(first, ref1.pack)], found_by="test")
+    repo.record_damage([(second, ref2.pack)], found_by="test")
+    counted = Counting(store)
+    fresh = open_repo(counted, cache_dir=tmp_path / "cache")
+    with fresh.reading_ahead(snapshot="latest", index=True):
+        assert fresh.find_snapshot("latest").id == repo.find_snapshot("latest").id
+        fresh.load_index()
+    assert not fresh.is_indexed(first) and not fresh.is_indexed(second)
+    assert counted.count("list") == 2  # keys/ and damaged/, each once
+    made = [name for method, name, _ in counted.calls if method == "get"]
+    assert len(made) == len(set(made))  # every object read once
+    assert sum(name.startswith("damaged/") for name in made) == 2
