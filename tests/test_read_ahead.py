@@ -306,3 +306,18 @@ def test_a_restore_from_far_away_reads_the_damage_records_ahead_and_honours_them
     made = [name for method, name, _ in counted.calls if method == "get"]
     assert len(made) == len(set(made))  # every object read once
     assert sum(name.startswith("damaged/") for name in made) == 2
+
+
+def test_a_warm_open_from_far_away_uses_the_remembered_config_while_the_head_vouches_for_it(tmp_path: Path) -> None:
+    store, _ = _far_repo()
+    cache = tmp_path / "cache"
+    config = open_repo(store, cache_dir=cache).config  # remembered
+    counted = Counting(store)
+    open_repo(counted, cache_dir=cache)
+    assert ("get", "config") not in [c[:2] for c in counted.calls]
+    (memo,) = (cache / "locations").iterdir()
+    memo.write_bytes(dataclasses.replace(config, pack_size=config.pack_size + 1).to_bytes())  # not vouched for
+    counted = Counting(store)
+    assert open_repo(counted, cache_dir=cache).config == config
+    assert [c[:2] for c in counted.calls].count(("get", "config")) == 1
+    assert memo.read_bytes() == store.get("config")
