@@ -35,7 +35,7 @@ def fresh(server: S3Server, bucket: str, **options: Any) -> S3Backend:
 
 
 class ClientProxy:
-    """Wraps a boto3 client; ``put_object`` goes through ``hook(real_put, **kwargs)``."""
+    """Wraps an S3 client; ``put_object`` goes through ``hook(real_put, **kwargs)``."""
 
     def __init__(self, real: Any, hook: Any) -> None:
         self._real = real

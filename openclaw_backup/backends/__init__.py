@@ -10,7 +10,7 @@ store is one entry there. An address without ``://`` is a filesystem path — un
 known scheme and one slash too few (``hf:/datasets/…``, ``s3:bucket``): that is a typo, refused. An
 address with an unknown scheme (``ftp://``, ``gs://``) is refused too: taken as a path it would
 quietly create ``./ftp:`` on a disk that may vanish. The factories of remote stores
-import their client on first use: ``huggingface_hub`` and ``boto3`` take a while to import and most
+import their client on first use: ``huggingface_hub`` and ``botocore`` take a while to import and most
 runs need at most one of them.
 
 Modules of this package (dependencies point down):

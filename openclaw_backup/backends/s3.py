@@ -2,7 +2,7 @@
 
 Address: ``s3://<bucket>[/<prefix>]``. Object ``name`` lives at key ``<prefix>/<name>``; the head at
 ``<prefix>/head``. The endpoint, region and credentials come from :class:`BackendOptions`; when the
-credentials are not given, boto3's own default chain finds them (this module never reads the
+credentials are not given, botocore's own default chain finds them (this module never reads the
 environment itself).
 
 How the contract is met:
@@ -53,8 +53,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import botocore.exceptions as bex
+import botocore.session
 from botocore.config import Config
 
 from ..errors import (
@@ -85,10 +85,11 @@ _HINTS = {
     "RequestTimeTooSkewed": "the clock of this machine is off; S3 refuses requests signed at a skewed time",
 }
 
-# One boto3 session per process: it loads the S3 service model once (a new session costs ~0.3 s of
-# JSON parsing per backend). Sessions are not thread-safe, so client creation holds a lock.
+# One botocore session per process: it loads the S3 service model once (a new session costs ~0.3 s of
+# JSON parsing per backend). Sessions are not thread-safe, so client creation holds a lock. botocore,
+# not boto3: a client is all we use, and boto3's resource layer costs ~0.1 s to import.
 _SESSION_LOCK = threading.Lock()
-_SESSION: boto3.session.Session | None = None
+_SESSION: botocore.session.Session | None = None
 
 
 def _unlock_in_child() -> None:
@@ -128,12 +129,12 @@ def open_s3(address: str, options: BackendOptions) -> S3Backend:
 
 
 def _new_client(options: BackendOptions, config: Config) -> Any:
-    """A boto3 S3 client; credentials and region from ``options``, else from boto3's default chain."""
+    """An S3 client; credentials and region from ``options``, else from botocore's default chain."""
     global _SESSION
     with _SESSION_LOCK:
         if _SESSION is None:
-            _SESSION = boto3.session.Session()
-        return _SESSION.client(
+            _SESSION = botocore.session.Session()
+        return _SESSION.create_client(
             "s3",
             endpoint_url=options.s3_endpoint,
             region_name=options.s3_region,
@@ -158,7 +159,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 
 
 class S3Backend(Backend):
-    """See the module docstring. Thread-safe: one boto3 client shared by all calls."""
+    """See the module docstring. Thread-safe: one botocore client shared by all calls."""
 
     # max_connections: a restore's ranged reads in flight together (each waits a round trip)
     capabilities = Capabilities(compare_and_swap=True, atomic_batch=False, max_connections=32)

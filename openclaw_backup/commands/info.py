@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the result type only: these commands open no repository
     from ._common import Result
 
 #: The libraries ``version`` reports (distribution names).
-LIBRARIES = ("huggingface_hub", "httpx2", "boto3", "apsw", "cryptography", "zstandard", "blake3", "pyfastcdc")
+LIBRARIES = ("huggingface_hub", "httpx2", "botocore", "apsw", "cryptography", "zstandard", "blake3", "pyfastcdc")
 
 
 def _installed(dist: str) -> str | None:

@@ -52,11 +52,11 @@ class S3Server:
         return BackendOptions(**base)
 
     def client(self) -> Any:
-        """An admin boto3 client for test set-up (creating buckets, peeking at keys)."""
-        import boto3
+        """An admin S3 client for test set-up (creating buckets, peeking at keys)."""
+        import botocore.session
         from botocore.config import Config
 
-        return boto3.session.Session().client(
+        return botocore.session.Session().create_client(
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",
