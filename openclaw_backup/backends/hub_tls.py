@@ -7,9 +7,10 @@ Hub client that follow run meanwhile. :func:`context` returns it, waiting when i
 
 It is the context ``httpx2.Client`` makes for itself by default — ``httpx2.create_ssl_context()``:
 the same CA bundle, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured, certificates and host names
-verified — made once instead of once per client. The thread imports no module (this one imports
-what it needs first): two threads importing modules with circular imports at once can fail. A forked child makes its own: an OpenSSL context
-is not carried across a fork (a lock a parent thread held at the fork would never be released).
+verified — made once instead of once per client. The thread imports no module (this module imports
+what it needs first): two threads importing modules with circular imports at once can fail. A
+forked child makes its own: an OpenSSL context is not carried across a fork (a lock a parent thread
+held at the fork would never be released in the child).
 """
 
 from __future__ import annotations
