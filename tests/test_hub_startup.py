@@ -29,13 +29,14 @@ from tests.support.trees import fingerprint, set_mtimes
 pytestmark = pytest.mark.timeout(120)
 
 #: Modules a restore from a Hub repo never uses: the library's write side and download cache, its
-#: progress bars, and the S3 client.
+#: progress bars, the chunker (a restore cuts nothing) and the S3 client.
 UNUSED_BY_A_RESTORE = (
     "huggingface_hub.hf_api",
     "huggingface_hub._commit_api",
     "huggingface_hub.file_download",
     "huggingface_hub.lfs",
     "tqdm",
+    "pyfastcdc",
     "boto3",
     "botocore",
 )
