@@ -118,40 +118,47 @@ def _made(root: Path) -> Path:
     return root
 
 
-def test_the_shared_tls_context_is_the_one_httpx2_makes() -> None:
+def test_the_early_tls_context_is_the_one_httpx2_makes() -> None:
     """Certificates and host names verified, the same CA bundle as ``httpx2.Client()`` loads."""
     import httpx2
 
+    hub_tls.start()
     ours = hub_tls.context()
-    assert hub_tls.context() is ours
     theirs = httpx2.Client()._transport._pool._ssl_context  # type: ignore[attr-defined]
     assert ours.verify_mode == ssl.CERT_REQUIRED and ours.check_hostname
-    assert ours.cert_store_stats() == theirs.cert_store_stats()
+    assert ours.cert_store_stats() == theirs.cert_store_stats() and ours.cert_store_stats()["x509_ca"] > 0
     assert ours.get_ca_certs() == theirs.get_ca_certs()
 
 
-def test_every_hub_session_of_a_process_shares_its_tls_context() -> None:
+def test_the_first_hub_session_takes_the_early_context_and_a_later_one_makes_its_own() -> None:
+    """A renewed session (the library's ``close_session``) reads the CA bundle again, as httpx2 does."""
     from huggingface_hub.utils import close_session, get_session
 
     hub_client.ensure_bounded_session()
+    close_session()
+    hub_tls.start()
+    early = hub_tls._early
+    assert early is not None
     first = get_session()
-    close_session()  # as a forked child or a changed factory would
+    assert first._transport._pool._ssl_context is early.result()  # type: ignore[attr-defined]
+    close_session()
     second = get_session()
-    assert first is not second
-    for session in (first, second):
-        assert session._transport._pool._ssl_context is hub_tls.context()  # type: ignore[attr-defined]
+    again = second._transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert again is not early.result() and again.cert_store_stats() == early.result().cert_store_stats()
 
 
 @pytest.mark.skipif(not forkwork.available(), reason="the forked worker is Linux-only")
 def test_a_forked_process_makes_a_tls_context_of_its_own() -> None:
-    """An OpenSSL context is not carried across a fork (a lock held by a parent thread at the fork
-    would never be released in the child)."""
-    ours = hub_tls.context()
+    """No context made in the parent is used in a forked child (a lock held by a parent thread at
+    the fork would never be released there)."""
+    hub_tls.start()
+    early = hub_tls._early
+    assert early is not None
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         theirs = hub_tls.context()
-        os.write(write, b"1" if theirs is not ours and theirs.verify_mode == ssl.CERT_REQUIRED else b"0")
+        os.write(write, b"1" if theirs is not early.result() and theirs.verify_mode == ssl.CERT_REQUIRED else b"0")
         os._exit(0)
     os.close(write)
     try:
@@ -159,7 +166,7 @@ def test_a_forked_process_makes_a_tls_context_of_its_own() -> None:
     finally:
         os.close(read)
         os.waitpid(pid, 0)
-    assert hub_tls.context() is ours
+    assert hub_tls.context() is early.result()
 
 
 @pytest.mark.parametrize(

@@ -201,7 +201,7 @@ def _client_factory() -> httpx2.Client:
         timeout=None,
         # a restore's ranged reads in flight together each keep their connection for the next
         limits=httpx2.Limits(max_connections=100, max_keepalive_connections=64),
-        verify=tls_context(),  # the context httpx2 would build, made once (and early) per process
+        verify=tls_context(),  # the context httpx2 would make; the first one made early, off this thread
     )
 
 
