@@ -16,13 +16,17 @@ Words used here:
 * **repo files** — :class:`RepoFiles`: the files of one dataset/model repo read by path at a
   revision (a branch or a commit id). It serves the repo backend (:mod:`.hf_repo`, objects under a
   prefix) and the legacy view (:mod:`openclaw_backup.legacy_hub`, the legacy script's files at the
-  root) alike.
+  root) alike. It reads and lists with plain requests on the library's session, and makes its
+  ``HfApi`` on first use (by a write): ``huggingface_hub.hf_api`` and the commit API take a tenth
+  of a second to import, and a restore needs neither.
 
 huggingface_hub 2.4 has no per-call switch for its backoff (``http_backoff`` is called inside
 ``preupload_lfs_files``, the LFS batch/upload and the tree pagination), so this module installs, once
 per process, an ``httpx2.Client`` subclass as the library's session (``set_client_factory``). The
 subclass only changes requests made inside :func:`hub_call` (a context variable marks them); other
-users of ``huggingface_hub`` in the process keep the library's behaviour.
+users of ``huggingface_hub`` in the process keep the library's behaviour (its request hook runs on
+every request: ``HF_HUB_OFFLINE``, request ids). The session's TLS context comes from
+:mod:`.hub_tls` (the first one made in a thread, while these modules import).
 
 How errors are translated (``raise … from`` keeps the original)::
 
