@@ -118,7 +118,14 @@ def _made(root: Path) -> Path:
     return root
 
 
-def test_the_early_tls_context_is_the_one_httpx2_makes() -> None:
+@pytest.fixture
+def fresh_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hub_tls as in a process that has made no Hub session yet."""
+    monkeypatch.setattr(hub_tls, "_early", None)
+    monkeypatch.setattr(hub_tls, "_taken", False)
+
+
+def test_the_early_tls_context_is_the_one_httpx2_makes(fresh_tls: None) -> None:
     """Certificates and host names verified, the same CA bundle as ``httpx2.Client()`` loads."""
     import httpx2
 
@@ -130,8 +137,9 @@ def test_the_early_tls_context_is_the_one_httpx2_makes() -> None:
     assert ours.get_ca_certs() == theirs.get_ca_certs()
 
 
-def test_the_first_hub_session_takes_the_early_context_and_a_later_one_makes_its_own() -> None:
-    """A renewed session (the library's ``close_session``) reads the CA bundle again, as httpx2 does."""
+def test_the_first_hub_session_takes_the_early_context_and_a_later_one_makes_its_own(fresh_tls: None) -> None:
+    """A renewed session (the library's ``close_session``) reads the CA bundle again, as httpx2 does,
+    and opening a store again makes no context nobody would take."""
     from huggingface_hub.utils import close_session, get_session
 
     hub_client.ensure_bounded_session()
@@ -145,10 +153,12 @@ def test_the_first_hub_session_takes_the_early_context_and_a_later_one_makes_its
     second = get_session()
     again = second._transport._pool._ssl_context  # type: ignore[attr-defined]
     assert again is not early.result() and again.cert_store_stats() == early.result().cert_store_stats()
+    hub_tls.start()
+    assert hub_tls._early is None
 
 
 @pytest.mark.skipif(not forkwork.available(), reason="the forked worker is Linux-only")
-def test_a_forked_process_makes_a_tls_context_of_its_own() -> None:
+def test_a_forked_process_makes_a_tls_context_of_its_own(fresh_tls: None) -> None:
     """No context made in the parent is used in a forked child (a lock held by a parent thread at
     the fork would never be released there)."""
     hub_tls.start()

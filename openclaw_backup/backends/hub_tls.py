@@ -27,6 +27,7 @@ import httpx2
 
 _lock = threading.Lock()
 _early: Future[ssl.SSLContext] | None = None  # made by start(), not yet taken
+_taken = False  # the early one went to the process's first session: start() has nothing left to do
 
 
 def _make(into: Future[ssl.SSLContext]) -> None:
@@ -37,10 +38,11 @@ def _make(into: Future[ssl.SSLContext]) -> None:
 
 
 def start() -> None:
-    """Begin making a context in a background thread, unless one is under way or waiting."""
+    """Begin making the first session's context in a background thread (nothing when one is under
+    way or waiting, or when a session took one already: it is reused for every later request)."""
     global _early
     with _lock:
-        if _early is not None:
+        if _early is not None or _taken:
             return
         made: Future[ssl.SSLContext] = Future()
         _early = made
@@ -49,9 +51,10 @@ def start() -> None:
 
 def context() -> ssl.SSLContext:
     """A context for a new session: the one :func:`start` made (handed over once), else a new one."""
-    global _early
+    global _early, _taken
     with _lock:
         made, _early = _early, None
+        _taken = _taken or made is not None
     return made.result() if made is not None else httpx2.create_ssl_context()
 
 
@@ -62,8 +65,8 @@ def _settle_before_fork() -> None:
 
 
 def _forget_in_child() -> None:
-    global _lock, _early
-    _lock, _early = threading.Lock(), None
+    global _lock, _early, _taken
+    _lock, _early, _taken = threading.Lock(), None, False
 
 
 os.register_at_fork(before=_settle_before_fork, after_in_child=_forget_in_child)
