@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from pyfastcdc import FastCDC
+if TYPE_CHECKING:
+    from pyfastcdc import FastCDC
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,20 @@ class Chunker:
 
     def __init__(self, profile: ChunkerProfile, seed: int) -> None:
         self.profile = profile
-        self._cdc = FastCDC(avg_size=profile.avg_size, min_size=profile.min_size, max_size=profile.max_size, seed=seed)
+        self._seed = seed
+        self._made: FastCDC | None = None
+
+    @property
+    def _cdc(self) -> FastCDC:
+        """The cutter, made on first use: every opened repository has chunkers, a restore never cuts
+        (and ``pyfastcdc`` is then never imported). Two threads racing make two equal ones."""
+        cdc = self._made
+        if cdc is None:
+            from pyfastcdc import FastCDC
+
+            p = self.profile
+            cdc = self._made = FastCDC(avg_size=p.avg_size, min_size=p.min_size, max_size=p.max_size, seed=self._seed)
+        return cdc
 
     def cut_bytes(self, data: bytes | memoryview) -> Iterator[memoryview]:
         """Yield views into ``data``; an empty input yields nothing."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import getpass
 import importlib
 import json
 import logging
@@ -287,6 +286,8 @@ def _on_terminal() -> bool:
 
 def _ask(question: str) -> str:
     """One unechoed answer from the terminal (a password)."""
+    import getpass  # only on a terminal, when a password is asked
+
     return getpass.getpass(question)
 
 

@@ -9,7 +9,7 @@ bounded, error-translating calls as the repo backend.
 
 from __future__ import annotations
 
-from .backends.hub_client import RepoFiles, make_api
+from .backends.hub_client import RepoFiles
 from .backends.options import BackendOptions, parse_hf_address
 from .errors import NotFoundError, UsageError
 
@@ -56,7 +56,7 @@ def open_legacy_view(address: str, options: BackendOptions) -> HfLegacyView:
     if parsed.kind == "bucket":
         raise NotFoundError(f"{address}: the legacy script never wrote to buckets")
     files = RepoFiles(
-        make_api(options),
+        options.hf_endpoint,
         parsed.repo_id,
         repo_type=parsed.kind,
         token=options.token,

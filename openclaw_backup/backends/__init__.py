@@ -69,6 +69,9 @@ def open_hf(address: str, options: BackendOptions) -> Backend:
     created private when ``options.create`` (visibility from ``options.private``).
     """
     parsed = parse_hf_address(address)
+    from .hub_tls import start
+
+    start()  # the CA bundle loads while the Hub client's modules import
     if parsed.kind == "bucket":
         from .hf_bucket import open_hf_bucket
 

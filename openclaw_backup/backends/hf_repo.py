@@ -24,17 +24,18 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from ..errors import BackupError, ConflictError, NotFoundError, RepositoryNotFoundError, StoreError, UsageError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-from .hub_client import RepoFiles, bounded, hub_call, hub_headers, make_api, retry_delay, translate_error
+from .hub_client import RepoFiles, bounded, hub_call, hub_headers, retry_delay, translate_error
 from .options import DEFAULT_PREFIX, BackendOptions, HfAddress
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ class HfRepoBackend(Backend):
 
     def __init__(
         self,
-        api: HfApi,
+        endpoint: str | None,
         repo_id: str,
         *,
         repo_type: str = "dataset",
@@ -85,9 +86,8 @@ class HfRepoBackend(Backend):
     ) -> None:
         self._attempts = max(1, retries)
         self._files = RepoFiles(
-            api, repo_id, repo_type=repo_type, token=token, timeout=timeout, attempts=self._attempts
+            endpoint, repo_id, repo_type=repo_type, token=token, timeout=timeout, attempts=self._attempts
         )
-        self._api = api
         self.repo_id = repo_id
         self.repo_type = repo_type
         self.prefix = prefix.strip("/")
@@ -99,6 +99,11 @@ class HfRepoBackend(Backend):
         self._publish_lock = threading.Lock()  # one publication at a time per instance
 
     # -- helpers --------------------------------------------------------------------------
+    @property
+    def _api(self) -> HfApi:
+        """The HfApi, made on first use: reads and listings (all a restore does) need none."""
+        return self._files.api
+
     def _path(self, name: str) -> str:
         return f"{self.prefix}/{check_name(name)}"
 
@@ -124,6 +129,8 @@ class HfRepoBackend(Backend):
 
     def _existing(self, paths: Sequence[str], rev: str | None) -> list[str]:
         """Those of ``paths`` that are files at ``rev`` (a missing revision means the head moved)."""
+        from huggingface_hub.hf_api import RepoFile
+
         found: list[str] = []
         if not paths:
             return found
@@ -186,6 +193,8 @@ class HfRepoBackend(Backend):
         return self._call(f"read {name}", fetch)
 
     def size(self, name: str) -> int:
+        from huggingface_hub.hf_api import RepoFile
+
         path = self._path(name)
 
         def info() -> int:
@@ -211,6 +220,8 @@ class HfRepoBackend(Backend):
         return sorted(n for n in names if n != HEAD_NAME and n.startswith(prefix) and _valid_name(n))
 
     def put(self, name: str, data: bytes) -> None:
+        from huggingface_hub import CommitOperationAdd  # writes only: the commit API takes a while to import
+
         path = self._path(name)
         with self._lock:
             if name in self._staged:
@@ -317,6 +328,8 @@ class HfRepoBackend(Backend):
         self, parent: str | None, head: bytes | None, adds: Sequence[CommitOperationAdd], deletes: Sequence[str]
     ) -> str:
         """Make one commit on ``parent``; on an unknown outcome find out whether it landed."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
         additions = [*adds]
         if head is not None:
             head_op = CommitOperationAdd(path_in_repo=self._head_path, path_or_fileobj=io.BytesIO(head))
@@ -362,7 +375,7 @@ class HfRepoBackend(Backend):
 
     def _find_commit(self, nonce: str) -> str | None:
         """After a lost answer: the id of our commit (found by its nonce) if it landed, else None."""
-        url = f"{self._api.endpoint}/api/{self.repo_type}s/{self.repo_id}/commits/{self.revision}"
+        url = f"{self._files.endpoint}/api/{self.repo_type}s/{self.repo_id}/commits/{self.revision}"
 
         def look() -> str | None:
             response = get_session().get(url, headers=hub_headers(self._files.token))  # the first page: newest
@@ -397,7 +410,7 @@ def open_hf_repo(address: HfAddress, options: BackendOptions) -> HfRepoBackend:
     (private unless ``options.private`` is False).
     """
     backend = HfRepoBackend(
-        make_api(options),
+        options.hf_endpoint,
         address.repo_id,
         repo_type=address.kind,
         prefix=address.prefix,

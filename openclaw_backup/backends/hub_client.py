@@ -16,13 +16,17 @@ Words used here:
 * **repo files** — :class:`RepoFiles`: the files of one dataset/model repo read by path at a
   revision (a branch or a commit id). It serves the repo backend (:mod:`.hf_repo`, objects under a
   prefix) and the legacy view (:mod:`openclaw_backup.legacy_hub`, the legacy script's files at the
-  root) alike.
+  root) alike. It reads and lists with plain requests on the library's session, and makes its
+  ``HfApi`` on first use (by a write): ``huggingface_hub.hf_api`` and the commit API take a tenth
+  of a second to import, and a restore needs neither.
 
 huggingface_hub 2.4 has no per-call switch for its backoff (``http_backoff`` is called inside
 ``preupload_lfs_files``, the LFS batch/upload and the tree pagination), so this module installs, once
 per process, an ``httpx2.Client`` subclass as the library's session (``set_client_factory``). The
 subclass only changes requests made inside :func:`hub_call` (a context variable marks them); other
-users of ``huggingface_hub`` in the process keep the library's behaviour.
+users of ``huggingface_hub`` in the process keep the library's behaviour (its request hook runs on
+every request: ``HF_HUB_OFFLINE``, request ids). The session's TLS context comes from
+:mod:`.hub_tls` (the first one made in a thread, while these modules import).
 
 How errors are translated (``raise … from`` keeps the original)::
 
@@ -50,18 +54,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import httpx2
-from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import (
     build_hf_headers,
     close_session,
-    disable_progress_bars,
     get_session,
     hf_raise_for_status,
+    paginate,
     set_client_factory,
 )
 
@@ -74,7 +78,11 @@ from ..errors import (
     RepositoryNotFoundError,
     StoreError,
 )
+from .hub_tls import context as tls_context
 from .options import BackendOptions
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 T = TypeVar("T")
 
@@ -197,6 +205,7 @@ def _client_factory() -> httpx2.Client:
         timeout=None,
         # a restore's ranged reads in flight together each keep their connection for the next
         limits=httpx2.Limits(max_connections=100, max_keepalive_connections=64),
+        verify=tls_context(),  # the context httpx2 would make; the first one made early, off this thread
     )
 
 
@@ -209,19 +218,37 @@ class _DropXetFallbackWarning(logging.Filter):
 
 _INSTALL_LOCK = threading.Lock()
 _installed = False
+_quieted = False
 
 
 def ensure_bounded_session() -> None:
-    """Install the bounded session as huggingface_hub's client factory (once per process)."""
+    """Install the bounded session as huggingface_hub's client factory (once per process).
+
+    The first install makes no session: the library's default one (and its TLS context) would be
+    made only to be thrown away; ours is made by the first request."""
     global _installed
     with _INSTALL_LOCK:
-        if not isinstance(get_session(), _BoundedClient):
-            set_client_factory(_client_factory)
         if not _installed:
-            logging.getLogger("huggingface_hub._commit_api").addFilter(_DropXetFallbackWarning())
-            # Our reporter shows progress; the library's own bars would break --json and double it.
-            disable_progress_bars()
+            set_client_factory(_client_factory)  # also closes a session made before, if any
             _installed = True
+        elif not isinstance(get_session(), _BoundedClient):  # someone replaced the factory since
+            set_client_factory(_client_factory)
+
+
+def _quiet_library() -> None:
+    """Before the first HfApi call (once per process): the library's own progress bars off (our
+    reporter shows progress; its bars would break --json and double it), and its warning about
+    uploads handed over as buffers dropped. Plain reads and listings show neither, so a restore
+    never imports the library's progress-bar modules."""
+    global _quieted
+    with _INSTALL_LOCK:
+        if _quieted:
+            return
+        from huggingface_hub.utils import disable_progress_bars
+
+        logging.getLogger("huggingface_hub._commit_api").addFilter(_DropXetFallbackWarning())
+        disable_progress_bars()
+        _quieted = True
 
 
 def _drop_session_in_child() -> None:
@@ -335,9 +362,20 @@ def hub_headers(token: str | None) -> dict[str, str]:
     return build_hf_headers(token=token, library_name=LIBRARY_NAME, library_version=__version__)
 
 
+def resolve_url(endpoint: str, repo_id: str, path: str, *, repo_type: str, revision: str) -> str:
+    """The URL a file of a repo is read from at ``revision``: what ``huggingface_hub.hf_hub_url``
+    returns for the same arguments (that function's module imports the library's download and
+    cache machinery, which nothing here uses)."""
+    prefix = hf_constants.REPO_TYPES_URL_PREFIXES.get(repo_type, "")
+    return f"{endpoint}/{prefix}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
+
+
 def make_api(options: BackendOptions) -> HfApi:
     """The HfApi for ``options``, with the bounded session installed."""
+    from huggingface_hub import HfApi
+
     ensure_bounded_session()
+    _quiet_library()
     return HfApi(endpoint=options.hf_endpoint, token=options.token, library_name=LIBRARY_NAME)
 
 
@@ -351,19 +389,45 @@ class RepoFiles:
     The methods are plain Hub calls: run them inside :func:`hub_call` (or :meth:`call`), which bounds
     and translates them; the library's own exceptions that callers tell apart (a missing revision,
     a missing folder) are documented per method.
+
+    Reads and listings are plain requests on the library's session (resolve URLs, the tree API
+    through ``huggingface_hub.utils.paginate``, as ``HfApi.list_repo_tree`` makes them); the
+    :attr:`api` (``HfApi``, whose module takes a tenth of a second to import) is made on first use,
+    so a restore never makes one.
     """
 
     def __init__(
-        self, api: HfApi, repo_id: str, *, repo_type: str, token: str | None, timeout: float, attempts: int = 1
+        self,
+        endpoint: str | None,
+        repo_id: str,
+        *,
+        repo_type: str,
+        token: str | None,
+        timeout: float,
+        attempts: int = 1,
     ) -> None:
         ensure_bounded_session()
-        self.api = api
+        self._endpoint = endpoint
+        self.endpoint = endpoint if endpoint is not None else hf_constants.ENDPOINT  # as HfApi has it
+        self._api: HfApi | None = None
         self.repo_id = repo_id
         self.repo_type = repo_type
         self.token = token
         self.timeout = timeout
         self.attempts = attempts
         self.location = f"hf://{repo_type}s/{repo_id}"
+
+    @property
+    def api(self) -> HfApi:
+        """The HfApi of this repo's endpoint and token (made on first use; two threads racing make
+        two equal ones, which is harmless)."""
+        api = self._api
+        if api is None:
+            from huggingface_hub import HfApi
+
+            _quiet_library()
+            api = self._api = HfApi(endpoint=self._endpoint, token=self.token, library_name=LIBRARY_NAME)
+        return api
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """:func:`hub_call` with this repo's timeout, ``what`` prefixed with its location."""
@@ -384,14 +448,17 @@ class RepoFiles:
             raise StoreError(f"{self.location}: the Hub did not say which commit {branch} is")
         return str(info.sha)
 
+    def _url(self, path: str, revision: str | None) -> str:
+        revision = revision if revision is not None else hf_constants.DEFAULT_REVISION
+        return resolve_url(self.endpoint, self.repo_id, path, repo_type=self.repo_type, revision=revision)
+
     def read(self, path: str, revision: str | None, *, offset: int = 0, length: int | None = None) -> bytes | None:
         """The file's bytes (or ``length`` from ``offset``; a short read at the end), None when missing.
 
         An unknown ``revision`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
         """
-        url = hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=revision, endpoint=self.api.endpoint)
         try:
-            return http_get(url, hub_headers(self.token), offset=offset, length=length)
+            return http_get(self._url(path, revision), hub_headers(self.token), offset=offset, length=length)
         except hf_errors.RemoteEntryNotFoundError:
             return None
 
@@ -402,8 +469,8 @@ class RepoFiles:
 
         An unknown ``branch`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
         """
-        url = hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=branch, endpoint=self.api.endpoint)
-        response = get_session().get(url, headers={**hub_headers(self.token), "Accept-Encoding": "identity"})
+        headers = {**hub_headers(self.token), "Accept-Encoding": "identity"}
+        response = get_session().get(self._url(path, branch), headers=headers)
         commit = next(
             (r.headers["X-Repo-Commit"] for r in (response, *response.history) if r.headers.get("X-Repo-Commit")),
             None,
@@ -417,12 +484,14 @@ class RepoFiles:
     def list(self, folder: str | None, revision: str) -> list[str]:
         """Paths of the files under ``folder`` (the whole repo when None), recursively; [] when missing.
 
-        An unknown ``revision`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
+        The requests ``HfApi.list_repo_tree(recursive=True)`` makes (same URL, parameters, headers
+        and pagination), without importing ``huggingface_hub.hf_api``. An unknown ``revision``
+        raises ``huggingface_hub.errors.RevisionNotFoundError``.
         """
+        where = "/" + quote(folder, safe="") if folder else ""
+        url = f"{self.endpoint}/api/{self.repo_type}s/{self.repo_id}/tree/{quote(revision, safe='')}{where}"
         try:
-            entries = self.api.list_repo_tree(
-                self.repo_id, folder, recursive=True, revision=revision, repo_type=self.repo_type
-            )
-            return [e.path for e in entries if isinstance(e, RepoFile)]
+            entries = paginate(url, params={"recursive": True, "expand": False}, headers=hub_headers(self.token))
+            return [str(e["path"]) for e in entries if e.get("type") == "file"]
         except hf_errors.RemoteEntryNotFoundError:
             return []

@@ -4,8 +4,6 @@ known name for a misspelt one. Part of :mod:`openclaw_backup.settings` (which re
 
 from __future__ import annotations
 
-import difflib
-
 LEGACY_ROOTS: tuple[tuple[str, str, str], ...] = (
     ("root-config", "OPENCLAW_BACKUP_ROOT_CONFIG_DIR", ".config"),
     ("root-codex", "OPENCLAW_BACKUP_ROOT_CODEX_DIR", ".codex"),
@@ -142,6 +140,8 @@ _MEANT_BY_WORD = (("REPO", "OPENCLAW_BACKUP_REPOSITORY"), ("PASS", "OPENCLAW_BAC
 
 def closest_known(name: str) -> str | None:
     """The known variable a mistyped ``name`` most likely meant."""
+    import difflib  # only when a variable is mistyped
+
     matches = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
     close = matches[0] if matches else None
     rest = name.removeprefix("OPENCLAW_BACKUP_")
