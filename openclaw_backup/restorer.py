@@ -94,6 +94,9 @@ class RestoreOptions:
     #: Restore every file that can be restored, leaving out (and naming) those whose data is
     #: missing or damaged, rather than fail.
     partial: bool = False
+    #: Describe every restored file for the file cache (:attr:`RestoreResult.seeds`, a ``lstat`` of
+    #: each): off for a restore whose files no backup reads (``--target``), which has no use for them.
+    seeds: bool = True
 
 
 _PARTIAL_HINT = (
@@ -494,10 +497,6 @@ class Restorer:
                 final = _final(unit, path)
                 result.files += 1
                 result.bytes += node.size
-                try:
-                    st = os.lstat(final)
-                except OSError:
-                    continue
                 if node.sqlite_info and node.sqlite_info.get("capture") == "raw set":
                     # restored with its -wal beside it: SQLite replays it when the database is opened
                     if "sidecar_of" not in node.sqlite_info:
@@ -505,6 +504,12 @@ class Restorer:
                             f"{final}: was damaged when backed up; restored as the raw set it was stored as"
                         )
                     continue  # never seed: the next backup captures it again through SQLite
+                if not self.opts.seeds:
+                    continue
+                try:
+                    st = os.lstat(final)
+                except OSError:
+                    continue
                 result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite, node.sqlite_info)
         for problem in self.meta.problems:
             self.reporter.warn(problem)
