@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from openclaw_backup.repository import Repository
-
 from tests.support.repos import new_repo, run_backup, run_restore
 from tests.support.trees import write
 
@@ -27,7 +26,7 @@ def test_a_restore_seeds_every_file_it_wrote_by_default(tmp_path: Path) -> None:
     assert sorted(Path(p).name for p in res.seeds) == [f"f{i}.txt" for i in range(6)]
     for path, cached in res.seeds.items():
         st = Path(path).lstat()
-        assert cached.sig.startswith(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:")  # the file as written
+        assert cached.sig.startswith(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:")  # as written
 
 
 def test_a_restore_without_seeds_restores_and_counts_the_same_but_seeds_nothing(tmp_path: Path) -> None:
