@@ -403,14 +403,14 @@ class Restorer:
         failed: dict[str, str] = {}
         finished = 0
 
-        def put(path: str, offset: int, plain: bytes) -> None:
+        def put(path: str, offset: int, plain: bytes | memoryview) -> None:
             nonlocal finished
             fd = fds.get(path)
             if fd is None:
                 flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
                 fd = fds[path] = os.open(path, flags) if path in self._spread else self._create(path, self._nodes[path])
             if self._nodes[path].sparse:  # zero runs stay holes: write only the rest
-                for start, end in fsmeta.data_runs(plain):
+                for start, end in fsmeta.data_runs(plain if isinstance(plain, bytes) else bytes(plain)):
                     _write(fd, memoryview(plain)[start:end], offset + start, path)
             else:
                 _write(fd, plain, offset, path)
@@ -427,7 +427,7 @@ class Restorer:
         k = 0
         try:
             try:
-                for (path, offset), plain in self.repo.read_batch(batch):
+                for (path, offset), plain in self.repo.read_views(batch):  # raw blobs: views, no copy
                     put(path, offset, plain)
                     k += 1
             except IntegrityError as e:  # a damaged blob: which file(s)?
