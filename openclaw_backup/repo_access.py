@@ -77,6 +77,7 @@ class Access:
         repo._publish_state(HeadState(seq=1), expect=None)
         return repo
 
+
     @classmethod
     def open(
         cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None, need_head: bool = True
@@ -132,6 +133,7 @@ class Access:
                 raise  # only an undecodable head is left for ``repair head``, never a disowned config
             repo.warnings.append(f"the head is damaged ({e.message})")
         return repo
+
 
     # ------------------------------------------------------------------ keys
 

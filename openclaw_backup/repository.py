@@ -192,7 +192,7 @@ class Repository(Staging, Access, Damage, Reads):
                 f"`openclaw-backup forget {oid[:8]}` removes it" if kind == "snapshots"
                 else "`openclaw-backup repair index` rebuilds the index from the packs"
             )  # fmt: skip
-            self._warn(f"{name[: len(kind) + 17]} is unreadable ({why}); left out ({hint})")
+            self._warn(f"{name[:len(kind) + 17]} is unreadable ({why}); left out ({hint})")
 
     def snapshot_ids(self) -> list[str]:
         """The live snapshots, as the head last read names them."""
@@ -325,7 +325,7 @@ class Repository(Staging, Access, Damage, Reads):
             self.refresh()
             if expected not in (self.state.snapshots if kind == "snapshots" else self.state.indexes):
                 raise  # forgotten or replaced meanwhile (a forget or prune raced us)
-            raise IntegrityError(f"{name[: len(kind) + 17]}: missing from the store") from None
+            raise IntegrityError(f"{name[:len(kind) + 17]}: missing from the store") from None
         if storage_id(data) != expected:
             raise IntegrityError(f"{name}: content does not match its name (damaged or swapped)")
         self.cache_write(name, data)
@@ -486,7 +486,6 @@ class Repository(Staging, Access, Damage, Reads):
     def forget_snapshots(self, ids: Iterable[str]) -> None:
         """Remove snapshots from the head and delete their documents (their data stays until prune)."""
         self.publish(remove_snapshots=ids)
-
 
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """Yield ``(path, node)`` for every node under a tree, depth first, parents before children."""

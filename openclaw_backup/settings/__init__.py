@@ -64,7 +64,6 @@ __all__ = [
     "Settings", "cron_interval", "env_files_read", "restore_destinations", "sources_from_paths", "with_env_files",
 ]  # fmt: skip
 
-
 @dataclass
 class Settings:
     """Everything the edges need, resolved from flags + environment."""
