@@ -287,20 +287,8 @@ class Archiver:
         self.needed.update(bytes.fromhex(c) for c in out.content)
         self.stats["files"] += 1
         self.stats["bytes"] += size
-        return self._meta(
-            e,
-            out.st,
-            Node(
-                e.name,
-                "file",
-                stat.S_IMODE(out.st.st_mode),
-                out.st.st_mtime_ns,
-                size=size,
-                content=out.content,
-                sqlite=out.sqlite,
-                sqlite_info=out.info,
-            ),
-        )
+        return self._meta(e, out.st, Node(e.name, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns,
+                                          size=size, content=out.content, sqlite=out.sqlite, sqlite_info=out.info))
 
     def _meta(self, e: Entry, st: os.stat_result, node: Node) -> Node:
         """Add what :mod:`.fsmeta` keeps: owner, extended attributes, hard-link key, holes."""
@@ -325,19 +313,8 @@ class Archiver:
             self.stats["files"] += 1
             self.stats["bytes"] += size
             info = {"capture": "raw set", "sidecar_of": e.name}
-            nodes.append(
-                Node(
-                    e.name + suffix,
-                    "file",
-                    stat.S_IMODE(out.st.st_mode),
-                    out.st.st_mtime_ns,
-                    size=size,
-                    content=ids,
-                    sqlite_info=info,
-                    uid=out.st.st_uid,
-                    gid=out.st.st_gid,
-                )
-            )
+            nodes.append(Node(e.name + suffix, "file", stat.S_IMODE(out.st.st_mode), out.st.st_mtime_ns,
+                              size=size, content=ids, sqlite_info=info, uid=out.st.st_uid, gid=out.st.st_gid))
         return nodes
 
     def _earlier_version(self, e: Entry, reason: str) -> Node | None:

@@ -38,7 +38,8 @@ HELP: dict[str, tuple[str, str]] = {
     ),
     "diff": (
         "What changed between two snapshots: + added, - removed, M modified.",
-        "openclaw-backup diff 1a2b3c4d               # against the latest\nopenclaw-backup diff 1a2b3c4d 5e6f7a8b",
+        "openclaw-backup diff 1a2b3c4d               # against the latest\n"
+        "openclaw-backup diff 1a2b3c4d 5e6f7a8b",
     ),
     "restore": (
         "Restore a snapshot, verified, swapped in atomically. Into place (asks first on a terminal; what it "
