@@ -202,7 +202,7 @@ def _client_factory() -> httpx2.Client:
     return client
 
 
-READ_PIECE = 1 << 20  # bytes a connection takes from its socket per call at most (httpcore2's own: 64 KiB)
+READ_PIECE = 512 << 10  # bytes a connection takes from its socket per call at most (httpcore2's own: 64 KiB)
 
 
 def _read_in_larger_pieces() -> None:
