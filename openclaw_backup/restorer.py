@@ -6,8 +6,9 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    (``.<name>.openclaw-restore-<random>``), creating directories and files itself with
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
-   ranged reads: :meth:`.Repository.read_batch`, which authenticates and verifies every blob
-   against its id), and writes each blob at its offsets; checks every file's size. Each read is a
+   ranged reads: :meth:`.Repository.read_views`, which authenticates and verifies every blob
+   against its id, and hands a blob stored raw over as a view, not a copy), and writes each blob
+   at its offsets; checks every file's size. Each read is a
    batch for :mod:`.batches` (worker threads, and a forked worker too: from a store far away it
    reads through a handle of its own, :meth:`.Repository.reopen_store`, with half the reads in
    flight); a file whose blobs all lie in one read is created, written and finished by that batch, a
