@@ -208,9 +208,10 @@ READ_PIECE = 512 << 10  # bytes a connection takes from its socket per call at m
 def _read_in_larger_pieces() -> None:
     """Let a connection take up to :data:`READ_PIECE` bytes from its socket per call. Each call
     costs a pass through h11 and the stream layers and a hand-back of the GIL (many reads are in
-    flight, each in a thread): at 64 KiB a cold restore's 155 MB of ranged reads made ~2,400 calls
-    and spent ~0.1-0.2 s of CPU on them. Only the size of a read changes (httpcore2's connections
-    read what the socket holds, up to that size); imported here, once httpx2 has loaded it."""
+    flight, each in a thread): the 139 ranged reads (154 MB) of a cold restore of the bench took
+    0.48 s of CPU in 16 threads at 64 KiB (~2,400 calls), 0.30 s at 512 KiB (as little as at 1 MiB,
+    with half the transient buffer). Only the size of a read changes (httpcore2's connections read
+    what the socket holds, up to that size); imported here, once httpx2 has loaded it."""
     import httpcore2
 
     connection = getattr(httpcore2, "HTTP11Connection", None)
