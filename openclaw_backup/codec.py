@@ -99,14 +99,24 @@ def blob_ad(btype: bytes, blob_id: bytes) -> bytes:
 
 def decode_blob(cipher: Cipher, btype: bytes, blob_id: bytes, stored: bytes | memoryview, raw_len: int) -> bytes:
     """Open, decompress and verify one blob; the result's id and length are checked."""
+    data = decode_blob_view(cipher, btype, blob_id, stored, raw_len)
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def decode_blob_view(
+    cipher: Cipher, btype: bytes, blob_id: bytes, stored: bytes | memoryview, raw_len: int
+) -> bytes | memoryview:
+    """:func:`decode_blob`, but a blob stored raw comes back as a view of the opened payload past
+    its flag byte, not a copy of it (for a caller that only writes or hashes it)."""
     what = f"blob {blob_id.hex()[:16]}"
     if not 0 <= raw_len <= MAX_BLOB_SIZE:
         raise IntegrityError(f"{what}: absurd declared size {raw_len}")
     plain = cipher.open(stored, b"blob" + btype + blob_id, what=what)
     if not plain:
         raise IntegrityError(f"{what}: empty payload")
+    data: bytes | memoryview
     if plain[0] == _FLAG_RAW:
-        data = plain[1:]
+        data = memoryview(plain)[1:]
     elif plain[0] == _FLAG_ZSTD:
         data = _decompress(memoryview(plain)[1:], raw_len, what=what)
     else:

@@ -142,11 +142,19 @@ def fetch_batch(backend: Backend, batch: ReadBatch[T]) -> memoryview:
 
 def decode_batch(cipher: Cipher, batch: ReadBatch[T], view: memoryview) -> Iterator[tuple[T, bytes]]:
     """``(want, plaintext)`` for each want of ``batch`` from the bytes :func:`fetch_batch` read."""
-    last_id, plain = b"", b""
+    for want, plain in decode_views(cipher, batch, view):
+        yield want, plain if isinstance(plain, bytes) else bytes(plain)
+
+
+def decode_views(cipher: Cipher, batch: ReadBatch[T], view: memoryview) -> Iterator[tuple[T, bytes | memoryview]]:
+    """:func:`decode_batch` with each blob stored raw as a view (:func:`.codec.decode_blob_view`),
+    for a caller that only writes the plaintext."""
+    last_id: bytes = b""
+    plain: bytes | memoryview = b""
     for bid, ref, want in batch.wants:
         if bid != last_id:
             lo = ref.offset - batch.start
-            plain = codec.decode_blob(cipher, ref.btype, bid, view[lo : lo + ref.length], ref.raw_len)
+            plain = codec.decode_blob_view(cipher, ref.btype, bid, view[lo : lo + ref.length], ref.raw_len)
             last_id = bid
         yield want, plain
 

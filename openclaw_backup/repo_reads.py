@@ -21,7 +21,7 @@ from .codec import BLOB_TREE, BlobRef
 from .crypto import Cipher
 from .errors import IntegrityError, NotFoundError
 from .index import Index
-from .pack import MAX_RANGE, MERGE_WASTE, ReadBatch, decode_batch, fetch_batch, plan_reads, read_batch
+from .pack import MAX_RANGE, MERGE_WASTE, ReadBatch, decode_views, fetch_batch, plan_reads
 from .tree import Node, decode_tree
 
 T = TypeVar("T")
@@ -120,13 +120,19 @@ class Reads:
         GIL released), the blobs of a batch are decoded as soon as it arrives, by at most as many
         threads at once as there are CPUs: the others keep their reads going instead of taking
         turns at the GIL. A damaged blob is raised where the iteration reaches it, as locally."""
-        if self.read_parallelism <= 1:
-            return read_batch(self.backend, self.cipher, batch)
+        views = self.read_views(batch)
+        return ((want, plain if isinstance(plain, bytes) else bytes(plain)) for want, plain in views)
+
+    def read_views(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes | memoryview]]:
+        """:meth:`read_batch`, but a blob stored raw comes as a view of its opened payload, not a
+        copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext."""
         view = fetch_batch(self.backend, batch)
+        if self.read_parallelism <= 1:
+            return decode_views(self.cipher, batch, view)
         with self._decoding:
-            done: list[tuple[T, bytes]] = []
+            done: list[tuple[T, bytes | memoryview]] = []
             try:
-                for got in decode_batch(self.cipher, batch, view):
+                for got in decode_views(self.cipher, batch, view):
                     done.append(got)
             except (IntegrityError, NotFoundError) as e:
                 return _then_raise(done, e)

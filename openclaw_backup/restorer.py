@@ -6,8 +6,9 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    (``.<name>.openclaw-restore-<random>``), creating directories and files itself with
    ``O_EXCL|O_NOFOLLOW`` and symlinks last, so nothing is ever written through a link;
 2. reads the trees a level at a time and then the data, each needed part of a pack once (merged
-   ranged reads: :meth:`.Repository.read_batch`, which authenticates and verifies every blob
-   against its id), and writes each blob at its offsets; checks every file's size. Each read is a
+   ranged reads: :meth:`.Repository.read_views`, which authenticates and verifies every blob
+   against its id, and hands a blob stored raw over as a view, not a copy), and writes each blob
+   at its offsets; checks every file's size. Each read is a
    batch for :mod:`.batches` (worker threads, and a forked worker too: from a store far away it
    reads through a handle of its own, :meth:`.Repository.reopen_store`, with half the reads in
    flight); a file whose blobs all lie in one read is created, written and finished by that batch, a
@@ -94,6 +95,9 @@ class RestoreOptions:
     #: Restore every file that can be restored, leaving out (and naming) those whose data is
     #: missing or damaged, rather than fail.
     partial: bool = False
+    #: Describe every restored file for the file cache (:attr:`RestoreResult.seeds`, a ``lstat`` of
+    #: each): off for a restore whose files no backup reads (``--target``), which has no use for them.
+    seeds: bool = True
 
 
 _PARTIAL_HINT = (
@@ -400,14 +404,14 @@ class Restorer:
         failed: dict[str, str] = {}
         finished = 0
 
-        def put(path: str, offset: int, plain: bytes) -> None:
+        def put(path: str, offset: int, plain: bytes | memoryview) -> None:
             nonlocal finished
             fd = fds.get(path)
             if fd is None:
                 flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
                 fd = fds[path] = os.open(path, flags) if path in self._spread else self._create(path, self._nodes[path])
             if self._nodes[path].sparse:  # zero runs stay holes: write only the rest
-                for start, end in fsmeta.data_runs(plain):
+                for start, end in fsmeta.data_runs(plain if isinstance(plain, bytes) else bytes(plain)):
                     _write(fd, memoryview(plain)[start:end], offset + start, path)
             else:
                 _write(fd, plain, offset, path)
@@ -424,7 +428,7 @@ class Restorer:
         k = 0
         try:
             try:
-                for (path, offset), plain in self.repo.read_batch(batch):
+                for (path, offset), plain in self.repo.read_views(batch):  # raw blobs: views, no copy
                     put(path, offset, plain)
                     k += 1
             except IntegrityError as e:  # a damaged blob: which file(s)?
@@ -494,10 +498,6 @@ class Restorer:
                 final = _final(unit, path)
                 result.files += 1
                 result.bytes += node.size
-                try:
-                    st = os.lstat(final)
-                except OSError:
-                    continue
                 if node.sqlite_info and node.sqlite_info.get("capture") == "raw set":
                     # restored with its -wal beside it: SQLite replays it when the database is opened
                     if "sidecar_of" not in node.sqlite_info:
@@ -505,6 +505,12 @@ class Restorer:
                             f"{final}: was damaged when backed up; restored as the raw set it was stored as"
                         )
                     continue  # never seed: the next backup captures it again through SQLite
+                if not self.opts.seeds:
+                    continue
+                try:
+                    st = os.lstat(final)
+                except OSError:
+                    continue
                 result.seeds[final] = CachedFile(signature(st, ""), node.content, node.sqlite, node.sqlite_info)
         for problem in self.meta.problems:
             self.reporter.warn(problem)

@@ -376,13 +376,13 @@ def test_a_restore_whose_worker_is_killed_fails_and_leaves_the_target_alone(
     out = tmp_path / "out" / "s"
     write(out / "mine.txt", b"already here")
     before = fingerprint(out)
-    parent, real = os.getpid(), Repository.read_batch
+    parent, real = os.getpid(), Repository.read_views  # how the restorer reads
 
-    def read_batch(self: Repository, batch: ReadBatch[Any]) -> Any:
+    def read_views(self: Repository, batch: ReadBatch[Any]) -> Any:
         _die_in_the_worker(parent)  # at its first read
         return real(self, batch)
 
-    monkeypatch.setattr(Repository, "read_batch", read_batch)
+    monkeypatch.setattr(Repository, "read_views", read_views)
     with pytest.raises(forkwork.WorkerDied, match="signal 9"):
         run_restore(repo, "latest", {"s": out})
     assert fingerprint(out) == before
@@ -397,12 +397,12 @@ def test_a_read_that_yields_less_than_planned_fails_the_restore(
     _state(src)
     repo = new_repo()
     run_backup(repo, {"s": src})
-    real = Repository.read_batch
+    real = Repository.read_views  # how the restorer reads
 
-    def read_batch(self: Repository, batch: ReadBatch[Any]) -> Any:
+    def read_views(self: Repository, batch: ReadBatch[Any]) -> Any:
         return list(real(self, batch))[:-1] if len(batch.wants) > 3 else real(self, batch)
 
-    monkeypatch.setattr(Repository, "read_batch", read_batch)
+    monkeypatch.setattr(Repository, "read_views", read_views)
     with pytest.raises(IntegrityError, match="not completely restored"):
         run_restore(repo, "latest", {"s": tmp_path / "out" / "s"}, fork=fork)
 

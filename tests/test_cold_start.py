@@ -285,14 +285,14 @@ def test_a_cold_restore_whose_worker_is_killed_fails_and_leaves_the_target_alone
     (out / "mine.txt").parent.mkdir(parents=True)
     (out / "mine.txt").write_bytes(b"already here")
     before = fingerprint(out)
-    parent, real = os.getpid(), Repository.read_batch
+    parent, real = os.getpid(), Repository.read_views  # how the restorer reads
 
-    def read_batch(self: Repository, batch: ReadBatch[Any]) -> Any:
+    def read_views(self: Repository, batch: ReadBatch[Any]) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)  # the worker, at its first read
         return real(self, batch)
 
-    monkeypatch.setattr(Repository, "read_batch", read_batch)
+    monkeypatch.setattr(Repository, "read_views", read_views)
     with pytest.raises(forkwork.WorkerDied, match="signal 9"):
         run_restore(_hub(hub_repo), "latest", {"src": out}, forked=True)
     assert fingerprint(out) == before

@@ -54,9 +54,10 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
         if answer.strip().lower() not in ("y", "yes"):
             raise UsageError("restore cancelled; nothing was changed", hint="pass --yes to restore without asking")
     partial = args.partial or bool(args.target)  # in place only when asked for
-    opts = RestoreOptions(destinations=dest, includes=args.include, delete=delete, partial=partial)
+    seeds = not args.target and repo.cache_dir is not None  # the file cache is seeded only in place
+    opts = RestoreOptions(destinations=dest, includes=args.include, delete=delete, partial=partial, seeds=seeds)
     res = restore(repo, snap, opts, reporter=reporter)
-    if not args.target and repo.cache_dir:
+    if seeds:
         file_cache(repo).replace(res.seeds, merge=True)
     if not args.target and not args.include and not res.failed and STATE_ROOT in snap.roots:
         write_marker(Path(s.state_dir()), repository=repo.id, snapshot=snap.id, how="restore")
