@@ -2,7 +2,8 @@
 """Cold start through the Hub with latency: openclaw-backup vs the legacy tar.gz script, on the fake Hub.
 
 Usage:  .venv/bin/python bench/hub_cold_start.py [--scale 1.0] [--snapshots 12] [--latency-ms 50]
-            [--rounds N] [--s3] [--dest-dir DIR] [--log FILE] [--seed 1] [--out FILE] [--workdir DIR] [--keep]
+            [--rounds N] [--s3] [--dest-dir DIR] [--log FILE] [--baseline DIR]
+            [--seed 1] [--out FILE] [--workdir DIR] [--keep]
 
 Starts the Hub test server (``python -m tests.support.hubserver``, 127.0.0.1, stopped by PID), generates
 the agent home (bench/generate.py), and builds two repositories with the tools of bench/hub_day.py:
@@ -21,7 +22,8 @@ merged folder renamed into place); ``legacy-core``: only the download (in the be
 ``--rounds``: every tool restores that many times, interleaved; the median is reported. Measured:
 wall and CPU time, requests and bytes downloaded (server or proxy counters; for ours also per byte of
 the latest snapshot's own stored blobs), and that every restore equals the source. ``--log``: ours
-runs with ``-vv`` (one line per storage call).
+runs with ``-vv`` (one line per storage call). ``--baseline DIR``: an A/B in the same run — ours from
+another checkout (its own ``.venv``) restores too, in every round (``ours-base``).
 Target: ours ≤ 0.5x the legacy time. Exit status 0 when met, 1 when missed, 2 on an error.
 """
 
@@ -204,13 +206,16 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
     if name == "ours-s3":
         assert s3 is not None
         s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms)
-    elif name == "ours":
+    elif name in ("ours", "ours-base"):
         home = work / "ours-cold-home"  # a fresh machine: no cache, no config
         env = dict(ours.env, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
-        verbose = ["-vv"] if args.log else []
+        cmd = ours.cmd
+        if name == "ours-base":  # the same restore by another checkout of ours (its own .venv)
+            cmd, env["PYTHONPATH"] = [str(args.baseline / ".venv/bin/openclaw-backup")], str(args.baseline)
+        verbose = ["-vv"] if args.log and name == "ours" else []
         restore = ["restore", "latest", "--target", str(dest), "--yes"]
-        r = hub_day.run_ours(ours.cmd, ours.address, [*verbose, *restore], env, timeout=1800, what="ours (restore)")
-        if args.log:
+        r = hub_day.run_ours(cmd, ours.address, [*verbose, *restore], env, timeout=1800, what=f"{name} (restore)")
+        if verbose:
             args.log.write_text(r.stderr)
     else:
         _legacy_restore(hub, work, dest, own_process=name == "legacy")
@@ -266,11 +271,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         _config(hub, latency_ms=args.latency_ms)
         results: dict[str, Any] = {}
         own = _own_bytes(hub)
-        names = ("ours", "legacy", "legacy-core", *(("ours-s3",) if s3 is not None else ()))
+        names = ("ours", "legacy", "legacy-core", *(("ours-s3",) if s3 is not None else ()),
+                 *(("ours-base",) if args.baseline else ()))  # fmt: skip
         rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
         # ours runs from compiled bytecode, as an installed package does (the bench's environment
         # forbids writing .pyc files, so without this every restore would compile every module)
-        compileall.compile_dir(str(HERE.parent / "openclaw_backup"), quiet=1)
+        for checkout in (HERE.parent, *([args.baseline] if args.baseline else [])):
+            compileall.compile_dir(str(checkout / "openclaw_backup"), quiet=1)
         dests = args.dest_dir or work
         for i in range(args.rounds):  # interleaved: each round restores with every tool in turn
             for name in names:
@@ -298,6 +305,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ratios["s3_time_ratio"] = round(results["ours-s3"]["wall_s"] / legacy_s, 2)
     core_s = max(results["legacy-core"]["wall_s"], 1e-6)  # reported, not the target
     core_ratios = {f"{k}_vs_core": round(v * legacy_s / core_s, 2) for k, v in ratios.items()}
+    if "ours-base" in results:  # the A/B's other side, reported, not the target
+        core_ratios["base_time_ratio"] = round(results["ours-base"]["wall_s"] / legacy_s, 2)
     return {
         "scale": args.scale,
         "snapshots": args.snapshots,
@@ -325,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dest-dir", type=Path, help="restore into this folder (e.g. a tmpfs) instead of the work dir")
     p.add_argument("--rounds", type=int, default=1, help="restores by each tool, interleaved (median reported)")
     p.add_argument("--s3", action="store_true", help="also ours on SeaweedFS S3, restored through a latency proxy")
+    p.add_argument("--baseline", type=Path, help="also restore with the checkout of ours in this folder (A/B)")
     p.add_argument("--log", type=Path, help="run ours with -v and save its log here")
     args = p.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hub-cold-"))
