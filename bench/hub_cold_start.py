@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # tests.support (the S3 server)
 import generate  # noqa: E402
 import hub_day  # noqa: E402
+import legacy_restore  # noqa: E402
 import mutate  # noqa: E402
 
 from tests.support.latency_proxy import LatencyProxy  # noqa: E402
@@ -114,14 +115,7 @@ def _legacy_restore(hub: hub_day.Hub, work: Path, dest: Path, *, own_process: bo
     archive = work / "legacy-download.tar.gz.enc"
     archive.write_bytes(get(f"{hub_day.PREFIX}/{meta['volumes'][0]}"))
     dest.mkdir(parents=True)
-    dec = subprocess.Popen(
-        ["openssl", "enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", f"file:{pw}", "-in", str(archive)],
-        stdout=subprocess.PIPE,
-    )
-    assert dec.stdout is not None
-    rc_tar = subprocess.run(["tar", "-xzf", "-", "-C", str(dest)], stdin=dec.stdout).returncode
-    dec.stdout.close()
-    if dec.wait() or rc_tar:
+    if not legacy_restore.extract(archive, pw, dest):
         raise RuntimeError("legacy restore failed (openssl or tar)")
 
 

@@ -29,6 +29,18 @@ from pathlib import Path
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def extract(archive: Path, password_file: Path, into: Path) -> bool:
+    """``openssl enc -d -aes-256-cbc -pbkdf2 | tar -xz`` of ``archive`` into ``into``; False when either fails."""
+    dec = subprocess.Popen(
+        ["openssl", "enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", f"file:{password_file}", "-in", str(archive)],
+        stdout=subprocess.PIPE,
+    )
+    assert dec.stdout is not None
+    rc_tar = subprocess.run(["tar", "-xzf", "-", "-C", str(into)], stdin=dec.stdout).returncode
+    dec.stdout.close()
+    return dec.wait() == 0 and rc_tar == 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("--endpoint", "--repo", "--token", "--prefix", "--password-file", "--dest"):
@@ -55,14 +67,7 @@ def main() -> int:
             out.write(data)
     if meta.get("checksum") and meta["checksum"] != f"sha256:{h.hexdigest()}":
         raise SystemExit(f"checksum mismatch on {meta['volumes']}")
-    dec = subprocess.Popen(
-        ["openssl", "enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", f"file:{args.password_file}", "-in", str(archive)],
-        stdout=subprocess.PIPE,
-    )
-    assert dec.stdout is not None
-    rc_tar = subprocess.run(["tar", "-xzf", "-", "-C", str(merged)], stdin=dec.stdout).returncode
-    dec.stdout.close()
-    if dec.wait() or rc_tar:
+    if not extract(archive, Path(args.password_file), merged):
         raise SystemExit("legacy restore failed (openssl or tar)")
     archive.unlink()
     dest.mkdir(parents=True, exist_ok=True)

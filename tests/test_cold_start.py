@@ -26,6 +26,7 @@ from openclaw_backup.pack import MAX_RANGE, MERGE_FLOOR, MERGE_WASTE, ReadBatch,
 from openclaw_backup.repository import Repository, walk
 from tests.support.hub import HubRepo
 from tests.support.latency_proxy import LatencyProxy
+from tests.support.processes import in_forked_child
 from tests.support.repos import new_repo, open_repo, run_backup, run_restore
 from tests.support.s3 import S3Server
 from tests.support.trees import fingerprint, set_mtimes
@@ -354,16 +355,10 @@ def test_a_forked_process_makes_a_hub_session_of_its_own() -> None:
 
     hub_client.ensure_bounded_session()
     ours = get_session()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
+
+    def fresh_session() -> bool:
         fresh = _http._GLOBAL_CLIENT is None and get_session() is not ours
-        os.write(write, b"1" if fresh and isinstance(get_session(), hub_client._BoundedClient) else b"0")
-        os._exit(0)
-    os.close(write)
-    try:
-        assert os.read(read, 1) == b"1"
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
+        return fresh and isinstance(get_session(), hub_client._BoundedClient)
+
+    assert in_forked_child(fresh_session)
     assert get_session() is ours

@@ -10,7 +10,6 @@ request hook (``HF_HUB_OFFLINE``). Through the real CLI in a fresh interpreter a
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from openclaw_backup import forkwork
 from openclaw_backup.backends import hub_client, hub_tls
 from tests.support.cli import CLI_TIMEOUT, cli_env, hub_env
 from tests.support.hub import TOKEN, HubRepo
+from tests.support.processes import in_forked_child
 from tests.support.repos import new_repo, run_backup
 from tests.support.trees import fingerprint, set_mtimes
 
@@ -164,18 +164,12 @@ def test_a_forked_process_makes_a_tls_context_of_its_own(fresh_tls: None) -> Non
     hub_tls.start()
     early = hub_tls._early
     assert early is not None
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
+
+    def theirs_is_new() -> bool:
         theirs = hub_tls.context()
-        os.write(write, b"1" if theirs is not early.result() and theirs.verify_mode == ssl.CERT_REQUIRED else b"0")
-        os._exit(0)
-    os.close(write)
-    try:
-        assert os.read(read, 1) == b"1"
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
+        return theirs is not early.result() and theirs.verify_mode == ssl.CERT_REQUIRED
+
+    assert in_forked_child(theirs_is_new)
     assert hub_tls.context() is early.result()
 
 

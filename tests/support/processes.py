@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -39,3 +41,23 @@ def free_ports(count: int = 1) -> list[int]:
             s.bind(("127.0.0.1", 0))
             ports.append(int(s.getsockname()[1]))
         return ports
+
+
+def in_forked_child(check: Callable[[], bool]) -> bool:
+    """What ``check()`` answers in a child forked from this process now (an exception or a child
+    that dies answers False); the child ends with ``os._exit`` and is waited for."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer, and leave without running this process's clean-ups
+        try:
+            answer = b"1" if check() else b"0"
+        except BaseException:
+            answer = b"0"
+        os.write(write, answer)
+        os._exit(0)
+    os.close(write)
+    try:
+        return os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
