@@ -6,8 +6,8 @@ blobs into packs of about ``pack_size`` and uploads each pack whole; :attr:`Pack
 lists what it wrote, ready for an index file. A **read batch** (:class:`ReadBatch`) is one ranged
 read of a pack covering several wanted blobs (:func:`plan_reads`: neighbours up to 1 MiB apart
 are read together within a budget of unwanted bytes, at most 8 MiB and 128 blobs at once);
-:func:`read_batch` authenticates each blob and checks it against its id straight from a view of
-the bytes read, without copying them.
+:func:`decode_views` authenticates each blob and checks it against its id straight from a view of
+the bytes read (:func:`fetch_batch`), without copying them.
 
 Nothing here knows what the blobs mean: :class:`~openclaw_backup.repository.Repository` hands
 these parts its store, its cipher and its index, and is the only way in for everyone else.
@@ -129,26 +129,16 @@ def plan_reads(
     return out
 
 
-def read_batch(backend: Backend, cipher: Cipher, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
-    """``(want, plaintext)`` for each want of ``batch``, in order: one read, every blob verified
-    (authenticated, decompressed within its declared size, checked against its id)."""
-    return decode_batch(cipher, batch, fetch_batch(backend, batch))
-
-
 def fetch_batch(backend: Backend, batch: ReadBatch[T]) -> memoryview:
-    """The bytes of ``batch``'s one ranged read, unverified (see :func:`decode_batch`)."""
+    """The bytes of ``batch``'s one ranged read, unverified (see :func:`decode_views`)."""
     return memoryview(read_range(backend, batch.pack, batch.start, batch.end - batch.start))
 
 
-def decode_batch(cipher: Cipher, batch: ReadBatch[T], view: memoryview) -> Iterator[tuple[T, bytes]]:
-    """``(want, plaintext)`` for each want of ``batch`` from the bytes :func:`fetch_batch` read."""
-    for want, plain in decode_views(cipher, batch, view):
-        yield want, plain if isinstance(plain, bytes) else bytes(plain)
-
-
 def decode_views(cipher: Cipher, batch: ReadBatch[T], view: memoryview) -> Iterator[tuple[T, bytes | memoryview]]:
-    """:func:`decode_batch` with each blob stored raw as a view (:func:`.codec.decode_blob_view`),
-    for a caller that only writes the plaintext."""
+    """``(want, plaintext)`` for each want of ``batch``, in order, from the bytes :func:`fetch_batch`
+    read: every blob verified (authenticated, decompressed within its declared size, checked
+    against its id); one stored raw comes as a view of its opened payload, not a copy
+    (:func:`.codec.decode_blob_view`)."""
     last_id: bytes = b""
     plain: bytes | memoryview = b""
     for bid, ref, want in batch.wants:
