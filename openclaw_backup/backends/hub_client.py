@@ -391,11 +391,16 @@ def resolve_url(endpoint: str, repo_id: str, path: str, *, repo_type: str, revis
 
 def make_api(options: BackendOptions) -> HfApi:
     """The HfApi for ``options``, with the bounded session installed."""
+    ensure_bounded_session()
+    return _new_api(options.hf_endpoint, options.token)
+
+
+def _new_api(endpoint: str | None, token: str | None) -> HfApi:
+    """An HfApi (its module imported now, the library's own bars and warning quieted first)."""
     from huggingface_hub import HfApi
 
-    ensure_bounded_session()
     _quiet_library()
-    return HfApi(endpoint=options.hf_endpoint, token=options.token, library_name=LIBRARY_NAME)
+    return HfApi(endpoint=endpoint, token=token, library_name=LIBRARY_NAME)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,10 +447,7 @@ class RepoFiles:
         two equal ones, which is harmless)."""
         api = self._api
         if api is None:
-            from huggingface_hub import HfApi
-
-            _quiet_library()
-            api = self._api = HfApi(endpoint=self._endpoint, token=self.token, library_name=LIBRARY_NAME)
+            api = self._api = _new_api(self._endpoint, self.token)
         return api
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
