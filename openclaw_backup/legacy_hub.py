@@ -3,13 +3,13 @@
 The legacy script wrote ``latest-backup.json`` and ``backups/…`` at the root of a dataset (or model)
 repo; the repository of this tool lives under its own prefix beside them. This module owns reading
 those root files for :mod:`openclaw_backup.legacy` (migration and restore of legacy backups). It
-never writes: it reads through :class:`~openclaw_backup.backends.hub_client.RepoFiles`, the same
+never writes: it reads through :class:`~openclaw_backup.backends.hub_files.RepoFiles`, the same
 bounded, error-translating calls as the repo backend.
 """
 
 from __future__ import annotations
 
-from .backends.hub_client import RepoFiles
+from .backends.hub_files import RepoFiles
 from .backends.options import BackendOptions, parse_hf_address
 from .errors import NotFoundError, UsageError
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from openclaw_backup import forkwork
-from openclaw_backup.backends import hub_client, hub_tls
+from openclaw_backup.backends import hub_client, hub_files, hub_tls
 from tests.support.cli import CLI_TIMEOUT, cli_env, hub_env
 from tests.support.hub import TOKEN, HubRepo
 from tests.support.processes import in_forked_child
@@ -187,7 +187,7 @@ def test_resolve_urls_are_the_library_s(repo_type: str, path: str, revision: str
 
     for endpoint in ("http://127.0.0.1:8123", "https://huggingface.co"):
         expected = hf_hub_url("ns/name", path, repo_type=repo_type, revision=revision, endpoint=endpoint)
-        got = hub_client.resolve_url(endpoint, "ns/name", path, repo_type=repo_type, revision=revision)
+        got = hub_files.resolve_url(endpoint, "ns/name", path, repo_type=repo_type, revision=revision)
         assert got == expected
 
 
@@ -198,7 +198,7 @@ def test_a_listing_is_the_library_s(hub_repo: HubRepo, tmp_path: Path) -> None:
     from huggingface_hub.hf_api import RepoFile
 
     run_backup(new_repo(hub_repo.open(create=True)), {"src": _made(tmp_path / "src")}, forked=False)
-    files = hub_client.RepoFiles(hub_repo.server.url, hub_repo.repo_id, repo_type="dataset", token=TOKEN, timeout=10)
+    files = hub_files.RepoFiles(hub_repo.server.url, hub_repo.repo_id, repo_type="dataset", token=TOKEN, timeout=10)
     api = hub_repo.api()
     for folder in (None, "openclaw-backup", "openclaw-backup/data", "openclaw-backup/keys"):
         theirs = [e.path for e in api.list_repo_tree(hub_repo.repo_id, folder, recursive=True, repo_type="dataset")

@@ -18,6 +18,7 @@ Modules of this package (dependencies point down):
 * this one — the registry and the composition;
 * :mod:`.wrappers` (retries, limits, logging) and the stores: :mod:`.local`, :mod:`.memory`,
   :mod:`.s3`, :mod:`.hf_repo` (Hub dataset/model repos), :mod:`.hf_bucket` (Hub buckets);
+* :mod:`.hub_files` — a Hub repo's files read by path (plain GETs, :mod:`.plain_get`);
 * :mod:`.hub_client` — the Hub stores' shared session, error translation and calls;
 * :mod:`.options` (options and addresses) and :mod:`.base` (the contract).
 """

@@ -54,7 +54,8 @@ from huggingface_hub import errors as hf_errors
 
 from ..errors import BackupError, ConflictError, IntegrityError, LockedError, NotFoundError, RepositoryNotFoundError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-from .hub_client import ensure_bounded_session, http_get, hub_call, hub_headers, make_api
+from .hub_client import ensure_bounded_session, hub_call, hub_headers, make_api
+from .hub_files import http_get
 from .options import BackendOptions, HfAddress
 
 LEASE_DIR = ".leases"

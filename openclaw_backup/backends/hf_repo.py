@@ -31,7 +31,8 @@ from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from ..errors import BackupError, ConflictError, NotFoundError, RepositoryNotFoundError, StoreError, UsageError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-from .hub_client import RepoFiles, bounded, hub_call, hub_headers, retry_delay, translate_error
+from .hub_client import bounded, hub_call, hub_headers, retry_delay, translate_error
+from .hub_files import RepoFiles
 from .options import DEFAULT_PREFIX, BackendOptions, HfAddress
 
 if TYPE_CHECKING:

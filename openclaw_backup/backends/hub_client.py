@@ -13,12 +13,8 @@ Words used here:
   PUT (content-addressed), and the POSTs that only ask or announce (preupload, paths-info, the LFS
   batch and verify calls). A commit and a super-squash are never replayed here: a commit whose
   answer was lost is resolved by its caller through the commit's nonce (:mod:`.hf_repo`).
-* **repo files** — :class:`RepoFiles`: the files of one dataset/model repo read by path at a
-  revision (a branch or a commit id). It serves the repo backend (:mod:`.hf_repo`, objects under a
-  prefix) and the legacy view (:mod:`openclaw_backup.legacy_hub`, the legacy script's files at the
-  root) alike. It reads and lists with plain requests on the library's session, and makes its
-  ``HfApi`` on first use (by a write): ``huggingface_hub.hf_api`` and the commit API take a tenth
-  of a second to import, and a restore needs neither.
+* **repo files** — the files of one repo read by path: :mod:`.hub_files` (``RepoFiles``), whose
+  reads are plain GETs (:mod:`.plain_get`) bounded and retried as this module's session's requests.
 
 huggingface_hub 2.4 has no per-call switch for its backoff (``http_backoff`` is called inside
 ``preupload_lfs_files``, the LFS batch/upload and the tree pagination), so this module installs, once
@@ -26,7 +22,8 @@ per process, an ``httpx2.Client`` subclass as the library's session (``set_clien
 subclass only changes requests made inside :func:`hub_call` (a context variable marks them); other
 users of ``huggingface_hub`` in the process keep the library's behaviour (its request hook runs on
 every request: ``HF_HUB_OFFLINE``, request ids). The session's TLS context comes from
-:mod:`.hub_tls` (the first one made in a thread, while these modules import).
+:mod:`.hub_tls` (the first one made in a thread, while these modules import); the plain GETs
+of :mod:`.hub_files` use the session's.
 
 How errors are translated (``raise … from`` keeps the original)::
 
@@ -54,18 +51,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from email.message import Message
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 import httpx2
-from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import (
     build_hf_headers,
     close_session,
     get_session,
-    hf_raise_for_status,
-    paginate,
     set_client_factory,
 )
 
@@ -133,7 +127,7 @@ def _where(request: httpx2.Request) -> str:
     return f"{request.method} {request.url.host}{request.url.path}"  # no query: it may carry signatures
 
 
-def _retry_after(headers: httpx2.Headers) -> float | None:
+def _retry_after(headers: httpx2.Headers | Message) -> float | None:
     value = headers.get("Retry-After", "").strip()
     if value.isdigit():
         return float(value)
@@ -360,33 +354,9 @@ def hub_call(timeout: float, what: str, fn: Callable[[], T], *, attempts: int = 
             raise translate_error(e, what) from e
 
 
-def http_get(url: str, headers: dict[str, str], *, offset: int = 0, length: int | None = None) -> bytes:
-    """GET ``url`` (a resolve URL) with a Range header when a part is asked; 416 → ``b""``."""
-    request_headers = {**headers, "Accept-Encoding": "identity"}
-    ranged = offset > 0 or length is not None
-    if ranged:
-        request_headers["Range"] = f"bytes={offset}-" + (str(offset + length - 1) if length is not None else "")
-    response = get_session().get(url, headers=request_headers)
-    if response.status_code == 416:
-        return b""
-    hf_raise_for_status(response)
-    data = response.content
-    if ranged and response.status_code == 200:  # the server ignored the range
-        data = data[offset : None if length is None else offset + length]
-    return data
-
-
 def hub_headers(token: str | None) -> dict[str, str]:
     """The headers of a direct request to the Hub (authorisation and user agent)."""
     return build_hf_headers(token=token, library_name=LIBRARY_NAME, library_version=__version__)
-
-
-def resolve_url(endpoint: str, repo_id: str, path: str, *, repo_type: str, revision: str) -> str:
-    """The URL a file of a repo is read from at ``revision``: what ``huggingface_hub.hf_hub_url``
-    returns for the same arguments (that function's module imports the library's download and
-    cache machinery, which nothing here uses)."""
-    prefix = hf_constants.REPO_TYPES_URL_PREFIXES.get(repo_type, "")
-    return f"{endpoint}/{prefix}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
 
 def make_api(options: BackendOptions) -> HfApi:
@@ -401,118 +371,3 @@ def _new_api(endpoint: str | None, token: str | None) -> HfApi:
 
     _quiet_library()
     return HfApi(endpoint=endpoint, token=token, library_name=LIBRARY_NAME)
-
-
-# --------------------------------------------------------------------------------------------
-# The files of a repo
-
-
-class RepoFiles:
-    """The files of one Hub dataset/model repo, read by path at a revision.
-
-    The methods are plain Hub calls: run them inside :func:`hub_call` (or :meth:`call`), which bounds
-    and translates them; the library's own exceptions that callers tell apart (a missing revision,
-    a missing folder) are documented per method.
-
-    Reads and listings are plain requests on the library's session (resolve URLs, the tree API
-    through ``huggingface_hub.utils.paginate``, as ``HfApi.list_repo_tree`` makes them); the
-    :attr:`api` (``HfApi``, whose module takes a tenth of a second to import) is made on first use,
-    so a restore never makes one.
-    """
-
-    def __init__(
-        self,
-        endpoint: str | None,
-        repo_id: str,
-        *,
-        repo_type: str,
-        token: str | None,
-        timeout: float,
-        attempts: int = 1,
-    ) -> None:
-        ensure_bounded_session()
-        self._endpoint = endpoint
-        self.endpoint = endpoint if endpoint is not None else hf_constants.ENDPOINT  # as HfApi has it
-        self._api: HfApi | None = None
-        self.repo_id = repo_id
-        self.repo_type = repo_type
-        self.token = token
-        self.timeout = timeout
-        self.attempts = attempts
-        self.location = f"hf://{repo_type}s/{repo_id}"
-
-    @property
-    def api(self) -> HfApi:
-        """The HfApi of this repo's endpoint and token (made on first use; two threads racing make
-        two equal ones, which is harmless)."""
-        api = self._api
-        if api is None:
-            api = self._api = _new_api(self._endpoint, self.token)
-        return api
-
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """:func:`hub_call` with this repo's timeout, ``what`` prefixed with its location."""
-        return hub_call(self.timeout, f"{self.location}: {what}", fn, attempts=self.attempts)
-
-    def branch_commit(self, branch: str) -> str | None:
-        """The branch's commit id, or None when the branch has no commit yet."""
-        try:
-            info = self.api.repo_info(
-                self.repo_id,
-                repo_type=self.repo_type,
-                revision=branch,
-                expand="sha",  # only the commit id, not the whole file list
-            )
-        except hf_errors.RevisionNotFoundError:
-            return None
-        if not info.sha:
-            raise StoreError(f"{self.location}: the Hub did not say which commit {branch} is")
-        return str(info.sha)
-
-    def _url(self, path: str, revision: str | None) -> str:
-        revision = revision if revision is not None else hf_constants.DEFAULT_REVISION
-        return resolve_url(self.endpoint, self.repo_id, path, repo_type=self.repo_type, revision=revision)
-
-    def read(self, path: str, revision: str | None, *, offset: int = 0, length: int | None = None) -> bytes | None:
-        """The file's bytes (or ``length`` from ``offset``; a short read at the end), None when missing.
-
-        An unknown ``revision`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
-        """
-        try:
-            return http_get(self._url(path, revision), hub_headers(self.token), offset=offset, length=length)
-        except hf_errors.RemoteEntryNotFoundError:
-            return None
-
-    def read_current(self, path: str, branch: str) -> tuple[bytes | None, str | None]:
-        """The file's bytes on ``branch`` (None when missing) and the commit id they were served
-        from, in ONE request: the Hub names the commit in ``X-Repo-Commit`` (on the redirect, when
-        the bytes come from a CDN). The id is None when no response carried it.
-
-        An unknown ``branch`` raises ``huggingface_hub.errors.RevisionNotFoundError``.
-        """
-        headers = {**hub_headers(self.token), "Accept-Encoding": "identity"}
-        response = get_session().get(self._url(path, branch), headers=headers)
-        commit = next(
-            (r.headers["X-Repo-Commit"] for r in (response, *response.history) if r.headers.get("X-Repo-Commit")),
-            None,
-        )
-        try:
-            hf_raise_for_status(response)
-        except hf_errors.RemoteEntryNotFoundError:
-            return None, commit
-        return response.content, commit
-
-    def list(self, folder: str | None, revision: str) -> list[str]:
-        """Paths of the files under ``folder`` (the whole repo when None), recursively; [] when missing.
-
-        The requests ``HfApi.list_repo_tree(recursive=True)`` makes (same URL, parameters, headers
-        and pagination), without importing ``huggingface_hub.hf_api``. An unknown ``revision``
-        raises ``huggingface_hub.errors.RevisionNotFoundError``.
-        """
-        where = "/" + quote(folder, safe="") if folder else ""
-        url = f"{self.endpoint}/api/{self.repo_type}s/{self.repo_id}/tree/{quote(revision, safe='')}{where}"
-        try:
-            entries = paginate(url, params={"recursive": True, "expand": False}, headers=hub_headers(self.token))
-            return [str(e["path"]) for e in entries if e.get("type") == "file"]
-        except hf_errors.RemoteEntryNotFoundError:
-            return []
