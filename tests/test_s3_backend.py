@@ -284,7 +284,9 @@ def test_wrong_secret_is_a_clear_store_error(s3_server: S3Server, s3_shared_buck
         assert "access denied" in err.value.message and "SignatureDoesNotMatch" in err.value.message
         assert err.value.hint and "access key and secret" in err.value.hint
         assert s3_server.secret_key not in err.value.message + err.value.hint
-        assert isinstance(err.value.__cause__, bex.ClientError)
+    with pytest.raises(StoreError) as err:
+        backend.put("config", b"c")
+    assert isinstance(err.value.__cause__, bex.ClientError)  # a write goes through botocore
 
 
 def test_unreachable_endpoint_is_a_transient_store_error(s3_server: S3Server) -> None:
@@ -355,10 +357,19 @@ def test_list_paginates_and_batch_delete(s3_server: S3Server, s3_backend: S3Back
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda n: client.put_object(Bucket=s3_backend.bucket, Key=root + n, Body=b"x"), names))
     v = s3_backend.publish(head=b"h", expect=None)
+    plain = s3_backend._plain
+    assert plain is not None  # explicit credentials, region and endpoint: plain S3 reads
+    plain_pages: list[object] = []
+    real_page = plain.list_page
+    plain.list_page = lambda *a, **kw: plain_pages.append(a) or real_page(*a, **kw)  # type: ignore[method-assign]
+    assert s3_backend.list() == sorted(names)
+    assert len(plain_pages) >= 2  # really paginated
     pages: list[object] = []
     s3_backend._client.meta.events.register("after-call.s3.ListObjectsV2", lambda **kw: pages.append(kw))
+    s3_backend._plain = None  # and the same through botocore
     assert s3_backend.list() == sorted(names)
-    assert len(pages) >= 2  # really paginated
+    assert len(pages) >= 2
+    s3_backend._plain = plain
     assert s3_backend.list("data/03/") == sorted(n for n in names if n.startswith("data/03/"))
     s3_backend.publish(head=b"h2", expect=v, deletes=names[:1005])  # two DeleteObjects batches
     assert s3_backend.list() == sorted(names[1005:])  # every delete landed

@@ -51,11 +51,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import botocore.exceptions as bex
-import botocore.session
-from botocore.config import Config
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BackupError,
@@ -68,6 +64,24 @@ from ..errors import (
 )
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
 from .options import BackendOptions
+from .plain_get import Answer
+from .s3_plain import PlainS3, error_code, plain_reader
+
+if TYPE_CHECKING:
+    import botocore.exceptions as bex
+    import botocore.session
+else:
+
+    class _Exceptions:
+        """``botocore.exceptions``, imported when first asked for: by a botocore call's failure (a
+        store read through plain S3 reads never imports botocore)."""
+
+        def __getattr__(self, name: str) -> Any:
+            import botocore.exceptions
+
+            return getattr(botocore.exceptions, name)
+
+    bex = _Exceptions()
 
 _DELETE_BATCH = 1000  # the S3 limit of DeleteObjects
 _PUBLISH_ATTEMPTS = 3  # conditional sends of one head write whose outcome stayed unknown
@@ -128,9 +142,22 @@ def open_s3(address: str, options: BackendOptions) -> S3Backend:
     return backend
 
 
-def _new_client(options: BackendOptions, config: Config) -> Any:
-    """An S3 client; credentials and region from ``options``, else from botocore's default chain."""
+def _new_client(options: BackendOptions, *, max_connections: int) -> Any:
+    """An S3 client; credentials and region from ``options``, else from botocore's default chain.
+    botocore is imported here, on first use: a restore that reads through plain S3 reads needs none."""
     global _SESSION
+    import botocore.session
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=options.timeout,
+        read_timeout=options.timeout,
+        retries={"total_max_attempts": 1, "mode": "standard"},  # retries live in wrappers / publish
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=max_connections + 2,
+    )
     with _SESSION_LOCK:
         if _SESSION is None:
             _SESSION = botocore.session.Session()
@@ -172,23 +199,44 @@ class S3Backend(Backend):
         if self.endpoint:
             self.location += f" at {self.endpoint}"
         self.region = options.s3_region
-        config = Config(
-            connect_timeout=options.timeout,
-            read_timeout=options.timeout,
-            retries={"total_max_attempts": 1, "mode": "standard"},  # retries live in wrappers / publish
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            max_pool_connections=self.capabilities.max_connections + 2,
-        )
-        self._options, self._config = options, config
-        self._client: Any = _new_client(options, config)
+        self._options = options
+        self._made: Any = None  # the botocore client, made on first use (see _client)
+        self._made_lock = threading.Lock()
+        self._plain = self._new_plain()
         self._closed = False
+
+    def _new_plain(self) -> PlainS3 | None:
+        o = self._options
+        return plain_reader(
+            endpoint=o.s3_endpoint,
+            region=o.s3_region,
+            access_key=o.s3_access_key,
+            secret_key=o.s3_secret_key,
+            session_token=o.s3_session_token,
+            bucket=self.bucket,
+            timeout=o.timeout,
+        )
+
+    @property
+    def _client(self) -> Any:
+        """The botocore client (made on first use: reads through plain S3 reads need none)."""
+        client = self._made
+        if client is None:
+            with self._made_lock:
+                client = self._made
+                if client is None:
+                    client = self._made = _new_client(self._options, max_connections=self.capabilities.max_connections)
+        return client
+
+    @_client.setter
+    def _client(self, client: Any) -> None:  # tests put a proxy of the client in its place
+        self._made = client
 
     def reopen(self) -> S3Backend:
         """The same bucket and prefix through a new client (its own connection pool)."""
         fresh = copy.copy(self)
-        fresh._client = _new_client(self._options, self._config)
+        fresh._made, fresh._made_lock = None, threading.Lock()
+        fresh._plain = self._new_plain()
         fresh._closed = False
         return fresh
 
@@ -198,30 +246,79 @@ class S3Backend(Backend):
         """Translate a botocore exception raised while doing ``what`` into one of ours."""
         if isinstance(e, bex.ClientError):
             code, status, headers = _client_error_fields(e)
-            detail = f"{what}: {code or status} ({status})"
-            if code == "NoSuchBucket":
-                return RepositoryNotFoundError(
-                    f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS S3'}",
-                    hint="create the bucket, or initialise the repository so it is created",
-                )
-            if code in ("NoSuchKey", "NotFound") or status == 404:
-                return NotFoundError(f"{what}: no such object in {self.location}")
-            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return StoreError(f"{detail}: access denied by {self.location}", hint=_CREDENTIALS_HINT)
-            if status in (429, 503) or code in ("SlowDown", "Throttling", "TooManyRequests", "RequestLimitExceeded"):
-                wait = _retry_after(headers)
-                if wait is not None and wait > _QUOTA_AFTER:
-                    return QuotaError(f"{detail}: the store asks to wait {wait:.0f} s", retry_after=wait)
-                return StoreError(f"{detail}: the store is throttling requests", transient=True)
-            if status >= 500 or code in ("InternalError", "ServiceUnavailable", "RequestTimeout"):
-                return StoreError(f"{detail}: server error", transient=True)
             message = e.response.get("Error", {}).get("Message", "refused")
-            return StoreError(f"{detail}: {message}", hint=_HINTS.get(code))
+            return self._refused(what, code, status, headers, message)
         if isinstance(e, bex.NoCredentialsError | bex.PartialCredentialsError):
             return StoreError(f"{what}: no S3 credentials found", hint=_CREDENTIALS_HINT)
         if isinstance(e, bex.ConnectionError | bex.HTTPClientError | bex.IncompleteReadError):
             return StoreError(f"{what}: cannot reach {self.location}: {e}", transient=True)
         return StoreError(f"{what}: {e}")
+
+    def _refused(self, what: str, code: str, status: int, headers: dict[str, str], message: str) -> BackupError:
+        """Translate the store's refusal (its error ``code``, HTTP ``status``, lower-case ``headers``)."""
+        detail = f"{what}: {code or status} ({status})"
+        if code == "NoSuchBucket":
+            return RepositoryNotFoundError(
+                f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS S3'}",
+                hint="create the bucket, or initialise the repository so it is created",
+            )
+        if code in ("NoSuchKey", "NotFound") or status == 404:
+            return NotFoundError(f"{what}: no such object in {self.location}")
+        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StoreError(f"{detail}: access denied by {self.location}", hint=_CREDENTIALS_HINT)
+        if status in (429, 503) or code in ("SlowDown", "Throttling", "TooManyRequests", "RequestLimitExceeded"):
+            wait = _retry_after(headers)
+            if wait is not None and wait > _QUOTA_AFTER:
+                return QuotaError(f"{detail}: the store asks to wait {wait:.0f} s", retry_after=wait)
+            return StoreError(f"{detail}: the store is throttling requests", transient=True)
+        if status >= 500 or code in ("InternalError", "ServiceUnavailable", "RequestTimeout"):
+            return StoreError(f"{detail}: server error", transient=True)
+        return StoreError(f"{detail}: {message or 'refused'}", hint=_HINTS.get(code))
+
+    # -- plain S3 reads (s3_plain): no botocore -------------------------------------------------
+
+    def _plain_refused(self, answer: Answer, what: str) -> tuple[str, BackupError]:
+        """The error code of a refusal, and the error it is."""
+        code, message = error_code(answer)
+        headers = {k.lower(): v for k, v in answer.headers.items()}
+        return code, self._refused(what, code, answer.status, headers, message)
+
+    def _plain_get(self, plain: PlainS3, name: str, key: str, offset: int, length: int | None) -> bytes:
+        ranged = bool(offset) or length is not None
+        spec = f"bytes={offset}-" + (str(offset + length - 1) if length is not None else "") if ranged else None
+        answer = plain.get(key, byte_range=spec, what=f"reading {name}")
+        if answer.status in (200, 206):
+            if ranged and answer.status == 200:  # the store ignored the range
+                return answer.body[offset : None if length is None else offset + length]
+            return answer.body
+        code, error = self._plain_refused(answer, f"reading {name}")
+        if answer.status == 416 or code == "InvalidRange":
+            return b""  # the range starts at or past the end: a short read of nothing
+        raise error
+
+    def _plain_list(self, plain: PlainS3, prefix: str) -> builtins.list[str]:
+        keys: builtins.list[str] = []
+        token: str | None = None
+        what = f"listing {prefix or 'objects'}"
+        while True:
+            answer, page, token = plain.list_page(self.root + prefix, token, what=what)
+            if answer.status != 200:
+                raise self._plain_refused(answer, what)[1]
+            keys += page
+            if token is None:
+                return keys
+
+    def _plain_head(self, plain: PlainS3) -> Head | None:
+        answer = plain.get(self.root + HEAD_NAME, what="reading the head")
+        if answer.status == 200:
+            etag = answer.headers.get("ETag")
+            if not etag:
+                raise StoreError(f"reading the head of {self.location}: the store sent no ETag")
+            return Head(etag, answer.body)
+        code, error = self._plain_refused(answer, "reading the head")
+        if code == "NoSuchKey" or (answer.status == 404 and code != "NoSuchBucket"):
+            return None
+        raise error
 
     def _key(self, name: str) -> str:
         return self.root + check_name(name)
@@ -236,6 +333,8 @@ class S3Backend(Backend):
         if length == 0:
             self.size(name)  # still say NotFound for a missing object
             return b""
+        if self._plain is not None:
+            return self._plain_get(self._plain, name, key, offset, length)
         if length is not None:
             kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
         elif offset:
@@ -260,6 +359,12 @@ class S3Backend(Backend):
     def list(self, prefix: str = "") -> list[str]:
         out: list[str] = []
         head_key = self.root + HEAD_NAME
+        if self._plain is not None:
+            for found in self._plain_list(self._plain, prefix):
+                name = found[len(self.root) :]
+                if not (found == head_key or found.endswith("/") or name.startswith(_PROBE_PREFIX)):
+                    out.append(name)
+            return sorted(out)
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.root + prefix
@@ -292,6 +397,8 @@ class S3Backend(Backend):
     # -- head -----------------------------------------------------------------------------------
 
     def read_head(self) -> Head | None:
+        if self._plain is not None:
+            return self._plain_head(self._plain)
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self.root + HEAD_NAME)
             data = bytes(response["Body"].read())
@@ -480,4 +587,7 @@ class S3Backend(Backend):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._client.close()
+            if self._made is not None:
+                self._made.close()
+            if self._plain is not None:
+                self._plain.close()

@@ -1,0 +1,198 @@
+"""Reads of an S3 bucket without botocore: SigV4-signed plain GETs over :mod:`.plain_get`'s kept-alive
+connections — an object (or a range of it), the head with its ETag, and a listing.
+
+Words used here:
+
+* **plain S3 read** — one GET signed here with AWS Signature Version 4 (``Authorization`` header,
+  ``x-amz-date``, ``x-amz-content-sha256`` of the empty body, ``x-amz-security-token`` with a
+  session token; the ``Range`` header is sent unsigned, as botocore sends it), path-style
+  (``<endpoint>/<bucket>/<key>``, the addressing :mod:`.s3` configures botocore with). botocore's
+  per-request machinery (its events, serialisers, parsers, its own connection pool) costs a cold
+  restore's ~170 ranged reads more CPU than their bytes; its import and its client's creation cost
+  some 0.25 s before the first request.
+* **usable** — :func:`plain_reader` makes a reader only when everything a signature needs was
+  given (access key, secret, region and endpoint) and no proxy from the environment applies to the
+  endpoint (the standard library reads ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore does): otherwise
+  the caller keeps botocore, which finds credentials through its default chain and goes through
+  the proxy.
+
+It returns answers as they came (:class:`~.plain_get.Answer`, any status), which :mod:`.s3`
+translates as it translates botocore's refusals; a network failure, a timeout or a body cut short
+raises a transient :class:`~openclaw_backup.errors.StoreError` (retried by the wrappers).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import ssl
+import threading
+from urllib.parse import quote, unquote_plus, urlsplit
+from xml.etree import ElementTree
+
+from ..errors import StoreError
+from .plain_get import Answer, GetPool, TransportFailure
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_MAX_KEYS = "1000"
+
+
+def _proxied(endpoint: str) -> bool:
+    """Whether the environment's proxy settings apply to ``endpoint`` (as botocore would use them)."""
+    import urllib.request
+
+    parts = urlsplit(endpoint)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
+
+
+def plain_reader(
+    *,
+    endpoint: str | None,
+    region: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    session_token: str | None,
+    bucket: str,
+    timeout: float,
+) -> PlainS3 | None:
+    """A reader of ``bucket`` when it is usable (see the module docstring), else None."""
+    if not (endpoint and region and access_key and secret_key):
+        return None
+    if urlsplit(endpoint).scheme not in ("http", "https") or _proxied(endpoint):
+        return None
+    return PlainS3(endpoint, region, access_key, secret_key, session_token, bucket, timeout)
+
+
+def _q(text: str, safe: str = "-_.~") -> str:
+    return quote(text, safe=safe)
+
+
+class PlainS3:
+    """Signed plain GETs of one bucket (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        access_key: str,
+        secret_key: str,
+        session_token: str | None,
+        bucket: str,
+        timeout: float,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        self._base = f"{parts.scheme}://{parts.netloc}"
+        self._host = parts.netloc
+        self._root = parts.path.rstrip("/") + "/" + _q(bucket)
+        self._region = region
+        self._access_key, self._secret = access_key, secret_key
+        self._token = session_token
+        self._timeout = timeout
+        self._pool = GetPool(_default_tls)
+        self._keys: tuple[str, bytes] | None = None  # (day, its signing key)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _signing_key(self, day: str) -> bytes:
+        with self._lock:
+            if self._keys is not None and self._keys[0] == day:
+                return self._keys[1]
+        key = ("AWS4" + self._secret).encode()
+        for part in (day, self._region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        with self._lock:
+            self._keys = (day, key)
+        return key
+
+    def _signed(self, path: str, query: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+        """The URL and headers of a signed GET of ``path`` (already encoded) with ``query``."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        canonical_query = "&".join(f"{_q(k)}={_q(v)}" for k, v in sorted(query))
+        headers = {"host": self._host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp}
+        if self._token:
+            headers["x-amz-security-token"] = self._token
+        names = sorted(headers)
+        signed = ";".join(names)
+        canonical = "\n".join(
+            ["GET", path, canonical_query, *(f"{n}:{headers[n].strip()}" for n in names), "", signed, EMPTY_SHA256]
+        )
+        scope = f"{stamp[:8]}/{self._region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._signing_key(stamp[:8]), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        )
+        headers["accept-encoding"] = "identity"
+        url = self._base + path + (f"?{canonical_query}" if canonical_query else "")
+        return url, headers
+
+    def _send(self, url: str, headers: dict[str, str], what: str) -> Answer:
+        try:
+            return self._pool.get(url, headers, timeout=self._timeout)
+        except TransportFailure as e:
+            raise StoreError(f"{what}: cannot reach {self._base}: {e}", transient=True) from e
+
+    def get(self, key: str, *, byte_range: str | None = None, what: str) -> Answer:
+        """GET object ``key`` (``byte_range``: a ``Range`` header's value, e.g. ``bytes=0-99``); a
+        network failure raises a transient :class:`StoreError` (about ``what``)."""
+        url, headers = self._signed(f"{self._root}/{_q(key, '/-_.~')}", [])
+        if byte_range:
+            headers["range"] = byte_range
+        return self._send(url, headers, what)
+
+    def list_page(self, prefix: str, token: str | None, *, what: str) -> tuple[Answer, list[str], str | None]:
+        """One page of ListObjectsV2 under ``prefix``: the answer, its keys (when it succeeded) and
+        the continuation token of the next page (None on the last)."""
+        query = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url"), ("max-keys", _MAX_KEYS)]
+        if token is not None:
+            query.append(("continuation-token", token))
+        url, headers = self._signed(self._root, query)
+        answer = self._send(url, headers, what)
+        if answer.status != 200:
+            return answer, [], None
+        root = ElementTree.fromstring(answer.body)
+        keys: list[str] = []
+        truncated, following = False, None
+        for child in root:
+            tag = child.tag.rsplit("}", 1)[-1]
+            if tag == "Contents":
+                for field in child:
+                    if field.tag.rsplit("}", 1)[-1] == "Key" and field.text is not None:
+                        keys.append(unquote_plus(field.text))
+            elif tag == "IsTruncated":
+                truncated = (child.text or "").strip().lower() == "true"
+            elif tag == "NextContinuationToken":
+                following = child.text
+        return answer, keys, following if truncated and following else None
+
+
+def error_code(answer: Answer) -> tuple[str, str]:
+    """The ``Code`` and ``Message`` of an S3 error answer's XML body ("" when it has none)."""
+    if not answer.body:
+        return "", ""
+    try:
+        root = ElementTree.fromstring(answer.body)
+    except ElementTree.ParseError:
+        return "", ""
+    found = {child.tag.rsplit("}", 1)[-1]: (child.text or "") for child in root}
+    return found.get("Code", ""), found.get("Message", "")
+
+
+def _default_tls() -> ssl.SSLContext:
+    """The system's CA certificates (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured by OpenSSL); the
+    ``certifi`` bundle botocore would use when the system has none."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+
+            context.load_verify_locations(cafile=certifi.where())
+        except ImportError:
+            pass
+    return context
