@@ -1,0 +1,113 @@
+"""S3 reads without botocore (:mod:`openclaw_backup.backends.s3_plain`) against the real SeaweedFS:
+signed GETs of objects, ranges, the head and listings agree with botocore's, under a prefix with
+characters that need encoding; a proxy in the environment keeps botocore; missing credentials keep
+botocore; a restore from S3 with explicit credentials imports no botocore at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from openclaw_backup.backends.s3 import S3Backend, open_s3
+from openclaw_backup.errors import NotFoundError
+from tests.support.cli import CLI_TIMEOUT, cli_env
+from tests.support.s3 import S3Server
+from tests.support.trees import fingerprint
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _both(backend: S3Backend) -> tuple[S3Backend, S3Backend]:
+    """The backend reading through plain S3 reads, and a copy reading through botocore."""
+    assert backend._plain is not None
+    through_botocore = backend.reopen()
+    through_botocore._plain = None
+    return backend, through_botocore
+
+
+@pytest.mark.parametrize("prefix", ["repo", "a b+c/ü~(x)/repo"])
+def test_plain_reads_are_botocore_s(s3_server: S3Server, s3_shared_bucket: str, prefix: str) -> None:
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/{prefix}"
+    backend = open_s3(address, s3_server.options())
+    data = bytes(range(256)) * 300
+    names = ["config", "keys/k1", "data/0a/" + "ab" * 32, "index/i-1"]
+    for name in names:
+        backend.put(name, data + name.encode())
+    version = backend.publish(head=b"the head", expect=None)
+    plain, boto = _both(open_s3(address, s3_server.options()))
+    for reader in (plain, boto):
+        assert reader.list() == sorted(names) and reader.list("data/") == [names[2]]
+        assert reader.list("nothing/") == []
+        head = reader.read_head()
+        assert head is not None and head.data == b"the head" and head.version == version
+        for name in names:
+            whole = data + name.encode()
+            assert reader.get(name) == whole
+            assert reader.get(name, offset=1000, length=5000) == whole[1000:6000]
+            assert reader.get(name, offset=len(whole) - 3, length=10) == whole[-3:]  # short at the end
+            assert reader.get(name, offset=len(whole), length=10) == b""
+        with pytest.raises(NotFoundError):
+            reader.get("data/0a/missing", offset=0, length=10)
+    assert plain._made is None  # the plain reads made no botocore client
+
+
+def test_a_proxy_in_the_environment_or_no_explicit_credentials_keep_botocore(
+    s3_server: S3Server, s3_shared_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    assert open_s3(address, s3_server.options())._plain is None
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert open_s3(address, s3_server.options())._plain is not None
+    for missing in ({"s3_region": None}, {"s3_access_key": None}, {"s3_endpoint": None}):
+        assert open_s3(address, s3_server.options(**missing))._plain is None
+
+
+PROBE = """
+import json, os, sys
+out, sys.argv = sys.argv[1], ["openclaw-backup", *sys.argv[2:]]
+pid = os.getpid()
+from openclaw_backup.cli import main
+code = main()
+if os.getpid() == pid:
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+sys.exit(code)
+"""
+
+
+def test_a_restore_from_s3_imports_no_botocore(s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(20):
+        p = src / f"d{i % 3}" / f"f{i}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bytes([i]) * (5000 * i + 1))
+    env = cli_env(
+        tmp_path,
+        OPENCLAW_BACKUP_S3_ENDPOINT=s3_server.endpoint,
+        OPENCLAW_BACKUP_S3_ACCESS_KEY_ID=s3_server.access_key,
+        OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY=s3_server.secret_key,
+        AWS_REGION="us-east-1",
+    )
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
+
+    def run(*args: str, out: Path | None = None) -> None:
+        cmd = [sys.executable, "-c", PROBE, str(out or tmp_path / "ignored.json"), "--repo", address, *args]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+    run("init")
+    run("backup", "--source", str(src), "--no-default-excludes")
+    run("restore", "latest", "--target", str(tmp_path / "out"), "--yes", out=tmp_path / "modules.json")
+    assert fingerprint(tmp_path / "out" / "src") == fingerprint(src)
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    assert [m for m in modules if m.startswith("botocore") or m.startswith("boto3")] == []
