@@ -1,6 +1,7 @@
-"""Ranged reads of the Hub through the library's session take the socket's bytes in large pieces
-(:data:`.hub_client.READ_PIECE` per call, not 64 KiB), and arrive whole: a cold restore of files
-larger than a piece, through reads of several pieces each, is byte for byte."""
+"""Ranged reads of the Hub arrive whole, as plain GETs (:mod:`.backends.plain_get`) and through the
+library's session alike (what a proxy in the environment makes them): a cold restore of files larger
+than a piece, through reads of several pieces each, is byte for byte; the session's connections take
+the socket's bytes in large pieces (:data:`.hub_client.READ_PIECE` per call, not 64 KiB)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import random
 from pathlib import Path
 
 import httpcore2
+import pytest
 
-from openclaw_backup.backends import open_backend
+from openclaw_backup.backends import hub_files, open_backend
 from openclaw_backup.backends.hub_client import READ_PIECE
 from tests.support.hub import HubRepo
 from tests.support.repos import new_repo, open_repo, run_backup, run_restore
 
 
-def test_a_cold_restore_reads_in_large_pieces_and_every_byte_arrives(hub_repo: HubRepo, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", ["plain GETs", "the session"])
+def test_a_cold_restore_reads_in_large_pieces_and_every_byte_arrives(
+    hub_repo: HubRepo, tmp_path: Path, via: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if via == "the session":
+        monkeypatch.setattr(hub_files, "_direct", lambda url: False)  # as when a proxy is configured
     src = tmp_path / "src"
     rng = random.Random(3)
     for i, size in enumerate((3 * READ_PIECE + 12_345, READ_PIECE - 1, 70_000)):
