@@ -7,6 +7,7 @@ environment is used (the request goes through the library's session). Real serve
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from huggingface_hub.utils import close_session
 from openclaw_backup.backends import hub_files
 from openclaw_backup.backends.hub_client import hub_call
 from openclaw_backup.errors import NotFoundError, StoreError
+from tests.support.processes import in_forked_child
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -223,3 +225,23 @@ def test_a_proxy_in_the_environment_is_used(serve: Callable[[Answer], Server], m
         hub_files._direct_origins.clear()
     assert origin.seen.requests == []
     assert [p for p, _ in proxy.seen.requests] == [f"{origin.url}/resolve/main/z"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_reads_on_connections_of_its_own_and_makes_no_session(
+    serve: Callable[[Answer], Server],
+) -> None:
+    """The parent's kept-alive connection is not the child's (each connects anew), and the child's
+    plain GETs make no session (no TLS context, no client) of their own."""
+    from huggingface_hub.utils import _http as hf_http
+
+    server = serve(lambda h, i: ranged(h))
+    assert read(f"{server.url}/f", offset=0, length=10) == BODY[:10]
+
+    def child_reads() -> bool:
+        ok = read(f"{server.url}/f", offset=10, length=10) == BODY[10:20]
+        return ok and hf_http._GLOBAL_CLIENT is None
+
+    assert in_forked_child(child_reads)
+    assert read(f"{server.url}/f", offset=20, length=10) == BODY[20:30]
+    assert server.seen.connections == 2  # the parent's one, kept alive, and the child's

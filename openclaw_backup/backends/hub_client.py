@@ -274,10 +274,21 @@ def _drop_session_in_child() -> None:
 os.register_at_fork(after_in_child=_drop_session_in_child)
 
 
+def _ours_installed() -> bool:
+    """Whether the library makes its session with our factory — asked without making the session
+    (a forked child's plain GETs need none); by the session itself where the library hides it."""
+    from huggingface_hub.utils import _http as hf_http
+
+    factory = getattr(hf_http, "_GLOBAL_CLIENT_FACTORY", None)
+    if factory is None:
+        return isinstance(get_session(), _BoundedClient)
+    return factory is _client_factory
+
+
 @contextmanager
 def bounded(timeout: float, attempts: int = 1) -> Iterator[None]:
     """Mark the Hub calls made inside as bounded, replayable requests tried up to ``attempts`` times."""
-    if not isinstance(get_session(), _BoundedClient):  # someone replaced the library's client factory
+    if not _ours_installed():  # someone replaced the library's client factory
         ensure_bounded_session()
     token = _BOUND.set(_Bound(timeout, max(1, attempts)))
     try:
