@@ -64,8 +64,7 @@ from ..errors import (
 )
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
 from .options import BackendOptions
-from .plain_get import Answer
-from .s3_plain import PlainS3, error_code, plain_reader
+from .s3_plain import PlainReads, PlainS3, plain_reader
 
 if TYPE_CHECKING:
     import botocore.exceptions as bex
@@ -185,7 +184,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         return None
 
 
-class S3Backend(Backend):
+class S3Backend(PlainReads, Backend):
     """See the module docstring. Thread-safe: one botocore client shared by all calls."""
 
     # max_connections: a restore's ranged reads in flight together (each waits a round trip)
@@ -275,51 +274,6 @@ class S3Backend(Backend):
             return StoreError(f"{detail}: server error", transient=True)
         return StoreError(f"{detail}: {message or 'refused'}", hint=_HINTS.get(code))
 
-    # -- plain S3 reads (s3_plain): no botocore -------------------------------------------------
-
-    def _plain_refused(self, answer: Answer, what: str) -> tuple[str, BackupError]:
-        """The error code of a refusal, and the error it is."""
-        code, message = error_code(answer)
-        headers = {k.lower(): v for k, v in answer.headers.items()}
-        return code, self._refused(what, code, answer.status, headers, message)
-
-    def _plain_get(self, plain: PlainS3, name: str, key: str, offset: int, length: int | None) -> bytes:
-        ranged = bool(offset) or length is not None
-        spec = f"bytes={offset}-" + (str(offset + length - 1) if length is not None else "") if ranged else None
-        answer = plain.get(key, byte_range=spec, what=f"reading {name}")
-        if answer.status in (200, 206):
-            if ranged and answer.status == 200:  # the store ignored the range
-                return answer.body[offset : None if length is None else offset + length]
-            return answer.body
-        code, error = self._plain_refused(answer, f"reading {name}")
-        if answer.status == 416 or code == "InvalidRange":
-            return b""  # the range starts at or past the end: a short read of nothing
-        raise error
-
-    def _plain_list(self, plain: PlainS3, prefix: str) -> builtins.list[str]:
-        keys: builtins.list[str] = []
-        token: str | None = None
-        what = f"listing {prefix or 'objects'}"
-        while True:
-            answer, page, token = plain.list_page(self.root + prefix, token, what=what)
-            if answer.status != 200:
-                raise self._plain_refused(answer, what)[1]
-            keys += page
-            if token is None:
-                return keys
-
-    def _plain_head(self, plain: PlainS3) -> Head | None:
-        answer = plain.get(self.root + HEAD_NAME, what="reading the head")
-        if answer.status == 200:
-            etag = answer.headers.get("ETag")
-            if not etag:
-                raise StoreError(f"reading the head of {self.location}: the store sent no ETag")
-            return Head(etag, answer.body)
-        code, error = self._plain_refused(answer, "reading the head")
-        if code == "NoSuchKey" or (answer.status == 404 and code != "NoSuchBucket"):
-            return None
-        raise error
-
     def _key(self, name: str) -> str:
         return self.root + check_name(name)
 
@@ -334,7 +288,8 @@ class S3Backend(Backend):
             self.size(name)  # still say NotFound for a missing object
             return b""
         if self._plain is not None:
-            return self._plain_get(self._plain, name, key, offset, length)
+            with self._plainly():
+                return self._plain_get(self._plain, name, key, offset, length)
         if length is not None:
             kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
         elif offset:
@@ -360,11 +315,12 @@ class S3Backend(Backend):
         out: list[str] = []
         head_key = self.root + HEAD_NAME
         if self._plain is not None:
-            for found in self._plain_list(self._plain, prefix):
-                name = found[len(self.root) :]
-                if not (found == head_key or found.endswith("/") or name.startswith(_PROBE_PREFIX)):
-                    out.append(name)
-            return sorted(out)
+            with self._plainly():
+                for found in self._plain_list(self._plain, prefix):
+                    name = found[len(self.root) :]
+                    if not (found == head_key or found.endswith("/") or name.startswith(_PROBE_PREFIX)):
+                        out.append(name)
+                return sorted(out)
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.root + prefix
@@ -398,7 +354,8 @@ class S3Backend(Backend):
 
     def read_head(self) -> Head | None:
         if self._plain is not None:
-            return self._plain_head(self._plain)
+            with self._plainly():
+                return self._plain_head(self._plain)
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self.root + HEAD_NAME)
             data = bytes(response["Body"].read())

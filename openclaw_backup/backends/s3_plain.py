@@ -14,7 +14,11 @@ Words used here:
   given (access key, secret, region and endpoint) and no proxy from the environment applies to the
   endpoint (the standard library reads ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore does): otherwise
   the caller keeps botocore, which finds credentials through its default chain and goes through
-  the proxy.
+  the proxy. An https endpoint is verified against the system's CA certificates (or ``certifi``'s);
+  one whose certificate does not verify so (a private CA that botocore is told of, through
+  ``AWS_CA_BUNDLE`` or a profile's ``ca_bundle``) turns the plain reads off for that store:
+  :class:`PlainReads`, mixed into :class:`.s3.S3Backend`, then reads through botocore, which
+  verifies it as it always did.
 
 It returns answers as they came (:class:`~.plain_get.Answer`, any status), which :mod:`.s3`
 translates as it translates botocore's refusals; a network failure, a timeout or a body cut short
@@ -28,10 +32,13 @@ import hashlib
 import hmac
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-from ..errors import StoreError
+from ..errors import BackupError, StoreError
+from .base import HEAD_NAME, Head
 from .plain_get import Answer, GetPool, TransportFailure
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -136,6 +143,8 @@ class PlainS3:
         try:
             return self._pool.get(url, headers, timeout=self._timeout)
         except TransportFailure as e:
+            if isinstance(e.__cause__, ssl.SSLCertVerificationError):
+                raise NotTrusted(str(e)) from e
             raise StoreError(f"{what}: cannot reach {self._base}: {e}", transient=True) from e
 
     def get(self, key: str, *, byte_range: str | None = None, what: str) -> Answer:
@@ -196,3 +205,76 @@ def _default_tls() -> ssl.SSLContext:
         except ImportError:
             pass
     return context
+
+
+class NotTrusted(Exception):
+    """The endpoint's TLS certificate did not verify against the CA certificates here; botocore's
+    own CA settings (``AWS_CA_BUNDLE``, a profile's ``ca_bundle``) may trust it."""
+
+
+class PlainReads:
+    """The reads of :class:`.s3.S3Backend` through a :class:`PlainS3` (mixed into it): refusals
+    translated by its ``_refused``, as botocore's are. A read whose endpoint's certificate does not
+    verify here turns the plain reads off for good (:meth:`_plainly`): that read and every later one
+    go through botocore."""
+
+    _plain: PlainS3 | None
+    root: str
+    location: str
+
+    def _refused(self, what: str, code: str, status: int, headers: dict[str, str], message: str) -> BackupError:
+        raise NotImplementedError
+
+    @contextmanager
+    def _plainly(self) -> Iterator[None]:
+        """Run plain reads; on :class:`NotTrusted`, stop them (the caller's code after the block,
+        botocore's, runs instead)."""
+        try:
+            yield
+        except NotTrusted:
+            plain, self._plain = self._plain, None
+            if plain is not None:
+                plain.close()
+
+    def _plain_refused(self, answer: Answer, what: str) -> tuple[str, BackupError]:
+        """The error code of a refusal, and the error it is."""
+        code, message = error_code(answer)
+        headers = {k.lower(): v for k, v in answer.headers.items()}
+        return code, self._refused(what, code, answer.status, headers, message)
+
+    def _plain_get(self, plain: PlainS3, name: str, key: str, offset: int, length: int | None) -> bytes:
+        ranged = bool(offset) or length is not None
+        spec = f"bytes={offset}-" + (str(offset + length - 1) if length is not None else "") if ranged else None
+        answer = plain.get(key, byte_range=spec, what=f"reading {name}")
+        if answer.status in (200, 206):
+            if ranged and answer.status == 200:  # the store ignored the range
+                return answer.body[offset : None if length is None else offset + length]
+            return answer.body
+        code, error = self._plain_refused(answer, f"reading {name}")
+        if answer.status == 416 or code == "InvalidRange":
+            return b""  # the range starts at or past the end: a short read of nothing
+        raise error
+
+    def _plain_list(self, plain: PlainS3, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        what = f"listing {prefix or 'objects'}"
+        while True:
+            answer, page, token = plain.list_page(self.root + prefix, token, what=what)
+            if answer.status != 200:
+                raise self._plain_refused(answer, what)[1]
+            keys += page
+            if token is None:
+                return keys
+
+    def _plain_head(self, plain: PlainS3) -> Head | None:
+        answer = plain.get(self.root + HEAD_NAME, what="reading the head")
+        if answer.status == 200:
+            etag = answer.headers.get("ETag")
+            if not etag:
+                raise StoreError(f"reading the head of {self.location}: the store sent no ETag")
+            return Head(etag, answer.body)
+        code, error = self._plain_refused(answer, "reading the head")
+        if code == "NoSuchKey" or (answer.status == 404 and code != "NoSuchBucket"):
+            return None
+        raise error
