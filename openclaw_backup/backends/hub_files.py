@@ -187,8 +187,9 @@ class RepoFiles:
     and translates them; the library's own exceptions that callers tell apart (a missing revision,
     a missing folder) are documented per method.
 
-    Reads and listings are plain requests on the library's session (resolve URLs, the tree API
-    through ``huggingface_hub.utils.paginate``, as ``HfApi.list_repo_tree`` makes them); the
+    Reads are plain GETs of resolve URLs (:func:`http_get`); listings are requests on the library's
+    session (the tree API through ``huggingface_hub.utils.paginate``, as ``HfApi.list_repo_tree``
+    makes them); the
     :attr:`api` (``HfApi``, whose module takes a tenth of a second to import) is made on first use,
     so a restore never makes one.
     """
