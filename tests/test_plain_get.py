@@ -80,14 +80,21 @@ def serve() -> Iterator[Callable[[Answer], Server]]:
         server.server_close()
 
 
-def ranged(handler: BaseHTTPRequestHandler, *, cut: int | None = None, close: bool = False) -> None:
-    """Answer a ranged GET of BODY (206); ``cut``: send only that many bytes of it, then close."""
+def ranged(
+    handler: BaseHTTPRequestHandler, *, cut: int | None = None, close: bool = False, no_length: bool = False
+) -> None:
+    """Answer a ranged GET of BODY (206); ``cut``: send only that many bytes of it, then close;
+    ``no_length``: no Content-Length, the body ends where the connection closes."""
     spec = handler.headers.get("Range", "")
     start, _, end = spec.removeprefix("bytes=").partition("-")
     lo, hi = (int(start), int(end) + 1) if spec else (0, len(BODY))
     part = BODY[lo:hi]
     handler.send_response(206 if spec else 200)
-    handler.send_header("Content-Length", str(len(part)))
+    if no_length:
+        handler.send_header("Connection", "close")
+        close = True
+    else:
+        handler.send_header("Content-Length", str(len(part)))
     if spec:
         handler.send_header("Content-Range", f"bytes {lo}-{hi - 1}/{len(BODY)}")
     handler.end_headers()
@@ -136,14 +143,15 @@ def test_a_redirect_to_another_host_keeps_the_range_and_drops_the_authorization(
     ]
 
 
+@pytest.mark.parametrize("no_length", [False, True], ids=["content-length", "close-delimited"])
 @pytest.mark.parametrize("cut", [0, 1000])
 def test_a_body_that_ends_early_is_sent_again_or_a_transient_error_never_a_short_read(
-    serve: Callable[[Answer], Server], cut: int
+    serve: Callable[[Answer], Server], cut: int, no_length: bool
 ) -> None:
-    short_first = serve(lambda h, i: ranged(h, cut=cut if i == 0 else None))
+    short_first = serve(lambda h, i: ranged(h, cut=cut if i == 0 else None, no_length=no_length))
     assert read(f"{short_first.url}/f", offset=0, length=len(BODY), attempts=2) == BODY
     assert len(short_first.seen.requests) == 2
-    always_short = serve(lambda h, i: ranged(h, cut=cut))
+    always_short = serve(lambda h, i: ranged(h, cut=cut, no_length=no_length))
     with pytest.raises(StoreError) as caught:
         read(f"{always_short.url}/f", offset=0, length=len(BODY), attempts=3)
     assert caught.value.transient and len(always_short.seen.requests) == 3

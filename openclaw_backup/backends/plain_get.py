@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import select
 import ssl
 import threading
@@ -197,10 +198,13 @@ class GetPool:
                 raise TransportFailure(f"GET {origin[1]}{_path(target)}: {type(e).__name__}: {e}") from e
             try:
                 status = response.status
-                if 200 <= status < 300 or status in REDIRECTS or (response.length or 0) <= ERROR_BODY_MAX:
+                if 200 <= status < 300 or status in REDIRECTS:
                     body = response.read()  # a declared length read whole, or IncompleteRead
-                else:
-                    body = b""  # a large error body: not read; the connection goes
+                    _check_range(status, response.msg, body)
+                elif response.length is not None and response.length <= ERROR_BODY_MAX:
+                    body = response.read()
+                else:  # a large error body, or one of no declared length: its start at most
+                    body = response.read(ERROR_BODY_MAX) if response.length is None else b""
                     response.close()
                     conn.close()
             except (OSError, http.client.HTTPException) as e:
@@ -212,6 +216,21 @@ class GetPool:
                 self._give(origin, conn)
             return status, response.msg, body
         raise AssertionError("unreachable")
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/")
+
+
+def _check_range(status: int, headers: Message, body: bytes) -> None:
+    """A part (206) is as long as its ``Content-Range`` says, whatever delimited its body (a body
+    that ends where the connection closed is checked only so)."""
+    if status != 206:
+        return
+    m = _CONTENT_RANGE.match(headers.get("Content-Range", ""))
+    if m is not None:
+        expected = int(m.group(2)) - int(m.group(1)) + 1
+        if len(body) != expected:
+            raise http.client.IncompleteRead(body, max(0, expected - len(body)))
 
 
 def _path(target: str) -> str:
