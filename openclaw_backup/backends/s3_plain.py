@@ -14,7 +14,7 @@ Words used here:
   given (access key, secret, region and endpoint) and no proxy from the environment applies to the
   endpoint (the standard library reads ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore does): otherwise
   the caller keeps botocore, which finds credentials through its default chain and goes through
-  the proxy. An https endpoint is verified against the system's CA certificates (or ``certifi``'s);
+  the proxy. An https endpoint is verified against the system's CA certificates;
   one whose certificate does not verify so (a private CA that botocore is told of, through
   ``AWS_CA_BUNDLE`` or a profile's ``ca_bundle``) turns the plain reads off for that store:
   :class:`PlainReads`, mixed into :class:`.s3.S3Backend`, then reads through botocore, which
@@ -194,17 +194,10 @@ def error_code(answer: Answer) -> tuple[str, str]:
 
 
 def _default_tls() -> ssl.SSLContext:
-    """The system's CA certificates (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured by OpenSSL); the
-    ``certifi`` bundle botocore would use when the system has none."""
-    context = ssl.create_default_context()
-    if not context.cert_store_stats().get("x509_ca"):
-        try:
-            import certifi
-
-            context.load_verify_locations(cafile=certifi.where())
-        except ImportError:
-            pass
-    return context
+    """The system's CA certificates (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured by OpenSSL). A
+    store whose certificate they do not verify (none installed, a private CA) is read through
+    botocore instead (:class:`NotTrusted`), which finds its own."""
+    return ssl.create_default_context()
 
 
 class NotTrusted(Exception):
