@@ -34,6 +34,10 @@ headers would silently turn publication into last-writer-wins, so opening with `
 initialisation of a repository) first runs :meth:`S3Backend.check_conditional_writes` and refuses
 such a store.
 
+Reads (``get``, ``read_head``, ``list``) go through :mod:`.s3_plain` — SigV4-signed plain GETs, no
+botocore — when the options name the credentials, region and endpoint; botocore is imported and its
+client made on the first call that needs it (writes, ``size``, other stores), never by a restore.
+
 Errors are translated at this boundary (``raise … from``): ``NoSuchKey``/404 →
 :class:`NotFoundError`; ``NoSuchBucket`` → :class:`RepositoryNotFoundError`; 403 →
 :class:`StoreError` with a hint about credentials; 429/``SlowDown``/503/5xx and connection
