@@ -39,11 +39,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import codec
 from .backends.base import Backend, Head
+from .backends.wrappers import Read, reading_ahead
 from .chunker import Chunker
 from .codec import BlobRef, decode_index, storage_id
 from .crypto import Cipher
@@ -310,6 +312,10 @@ class Repository(Staging, Access, Damage, Reads):
         except OSError:
             return None
 
+    def _cached(self, name: str) -> bool:
+        """The local cache holds a copy of ``name`` that :meth:`get_immutable` may use (it checks it)."""
+        return self.trust_cache and self.cache_dir is not None and (self.cache_dir / name).exists()
+
     def get_immutable(self, name: str) -> bytes:
         """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache
         (unless ``trust_cache`` is off). One the head names but the store lacks is an
@@ -468,6 +474,29 @@ class Repository(Staging, Access, Damage, Reads):
             except IntegrityError as e:
                 self._unreadable_now(f"snapshots/{sid}", e.message)
         return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    @contextmanager
+    def reading_ahead(self, *, snapshot: str | None = None, index: bool = False) -> Iterator[None]:
+        """A block that resolves ``snapshot`` (a ref as :meth:`find_snapshot` takes: ``latest``
+        reads every live snapshot, a prefix those it matches) and, with ``index``, loads the index
+        (:meth:`load_index`): what the block will ask the store for is asked for together, up front
+        — each snapshot and index file the local cache lacks, and the damage records' listing when
+        none is kept for this head: one round trip from a store far away, not one each
+        (:func:`.wrappers.reading_ahead`). The block's readers check every answer as ever.
+        Nothing is read ahead from a store on this machine."""
+        if self.nearby:
+            yield
+            return
+        ids = [s for s in self.state.snapshots if snapshot == "latest" or (snapshot and s.startswith(snapshot))]
+        names = [f"snapshots/{s}" for s in ids] + ([f"index/{i}" for i in self.state.indexes] if index else [])
+        reads = [Read("get", n) for n in names if not self._cached(n)] + (self._damage_reads() if index else [])
+        store = self.backend
+        with reading_ahead(store, reads) as ahead:
+            self.backend = ahead
+            try:
+                yield
+            finally:
+                self.backend = store
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """``latest`` or a unique prefix of a snapshot id."""
