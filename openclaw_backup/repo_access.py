@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ class Access:
     backend: Backend
     cipher: Cipher
     warnings: list[str]
+    _head_read_at: float | None
 
     if TYPE_CHECKING:  # what the repository provides
 
@@ -104,6 +106,7 @@ class Access:
             except (OSError, IntegrityError, UsageError, DamagedRepositoryError):
                 pass  # not a config (any more): read it from the store
         reads = [Read("list", keys.PREFIX), Read("head")] + ([] if known else [Read("get", "config")])
+        asked = time.monotonic()
         with reading_ahead(backend, reads) as store:
             repo = cls._open_known(store, known, password, cache_dir) if known else None
             if repo is None:
@@ -111,6 +114,8 @@ class Access:
                     remembered.unlink(missing_ok=True)
                 repo = cls._open_stored(store, password, cache_dir, need_head=need_head, remember=remembered)
         repo.backend = backend  # the reads made ahead are over
+        if repo._head_read_at is not None:  # the head is as old as its read, made ahead: from ``asked`` on
+            repo._head_read_at = min(repo._head_read_at, asked)
         return repo
 
     @classmethod
