@@ -29,7 +29,7 @@ from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.backends.memory import MemoryBackend
 from openclaw_backup.errors import ConflictError
 from openclaw_backup.filecache import FileCache
-from openclaw_backup.prune import forget, forget_ids, prune
+from openclaw_backup.prune import forget, forget_ids, perform_prune, plan_prune, prune
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.retention import Policy
@@ -230,3 +230,29 @@ def test_backup_dedups_against_the_index_of_the_head_it_publishes_over(tmp_path:
     report = verify_store(raw, made)
     assert report.ok, report.problems
     assert sorted(made) == sorted(open_repo(raw).state.snapshots)
+
+
+def test_prune_performs_no_plan_made_under_another_head(tmp_path: Path) -> None:
+    """A prune's plan is only valid for the head it was made from: if the pruning process has
+    read the head again since (as a snapshot or index file found gone makes it do), publishing
+    the plan over that newer head must not happen — the compare-and-swap would pass, and a
+    backup published in between (deduplicated against packs the plan deletes) would lose data."""
+    raw = MemoryBackend()
+    seeded = new_repo(raw)
+    src = tmp_path / "src" / "home"
+    make_tree(src, 0, files=3, size=20_000)
+    opts = BackupOptions(roots=[Root("home", str(src))], host="h")
+    seed = backup(seeded, opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id
+    assert seed
+    forget_ids(open_repo(raw), [seed])
+    pruner = open_repo(raw)
+    plan = plan_prune(pruner, max_unused=0.0, unindexed_grace=3600.0)
+    assert plan.delete  # the seed's packs: nothing live under this head
+    made = backup(open_repo(raw), opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id  # reuses them
+    assert made
+    pruner.refresh()
+    with pytest.raises(ConflictError):
+        perform_prune(pruner, plan, reporter=Reporter(), squash=None, squash_ratio=0.25)
+    prune(pruner, reporter=Reporter(), max_unused=0.0)  # planned again: the new snapshot's data is live
+    report = verify_store(raw, {made: fingerprint(src)})
+    assert report.ok, report.problems
