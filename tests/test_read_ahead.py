@@ -243,6 +243,25 @@ def test_opening_from_far_away_reads_each_object_once() -> None:
     assert keys and keys <= set(store.list("keys/"))  # those not yet read when one opened: not read
 
 
+def test_a_head_read_ahead_is_as_old_as_its_read_not_its_use() -> None:
+    """The open reads the head ahead, before the key files and the password's derivation, and
+    uses it after them: a head "fresh enough" for a later ``refresh(max_age=...)`` is dated from
+    when it was asked for (a stale head only costs a conflict, but it must not pass for fresh)."""
+    store, _ = _far_repo()
+
+    class _SlowKeys(WrappedBackend):
+        def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+            if name.startswith("keys/"):
+                time.sleep(0.3)  # the key file arrives (or the derivation ends) well after the head
+            return self.inner.get(name, offset=offset, length=length)
+
+    counted = Counting(_SlowKeys(store))
+    repo = open_repo(counted)
+    assert counted.count("read_head") == 1
+    repo.refresh(max_age=0.2)  # the head was read >= 0.3 s ago, though used just now: read again
+    assert counted.count("read_head") == 2
+
+
 def test_a_key_file_that_cannot_be_read_fails_only_when_it_is_needed() -> None:
     """Every key file is read ahead; one that fails is reported only when the keys before it did
     not open with the password, as when they were read one by one."""
