@@ -462,7 +462,9 @@ class Archiver:
                             self.excluded.specials)  # fmt: skip
 
     def _check_needed(self) -> None:
-        """After a conflict: is everything this snapshot references still there?
+        """Before publishing over a head other than the one the index was loaded under (after a
+        conflict, or after the head was read again meanwhile): is everything this snapshot
+        references still there?
 
         Blobs from the index must still be indexed (a prune may have dropped them), and our own
         new packs must still exist (a prune may have taken them for a crashed writer's leftovers).

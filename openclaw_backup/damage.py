@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from . import codec
 from .backends.base import Backend
+from .backends.wrappers import Read, reading_ahead
 from .codec import storage_id
 from .crypto import Cipher
 from .errors import IntegrityError, NotFoundError
@@ -33,16 +34,19 @@ def read_records(
     backend: Backend, cipher: Cipher, *, warn: Callable[[str, str], None], names: Iterable[str] | None = None
 ) -> dict[str, Places]:
     """Every damage record (those of ``names`` when given, else the store's listing): name -> the
-    places it names. ``warn(key, message)`` for one that cannot be read (it is left out)."""
+    places it names. ``warn(key, message)`` for one that cannot be read (it is left out). The
+    records are read together (:func:`.wrappers.reading_ahead`)."""
     out: dict[str, Places] = {}
-    for name in backend.list(PREFIX) if names is None else names:
-        try:
-            doc = codec.decode_document(cipher, _KIND, backend.get(name), what=name[:25])
-            out[name] = {(bytes.fromhex(b), str(p)) for b, p in doc["blobs"]}
-        except NotFoundError:
-            continue  # consumed by a repair meanwhile
-        except (IntegrityError, KeyError, TypeError, ValueError) as e:
-            warn(name, f"{name[:25]}: unreadable damage record ({getattr(e, 'message', e)}); ignored")
+    names = backend.list(PREFIX) if names is None else list(names)
+    with reading_ahead(backend, [Read("get", name) for name in names]) as store:  # one round trip
+        for name in names:
+            try:
+                doc = codec.decode_document(cipher, _KIND, store.get(name), what=name[:25])
+                out[name] = {(bytes.fromhex(b), str(p)) for b, p in doc["blobs"]}
+            except NotFoundError:
+                continue  # consumed by a repair meanwhile
+            except (IntegrityError, KeyError, TypeError, ValueError) as e:
+                warn(name, f"{name[:25]}: unreadable damage record ({getattr(e, 'message', e)}); ignored")
     return out
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from .backends.base import Backend
+from .backends.wrappers import Read, reading_ahead
 from .codec import storage_id
 from .crypto import Cipher, KdfParams, PlainCipher, make_key_file, open_key_file, parse_key_file
 from .errors import BackupError, DamagedRepositoryError, IntegrityError, WrongPasswordError
+
+PREFIX = "keys/"
 
 
 def cipher_for(backend: Backend, encrypted: bool, plain_seed: str, password: str | None) -> Cipher:
@@ -51,7 +54,7 @@ def cipher_for(backend: Backend, encrypted: bool, plain_seed: str, password: str
 
 
 def names(backend: Backend) -> list[str]:
-    return backend.list("keys/")
+    return backend.list(PREFIX)
 
 
 def add(backend: Backend, master: bytes, password: str, *, kdf: KdfParams | None, hostname: str, username: str) -> str:
@@ -63,7 +66,8 @@ def add(backend: Backend, master: bytes, password: str, *, kdf: KdfParams | None
 
 
 def unlock(backend: Backend, password: str) -> bytes:
-    """The master key, from the first key file that opens with ``password``.
+    """The master key, from the first key file that opens with ``password`` (they are read
+    together: :func:`.wrappers.reading_ahead`).
 
     ``WrongPasswordError`` when none does; the first key file's ``IntegrityError`` when every one
     is damaged.
@@ -77,14 +81,15 @@ def unlock(backend: Backend, password: str) -> bytes:
             "its data cannot be decrypted without one",
             hint="put the `keys/` files back from a copy of the repository; a password alone cannot replace them",
         )
-    for name in found:
-        try:
-            master = open_key_file(backend.get(name), password)
-            break
-        except WrongPasswordError:
-            continue
-        except IntegrityError as e:  # one damaged key file must not hide a good one
-            damaged.append(e)
+    with reading_ahead(backend, [Read("get", name) for name in found]) as store:
+        for name in found:
+            try:
+                master = open_key_file(store.get(name), password)
+                break
+            except WrongPasswordError:
+                continue
+            except IntegrityError as e:  # one damaged key file must not hide a good one
+                damaged.append(e)
     if master is None and damaged and len(damaged) == len(found):
         raise damaged[0]
     if master is None:

@@ -97,6 +97,7 @@ def forget_ids(repo: Repository, refs: list[str], *, dry_run: bool = False) -> l
 @dataclass
 class PrunePlan:
     live: set[bytes]
+    head: tuple[int, str | None] = (0, None)  # the head the plan was made from (Repository.head_id)
     keep: set[str] = field(default_factory=set)
     delete: set[str] = field(default_factory=set)
     repack: set[str] = field(default_factory=set)
@@ -188,7 +189,8 @@ def plan_prune(repo: Repository, *, max_unused: float, unindexed_grace: float) -
             f"{lost[0][:22]} is unreadable; refusing to prune (its packs would look unreferenced)",
             hint="rebuild the index first: `openclaw-backup repair index`",
         )
-    plan = PrunePlan(mark_live(repo))
+    head = repo.head_id()
+    plan = PrunePlan(mark_live(repo), head=head)
     per_pack = repo.indexed_packs()
     # packs a damage record names are left to ``repair packs`` (it salvages what still authenticates)
     damaged = {pack for places in repo.damage_records().values() for _, pack in places}
@@ -240,6 +242,10 @@ def perform_prune(repo: Repository, plan: PrunePlan, *, reporter: Reporter, squa
     if not (plan.delete or plan.repack or plan.unindexed) and len(repo.index_names()) < INDEX_MERGE_AT:
         # Nothing to free: no new index, no commit (a Hub repo counts commits against an hourly budget).
         return _finish(repo, plan, squash=squash, squash_ratio=squash_ratio, unindexed_grace=unindexed_grace)
+    if repo.head_id() != plan.head:
+        # The head was read again since the plan (an object it named was found gone): the
+        # publication below would replace that newer head, which the plan never saw.
+        raise ConflictError("the repository changed while prune planned")
     writer = repo.pack_writer(keep=False)
     reporter.phase("repack", total_items=len(plan.repack))
     per_pack = repo.indexed_packs()

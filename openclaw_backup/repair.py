@@ -31,7 +31,7 @@ from typing import Any
 
 from . import codec
 from .codec import BLOB_DATA, BLOB_TREE, BlobRef
-from .errors import IntegrityError, NotFoundError, UsageError
+from .errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from .index import PackEntries
 from .pack import PackWriter, pack_name
 from .reporter import Reporter
@@ -165,6 +165,7 @@ def repair_snapshots(repo: Repository, *, reporter: Reporter) -> RepairResult:
     document or top tree cannot be read."""
     repo.refresh()
     repo.load_index()
+    head = repo.head_id()  # what is rewritten below is judged by this head's index
     res = RepairResult("snapshots")
     writer = repo.pack_writer(keep=False)
     new: list[str] = []
@@ -208,6 +209,9 @@ def repair_snapshots(repo: Repository, *, reporter: Reporter) -> RepairResult:
         res.rewritten[sid] = {"new": new_id, "dropped": dropped}
     writer.flush()
     if new or gone:
+        if repo.head_id() != head:  # a snapshot found gone re-read the head: publishing over it is unsafe
+            raise ConflictError("the repository changed during the repair; nothing was changed",
+                                hint="run `openclaw-backup repair snapshots` again")  # fmt: skip
         index = repo.save_index(writer.packs)
         repo.publish(add_snapshots=new, remove_snapshots=gone, add_indexes=[index] if index else [], merge=False)
     res.snapshots = len(repo.snapshot_ids())

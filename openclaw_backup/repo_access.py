@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import codec, keys
 from .backends.base import Backend
+from .backends.wrappers import Read, reading_ahead
 from .crypto import Cipher, KdfParams, PlainCipher
 from .errors import (
     DamagedRepositoryError,
@@ -35,6 +37,7 @@ class Access:
     backend: Backend
     cipher: Cipher
     warnings: list[str]
+    _head_read_at: float | None
 
     if TYPE_CHECKING:  # what the repository provides
 
@@ -88,21 +91,53 @@ class Access:
         The config of an encrypted repository is remembered in ``cache_dir`` by the store's location
         (``locations/<sha256>.config``) and not read again while the head vouches for it (its config
         MAC); any doubt reads it from the store.
+
+        The reads that do not depend on one another — the config (unless remembered), the listing
+        of the key files, the head — are made together (:func:`.wrappers.reading_ahead`), and so are
+        the key files (:func:`.keys.unlock`): two round trips from a store far away before the
+        password is tried. Each is checked, and fails, where it is used, as if made there.
         """
         remembered = _config_memo(cache_dir, backend.location)
+        known: RepoConfig | None = None
         if remembered is not None:
             try:
                 config = RepoConfig.from_bytes(remembered.read_bytes())
-                if config.encrypted and password:
-                    return cls._open(backend, config, password, cache_dir, need_head=True)
-            except (OSError, IntegrityError, WrongPasswordError, UsageError, DamagedRepositoryError):
-                pass  # not this repository's config (any more): read it from the store
-            remembered.unlink(missing_ok=True)
+                known = config if config.encrypted and password else None
+            except (OSError, IntegrityError, UsageError, DamagedRepositoryError):
+                pass  # not a config (any more): read it from the store
+        reads = [Read("list", keys.PREFIX), Read("head")] + ([] if known else [Read("get", "config")])
+        asked = time.monotonic()
+        with reading_ahead(backend, reads) as store:
+            repo = cls._open_known(store, known, password, cache_dir) if known else None
+            if repo is None:
+                if remembered is not None:
+                    remembered.unlink(missing_ok=True)
+                repo = cls._open_stored(store, password, cache_dir, need_head=need_head, remember=remembered)
+        repo.backend = backend  # the reads made ahead are over
+        if repo._head_read_at is not None:  # the head is as old as its read, made ahead: from ``asked`` on
+            repo._head_read_at = min(repo._head_read_at, asked)
+        return repo
+
+    @classmethod
+    def _open_known(
+        cls, backend: Backend, config: RepoConfig, password: str | None, cache_dir: Path | None
+    ) -> Self | None:
+        """Open with a remembered config; None when the repository does not confirm it."""
+        try:
+            return cls._open(backend, config, password, cache_dir, need_head=True)
+        except (OSError, IntegrityError, WrongPasswordError, UsageError, DamagedRepositoryError):
+            return None  # not this repository's config (any more): read it from the store
+
+    @classmethod
+    def _open_stored(
+        cls, backend: Backend, password: str | None, cache_dir: Path | None, *, need_head: bool, remember: Path | None
+    ) -> Self:
+        """Open with the config read from the store (and remembered at ``remember`` when encrypted)."""
         try:
             data = backend.get("config")
             config = RepoConfig.from_bytes(data)
         except NotFoundError:
-            if backend.read_head() is not None or backend.list("keys/") or backend.list("snapshots/"):
+            if backend.read_head() is not None or backend.list(keys.PREFIX) or backend.list("snapshots/"):
                 raise DamagedRepositoryError(
                     f"{backend.location} holds a repository whose config file is lost",
                     hint="put its `config` file back from a copy of the repository (`init` refuses: "
@@ -112,8 +147,8 @@ class Access:
                 f"no repository at {backend.location}", hint="create one with `openclaw-backup init`"
             ) from None
         repo = cls._open(backend, config, password, cache_dir, need_head=need_head)
-        if config.encrypted and remembered is not None:
-            write_atomic(remembered, data)
+        if config.encrypted and remember is not None:
+            write_atomic(remember, data)
         return repo
 
     @classmethod

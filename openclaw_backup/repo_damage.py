@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import damage
 from .backends.base import Backend, Head
+from .backends.wrappers import Read
 from .crypto import Cipher
 from .head import HeadState
 from .index import Index
@@ -69,16 +70,26 @@ class Damage:
         seq = self.state.seq
         if self._records is not None and self._records[0] == seq and self.trust_cache:
             return self._records[1]
-        names: list[str] | None = None
-        listed = self.cache_read("damage-listing") if self.trust_cache else None
-        if listed is not None:
-            first, *rest = listed.decode(errors="replace").split("\n")
-            names = rest if first == str(seq) else None
+        names = self._kept_listing()
         if names is None:
             names = self.backend.list(damage.PREFIX)
         records = damage.read_records(self.backend, self.cipher, warn=self._warn_once, names=names)
         self._keep_records(seq, records)
         return records
+
+    def _damage_reads(self) -> list[Read]:
+        """What :meth:`damage_records` would read first: the store's listing, unless one made under
+        this head is kept (for a :meth:`.Repository.reading_ahead`)."""
+        kept = self._records is not None and self._records[0] == self.state.seq and self.trust_cache
+        return [] if kept or self._kept_listing() is not None else [Read("list", damage.PREFIX)]
+
+    def _kept_listing(self) -> list[str] | None:
+        """The names of the damage records as listed under this head, kept in the local cache."""
+        listed = self.cache_read("damage-listing") if self.trust_cache else None
+        if listed is None:
+            return None
+        first, *rest = listed.decode(errors="replace").split("\n")
+        return rest if first == str(self.state.seq) else None
 
     def _keep_records(self, seq: int, records: dict[str, set[tuple[bytes, str]]]) -> None:
         """Remember the damage records as listed under head sequence ``seq`` (here and in the cache)."""

@@ -108,7 +108,8 @@ class Staging:
         publication; ``deleted_bytes`` adds to the head's count of bytes deleted since the last
         squash. On a conflict the head is re-read; ``remove_*`` must still be present (else the
         change is abandoned: another process did the same maintenance) and ``needs`` is called to
-        check that what we reference still exists, raising when it does not. With ``merge=False``
+        check that what we reference still exists, raising when it does not — before any attempt
+        over a head other than the one the index was loaded under. With ``merge=False``
         (prune, whose plan is only valid for the head it read) a conflict is raised at once.
         """
         rm_s, rm_i = list(remove_snapshots), list(remove_indexes)

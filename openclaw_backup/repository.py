@@ -9,7 +9,11 @@ objects. Readers go the other way: head → snapshots/indexes → trees → pack
 
 Concurrency: two writers that start from the same head race at the publication; the loser
 re-reads the head, checks that every blob its snapshot needs is still indexed (a concurrent prune
-may have dropped some), merges its additions into the new head and tries again.
+may have dropped some), merges its additions into the new head and tries again. The same check
+runs whenever a writer publishes over a head other than the one its index was loaded under —
+also when the head was re-read in between without a conflict (a snapshot or index file found
+gone re-reads it): the compare-and-swap vouches only for the head it replaces, not for the index
+the writer deduplicated against.
 
 Objects that never change (index files, snapshots, key files) are cached under ``cache_dir`` by
 name; a cached copy is used only when its BLAKE3 still matches its name, and never when
@@ -39,11 +43,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import codec
 from .backends.base import Backend, Head
+from .backends.wrappers import Read, reading_ahead
 from .chunker import Chunker
 from .codec import BlobRef, decode_index, storage_id
 from .crypto import Cipher
@@ -101,6 +107,7 @@ class Repository(Staging, Access, Damage, Reads):
         self._unpublished: PackEntries = {}
         self._attempt: PackEntries = {}
         self._index_key: tuple[Any, ...] | None = None
+        self._index_head: tuple[int, str | None] | None = None  # the head the index was loaded under
         self._base_index = Index()
         self._records: tuple[int, dict[str, set[tuple[bytes, str]]]] | None = None
         self._index_files: list[tuple[str, dict[bytes, BlobRef]]] = []
@@ -257,6 +264,13 @@ class Repository(Staging, Access, Damage, Reads):
         merge: bool = True,
     ) -> None:
         for attempt in range(attempts):
+            if needs is not None and self._index_head != self.head_id():
+                # The head moved since the index this writer deduplicated against was loaded (a
+                # conflict, or a re-read of the head meanwhile: e.g. a snapshot found forgotten).
+                # Publishing over the new head needs what we reuse to be in *its* index: a prune
+                # in between may have deleted it, and the compare-and-swap cannot tell.
+                self.load_index()
+                needs()
             base = self.state
             if not rm_s <= set(base.snapshots) or not rm_i <= set(base.indexes):
                 raise ConflictError("another process changed the same snapshots or indexes; nothing was changed")
@@ -277,10 +291,7 @@ class Repository(Staging, Access, Damage, Reads):
                         f"the repository kept changing under us ({attempts} attempts)",
                         hint="another writer is very busy; try again",
                     ) from None
-                self.refresh()
-                if needs is not None:
-                    self.load_index()
-                    needs()
+                self.refresh()  # (the index is checked against it at the top of the loop)
 
     def squash_history(self) -> bool:
         """Free what deletions left behind on a store that keeps history (a Hub dataset repo):
@@ -309,6 +320,10 @@ class Repository(Staging, Access, Damage, Reads):
             return (self.cache_dir / name).read_bytes()
         except OSError:
             return None
+
+    def _cached(self, name: str) -> bool:
+        """The local cache holds a copy of ``name`` that :meth:`get_immutable` may use (it checks it)."""
+        return self.trust_cache and self.cache_dir is not None and (self.cache_dir / name).exists()
 
     def get_immutable(self, name: str) -> bytes:
         """Read a content-named object (``index/…``, ``snapshots/…``), through the local cache
@@ -366,7 +381,12 @@ class Repository(Staging, Access, Damage, Reads):
             self._base_index = self._build_index(records)
             self._index_key = key
         self.index = self._with_unpublished(self._base_index, adopt=backup)
+        self._index_head = self.head_id()
         return self.index
+
+    def head_id(self) -> tuple[int, str | None]:
+        """The head as last read or published: its sequence and version."""
+        return self.state.seq, self.head.version if self.head is not None else None
 
     def _build_index(self, records: dict[str, set[tuple[bytes, str]]]) -> Index:
         for attempt in range(3):
@@ -468,6 +488,29 @@ class Repository(Staging, Access, Damage, Reads):
             except IntegrityError as e:
                 self._unreadable_now(f"snapshots/{sid}", e.message)
         return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    @contextmanager
+    def reading_ahead(self, *, snapshot: str | None = None, index: bool = False) -> Iterator[None]:
+        """A block that resolves ``snapshot`` (a ref as :meth:`find_snapshot` takes: ``latest``
+        reads every live snapshot, a prefix those it matches) and, with ``index``, loads the index
+        (:meth:`load_index`): what the block will ask the store for is asked for together, up front
+        — each snapshot and index file the local cache lacks, and the damage records' listing when
+        none is kept for this head: one round trip from a store far away, not one each
+        (:func:`.wrappers.reading_ahead`). The block's readers check every answer as ever.
+        Nothing is read ahead from a store on this machine."""
+        if self.nearby:
+            yield
+            return
+        ids = [s for s in self.state.snapshots if snapshot == "latest" or (snapshot and s.startswith(snapshot))]
+        names = [f"snapshots/{s}" for s in ids] + ([f"index/{i}" for i in self.state.indexes] if index else [])
+        reads = [Read("get", n) for n in names if not self._cached(n)] + (self._damage_reads() if index else [])
+        store = self.backend
+        with reading_ahead(store, reads) as ahead:
+            self.backend = ahead
+            try:
+                yield
+            finally:
+                self.backend = store
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """``latest`` or a unique prefix of a snapshot id."""

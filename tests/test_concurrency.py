@@ -27,8 +27,9 @@ from openclaw_backup.archiver import BackupOptions, backup
 from openclaw_backup.backends.base import Backend
 from openclaw_backup.backends.local import LocalBackend
 from openclaw_backup.backends.memory import MemoryBackend
+from openclaw_backup.errors import ConflictError
 from openclaw_backup.filecache import FileCache
-from openclaw_backup.prune import forget, prune
+from openclaw_backup.prune import forget, forget_ids, perform_prune, plan_prune, prune
 from openclaw_backup.reporter import Reporter
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.retention import Policy
@@ -197,3 +198,61 @@ def test_backup_survives_a_prune_between_reading_the_head_and_the_index(tmp_path
         repo, BackupOptions(roots=[Root("home", str(src))], host="h"), reporter=Reporter(), cache=FileCache(None)
     )
     assert res.snapshot_id in open_repo(raw).state.snapshots
+
+
+def test_backup_dedups_against_the_index_of_the_head_it_publishes_over(tmp_path: Path) -> None:
+    """A forget and a prune land between a backup's loading of the index and its reading of the
+    snapshots (looking for its parent): the backup finds the forgotten snapshot gone, which re-reads
+    the head (the prune's, naming none of the data). The backup must not then publish over that head
+    a snapshot deduplicated against the index it loaded before: the prune deleted those packs. It
+    checks what it reuses against the new head's index (as after a conflict) and stores it again,
+    or fails without publishing. (Found by the S3 stress loop: a snapshot whose blobs were lost.)"""
+    raw = MemoryBackend()
+    seeded = new_repo(raw)
+    src = tmp_path / "src" / "home"
+    make_tree(src, 0, files=3, size=20_000)
+    opts = BackupOptions(roots=[Root("home", str(src))], host="h")
+    seed = backup(seeded, opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id
+    assert seed
+
+    def forget_and_prune() -> Any:
+        forget_ids(open_repo(raw), [seed])
+        return prune(open_repo(raw), reporter=Reporter(), max_unused=0.0)
+
+    racing = Interleave(raw, methods="get", names="snapshots/*", action=forget_and_prune)
+    repo = open_repo(racing)
+    try:
+        res = backup(repo, opts, reporter=Reporter(), cache=FileCache(None))
+    except ConflictError:
+        res = None  # refused without publishing: as good (nothing claims to be saved)
+    assert racing.results and racing.results[0].packs_deleted > 0  # the race happened: the seed's packs went
+    made = {res.snapshot_id: fingerprint(src)} if res is not None and res.snapshot_id else {}
+    report = verify_store(raw, made)
+    assert report.ok, report.problems
+    assert sorted(made) == sorted(open_repo(raw).state.snapshots)
+
+
+def test_prune_performs_no_plan_made_under_another_head(tmp_path: Path) -> None:
+    """A prune's plan is only valid for the head it was made from: if the pruning process has
+    read the head again since (as a snapshot or index file found gone makes it do), publishing
+    the plan over that newer head must not happen — the compare-and-swap would pass, and a
+    backup published in between (deduplicated against packs the plan deletes) would lose data."""
+    raw = MemoryBackend()
+    seeded = new_repo(raw)
+    src = tmp_path / "src" / "home"
+    make_tree(src, 0, files=3, size=20_000)
+    opts = BackupOptions(roots=[Root("home", str(src))], host="h")
+    seed = backup(seeded, opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id
+    assert seed
+    forget_ids(open_repo(raw), [seed])
+    pruner = open_repo(raw)
+    plan = plan_prune(pruner, max_unused=0.0, unindexed_grace=3600.0)
+    assert plan.delete  # the seed's packs: nothing live under this head
+    made = backup(open_repo(raw), opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id  # reuses them
+    assert made
+    pruner.refresh()
+    with pytest.raises(ConflictError):
+        perform_prune(pruner, plan, reporter=Reporter(), squash=None, squash_ratio=0.25)
+    prune(pruner, reporter=Reporter(), max_unused=0.0)  # planned again: the new snapshot's data is live
+    report = verify_store(raw, {made: fingerprint(src)})
+    assert report.ok, report.problems

@@ -12,6 +12,10 @@ with exponential backoff and jitter. A :class:`~openclaw_backup.errors.QuotaErro
 on here (a commit quota can mean an hour): it surfaces at once so the caller can reschedule.
 ``publish`` is retried only by the backend itself, which knows how to tell whether a lost
 publication landed (the Hub and S3 backends do); a retry here would risk a duplicate.
+
+One wrapper is not composed there: :func:`reading_ahead` lends a block of code a :class:`ReadAhead`
+around the store, which makes the reads the block will make together, up front (the repository's
+opening and a restore's first reads: one round trip for reads that do not depend on one another).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from ..errors import StoreError
 from .base import Backend, Head
@@ -228,3 +234,80 @@ class RetryingBackend(WrappedBackend):
 
     def read_head(self) -> Head | None:
         return self._retry(self.inner.read_head)
+
+
+class Read(NamedTuple):
+    """A read a block of code will make: ``get`` of a whole object, ``list`` of a prefix, or the ``head``."""
+
+    op: Literal["get", "list", "head"]
+    name: str = ""
+
+
+@contextmanager
+def reading_ahead(backend: Backend, reads: Iterable[Read]) -> Iterator[Backend]:
+    """``backend`` for a block of code that will make ``reads`` (each at most once, in any order, or
+    not at all): from a store far away they are all made now, together — one round trip where the
+    block would wait for one each — and the block's call that makes one of them gets its answer
+    (:class:`ReadAhead`). When the block ends, what is still in flight is waited for and what no
+    call took is dropped unseen. On a store on this machine (no failures a retry may cure) or for a
+    single read the block gets ``backend`` itself: there a thread costs more than it saves."""
+    wanted = list(dict.fromkeys(reads))
+    if len(wanted) < 2 or not backend.capabilities.transient_failures:
+        yield backend
+        return
+    pool = ThreadPoolExecutor(max_workers=min(len(wanted), max(1, backend.capabilities.max_connections)))
+    try:
+        yield ReadAhead(backend, {read: pool.submit(_make, backend, read) for read in wanted})
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _make(backend: Backend, read: Read) -> Any:
+    if read.op == "get":
+        return backend.get(read.name)
+    if read.op == "list":
+        return backend.list(read.name)
+    return backend.read_head()
+
+
+class ReadAhead(WrappedBackend):
+    """``inner``, with reads made ahead of the calls that want them (see :func:`reading_ahead`).
+
+    Each read made ahead answers the first call that makes it, once, and only as the store answered
+    it: a read ahead that failed is made again by its call, which fails (or not) as it would have
+    without this wrapper. A listing made ahead answers no call after a read of the head that
+    reached the store: what a listing made before the head found is not news after it (a damage
+    record written before the head was published must be in a listing made under that head)."""
+
+    def __init__(self, inner: Backend, pending: dict[Read, Future[Any]]) -> None:
+        super().__init__(inner)
+        self._pending = pending
+        self._lock = threading.Lock()
+
+    def _reopened(self) -> None:
+        self._pending = {}  # a forked process reads for itself
+        self._lock = threading.Lock()
+
+    def _made(self, read: Read) -> Future[Any] | None:
+        """The read made ahead, answered without an error (waited for); None when there is none."""
+        with self._lock:
+            future = self._pending.pop(read, None)
+        if future is None or future.exception() is not None:
+            return None  # the call makes the read itself, and reports as ever
+        return future
+
+    def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        made = self._made(Read("get", name)) if offset == 0 and length is None else None
+        return made.result() if made is not None else self.inner.get(name, offset=offset, length=length)
+
+    def list(self, prefix: str = "") -> list[str]:
+        made = self._made(Read("list", prefix))
+        return made.result() if made is not None else self.inner.list(prefix)
+
+    def read_head(self) -> Head | None:
+        made = self._made(Read("head"))
+        if made is not None:
+            return made.result()
+        with self._lock:
+            self._pending = {read: f for read, f in self._pending.items() if read.op != "list"}
+        return self.inner.read_head()

@@ -35,7 +35,9 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
         )
         return {"result": account}, account, 0
     repo = open_repo(s, reporter=reporter)
-    snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
+    with repo.reading_ahead(snapshot=args.snapshot, index=True):  # the snapshots and the index: one round trip
+        snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
+        repo.load_index()
     dest = restore_destinations(snap.roots, s, args.target)
     delete = args.delete or not args.target  # in place the state becomes the snapshot exactly
     if args.dry_run:

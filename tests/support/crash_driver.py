@@ -19,7 +19,9 @@ Words used here:
   K-th fs step). There the process SIGKILLs itself: no ``finally``, no ``atexit``, no flush.
 
 With ``"count": true`` the driver reports how many writes, deletes and fs steps the operation made,
-which is how the tests enumerate every kill point. The trees it backs up and compares are
+which is how the tests enumerate every kill point. With ``STRESS_TRACE_DIR`` set (the stress mode,
+``python -m tests.stress``) each process writes a trace of its store calls and of the repository's
+decisions there (:mod:`tests.support.racetrace`). The trees it backs up and compares are
 :func:`~tests.support.trees.make_tree` and :func:`~tests.support.trees.fingerprint`.
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 
 from openclaw_backup.backends.base import Backend, Head
 from openclaw_backup.backends.wrappers import WrappedBackend
+from tests.support import racetrace
 from tests.support.trees import digest, fingerprint, make_tree
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -174,7 +177,7 @@ def open_store(spec: dict[str, Any]) -> Backend:
     if kind == "local":
         from openclaw_backup.backends.local import LocalBackend
 
-        return LocalBackend(spec["path"], lock_timeout=spec.get("lock_timeout", 30.0))
+        return racetrace.traced(LocalBackend(spec["path"], lock_timeout=spec.get("lock_timeout", 30.0)))
     from openclaw_backup.backends import BackendOptions
     from openclaw_backup.backends.wrappers import RetryingBackend
 
@@ -188,14 +191,14 @@ def open_store(spec: dict[str, Any]) -> Backend:
             s3_secret_key=spec["secret_key"],
             timeout=20.0,
         )
-        return RetryingBackend(open_s3(spec["address"], opts), attempts=5, base_delay=0.05)
+        return RetryingBackend(racetrace.traced(open_s3(spec["address"], opts)), attempts=5, base_delay=0.05)
     if kind == "hub":
         os.environ["HF_HUB_DISABLE_XET"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         from openclaw_backup.backends import open_hf
 
         opts = BackendOptions(token=spec["token"], hf_endpoint=spec["endpoint"], timeout=20.0, retries=1)
-        return RetryingBackend(open_hf(spec["address"], opts), attempts=5, base_delay=0.05)
+        return RetryingBackend(racetrace.traced(open_hf(spec["address"], opts)), attempts=5, base_delay=0.05)
     raise SystemExit(f"unknown backend kind {kind!r}")
 
 
@@ -311,6 +314,7 @@ def run_worker(backend: Backend, spec: dict[str, Any]) -> None:
             if out["ok"] and len(out["result"]["roots"]) == 1:
                 out["digest"] = digest(fingerprint(dest / out["result"]["roots"][0]))
         out["role"], out["iteration"] = role, i
+        racetrace.event("result", out=out)
         _emit(out)
         time.sleep(spec.get("pause", 0.0))
 
@@ -320,6 +324,7 @@ def main(argv: list[str]) -> int:
     if spec.get("weak_kdf", True):
         os.environ["OPENCLAW_BACKUP_TEST_WEAK_KDF"] = "1"
     counter = Counter(spec.get("kill"))
+    racetrace.start(spec.get("host") if spec.get("role") == "backup" else spec.get("role") or spec["op"])
     backend: Backend = open_store(spec["backend"])
     op = spec["op"]
     if op == "worker":
