@@ -7,23 +7,13 @@ long, so what they hold together stays bounded; the blobs of a read that arrived
 most as many threads at once as there are CPUs (:meth:`Reads.read_batch`). A cold restore reads
 every tree of the repository in one burst when they are few (:meth:`Reads.prefetch_trees`), so its
 walk down the folders waits for no round trip per level. Mixed into ``Repository``.
-
-**Reads ahead** (:meth:`Reads.read_ahead`): a restore from a remote store starts the first ranged
-reads of the data it already knows it wants while it is still walking the folders (and planning),
-rather than after; :meth:`Reads.plan_reads` with ``ahead=True`` then gives every wanted blob that
-lies inside a range read ahead to that range (so no byte is read twice, and the unwanted bytes of a
-range read ahead are often another file's), and :meth:`Reads.settle_ahead` waits for those reads
-before the work is shared with a forked worker (no thread of this process reads at the fork; the
-worker sees what arrived, copy-on-write, and uses it for the batches it takes).
 """
 
 from __future__ import annotations
 
-import bisect
-import os
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from .backends.base import Backend
@@ -31,7 +21,7 @@ from .codec import BLOB_TREE, BlobRef
 from .crypto import Cipher
 from .errors import IntegrityError, NotFoundError
 from .index import Index
-from .pack import MAX_BATCH, MAX_RANGE, MERGE_WASTE, ReadBatch, decode_views, fetch_batch, plan_reads
+from .pack import MAX_RANGE, MERGE_WASTE, ReadBatch, decode_views, fetch_batch, plan_reads
 from .tree import Node, decode_tree
 
 T = TypeVar("T")
@@ -39,23 +29,6 @@ T = TypeVar("T")
 READ_MEMORY = 64 << 20  # bytes the ranged reads in flight together from a remote store hold at most …
 MIN_RANGE = 1 << 20  # … but no read is cut shorter than this (more requests cost round trips)
 TREE_PREFETCH = 8 << 20  # a restore from a remote store reads every tree at once up to this much
-READ_AHEAD = 32 << 20  # what a restore reads ahead, while it plans, holds at most
-
-
-class _Ahead:
-    """Ranges read ahead (:meth:`Reads.read_ahead`): by pack, ``(start, end)`` in order, each with
-    its read (a future until :meth:`Reads.settle_ahead`, then its bytes, or None when it failed);
-    ``parts``: the read batches planned out of them (once), by ``(pack, start, end)``, each with
-    its range."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.ranges: dict[str, list[tuple[int, int]]] = {}
-        self.reads: dict[tuple[str, int, int], Future[memoryview] | memoryview | None] = {}
-        self.parts: dict[tuple[str, int, int], tuple[str, int, int]] = {}
-        self.left: dict[tuple[str, int, int], int] = {}  # parts of a range not taken yet
-        self.lock = threading.Lock()  # for ``parts`` and ``left``: batches are taken by many threads
-        self.pool: ThreadPoolExecutor | None = None
 
 
 class Reads:
@@ -67,7 +40,6 @@ class Reads:
     index: Index
     _trees: dict[bytes, bytes]  # tree id -> plaintext, verified (see prefetch_trees)
     _decoding: threading.BoundedSemaphore  # one slot per CPU (see read_batch)
-    _ahead: _Ahead | None = None  # see read_ahead
 
     @property
     def nearby(self) -> bool:
@@ -130,117 +102,15 @@ class Reads:
         """Drop the trees :meth:`prefetch_trees` kept."""
         self._trees = {}
 
-    def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]], *, ahead: bool = False) -> list[ReadBatch[T]]:
+    def plan_reads(self, wants: Iterable[tuple[bytes, BlobRef, T]]) -> list[ReadBatch[T]]:
         """Group wanted blobs ``(id, where, what for)`` into merged ranged reads (units of work):
         from a remote store with a budget for unwanted bytes, from this machine's disk through
-        every small gap (fewer reads cost less than the bytes skipped). ``ahead``: a blob inside a
-        range read ahead (:meth:`read_ahead`) is read from it, in batches of at most
-        :data:`.pack.MAX_BATCH` blobs; a range no blob wants is dropped."""
-        if ahead and self._ahead is not None and self._ahead.ranges:
-            return self._plan_ahead(list(wants), self._ahead)
+        every small gap (fewer reads cost less than the bytes skipped)."""
         if self.nearby:
             return plan_reads(wants, waste=None)
         # Many reads in flight, each shorter: what they hold at once stays about READ_MEMORY.
         max_range = max(MIN_RANGE, min(MAX_RANGE, READ_MEMORY // self.read_parallelism))
         return plan_reads(wants, waste=MERGE_WASTE, max_range=max_range)
-
-    def read_ahead(self, wants: Iterable[tuple[bytes, BlobRef, object]], *, budget: int = READ_AHEAD) -> int:
-        """From a remote store, start reading now, in threads, the largest merged ranges of
-        ``wants`` holding together at most ``budget`` bytes (at most :attr:`read_parallelism` of
-        them), for :meth:`plan_reads` (``ahead=True``) to plan from and :meth:`read_views` to take;
-        :meth:`forget_ahead` drops them. How many ranges; 0 from a store on this machine."""
-        if self.nearby or self._ahead is not None:
-            return 0
-        ahead = _Ahead()
-        chosen: list[ReadBatch[object]] = []
-        held = 0
-        for batch in sorted(self.plan_reads(wants), key=lambda b: b.start - b.end):
-            if held + batch.end - batch.start <= budget and len(chosen) < self.read_parallelism:
-                chosen.append(batch)
-                held += batch.end - batch.start
-        if not chosen:
-            return 0
-        ahead.pool = ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="read-ahead")
-        for batch in chosen:
-            ahead.ranges.setdefault(batch.pack, []).append((batch.start, batch.end))
-            ahead.reads[(batch.pack, batch.start, batch.end)] = ahead.pool.submit(fetch_batch, self.backend, batch)
-        for ranges in ahead.ranges.values():
-            ranges.sort()
-        self._ahead = ahead
-        return len(chosen)
-
-    def _plan_ahead(self, wants: list[tuple[bytes, BlobRef, T]], ahead: _Ahead) -> list[ReadBatch[T]]:
-        inside: dict[tuple[str, int, int], list[tuple[bytes, BlobRef, T]]] = {}
-        rest = []
-        for w in wants:
-            ref = w[1]
-            ranges = ahead.ranges.get(ref.pack, ())
-            i = bisect.bisect_right(ranges, (ref.offset, 1 << 62)) - 1
-            if i >= 0 and ref.offset + ref.length <= ranges[i][1]:
-                inside.setdefault((ref.pack, *ranges[i]), []).append(w)
-            else:
-                rest.append(w)
-        out: list[ReadBatch[T]] = []
-        for key in list(ahead.reads):
-            got = inside.get(key)
-            if not got:  # no blob wants it (after all): not kept
-                read = ahead.reads.pop(key)
-                if isinstance(read, Future):
-                    read.cancel()
-                continue
-            got.sort(key=lambda w: w[1].offset)  # a blob wanted twice: side by side, decoded once
-            for i in range(0, len(got), MAX_BATCH):
-                part = got[i : i + MAX_BATCH]
-                batch = ReadBatch(key[0], part[0][1].offset, max(w[1].offset + w[1].length for w in part), part)
-                ahead.parts[(batch.pack, batch.start, batch.end)] = key
-                out.append(batch)
-                ahead.left[key] = ahead.left.get(key, 0) + 1
-        ahead.ranges = {}  # planned once: a later plan reads on its own
-        return out + self.plan_reads(rest)
-
-    def settle_ahead(self) -> None:
-        """Wait for the reads ahead (a read that failed is made again by the batch that wants it,
-        which then reports its failure); after this no thread of this process reads ahead, so a
-        worker may be forked."""
-        ahead = self._ahead
-        if ahead is None or ahead.pool is None:
-            return
-        for key, read in ahead.reads.items():
-            if isinstance(read, Future):
-                try:
-                    ahead.reads[key] = read.result()
-                except Exception:
-                    ahead.reads[key] = None
-        ahead.pool.shutdown(wait=True)
-        ahead.pool = None
-
-    def forget_ahead(self) -> None:
-        """Drop the ranges read ahead (and stop reading more of them)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.pool is not None:
-            ahead.pool.shutdown(wait=False, cancel_futures=True)
-
-    def _take_ahead(self, batch: ReadBatch[T]) -> memoryview | None:
-        """The bytes of ``batch`` when they were read ahead (taken once: each batch is read once)."""
-        ahead = self._ahead
-        if ahead is None:
-            return None
-        with ahead.lock:
-            key = ahead.parts.pop((batch.pack, batch.start, batch.end), None)
-            if key is None:
-                return None
-            ahead.left[key] -= 1
-            read = ahead.reads.get(key) if ahead.left[key] else ahead.reads.pop(key, None)  # the last part frees it
-        if isinstance(read, Future):
-            if ahead.pid != os.getpid():  # never settled before a fork: not this process's to wait for
-                return None
-            try:
-                read = read.result()
-            except Exception:
-                return None
-        if read is None:
-            return None
-        return read[batch.start - key[1] : batch.end - key[1]]
 
     def read_batch(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes]]:
         """``(what for, plaintext)`` for each want of one read batch, each blob verified; the blobs
@@ -256,9 +126,7 @@ class Reads:
     def read_views(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes | memoryview]]:
         """:meth:`read_batch`, but a blob stored raw comes as a view of its opened payload, not a
         copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext."""
-        view = self._take_ahead(batch)
-        if view is None:
-            view = fetch_batch(self.backend, batch)
+        view = fetch_batch(self.backend, batch)
         if self.read_parallelism <= 1:
             return decode_views(self.cipher, batch, view)
         with self._decoding:

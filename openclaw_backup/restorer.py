@@ -50,7 +50,6 @@ from .errors import IntegrityError, NoSpaceError, NotFoundError, UnsafeRestoreEr
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
 from .pack import ReadBatch
-from .repo_reads import READ_AHEAD
 from .reporter import Reporter
 from .repository import Repository
 from .snapshot import Snapshot
@@ -167,31 +166,6 @@ def _write(fd: int, data: bytes | memoryview, offset: int, path: str) -> None:
         done += n
 
 
-class _AheadWants:
-    """The data blobs of the files listed so far, for a walk that reads ahead
-    (:meth:`.Repository.read_ahead`) once they hold half of what may be read ahead."""
-
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
-        self.wants: list[tuple[bytes, BlobRef, None]] = []
-        self.bytes = 0
-
-    def add(self, files: list[tuple[str, Node]]) -> bool:
-        """Note ``files``; True once the reads ahead are started."""
-        locate = self.repo.locate
-        for _, node in files:
-            for cid in node.content:
-                bid = bytes.fromhex(cid)
-                ref = locate(bid, BLOB_DATA)
-                if ref is not None:  # a missing one is reported when planned
-                    self.wants.append((bid, ref, None))
-                    self.bytes += ref.length
-        if self.bytes < READ_AHEAD // 2:
-            return False
-        self.repo.read_ahead(self.wants)
-        return True
-
-
 class Restorer:
     def __init__(self, repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, reporter: Reporter):
         self.repo = repo
@@ -245,11 +219,9 @@ class Restorer:
         (dirs if unit.node.type == "dir" else files if unit.node.type == "file" else links).append(level[0])
         if unit.node.type != "dir":
             return
-        ahead = _AheadWants(self.repo) if not self.repo.nearby else None
         while level:
             trees = self._read_level({node.subtree or "" for _, node in level}, level, dirs)
             below: list[tuple[str, Node]] = []
-            seen = len(files)
             for parent, dnode in level:
                 if (dnode.subtree or "") not in trees:
                     continue  # its listing is lost (``partial``): named in the failures
@@ -263,8 +235,6 @@ class Restorer:
                         below.append((path, child))
                     else:
                         links.append((path, child))
-            if ahead is not None and below and ahead.add(files[seen:]):
-                ahead = None  # read ahead once, while the rest of the walk and the plan go on
             level = below
 
     def _read_level(self, ids: set[str], level: list[tuple[str, Node]], dirs: list[tuple[str, Node]]) -> dict[str, Any]:
@@ -365,7 +335,7 @@ class Restorer:
         """Write every wanted blob, a merged ranged read per batch (so that every worker stays
         busy); finish the files spread over several reads; check that every file is finished or,
         with ``partial``, named; remove the staging copies of those that failed."""
-        ranges = self.repo.plan_reads(wants, ahead=True)  # those read ahead (while walking) first
+        ranges = self.repo.plan_reads(wants)
         reads = Counter(path for r in ranges for path in {p for *_, (p, _) in r.wants})
         self._spread = {path for path, n in reads.items() if n > 1}
         for path in self._spread:
@@ -373,16 +343,12 @@ class Restorer:
         workers = self.opts.workers
         workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
         nearby = self.repo.nearby
-        self.repo.settle_ahead()  # no thread reads when the worker is forked
-        try:
-            results = run_batches(
-                ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
-                # a worker reads a store far away through a handle of its own, half the reads in flight
-                in_worker=None if nearby else self.repo.reopen_store, worker_threads=1 if nearby else workers // 2,
-                progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
-            )  # fmt: skip
-        finally:
-            self.repo.forget_ahead()  # what the worker took stays here until now
+        results = run_batches(
+            ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
+            # a worker reads a store far away through a handle of its own, half the reads in flight
+            in_worker=None if nearby else self.repo.reopen_store, worker_threads=1 if nearby else workers // 2,
+            progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
+        )  # fmt: skip
         written = Counter[str]()
         finished = 0
         for done, spread, failed in results:
@@ -574,5 +540,4 @@ def restore(repo: Repository, snapshot: Snapshot, options: RestoreOptions, *, re
                                          hint="run `openclaw-backup check`; it names what is lost") from e  # fmt: skip
             finally:
                 repo.forget_trees()
-                repo.forget_ahead()
     raise AssertionError("unreachable")
