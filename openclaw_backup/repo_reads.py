@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
 
 from .backends.base import Backend
 from .codec import BLOB_TREE, BlobRef
@@ -123,10 +124,16 @@ class Reads:
         views = self.read_views(batch)
         return ((want, plain if isinstance(plain, bytes) else bytes(plain)) for want, plain in views)
 
-    def read_views(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes | memoryview]]:
+    def read_views(
+        self, batch: ReadBatch[T], *, slot: AbstractContextManager[Any] | None = None
+    ) -> Iterator[tuple[T, bytes | memoryview]]:
         """:meth:`read_batch`, but a blob stored raw comes as a view of its opened payload, not a
-        copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext."""
-        view = fetch_batch(self.backend, batch)
+        copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext.
+        ``slot`` (a semaphore) is held while the range is read, not while it is decoded: a caller
+        with more threads than reads it wants in flight keeps that many reads going while its
+        other threads decode and write what arrived."""
+        with slot if slot is not None else nullcontext():
+            view = fetch_batch(self.backend, batch)
         if self.read_parallelism <= 1:
             return decode_views(self.cipher, batch, view)
         with self._decoding:

@@ -39,13 +39,14 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import fsmeta, memtune
-from .batches import Progress, run_batches
+from .batches import Progress, forks, run_batches
 from .errors import IntegrityError, NoSpaceError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
@@ -57,6 +58,9 @@ from .sources import SIDECAR_SUFFIXES
 from .swap import STAGING_MARK, _remove, holds_something, kept_name, merge_existing, recover, swap_into_place
 from .tree import Node, check_node_name
 
+#: Threads of a process restoring from a remote store beyond its reads in flight, per read: they decode
+#: and write what arrived while the others keep that many reads going.
+_DECODING_THREADS = 0.5
 _WANT_COST = 16 * 1024  # the work of one blob write (file creation, system calls), in bytes of data
 
 
@@ -176,6 +180,7 @@ class Restorer:
         self._spread: set[str] = set()  # those whose blobs lie in more than one read
         self._failed: dict[str, str] = {}  # staging path -> why (``partial``)
         self._unit: _Unit | None = None
+        self._slots: threading.BoundedSemaphore | None = None  # reads in flight in this process (see _write_data)
         self._umask = _read_umask()  # now, not at import: a process may change it
         self.meta = fsmeta.Applier()
 
@@ -341,12 +346,21 @@ class Restorer:
         for path in self._spread:
             os.close(self._create(path, None))
         workers = self.opts.workers
-        workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
         nearby = self.repo.nearby
+        worker_threads = 1
+        if workers > 1 and not nearby:
+            # A remote store: its reads in flight, half of them in a forked worker (which reads through a
+            # handle of its own). Each process has more threads than reads (``_DECODING_THREADS``):
+            # ``_slots`` bounds the reads.
+            flight = self.repo.read_parallelism
+            forked = forks(len(ranges), sum(map(_cost, ranges)), workers=max(workers, flight), fork=self.opts.fork)
+            mine = max(1, flight // 2 if forked else flight)
+            self._slots = threading.BoundedSemaphore(mine)  # the worker's copy bounds its own reads
+            worker_threads = mine + max(1, round(mine * _DECODING_THREADS))
+            workers = worker_threads * (2 if forked else 1)
         results = run_batches(
             ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
-            # a worker reads a store far away through a handle of its own, half the reads in flight
-            in_worker=None if nearby else self.repo.reopen_store, worker_threads=1 if nearby else workers // 2,
+            in_worker=None if nearby else self.repo.reopen_store, worker_threads=worker_threads,
             progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
         )  # fmt: skip
         written = Counter[str]()
@@ -428,7 +442,7 @@ class Restorer:
         k = 0
         try:
             try:
-                for (path, offset), plain in self.repo.read_views(batch):  # raw blobs: views, no copy
+                for (path, offset), plain in self.repo.read_views(batch, slot=self._slots):  # raw blobs: views
                     put(path, offset, plain)
                     k += 1
             except IntegrityError as e:  # a damaged blob: which file(s)?
