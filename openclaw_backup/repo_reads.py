@@ -14,8 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeVar
+from contextlib import contextmanager, nullcontext
+from typing import TypeVar
 
 from .backends.base import Backend
 from .codec import BLOB_TREE, BlobRef
@@ -41,6 +41,7 @@ class Reads:
     index: Index
     _trees: dict[bytes, bytes]  # tree id -> plaintext, verified (see prefetch_trees)
     _decoding: threading.BoundedSemaphore  # one slot per CPU (see read_batch)
+    _reading: threading.BoundedSemaphore | None = None  # see reads_in_flight
 
     @property
     def nearby(self) -> bool:
@@ -124,15 +125,10 @@ class Reads:
         views = self.read_views(batch)
         return ((want, plain if isinstance(plain, bytes) else bytes(plain)) for want, plain in views)
 
-    def read_views(
-        self, batch: ReadBatch[T], *, slot: AbstractContextManager[Any] | None = None
-    ) -> Iterator[tuple[T, bytes | memoryview]]:
+    def read_views(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes | memoryview]]:
         """:meth:`read_batch`, but a blob stored raw comes as a view of its opened payload, not a
-        copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext.
-        ``slot`` (a semaphore) is held while the range is read, not while it is decoded: a caller
-        with more threads than reads it wants in flight keeps that many reads going while its
-        other threads decode and write what arrived."""
-        with slot if slot is not None else nullcontext():
+        copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext."""
+        with self._reading or nullcontext():
             view = fetch_batch(self.backend, batch)
         if self.read_parallelism <= 1:
             return decode_views(self.cipher, batch, view)
@@ -144,6 +140,18 @@ class Reads:
             except (IntegrityError, NotFoundError) as e:
                 return _then_raise(done, e)
         return iter(done)
+
+    @contextmanager
+    def reads_in_flight(self, n: int) -> Iterator[None]:
+        """While in the block, at most ``n`` ranges of :meth:`read_views` are read at once in this
+        process (a worker forked inside it has ``n`` of its own): a caller with more threads than
+        reads it wants in flight keeps that many going while its other threads decode and write
+        what arrived. Not reentrant."""
+        self._reading = threading.BoundedSemaphore(n)
+        try:
+            yield
+        finally:
+            self._reading = None
 
     @property
     def read_parallelism(self) -> int:

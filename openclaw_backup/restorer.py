@@ -39,8 +39,8 @@ import errno
 import os
 import secrets
 import shutil
-import threading
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,6 @@ class Restorer:
         self._spread: set[str] = set()  # those whose blobs lie in more than one read
         self._failed: dict[str, str] = {}  # staging path -> why (``partial``)
         self._unit: _Unit | None = None
-        self._slots: threading.BoundedSemaphore | None = None  # reads in flight in this process (see _write_data)
         self._umask = _read_umask()  # now, not at import: a process may change it
         self.meta = fsmeta.Applier()
 
@@ -347,22 +346,21 @@ class Restorer:
             os.close(self._create(path, None))
         workers = self.opts.workers
         nearby = self.repo.nearby
-        worker_threads = 1
+        worker_threads, mine = 1, 0
         if workers > 1 and not nearby:
+            mine = self.repo.read_parallelism
             # A remote store: its reads in flight, half of them in a forked worker (which reads through a
-            # handle of its own). Each process has more threads than reads (``_DECODING_THREADS``):
-            # ``_slots`` bounds the reads.
-            flight = self.repo.read_parallelism
-            forked = forks(len(ranges), sum(map(_cost, ranges)), workers=max(workers, flight), fork=self.opts.fork)
-            mine = max(1, flight // 2 if forked else flight)
-            self._slots = threading.BoundedSemaphore(mine)  # the worker's copy bounds its own reads
+            # handle of its own). Each process has more threads than reads (``_DECODING_THREADS``).
+            forked = forks(len(ranges), sum(map(_cost, ranges)), workers=max(workers, mine), fork=self.opts.fork)
+            mine = max(1, mine // 2 if forked else mine)
             worker_threads = mine + max(1, round(mine * _DECODING_THREADS))
             workers = worker_threads * (2 if forked else 1)
-        results = run_batches(
-            ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
-            in_worker=None if nearby else self.repo.reopen_store, worker_threads=worker_threads,
-            progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
-        )  # fmt: skip
+        with self.repo.reads_in_flight(mine) if mine else nullcontext():  # in each process
+            results = run_batches(
+                ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
+                in_worker=None if nearby else self.repo.reopen_store, worker_threads=worker_threads,
+                progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
+            )  # fmt: skip
         written = Counter[str]()
         finished = 0
         for done, spread, failed in results:
@@ -442,7 +440,7 @@ class Restorer:
         k = 0
         try:
             try:
-                for (path, offset), plain in self.repo.read_views(batch, slot=self._slots):  # raw blobs: views
+                for (path, offset), plain in self.repo.read_views(batch):  # raw blobs: views, no copy
                     put(path, offset, plain)
                     k += 1
             except IntegrityError as e:  # a damaged blob: which file(s)?
