@@ -4,7 +4,9 @@ ranged reads (:func:`.pack.plan_reads`) — and, from a remote store, reading th
 A remote store hides its latency behind concurrency: up to :attr:`Reads.read_parallelism` ranged
 reads at once (the store's ``max_connections``), each at most ``READ_MEMORY / read_parallelism``
 long, so what they hold together stays bounded; the blobs of a read that arrived are decoded by at
-most as many threads at once as there are CPUs (:meth:`Reads.read_batch`). A cold restore reads
+most as many threads at once as there are CPUs (:meth:`Reads.read_batch`). A caller with more
+threads than reads it wants in flight (the restorer: the others decode and write what arrived)
+bounds its reads with :meth:`Reads.reads_in_flight`. A cold restore reads
 every tree of the repository in one burst when they are few (:meth:`Reads.prefetch_trees`), so its
 walk down the folders waits for no round trip per level. Mixed into ``Repository``.
 """

@@ -11,7 +11,9 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    at its offsets; checks every file's size. Each read is a
    batch for :mod:`.batches` (worker threads, and a forked worker too: from a store far away it
    reads through a handle of its own, :meth:`.Repository.reopen_store`, with half the reads in
-   flight); a file whose blobs all lie in one read is created, written and finished by that batch, a
+   flight, and each process has half as many threads again as its reads in flight, which decode
+   and write what arrived while the reads go on: :meth:`.Repository.reads_in_flight`); a file
+   whose blobs all lie in one read is created, written and finished by that batch, a
    file spread over several reads is created first and finished once they all are done;
 3. sets modes and mtimes (directories deepest first);
 4. without ``delete`` (``restore --target`` unless ``--delete``), first carries into the staging
