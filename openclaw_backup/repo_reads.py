@@ -6,7 +6,8 @@ reads at once (the store's ``max_connections``), each at most ``READ_MEMORY / re
 long, so what they hold together stays bounded; the blobs of a read that arrived are decoded by at
 most as many threads at once as there are CPUs (:meth:`Reads.read_batch`). A caller with more
 threads than reads it wants in flight (the restorer: the others decode and write what arrived)
-bounds its reads with :meth:`Reads.reads_in_flight`. A cold restore reads
+bounds its reads with :meth:`Reads.reads_in_flight` (the ranges that arrived and wait for its other
+threads add at most as many again as it has threads beyond its reads). A cold restore reads
 every tree of the repository in one burst when they are few (:meth:`Reads.prefetch_trees`), so its
 walk down the folders waits for no round trip per level. Mixed into ``Repository``.
 """
