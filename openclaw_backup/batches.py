@@ -109,7 +109,14 @@ def run_batches(
     """Run ``work`` on every batch (see the module docstring); their results, in batch order."""
     costs = [cost(b) for b in batches]
     run = _Run(batches, sorted(range(len(batches)), key=costs.__getitem__), work, progress)
-    if forks(len(batches), sum(costs), workers=workers, fork=fork):
+    forked = (
+        workers > 1
+        and len(batches) > 1
+        and fork is not False
+        and (fork or sum(costs) >= FORK_MIN_COST)
+        and forkwork.available()
+    )
+    if forked:
         _forked(run, workers, output, in_worker, max(1, min(worker_threads, workers - 1)))
         run.check_done()
     else:
@@ -118,14 +125,6 @@ def run_batches(
         run.threads([deck.take_high if i % 2 == 0 else deck.take_low for i in range(threads)])
         run.check_done()
     return run.results
-
-
-def forks(n: int, total_cost: int, *, workers: int, fork: bool | None) -> bool:
-    """Whether :func:`run_batches` shares ``n`` batches costing ``total_cost`` with a forked worker
-    (for a caller that sizes what each process does, such as its reads in flight)."""
-    return (
-        workers > 1 and n > 1 and fork is not False and (fork or total_cost >= FORK_MIN_COST) and forkwork.available()
-    )
 
 
 class _Deck:

@@ -4,10 +4,7 @@ ranged reads (:func:`.pack.plan_reads`) — and, from a remote store, reading th
 A remote store hides its latency behind concurrency: up to :attr:`Reads.read_parallelism` ranged
 reads at once (the store's ``max_connections``), each at most ``READ_MEMORY / read_parallelism``
 long, so what they hold together stays bounded; the blobs of a read that arrived are decoded by at
-most as many threads at once as there are CPUs (:meth:`Reads.read_batch`). A caller with more
-threads than reads it wants in flight (the restorer: the others decode and write what arrived)
-bounds its reads with :meth:`Reads.reads_in_flight` (the ranges that arrived and wait for its other
-threads add at most as many again as it has threads beyond its reads). A cold restore reads
+most as many threads at once as there are CPUs (:meth:`Reads.read_batch`). A cold restore reads
 every tree of the repository in one burst when they are few (:meth:`Reads.prefetch_trees`), so its
 walk down the folders waits for no round trip per level. Mixed into ``Repository``.
 """
@@ -17,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 from .backends.base import Backend
@@ -44,7 +40,6 @@ class Reads:
     index: Index
     _trees: dict[bytes, bytes]  # tree id -> plaintext, verified (see prefetch_trees)
     _decoding: threading.BoundedSemaphore  # one slot per CPU (see read_batch)
-    _reading: threading.BoundedSemaphore | None = None  # see reads_in_flight
 
     @property
     def nearby(self) -> bool:
@@ -131,8 +126,7 @@ class Reads:
     def read_views(self, batch: ReadBatch[T]) -> Iterator[tuple[T, bytes | memoryview]]:
         """:meth:`read_batch`, but a blob stored raw comes as a view of its opened payload, not a
         copy (:func:`.pack.decode_views`): for a caller that only writes or hashes the plaintext."""
-        with self._reading or nullcontext():
-            view = fetch_batch(self.backend, batch)
+        view = fetch_batch(self.backend, batch)
         if self.read_parallelism <= 1:
             return decode_views(self.cipher, batch, view)
         with self._decoding:
@@ -143,18 +137,6 @@ class Reads:
             except (IntegrityError, NotFoundError) as e:
                 return _then_raise(done, e)
         return iter(done)
-
-    @contextmanager
-    def reads_in_flight(self, n: int) -> Iterator[None]:
-        """While in the block, at most ``n`` ranges of :meth:`read_views` are read at once in this
-        process (a worker forked inside it has ``n`` of its own): a caller with more threads than
-        reads it wants in flight keeps that many going while its other threads decode and write
-        what arrived. Not reentrant."""
-        self._reading = threading.BoundedSemaphore(n)
-        try:
-            yield
-        finally:
-            self._reading = None
 
     @property
     def read_parallelism(self) -> int:

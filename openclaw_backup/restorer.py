@@ -11,9 +11,7 @@ For each **unit** (a root, or a path picked with ``--include``) the restorer:
    at its offsets; checks every file's size. Each read is a
    batch for :mod:`.batches` (worker threads, and a forked worker too: from a store far away it
    reads through a handle of its own, :meth:`.Repository.reopen_store`, with half the reads in
-   flight, and each process has half as many threads again as its reads in flight, which decode
-   and write what arrived while the reads go on: :meth:`.Repository.reads_in_flight`); a file
-   whose blobs all lie in one read is created, written and finished by that batch, a
+   flight); a file whose blobs all lie in one read is created, written and finished by that batch, a
    file spread over several reads is created first and finished once they all are done;
 3. sets modes and mtimes (directories deepest first);
 4. without ``delete`` (``restore --target`` unless ``--delete``), first carries into the staging
@@ -42,13 +40,12 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import fsmeta, memtune
-from .batches import Progress, forks, run_batches
+from .batches import Progress, run_batches
 from .errors import IntegrityError, NoSpaceError, NotFoundError, UnsafeRestoreError, UsageError
 from .filecache import CachedFile, signature
 from .index import BLOB_DATA, BlobRef
@@ -60,9 +57,6 @@ from .sources import SIDECAR_SUFFIXES
 from .swap import STAGING_MARK, _remove, holds_something, kept_name, merge_existing, recover, swap_into_place
 from .tree import Node, check_node_name
 
-#: Threads of a process restoring from a remote store beyond its reads in flight, per read: they decode
-#: and write what arrived while the others keep that many reads going.
-_DECODING_THREADS = 0.5
 _WANT_COST = 16 * 1024  # the work of one blob write (file creation, system calls), in bytes of data
 
 
@@ -347,22 +341,14 @@ class Restorer:
         for path in self._spread:
             os.close(self._create(path, None))
         workers = self.opts.workers
+        workers = max(workers, self.repo.read_parallelism) if workers > 1 else 1  # a remote store: reads in flight
         nearby = self.repo.nearby
-        worker_threads, mine = 1, 0
-        if workers > 1 and not nearby:
-            mine = self.repo.read_parallelism
-            # A remote store: its reads in flight, half of them in a forked worker (which reads through a
-            # handle of its own). Each process has more threads than reads (``_DECODING_THREADS``).
-            forked = forks(len(ranges), sum(map(_cost, ranges)), workers=max(workers, mine), fork=self.opts.fork)
-            mine = max(1, mine // 2 if forked else mine)
-            worker_threads = mine + max(1, round(mine * _DECODING_THREADS))
-            workers = worker_threads * (2 if forked else 1)
-        with self.repo.reads_in_flight(mine) if mine else nullcontext():  # in each process
-            results = run_batches(
-                ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
-                in_worker=None if nearby else self.repo.reopen_store, worker_threads=worker_threads,
-                progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
-            )  # fmt: skip
+        results = run_batches(
+            ranges, self._restore_range, cost=_cost, workers=workers, fork=self.opts.fork,
+            # a worker reads a store far away through a handle of its own, half the reads in flight
+            in_worker=None if nearby else self.repo.reopen_store, worker_threads=1 if nearby else workers // 2,
+            progress=lambda nbytes, _: self.reporter.progress(done_bytes=nbytes),
+        )  # fmt: skip
         written = Counter[str]()
         finished = 0
         for done, spread, failed in results:

@@ -86,10 +86,10 @@ def test_hub_cold_restore_has_many_ranged_reads_in_flight(hub_repo: HubRepo, tmp
 def test_a_cold_restore_keeps_at_most_the_stores_reads_in_flight(
     forked: bool, hub_repo: HubRepo, tmp_path: Path
 ) -> None:
-    """Each process restoring from far away has more threads than reads in flight (the others decode
-    and write what arrived): with 300 ms per request and ~100 ranged reads, the fake Hub still never
-    sees more than the store's connection limit at once (32; 48 without the bound), counting both
-    processes when a worker is forked, and the restore equals the source."""
+    """With 300 ms per request and ~100 ranged reads, the fake Hub never sees more than the store's
+    connection limit at once (32), counting both processes when a worker is forked (each has half
+    the reads in flight; a worker with a limit of its own would double them), and the restore
+    equals the source."""
     src = tmp_path / "src"
     _files(src, 96, 120_000, seed=9)
     repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
