@@ -82,6 +82,32 @@ def test_hub_cold_restore_has_many_ranged_reads_in_flight(hub_repo: HubRepo, tmp
     assert stats["max_in_flight"] >= 12, stats
 
 
+@pytest.mark.parametrize("forked", [True, False] if forkwork.available() else [False])
+def test_a_cold_restore_keeps_at_most_the_stores_reads_in_flight(
+    forked: bool, hub_repo: HubRepo, tmp_path: Path
+) -> None:
+    """With 300 ms per request and ~100 ranged reads, the fake Hub never sees more than the store's
+    connection limit at once (32), counting both processes when a worker is forked (each has half
+    the reads in flight; a worker with a limit of its own would double them), and the restore
+    equals the source."""
+    src = tmp_path / "src"
+    _files(src, 96, 120_000, seed=9)
+    repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
+    run_backup(repo, {"src": src}, forked=False)
+    fresh = _hub(hub_repo)
+    hub_repo.server.reset()
+    hub_repo.server.configure(latency_ms=300)
+    try:
+        dest = tmp_path / "restored"
+        run_restore(fresh, "latest", {"src": dest}, forked=forked)
+        stats = hub_repo.server.stats()
+    finally:
+        hub_repo.server.configure(latency_ms=0)
+    assert fingerprint(dest) == fingerprint(src)
+    assert fresh.read_parallelism == 32
+    assert 12 <= stats["max_in_flight"] <= 32, stats
+
+
 def test_s3_cold_restore_has_many_ranged_reads_in_flight(
     s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
 ) -> None:
