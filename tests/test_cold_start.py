@@ -69,17 +69,22 @@ def test_hub_cold_restore_has_many_ranged_reads_in_flight(hub_repo: HubRepo, tmp
     _files(src, 48, 120_000, seed=1)
     repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
     run_backup(repo, {"src": src}, forked=False)
+    dest = tmp_path / "restored"
+    stats = _restore_far_away(hub_repo, _hub(hub_repo), dest, forked=False)
+    assert fingerprint(dest) == fingerprint(src)
+    assert stats["max_in_flight"] >= 12, stats
+
+
+def _restore_far_away(hub_repo: HubRepo, repo: Any, dest: Path, *, forked: bool) -> dict[str, Any]:
+    """Restore ``latest`` of ``repo`` into ``dest`` with 300 ms per request; the fake Hub's
+    counters for the restore alone."""
     hub_repo.server.reset()
     hub_repo.server.configure(latency_ms=300)
     try:
-        fresh = _hub(hub_repo)
-        dest = tmp_path / "restored"
-        run_restore(fresh, "latest", {"src": dest}, forked=False)
-        stats = hub_repo.server.stats()
+        run_restore(repo, "latest", {"src": dest}, forked=forked)
+        return hub_repo.server.stats()
     finally:
         hub_repo.server.configure(latency_ms=0)
-    assert fingerprint(dest) == fingerprint(src)
-    assert stats["max_in_flight"] >= 12, stats
 
 
 @pytest.mark.parametrize("forked", [True, False] if forkwork.available() else [False])
@@ -95,14 +100,8 @@ def test_a_cold_restore_keeps_at_most_the_stores_reads_in_flight(
     repo = new_repo(hub_repo.open(create=True), pack_size=128 * 1024)
     run_backup(repo, {"src": src}, forked=False)
     fresh = _hub(hub_repo)
-    hub_repo.server.reset()
-    hub_repo.server.configure(latency_ms=300)
-    try:
-        dest = tmp_path / "restored"
-        run_restore(fresh, "latest", {"src": dest}, forked=forked)
-        stats = hub_repo.server.stats()
-    finally:
-        hub_repo.server.configure(latency_ms=0)
+    dest = tmp_path / "restored"
+    stats = _restore_far_away(hub_repo, fresh, dest, forked=forked)
     assert fingerprint(dest) == fingerprint(src)
     assert fresh.read_parallelism == 32
     assert 12 <= stats["max_in_flight"] <= 32, stats

@@ -200,6 +200,18 @@ def test_backup_survives_a_prune_between_reading_the_head_and_the_index(tmp_path
     assert res.snapshot_id in open_repo(raw).state.snapshots
 
 
+def _seeded(tmp_path: Path) -> tuple[MemoryBackend, Path, BackupOptions, str]:
+    """A repository with one snapshot (the seed) of a small tree: the store, the tree, the backup's
+    options, the seed's id."""
+    raw = MemoryBackend()
+    src = tmp_path / "src" / "home"
+    make_tree(src, 0, files=3, size=20_000)
+    opts = BackupOptions(roots=[Root("home", str(src))], host="h")
+    seed = backup(new_repo(raw), opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id
+    assert seed
+    return raw, src, opts, seed
+
+
 def test_backup_dedups_against_the_index_of_the_head_it_publishes_over(tmp_path: Path) -> None:
     """A forget and a prune land between a backup's loading of the index and its reading of the
     snapshots (looking for its parent): the backup finds the forgotten snapshot gone, which re-reads
@@ -207,13 +219,7 @@ def test_backup_dedups_against_the_index_of_the_head_it_publishes_over(tmp_path:
     a snapshot deduplicated against the index it loaded before: the prune deleted those packs. It
     checks what it reuses against the new head's index (as after a conflict) and stores it again,
     or fails without publishing. (Found by the S3 stress loop: a snapshot whose blobs were lost.)"""
-    raw = MemoryBackend()
-    seeded = new_repo(raw)
-    src = tmp_path / "src" / "home"
-    make_tree(src, 0, files=3, size=20_000)
-    opts = BackupOptions(roots=[Root("home", str(src))], host="h")
-    seed = backup(seeded, opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id
-    assert seed
+    raw, src, opts, seed = _seeded(tmp_path)
 
     def forget_and_prune() -> Any:
         forget_ids(open_repo(raw), [seed])
@@ -237,13 +243,7 @@ def test_prune_performs_no_plan_made_under_another_head(tmp_path: Path) -> None:
     read the head again since (as a snapshot or index file found gone makes it do), publishing
     the plan over that newer head must not happen — the compare-and-swap would pass, and a
     backup published in between (deduplicated against packs the plan deletes) would lose data."""
-    raw = MemoryBackend()
-    seeded = new_repo(raw)
-    src = tmp_path / "src" / "home"
-    make_tree(src, 0, files=3, size=20_000)
-    opts = BackupOptions(roots=[Root("home", str(src))], host="h")
-    seed = backup(seeded, opts, reporter=Reporter(), cache=FileCache(None)).snapshot_id
-    assert seed
+    raw, src, opts, seed = _seeded(tmp_path)
     forget_ids(open_repo(raw), [seed])
     pruner = open_repo(raw)
     plan = plan_prune(pruner, max_unused=0.0, unindexed_grace=3600.0)
