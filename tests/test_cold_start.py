@@ -319,8 +319,13 @@ def test_a_cold_restore_whose_worker_is_killed_fails_and_leaves_the_target_alone
         return real(self, batch)
 
     monkeypatch.setattr(Repository, "read_views", read_views)
-    with pytest.raises(forkwork.WorkerDied, match="signal 9"):
-        run_restore(_hub(hub_repo), "latest", {"src": out}, forked=True)
+    fresh = _hub(hub_repo)
+    hub_repo.server.configure(latency_ms=20)  # reads that take a while: the parent cannot take them all first
+    try:
+        with pytest.raises(forkwork.WorkerDied, match="signal 9"):
+            run_restore(fresh, "latest", {"src": out}, forked=True)
+    finally:
+        hub_repo.server.configure(latency_ms=0)
     assert fingerprint(out) == before
     assert not [p for p in out.parent.iterdir() if p.name != "out"]  # no staging tree left
 
