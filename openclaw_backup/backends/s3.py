@@ -53,7 +53,7 @@ import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -316,29 +316,24 @@ class S3Backend(PlainReads, Backend):
             raise self._error(e, f"sizing {name}") from e
 
     def list(self, prefix: str = "") -> list[str]:
-        out: list[str] = []
-        head_key = self.root + HEAD_NAME
         if self._plain is not None:
             with self._plainly():
-                for found in self._plain_list(self._plain, prefix):
-                    name = found[len(self.root) :]
-                    if not (found == head_key or found.endswith("/") or name.startswith(_PROBE_PREFIX)):
-                        out.append(name)
-                return sorted(out)
+                return self._names(self._plain_list(self._plain, prefix))
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.root + prefix
             )
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    key: str = item["Key"]
-                    name = key[len(self.root) :]
-                    if key == head_key or key.endswith("/") or name.startswith(_PROBE_PREFIX):
-                        continue
-                    out.append(name)
+            keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
         except (bex.ClientError, bex.BotoCoreError) as e:
             raise self._error(e, f"listing {prefix or 'objects'}") from e
-        return sorted(out)
+        return self._names(keys)
+
+    def _names(self, keys: Iterable[str]) -> builtins.list[str]:
+        """The object names of ``keys`` (under the root), sorted: not the head, folder markers or
+        write probes."""
+        head_key = self.root + HEAD_NAME
+        names = (key[len(self.root) :] for key in keys if key != head_key and not key.endswith("/"))
+        return sorted(name for name in names if not name.startswith(_PROBE_PREFIX))
 
     def put(self, name: str, data: bytes) -> None:
         key = self._key(name)
