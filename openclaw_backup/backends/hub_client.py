@@ -166,27 +166,58 @@ class _BoundedClient(httpx2.Client):
         attempts = bound.attempts if replayable(request) else 1
         if attempts > 1:
             request.read()  # a streamed body (an upload's file object) becomes bytes that can be sent again
-        for attempt in range(attempts):
-            last = attempt >= attempts - 1
-            try:
-                response = super().send(request, **kwargs)
-            except httpx2.TransportError as e:
-                if last:
-                    raise HubTransportError(f"{_where(request)}: {type(e).__name__}: {e}") from e
-                time.sleep(retry_delay(attempt))
-                continue
+
+        def refusal(response: httpx2.Response) -> HubStatusError | None:
             if response.status_code not in _RETRIED_STATUSES:
-                return response
+                return None
             try:
-                error = HubStatusError(
+                return HubStatusError(
                     response.status_code, _retry_after(response.headers), _where(request), _server_message(response)
                 )
             finally:
                 response.close()
-            if last or error.status == 429:  # a quota is the caller's to reschedule, never slept on here
-                raise error
-            time.sleep(retry_delay(attempt, error.retry_after))
-        raise AssertionError("unreachable")
+
+        return send_bounded(
+            attempts,
+            lambda: super(_BoundedClient, self).send(request, **kwargs),
+            failure=httpx2.TransportError,
+            describe=lambda e: f"{_where(request)}: {type(e).__name__}: {e}",
+            refusal=refusal,
+        )
+
+
+R = TypeVar("R")
+
+
+def send_bounded(
+    attempts: int,
+    send: Callable[[], R],
+    *,
+    failure: type[Exception],
+    describe: Callable[[Exception], str],
+    refusal: Callable[[R], HubStatusError | None],
+) -> R:
+    """``send()`` up to ``attempts`` times, as every request inside :func:`hub_call` is made: a
+    ``failure`` (the transport's) or an answer ``refusal`` turns into an error (a status retried)
+    waits (:func:`.wrappers.retry_delay`, or the server's Retry-After) and tries again; the last
+    attempt's is raised (a failure as :class:`HubTransportError` with ``describe``'s message), and a
+    429 at once (a quota is the caller's to reschedule, never slept on here)."""
+    for attempt in range(attempts):
+        last = attempt >= attempts - 1
+        try:
+            answer = send()
+        except failure as e:
+            if last:
+                raise HubTransportError(describe(e)) from e
+            time.sleep(retry_delay(attempt))
+            continue
+        error = refusal(answer)
+        if error is None:
+            return answer
+        if last or error.status == 429:
+            raise error
+        time.sleep(retry_delay(attempt, error.retry_after))
+    raise AssertionError("unreachable")
 
 
 def _client_factory() -> httpx2.Client:

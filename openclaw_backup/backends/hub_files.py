@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlsplit
@@ -40,14 +39,13 @@ from .hub_client import (
     _BOUND,
     _RETRIED_STATUSES,
     HubStatusError,
-    HubTransportError,
     _Bound,
     _new_api,
     _retry_after,
     ensure_bounded_session,
     hub_call,
     hub_headers,
-    retry_delay,
+    send_bounded,
 )
 from .hub_tls import context as tls_context
 from .plain_get import Answer, GetPool, NotDirect, TransportFailure
@@ -104,25 +102,22 @@ def _answer_message(answer: Answer) -> str:
 
 
 def _plain_get(url: str, headers: dict[str, str], bound: _Bound) -> Answer:
-    """One plain GET of ``url`` bounded and retried as :class:`_BoundedClient` does a request."""
-    for attempt in range(bound.attempts):
-        last = attempt >= bound.attempts - 1
-        try:
-            answer = _PLAIN.get(url, headers, timeout=bound.timeout, direct=_direct)
-        except TransportFailure as e:
-            if last:
-                raise HubTransportError(str(e)) from e
-            time.sleep(retry_delay(attempt))
-            continue
+    """One plain GET of ``url`` bounded and retried as the session's requests are (:func:`.send_bounded`)."""
+
+    def refusal(answer: Answer) -> HubStatusError | None:
         if answer.status not in _RETRIED_STATUSES:
-            return answer
+            return None
         parts = httpx2.URL(answer.url)
         where = f"GET {parts.host}{parts.path}"  # no query: it may carry signatures
-        error = HubStatusError(answer.status, _retry_after(answer.headers), where, _answer_message(answer))
-        if last or error.status == 429:  # a quota is the caller's to reschedule, never slept on here
-            raise error
-        time.sleep(retry_delay(attempt, error.retry_after))
-    raise AssertionError("unreachable")
+        return HubStatusError(answer.status, _retry_after(answer.headers), where, _answer_message(answer))
+
+    return send_bounded(
+        bound.attempts,
+        lambda: _PLAIN.get(url, headers, timeout=bound.timeout, direct=_direct),
+        failure=TransportFailure,
+        describe=str,
+        refusal=refusal,
+    )
 
 
 def http_get(url: str, headers: dict[str, str], *, offset: int = 0, length: int | None = None) -> bytes:
