@@ -1,5 +1,5 @@
 """``python -m openclaw_backup`` runs the command line."""
 
-from .cli import main
+from .cli import entry
 
-raise SystemExit(main())
+entry()
