@@ -38,10 +38,14 @@ class Damage:
         def publish(self) -> None: ...
         def load_index(self, *, reload: bool = False) -> Index: ...
         def list_packs(self) -> set[str]: ...
+        def refresh(self, *, max_age: float = 0.0) -> HeadState: ...
+        def head_id(self) -> tuple[int, str | None]: ...
 
     def distrust_missing_packs(self, *, every: float = 0.0) -> list[str]:
         """Packs the index names that the store lacks (one listing): from now on the index does
-        not vouch for their blobs, so a backup stores them again. Returns them.
+        not vouch for their blobs, so a backup stores them again. Returns them. Packs found missing
+        are first checked against the head as it is now: a prune that published and deleted since
+        the index was loaded leaves nothing missing.
 
         ``every``: skip the listing when this machine listed the packs less than that many seconds
         ago under the same version of the head and found none missing. On a Hub repo the version
@@ -54,12 +58,24 @@ class Damage:
                 return []
         # the index files' packs only: our own staged, uncommitted packs are not listed anywhere yet
         missing = self.confirm_missing(set(self._base_index.by_pack()) - self.list_packs())
+        if missing and self._head_moved():
+            # A prune deletes packs only after publishing a head whose index leaves them out: packs
+            # gone since this index was loaded, which the head read now no longer names, are not
+            # lost. Its index is the one to deduplicate against from now on.
+            self.load_index()
+            missing &= set(self._base_index.by_pack())
         if not missing:
             self.cache_write("packs-listed", f"{self._head_mark()}\t{time.time():.0f}".encode())
         if missing - self.missing_packs:
             self.missing_packs |= missing
             self.load_index()
         return sorted(missing)
+
+    def _head_moved(self) -> bool:
+        """Read the head again; whether it changed since the one this object last read or published."""
+        before = self.head_id()
+        self.refresh()
+        return self.head_id() != before
 
     def damage_records(self) -> dict[str, set[tuple[bytes, str]]]:
         """The store's damage records: name -> the ``(blob id, pack)`` places each distrusts.

@@ -13,6 +13,7 @@ this test; it never skips.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from openclaw_backup.settings import Settings
 from tests.support import model_stub, nodejs, setup_openclaw
 from tests.support.cli import cli_env, json_out, run_cli
 from tests.support.openclaw import OpenClaw, explain, transcript, user_turns
@@ -191,3 +193,17 @@ def test_backup_of_a_live_openclaw_restores_its_transcripts_and_state(tmp_path: 
         stop_process(stub.proc)
         print("timings (s):", timings)
     assert not problems, "\n\n".join(problems)
+
+
+def test_the_installed_version_read_from_the_npm_package_is_what_openclaw_says(tmp_path: Path) -> None:
+    try:
+        entry = setup_openclaw.ensure_installed()
+    except (setup_openclaw.InstallFailed, nodejs.NodeMissing) as e:
+        pytest.fail(f"OpenClaw {setup_openclaw.VERSION} is not installed and cannot be: {e}", pytrace=False)
+    said = OpenClaw(tmp_path / "home", logs=tmp_path / "logs").run("--version")
+    version = re.search(r"\d+(?:\.\d+)+", said.stdout)
+    assert said.returncode == 0 and version, explain(said, ("--version",))
+    npm_bin = entry.parents[3] / "bin"  # PREFIX/bin/openclaw -> ../lib/node_modules/openclaw/<entry>
+    assert (npm_bin / "openclaw").resolve() == entry.resolve()
+    settings = Settings(env={"PATH": str(npm_bin), "HOME": str(tmp_path / "home")})
+    assert settings.installed_agent_version() == version.group(0) == setup_openclaw.VERSION

@@ -121,6 +121,39 @@ def test_state_from_a_newer_openclaw_is_not_restored_onto_an_older_one_without_a
     assert (state / "workspace" / "notes.md").read_bytes() == b"# notes\n"
 
 
+def _fake_openclaw(folder: Path, prints: str, ran: Path) -> Path:
+    """An ``openclaw`` command that notes it ran (in ``ran``) and prints ``prints`` for ``--version``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "openclaw.mjs"
+    script.write_text(f"#!/bin/sh\ntouch '{ran}'\necho '{prints}'\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_the_installed_openclaw_version_is_read_from_its_npm_package_without_running_it(tmp_path: Path) -> None:
+    env, state = _setup(tmp_path)
+    write(state / "workspace" / "notes.md", b"# notes v2\n")
+    cli_ok(["backup"], dict(env, OPENCLAW_VERSION="2026.9.6"))
+    # as `npm install -g --prefix PREFIX openclaw` lays it out: bin/openclaw -> lib/node_modules/openclaw/…
+    package = tmp_path / "npm" / "lib" / "node_modules" / "openclaw"
+    ran = tmp_path / "npm-openclaw-ran"
+    entry = _fake_openclaw(package, "OpenClaw 2099.1.1 (not asked)", ran)
+    manifest = {"name": "openclaw", "version": "2026.1.1", "bin": "openclaw.mjs"}
+    (package / "package.json").write_text(json.dumps(manifest))
+    (tmp_path / "npm" / "bin").mkdir()
+    (tmp_path / "npm" / "bin" / "openclaw").symlink_to(os.path.relpath(entry, tmp_path / "npm" / "bin"))
+    proc = cli_ok(["restore", "--yes"], dict(env, PATH=f"{tmp_path / 'npm' / 'bin'}{os.pathsep}{env['PATH']}"))
+    assert "newer than the installed 2026.1.1" in proc.stderr, proc.stderr
+    assert not ran.exists(), "the version was read from the package, not by starting OpenClaw"
+    # not installed by npm (no package.json beside it): asked with `openclaw --version`
+    plain_ran = tmp_path / "plain-openclaw-ran"
+    plain = _fake_openclaw(tmp_path / "plain-bin", "OpenClaw 2026.2.3 (eb377ac)", plain_ran)
+    plain.rename(plain.with_name("openclaw"))
+    proc = cli_ok(["restore", "--yes"], dict(env, PATH=f"{tmp_path / 'plain-bin'}{os.pathsep}{env['PATH']}"))
+    assert "newer than the installed 2026.2.3" in proc.stderr, proc.stderr
+    assert plain_ran.exists()
+
+
 def test_a_drastic_shrink_warns_and_retention_keeps_the_snapshot_before_it(tmp_path: Path) -> None:
     env, state = _setup(tmp_path)
     for i in range(20):

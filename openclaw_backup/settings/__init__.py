@@ -428,11 +428,15 @@ class Settings:
             return ""
 
     def installed_agent_version(self) -> str | None:
-        """The OpenClaw that will read restored state: ``OPENCLAW_VERSION``, else what
-        ``openclaw --version`` says when it is on PATH; None when unknown."""
+        """The OpenClaw that will read restored state: ``OPENCLAW_VERSION``, else the version of the
+        ``openclaw`` on PATH — read from its npm package, or (not installed by npm) what
+        ``openclaw --version`` says; None when unknown."""
         if self.env.get("OPENCLAW_VERSION"):
             return self.env["OPENCLAW_VERSION"]
-        return _openclaw_version_command()
+        exe = shutil.which("openclaw", path=self.env.get("PATH", os.defpath))
+        if exe is None:
+            return None
+        return _npm_package_version(exe) or _openclaw_version_command(exe)
 
     def agent_version(self) -> str | None:
         """OpenClaw's version, when known (``OPENCLAW_VERSION``, else its config's last-touched version)."""
@@ -446,15 +450,32 @@ class Settings:
             return None
 
 
-def _openclaw_version_command() -> str | None:
-    exe = shutil.which("openclaw")
-    if exe is None:
-        return None
+_VERSION = re.compile(r"\d+(?:\.\d+)+")
+
+
+def _npm_package_version(exe: str) -> str | None:
+    """The version of the npm package ``openclaw`` that ``exe`` runs: npm installs the command as a
+    link to a file of ``<prefix>/lib/node_modules/openclaw/``, whose ``package.json`` names it.
+    Reading that costs a millisecond; starting node to ask costs 0.3 s to several seconds."""
+    folder = Path(os.path.realpath(exe)).parent
+    for candidate in (folder, *list(folder.parents)[:3]):
+        try:
+            doc = json.loads((candidate / "package.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or doc.get("name") != "openclaw":
+            return None  # the nearest package is another one: not an npm install of OpenClaw
+        m = _VERSION.match(str(doc.get("version", "")))
+        return m.group(0) if m else None
+    return None
+
+
+def _openclaw_version_command(exe: str) -> str | None:
     try:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    m = re.search(r"\d+(?:\.\d+)+", out)
+    m = _VERSION.search(out)
     return m.group(0) if m else None
 
 
