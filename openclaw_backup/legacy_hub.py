@@ -62,5 +62,6 @@ def open_legacy_view(address: str, options: BackendOptions) -> HfLegacyView:
         token=options.token,
         timeout=options.timeout,
         attempts=options.retries,
+        env=options.hub_env,
     )
     return HfLegacyView(files)
