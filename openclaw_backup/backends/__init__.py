@@ -72,10 +72,9 @@ def open_hf(address: str, options: BackendOptions) -> Backend:
     created private when ``options.create`` (visibility from ``options.private``).
     """
     parsed = parse_hf_address(address)
-    if not (options.hf_endpoint or "https:").lower().startswith("http:"):  # no TLS to a plain http endpoint
-        from .hub_tls import start
+    from .hub_tls import start_for
 
-        start(options.hub_env)  # the CA bundle loads while the modules that follow import
+    start_for(options.hf_endpoint, options.hub_env)  # https: the CA bundle loads while the modules that follow import
     if parsed.kind == "bucket":
         from .hf_bucket import open_hf_bucket
 

@@ -109,6 +109,12 @@ def start(env: HubEnvironment | None = None) -> None:
     threading.Thread(target=_make, args=(made, make), name="openclaw-backup-tls", daemon=True).start()
 
 
+def start_for(endpoint: str | None, env: HubEnvironment | None) -> None:
+    """:func:`start`, unless ``endpoint`` is plain http (None: the library's default, https)."""
+    if not (endpoint or "https:").lower().startswith("http:"):
+        start(env)
+
+
 def context() -> ssl.SSLContext:
     """A context for a new session: the one :func:`start` made (handed over once), else a new one."""
     global _early, _taken

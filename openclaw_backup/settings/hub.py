@@ -16,7 +16,6 @@ process's environment, as the library reads them (not from the legacy script's e
 from __future__ import annotations
 
 import builtins
-import configparser
 import os
 import sys
 from collections.abc import Mapping
@@ -54,6 +53,8 @@ def _refreshable(path: Path, token: str) -> bool:
     stored = path.parent / "stored_tokens"
     if not stored.exists():
         return False
+    import configparser  # only with a stored login (some 3 ms)
+
     config = configparser.ConfigParser(interpolation=None)
     try:
         config.read(stored, encoding="utf-8")
