@@ -40,8 +40,8 @@ How errors are translated (``raise … from`` keeps the original)::
     RevisionNotFound / EntryNotFound   → NotFoundError
     HTTP 401/403 otherwise, other 4xx  → StoreError(transient=False)
 
-The token is handed to ``huggingface_hub`` only; it never appears in a message (URLs are shown
-without their query, where pre-signed upload URLs carry signatures).
+The token goes to the Hub only (through the library, or in a plain GET's header); it never appears
+in a message (URLs are shown without their query, where pre-signed upload URLs carry signatures).
 """
 
 from __future__ import annotations
