@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ..errors import BackupError, ConflictError, NotFoundError, RepositoryNotFoundError, StoreError, UsageError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
 from .hub_bounds import bounded, hub_call, retry_delay, translate
-from .hub_files import RepoFiles, library_errors
+from .hub_files import RepoFiles, library_errors, load_library
 from .options import DEFAULT_PREFIX, BackendOptions, HfAddress, HubEnvironment
 
 if TYPE_CHECKING:
@@ -128,6 +128,7 @@ class HfRepoBackend(Backend):
 
     def _existing(self, paths: Sequence[str], rev: str | None) -> list[str]:
         """Those of ``paths`` that are files at ``rev`` (a missing revision means the head moved)."""
+        load_library(writes=True)
         from huggingface_hub.hf_api import RepoFile
 
         found: list[str] = []
@@ -192,6 +193,7 @@ class HfRepoBackend(Backend):
         return self._call(f"read {name}", fetch)
 
     def size(self, name: str) -> int:
+        load_library(writes=True)
         from huggingface_hub.hf_api import RepoFile
 
         path = self._path(name)
@@ -219,7 +221,8 @@ class HfRepoBackend(Backend):
         return sorted(n for n in names if n != HEAD_NAME and n.startswith(prefix) and _valid_name(n))
 
     def put(self, name: str, data: bytes) -> None:
-        from huggingface_hub import CommitOperationAdd  # writes only: the commit API takes a while to import
+        load_library(writes=True)  # writes only: the commit API takes a while to import
+        from huggingface_hub import CommitOperationAdd
 
         path = self._path(name)
         with self._lock:
@@ -327,6 +330,7 @@ class HfRepoBackend(Backend):
         self, parent: str | None, head: bytes | None, adds: Sequence[CommitOperationAdd], deletes: Sequence[str]
     ) -> str:
         """Make one commit on ``parent``; on an unknown outcome find out whether it landed."""
+        load_library(writes=True)
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         additions = [*adds]
@@ -377,6 +381,7 @@ class HfRepoBackend(Backend):
         url = f"{self._files.endpoint}/api/{self.repo_type}s/{self.repo_id}/commits/{self.revision}"
 
         def look() -> str | None:
+            load_library()
             from huggingface_hub.utils import get_session, hf_raise_for_status
 
             response = get_session().get(url, headers=self._files.headers())  # the first page: newest

@@ -36,6 +36,7 @@ import json
 import re
 import ssl
 import sys
+import threading
 from collections.abc import Callable
 from email.message import Message
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,8 +89,35 @@ def library_errors() -> Any:
     return sys.modules.get("huggingface_hub.errors") or _NoLibrary()
 
 
+_import_lock = threading.Lock()
+_loaded: set[str] = set()
+
+
+def load_library(*, writes: bool = False) -> None:
+    """Import the library's side (:mod:`.hub_client`: ``huggingface_hub``, ``httpx2``, the
+    translation of their errors; with ``writes``, ``HfApi`` and the commit API too) once, one thread
+    at a time: a store's calls run in many threads, and two threads importing a package with
+    circular imports at once can fail. Every use of the library by the Hub stores begins with it."""
+    part = "writes" if writes else "reads"
+    if part in _loaded:
+        return
+    with _import_lock:
+        if "reads" not in _loaded:
+            import httpx2  # noqa: F401
+            from huggingface_hub import constants, errors, utils  # noqa: F401
+
+            from .hub_client import translate_error  # noqa: F401  (registers the translation of the library's errors)
+
+            _loaded.add("reads")
+        if writes and "writes" not in _loaded:
+            from huggingface_hub import hf_api  # noqa: F401  (HfApi, the commit operations)
+
+            _loaded.add("writes")
+
+
 def _session() -> httpx2.Client:
     """The library's session, ours (bounded) installed first; imports the library."""
+    load_library()
     from huggingface_hub.utils import get_session
 
     from .hub_client import ensure_bounded_session
@@ -99,6 +127,7 @@ def _session() -> httpx2.Client:
 
 
 def _library_offline() -> bool:
+    load_library()
     from huggingface_hub import constants
 
     return constants.is_offline_mode()
@@ -108,10 +137,9 @@ def _raise_as_library(answer: Answer, url: str) -> None:
     """Raise the answer's error status as the library raises it (``hf_raise_for_status``; nothing
     for a status it does not raise). Imports the library (and :mod:`.hub_client`, which translates
     its errors)."""
+    load_library()
     import httpx2
     from huggingface_hub.utils import hf_raise_for_status
-
-    from .hub_client import translate_error  # noqa: F401  (registers the translation of the library's errors)
 
     response = httpx2.Response(
         answer.status,
@@ -152,9 +180,9 @@ def _direct(url: str) -> bool:
     origin = f"{parts.scheme}://{parts.netloc}"
     known = _direct_origins.get(origin)
     if known is None:
+        session = _session()
         import httpx2
 
-        session = _session()
         transport = getattr(session, "_transport", None)
         finder = getattr(session, "_transport_for_url", None)
         known = transport is not None and finder is not None and finder(httpx2.URL(url)) is transport
@@ -263,9 +291,10 @@ def _get(
         _raise_as_library(answer, url)
         status, data = answer.status, answer.body
     else:
+        session = _session()
         from huggingface_hub.utils import hf_raise_for_status
 
-        response = _session().get(url, headers=request_headers)
+        response = session.get(url, headers=request_headers)
         status = response.status_code
         if status == 416:
             return b""
@@ -336,6 +365,7 @@ class RepoFiles:
     ) -> None:
         self._endpoint = endpoint
         if endpoint is None:
+            load_library()
             from huggingface_hub import constants
 
             endpoint = constants.ENDPOINT  # as HfApi has it
@@ -356,6 +386,7 @@ class RepoFiles:
         two equal ones, which is harmless)."""
         api = self._api
         if api is None:
+            load_library(writes=True)
             from .hub_client import _new_api, ensure_bounded_session
 
             ensure_bounded_session()
@@ -371,6 +402,7 @@ class RepoFiles:
         library's (which finds the token itself)."""
         if self._lean_headers is not None:
             return dict(self._lean_headers)
+        load_library()
         from .hub_client import hub_headers
 
         return hub_headers(self.token)
@@ -427,9 +459,10 @@ class RepoFiles:
             except library_errors().RemoteEntryNotFoundError:
                 return None, commit
             return answer.body, commit
+        session = _session()
         from huggingface_hub.utils import hf_raise_for_status
 
-        response = _session().get(url, headers=headers)
+        response = session.get(url, headers=headers)
         commit = next(
             (r.headers["X-Repo-Commit"] for r in (response, *response.history) if r.headers.get("X-Repo-Commit")),
             None,
@@ -460,9 +493,9 @@ class RepoFiles:
         page = f"{url}?recursive=true&expand=false"
         answer = _plain(page, headers, self.env) if self.env is not None else None
         if answer is None:
+            _session()  # the library imported, ours installed before its first request
             from huggingface_hub.utils import paginate
 
-            _session()  # ours installed before the library's first request
             return list(paginate(url, params={"recursive": True, "expand": False}, headers=headers))
         entries: builtins.list[dict[str, Any]] = []
         while True:
@@ -477,6 +510,7 @@ class RepoFiles:
             page = urljoin(answer.url, following)
             answer = _plain(page, headers, self.env)
             if answer is None:  # the next page's host goes through a proxy: the library's way
+                _session()
                 from huggingface_hub.utils import paginate
 
                 return entries + list(paginate(page, params={}, headers=headers))
