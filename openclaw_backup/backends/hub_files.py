@@ -210,7 +210,7 @@ def _answer_message(answer: Answer) -> str:
     return message.splitlines()[0][:300] if message else ""
 
 
-def _plain_get(url: str, headers: dict[str, str], bound: Bound, direct: Callable[[str], bool] = _direct) -> Answer:
+def _plain_get(url: str, headers: dict[str, str], bound: Bound, direct: Callable[[str], bool]) -> Answer:
     """One plain GET of ``url`` bounded and retried as the session's requests are (:func:`.send_bounded`)."""
 
     def refusal(answer: Answer) -> HubStatusError | None:
