@@ -10,6 +10,7 @@ bounded, error-translating calls as the repo backend.
 from __future__ import annotations
 
 from .backends.hub_files import RepoFiles
+from .backends.hub_tls import start_for
 from .backends.options import BackendOptions, parse_hf_address
 from .errors import NotFoundError, UsageError
 
@@ -55,6 +56,7 @@ def open_legacy_view(address: str, options: BackendOptions) -> HfLegacyView:
     parsed = parse_hf_address(address)
     if parsed.kind == "bucket":
         raise NotFoundError(f"{address}: the legacy script never wrote to buckets")
+    start_for(options.hf_endpoint, options.hub_env)  # https: the TLS context is made meanwhile
     files = RepoFiles(
         options.hf_endpoint,
         parsed.repo_id,
@@ -62,5 +64,6 @@ def open_legacy_view(address: str, options: BackendOptions) -> HfLegacyView:
         token=options.token,
         timeout=options.timeout,
         attempts=options.retries,
+        env=options.hub_env,
     )
     return HfLegacyView(files)

@@ -2,9 +2,12 @@
 TLS contexts it makes (issue 14's cold start).
 
 A restore only reads and lists, so it imports none of the library's write side (the commit API, the
-HfApi module, the download cache) nor boto3; the Hub session is made once, with one TLS context —
-the one httpx2 would make (same CA bundle, certificates verified) — and still runs the library's own
-request hook (``HF_HUB_OFFLINE``). Through the real CLI in a fresh interpreter against the fake Hub.
+HfApi module, the download cache) nor boto3 — nor, since its reads are plain GETs whose settings the
+settings read (:mod:`openclaw_backup.settings.hub`), ``huggingface_hub`` or ``httpx2`` at all
+(tests/test_hub_lean.py); over plain http it makes no TLS context. The TLS context of an https
+endpoint is the one httpx2 would make (same CA bundle, certificates verified), made once, early,
+off the main thread; ``HF_HUB_OFFLINE`` still stops every request. Through the real CLI in a fresh
+interpreter against the fake Hub.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 
 from openclaw_backup import forkwork
 from openclaw_backup.backends import hub_client, hub_files, hub_tls
+from openclaw_backup.backends.options import HubEnvironment
 from tests.support.cli import CLI_TIMEOUT, cli_env, hub_env
 from tests.support.hub import TOKEN, HubRepo
 from tests.support.processes import in_forked_child
@@ -28,9 +32,12 @@ from tests.support.trees import fingerprint, set_mtimes
 
 pytestmark = pytest.mark.timeout(120)
 
-#: Modules a restore from a Hub repo never uses: the library's write side and download cache, its
-#: progress bars, the chunker (a restore cuts nothing) and the S3 client.
+#: Modules a restore from a Hub repo never uses: the Hub's client library and its HTTP stack (its
+#: reads are plain GETs), the chunker (a restore cuts nothing) and the S3 client.
 UNUSED_BY_A_RESTORE = (
+    "huggingface_hub",
+    "httpx2",
+    "httpcore2",
     "huggingface_hub.hf_api",
     "huggingface_hub._commit_api",
     "huggingface_hub.file_download",
@@ -82,7 +89,7 @@ def _probe(args: list[str], env: dict[str, str], out: Path) -> subprocess.Comple
     )
 
 
-def test_a_restore_from_a_hub_repo_imports_no_write_side_and_loads_the_ca_bundle_once(
+def test_a_restore_from_a_hub_repo_imports_no_hub_library_and_loads_no_ca_bundle_over_http(
     hub_repo: HubRepo, tmp_path: Path
 ) -> None:
     src = tmp_path / "src"
@@ -96,12 +103,12 @@ def test_a_restore_from_a_hub_repo_imports_no_write_side_and_loads_the_ca_bundle
     seen = json.loads(out.read_text())
     imported = [m for m in UNUSED_BY_A_RESTORE if m in seen["modules"]]
     assert imported == [], f"a restore imported {imported}"
-    assert seen["ca_loads"] == 1  # one TLS context: no session made only to be replaced
+    assert seen["ca_loads"] == 0  # an http:// endpoint: no TLS context at all
 
 
 def test_the_hub_session_still_runs_the_library_request_hook(hub_repo: HubRepo, tmp_path: Path) -> None:
-    """``HF_HUB_OFFLINE=1`` (the library's hook refuses every request) stops a restore before any
-    request reaches the Hub, with a storage error that says why."""
+    """``HF_HUB_OFFLINE=1`` (the library's hook refuses every request; the settings send the reads
+    through it) stops a restore before any request reaches the Hub, with a storage error that says why."""
     run_backup(new_repo(hub_repo.open(create=True)), {"src": _made(tmp_path / "src")}, forked=False)
     before = hub_repo.stats()["requests"]
     env = cli_env(tmp_path, **hub_env(hub_repo.server.url, TOKEN), HF_HUB_OFFLINE="1")
@@ -135,6 +142,34 @@ def test_the_early_tls_context_is_the_one_httpx2_makes(fresh_tls: None) -> None:
     assert ours.verify_mode == ssl.CERT_REQUIRED and ours.check_hostname
     assert ours.cert_store_stats() == theirs.cert_store_stats() and ours.cert_store_stats()["x509_ca"] > 0
     assert ours.get_ca_certs() == theirs.get_ca_certs()
+
+
+def test_the_early_tls_context_made_without_httpx2_is_the_one_httpx2_makes(
+    fresh_tls: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With the settings' reading of ``SSL_CERT_FILE``/``SSL_CERT_DIR``, the context is made as
+    httpcore2 makes it, without importing it: the same CA certificates, verification on — the
+    system's bundle when neither is set, the named file's certificates when ``SSL_CERT_FILE`` is."""
+    import httpx2
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(hub_tls, "_trust", None)
+    hub_tls.start(HubEnvironment())
+    ours = hub_tls.context()
+    theirs = httpx2.create_ssl_context()
+    assert ours.verify_mode == ssl.CERT_REQUIRED and ours.check_hostname
+    assert ours.get_ca_certs() == theirs.get_ca_certs() and ours.cert_store_stats()["x509_ca"] > 1
+
+    bundle = tmp_path / "one-ca.pem"  # a bundle of one of those certificates
+    bundle.write_text(ssl.DER_cert_to_PEM_cert(ours.get_ca_certs(binary_form=True)[0]))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setattr(hub_tls, "_trust", None)
+    monkeypatch.setattr(hub_tls, "_taken", False)
+    hub_tls.start(HubEnvironment(ssl_cert_file=str(bundle)))
+    ours = hub_tls.context()
+    assert ours.cert_store_stats()["x509_ca"] == 1
+    assert ours.get_ca_certs() == httpx2.create_ssl_context().get_ca_certs()
 
 
 def test_the_first_hub_session_takes_the_early_context_and_a_later_one_makes_its_own(fresh_tls: None) -> None:

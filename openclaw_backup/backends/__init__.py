@@ -19,7 +19,9 @@ Modules of this package (dependencies point down):
 * :mod:`.wrappers` (retries, limits, logging) and the stores: :mod:`.local`, :mod:`.memory`,
   :mod:`.s3`, :mod:`.hf_repo` (Hub dataset/model repos), :mod:`.hf_bucket` (Hub buckets);
 * :mod:`.hub_files` — a Hub repo's files read by path (plain GETs, :mod:`.plain_get`);
-* :mod:`.hub_client` — the Hub stores' shared session, error translation and calls;
+* :mod:`.hub_client` — the Hub stores' shared session (the library's), error translation and calls;
+* :mod:`.hub_bounds` — the bounds of every Hub call (timeouts, retries), without the library;
+* :mod:`.hub_tls` — the TLS context of the Hub's https connections, made early;
 * :mod:`.options` (options and addresses) and :mod:`.base` (the contract).
 """
 
@@ -70,9 +72,9 @@ def open_hf(address: str, options: BackendOptions) -> Backend:
     created private when ``options.create`` (visibility from ``options.private``).
     """
     parsed = parse_hf_address(address)
-    from .hub_tls import start
+    from .hub_tls import start_for
 
-    start()  # the CA bundle loads while the Hub client's modules import
+    start_for(options.hf_endpoint, options.hub_env)  # https: the CA bundle loads while the modules that follow import
     if parsed.kind == "bucket":
         from .hf_bucket import open_hf_bucket
 

@@ -26,14 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import get_session, hf_raise_for_status
-
 from ..errors import BackupError, ConflictError, NotFoundError, RepositoryNotFoundError, StoreError, UsageError
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
-from .hub_client import bounded, hub_call, hub_headers, retry_delay, translate_error
-from .hub_files import RepoFiles
-from .options import DEFAULT_PREFIX, BackendOptions, HfAddress
+from .hub_bounds import bounded, hub_call, retry_delay, translate
+from .hub_files import RepoFiles, library_errors, load_library
+from .options import DEFAULT_PREFIX, BackendOptions, HfAddress, HubEnvironment
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -84,10 +81,11 @@ class HfRepoBackend(Backend):
         token: str | None = None,
         timeout: float = 60.0,
         retries: int = 1,
+        env: HubEnvironment | None = None,
     ) -> None:
         self._attempts = max(1, retries)
         self._files = RepoFiles(
-            endpoint, repo_id, repo_type=repo_type, token=token, timeout=timeout, attempts=self._attempts
+            endpoint, repo_id, repo_type=repo_type, token=token, timeout=timeout, attempts=self._attempts, env=env
         )
         self.repo_id = repo_id
         self.repo_type = repo_type
@@ -125,11 +123,12 @@ class HfRepoBackend(Backend):
             return None
         try:
             return self._files.read(self._head_path, rev)
-        except hf_errors.RevisionNotFoundError as e:
+        except library_errors().RevisionNotFoundError as e:
             raise ConflictError(f"{self.location}: commit {rev} is not in the repository (the head moved)") from e
 
     def _existing(self, paths: Sequence[str], rev: str | None) -> list[str]:
         """Those of ``paths`` that are files at ``rev`` (a missing revision means the head moved)."""
+        load_library(writes=True)
         from huggingface_hub.hf_api import RepoFile
 
         found: list[str] = []
@@ -140,7 +139,7 @@ class HfRepoBackend(Backend):
                 batch = list(paths[i : i + _PATHS_INFO_BATCH])
                 infos = self._api.get_paths_info(self.repo_id, batch, revision=rev, repo_type=self.repo_type)
                 found += [f.path for f in infos if isinstance(f, RepoFile)]
-        except hf_errors.RevisionNotFoundError as e:
+        except library_errors().RevisionNotFoundError as e:
             raise ConflictError(f"{self.location}: commit {rev} is not in the repository (the head moved)") from e
         return found
 
@@ -194,6 +193,7 @@ class HfRepoBackend(Backend):
         return self._call(f"read {name}", fetch)
 
     def size(self, name: str) -> int:
+        load_library(writes=True)
         from huggingface_hub.hf_api import RepoFile
 
         path = self._path(name)
@@ -212,7 +212,7 @@ class HfRepoBackend(Backend):
         def walk() -> list[str]:
             try:
                 paths = self._files.list(folder, self.revision)
-            except hf_errors.RevisionNotFoundError:
+            except library_errors().RevisionNotFoundError:
                 return []
             skip = len(self.prefix) + 1
             return [p[skip:] for p in paths]
@@ -221,7 +221,8 @@ class HfRepoBackend(Backend):
         return sorted(n for n in names if n != HEAD_NAME and n.startswith(prefix) and _valid_name(n))
 
     def put(self, name: str, data: bytes) -> None:
-        from huggingface_hub import CommitOperationAdd  # writes only: the commit API takes a while to import
+        load_library(writes=True)  # writes only: the commit API takes a while to import
+        from huggingface_hub import CommitOperationAdd
 
         path = self._path(name)
         with self._lock:
@@ -244,7 +245,7 @@ class HfRepoBackend(Backend):
         def current() -> tuple[bytes | None, str | None]:
             try:
                 return self._files.read_current(self._head_path, self.revision)
-            except hf_errors.RevisionNotFoundError:
+            except library_errors().RevisionNotFoundError:
                 return None, None
 
         data, sha = self._call("read head", current)
@@ -329,6 +330,7 @@ class HfRepoBackend(Backend):
         self, parent: str | None, head: bytes | None, adds: Sequence[CommitOperationAdd], deletes: Sequence[str]
     ) -> str:
         """Make one commit on ``parent``; on an unknown outcome find out whether it landed."""
+        load_library(writes=True)
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         additions = [*adds]
@@ -362,7 +364,7 @@ class HfRepoBackend(Backend):
                 )
             return str(info.oid)
         except Exception as e:
-            err = translate_error(e, what)
+            err = translate(e, what)
             if not (isinstance(err, StoreError) and err.transient):
                 raise err from e
             landed = self._find_commit(nonce)
@@ -379,7 +381,10 @@ class HfRepoBackend(Backend):
         url = f"{self._files.endpoint}/api/{self.repo_type}s/{self.repo_id}/commits/{self.revision}"
 
         def look() -> str | None:
-            response = get_session().get(url, headers=hub_headers(self._files.token))  # the first page: newest
+            load_library()
+            from huggingface_hub.utils import get_session, hf_raise_for_status
+
+            response = get_session().get(url, headers=self._files.headers())  # the first page: newest
             hf_raise_for_status(response)
             for item in response.json():
                 if nonce in str(item.get("title", "")):
@@ -418,6 +423,7 @@ def open_hf_repo(address: HfAddress, options: BackendOptions) -> HfRepoBackend:
         token=options.token,
         timeout=options.timeout,
         retries=options.retries,
+        env=options.hub_env,
     )
     backend.ensure_repo(create=options.create, private=options.private)
     return backend

@@ -23,7 +23,13 @@ subclass only changes requests made inside :func:`hub_call` (a context variable 
 users of ``huggingface_hub`` in the process keep the library's behaviour (its request hook runs on
 every request: ``HF_HUB_OFFLINE``, request ids). The session's TLS context comes from
 :mod:`.hub_tls` (the first one made in a thread, while these modules import); the plain GETs
-of :mod:`.hub_files` use the session's.
+of :mod:`.hub_files` use the same.
+
+The bounds themselves (the context variable, the retry loop, our own errors, :func:`hub_call`) are
+:mod:`.hub_bounds`', which imports neither the library nor ``httpx2``: a restore's reads need
+neither, and this module is imported only by what does (a write, an error status to raise as the
+library raises it, a proxy). Importing it registers with :mod:`.hub_bounds` the check that the
+library's session is ours and the translation of the library's exceptions.
 
 How errors are translated (``raise … from`` keeps the original)::
 
@@ -34,8 +40,8 @@ How errors are translated (``raise … from`` keeps the original)::
     RevisionNotFound / EntryNotFound   → NotFoundError
     HTTP 401/403 otherwise, other 4xx  → StoreError(transient=False)
 
-The token is handed to ``huggingface_hub`` only; it never appears in a message (URLs are shown
-without their query, where pre-signed upload URLs carry signatures).
+The token goes to the Hub only (through the library, or in a plain GET's header); it never appears
+in a message (URLs are shown without their query, where pre-signed upload URLs carry signatures).
 """
 
 from __future__ import annotations
@@ -43,15 +49,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
-from email.message import Message
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
@@ -64,14 +63,24 @@ from huggingface_hub.utils import (
 )
 
 from .. import __version__
-from ..errors import (
-    BackupError,
-    ConflictError,
-    NotFoundError,
-    QuotaError,
-    RepositoryNotFoundError,
-    StoreError,
+from ..errors import BackupError, ConflictError, NotFoundError, QuotaError, RepositoryNotFoundError, StoreError
+from .hub_bounds import (
+    BOUND,
+    LIBRARY_NAME,
+    RETRIED_STATUSES,
+    RETRY_BASE_DELAY,
+    RETRY_MAX_DELAY,
+    HubStatusError,
+    HubTransportError,
+    bounded,
+    hub_call,
+    retry_delay,
+    send_bounded,
+    set_library_translator,
+    set_session_check,
+    translate,
 )
+from .hub_bounds import retry_after as _retry_after
 from .hub_tls import context as tls_context
 from .options import BackendOptions
 
@@ -80,59 +89,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-LIBRARY_NAME = "openclaw-backup"
-_RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+__all__ = [
+    "LIBRARY_NAME", "RETRY_BASE_DELAY", "RETRY_MAX_DELAY", "HubStatusError", "HubTransportError", "bounded",
+    "ensure_bounded_session", "hub_call", "hub_headers", "make_api", "replayable", "retry_delay", "send_bounded",
+    "translate_error",
+]  # fmt: skip
+
+_RETRIED_STATUSES = RETRIED_STATUSES
 _REPLAYABLE_POST = re.compile(r"/(preupload|paths-info)/|/info/lfs/objects/|/verify$")
-RETRY_BASE_DELAY = 0.25
-RETRY_MAX_DELAY = 8.0
-
-
-def retry_delay(attempt: int, retry_after: float | None = None) -> float:
-    """Seconds before try ``attempt + 2``: exponential with jitter, at most RETRY_MAX_DELAY (a
-    server's shorter Retry-After is honoured)."""
-    delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2**attempt) * (0.5 + random.random() / 2)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, RETRY_MAX_DELAY))
-    return delay
 
 
 # --------------------------------------------------------------------------------------------
 # Bounded calls: per-request timeouts and no sleeping inside huggingface_hub
 
 
-class HubStatusError(Exception):
-    """A response huggingface_hub would have retried after a sleep; raised instead (inside hub_call)."""
-
-    def __init__(self, status: int, retry_after: float | None, where: str, server_message: str) -> None:
-        super().__init__(f"HTTP {status} from {where}" + (f": {server_message}" if server_message else ""))
-        self.status = status
-        self.retry_after = retry_after
-        self.server_message = server_message
-
-
-class HubTransportError(Exception):
-    """A network failure or timeout (inside hub_call), raised instead of the library's retry-with-sleep."""
-
-
-@dataclass(frozen=True)
-class _Bound:
-    timeout: float
-    attempts: int = 1
-
-
-_BOUND: ContextVar[_Bound | None] = ContextVar("openclaw_backup_hf_bound", default=None)
-
-
 def _where(request: httpx2.Request) -> str:
     return f"{request.method} {request.url.host}{request.url.path}"  # no query: it may carry signatures
-
-
-def _retry_after(headers: httpx2.Headers | Message) -> float | None:
-    value = headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return float(value)
-    match = re.search(r"\bt\s*=\s*(\d+)", headers.get("RateLimit", ""))
-    return float(match.group(1)) if match else None
 
 
 def _server_message(response: httpx2.Response) -> str:
@@ -159,7 +131,7 @@ class _BoundedClient(httpx2.Client):
     """The library's session, changed only for requests made inside :func:`hub_call`."""
 
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
-        bound = _BOUND.get()
+        bound = BOUND.get()
         if bound is None:
             return super().send(request, **kwargs)
         request.extensions = {**request.extensions, "timeout": httpx2.Timeout(bound.timeout).as_dict()}
@@ -184,40 +156,6 @@ class _BoundedClient(httpx2.Client):
             describe=lambda e: f"{_where(request)}: {type(e).__name__}: {e}",
             refusal=refusal,
         )
-
-
-R = TypeVar("R")
-
-
-def send_bounded(
-    attempts: int,
-    send: Callable[[], R],
-    *,
-    failure: type[Exception],
-    describe: Callable[[Exception], str],
-    refusal: Callable[[R], HubStatusError | None],
-) -> R:
-    """``send()`` up to ``attempts`` times, as every request inside :func:`hub_call` is made: a
-    ``failure`` (the transport's) or an answer ``refusal`` turns into an error (a status retried)
-    waits (:func:`.wrappers.retry_delay`, or the server's Retry-After) and tries again; the last
-    attempt's is raised (a failure as :class:`HubTransportError` with ``describe``'s message), and a
-    429 at once (a quota is the caller's to reschedule, never slept on here)."""
-    for attempt in range(attempts):
-        last = attempt >= attempts - 1
-        try:
-            answer = send()
-        except failure as e:
-            if last:
-                raise HubTransportError(describe(e)) from e
-            time.sleep(retry_delay(attempt))
-            continue
-        error = refusal(answer)
-        if error is None:
-            return answer
-        if last or error.status == 429:
-            raise error
-        time.sleep(retry_delay(attempt, error.retry_after))
-    raise AssertionError("unreachable")
 
 
 def _client_factory() -> httpx2.Client:
@@ -316,84 +254,49 @@ def _ours_installed() -> bool:
     return factory is _client_factory
 
 
-@contextmanager
-def bounded(timeout: float, attempts: int = 1) -> Iterator[None]:
-    """Mark the Hub calls made inside as bounded, replayable requests tried up to ``attempts`` times."""
-    if not _ours_installed():  # someone replaced the library's client factory
-        ensure_bounded_session()
-    token = _BOUND.set(_Bound(timeout, max(1, attempts)))
-    try:
-        yield
-    finally:
-        _BOUND.reset(token)
-
-
-def _causes(e: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+def _library_error(exc: BaseException, what: str) -> BackupError | None:
+    """Our typed error for one of huggingface_hub's or httpx2's exceptions, None for any other."""
+    if isinstance(exc, hf_errors.BucketNotFoundError):
+        return RepositoryNotFoundError(f"{what}: bucket not found", hint="check the address and token")
+    if isinstance(exc, hf_errors.RepositoryNotFoundError):
+        return RepositoryNotFoundError(
+            f"{what}: repository not found (or the token cannot see it)",
+            hint="check the address and the HF token, or let the tool create the repository",
+        )
+    if isinstance(exc, hf_errors.RevisionNotFoundError):
+        return NotFoundError(f"{what}: branch or commit not found")
+    if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
+        return NotFoundError(f"{what}: no such file")
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        detail = f"HTTP {status}" + (f": {exc.server_message.splitlines()[0]}" if exc.server_message else "")
+        if status in (409, 412):
+            return ConflictError(f"{what}: the branch moved (another writer committed first)")
+        if status == 429:
+            ra = _retry_after(exc.response.headers) if exc.response is not None else None
+            return QuotaError(f"{what}: rate limited ({detail})", retry_after=ra)
+        if status in (401, 403):
+            return StoreError(f"{what}: not allowed ({detail})", hint="the token needs write access to the repo")
+        return StoreError(f"{what}: {detail}", transient=status >= 500 or status == 408)
+    if isinstance(exc, hf_errors.OfflineModeIsEnabled):
+        return StoreError(f"{what}: huggingface_hub is in offline mode (HF_HUB_OFFLINE)")
+    if isinstance(exc, httpx2.TransportError):
+        return StoreError(f"{what}: {type(exc).__name__}", transient=True)
+    return None
 
 
 def translate_error(e: BaseException, what: str) -> BackupError:
     """Map an exception raised by huggingface_hub/httpx2 (or our session) to our typed errors."""
-    for exc in _causes(e):
-        if isinstance(exc, BackupError):
-            return exc
-        if isinstance(exc, HubStatusError):
-            if exc.status == 429:
-                label = "commit quota exhausted" if "commit" in exc.server_message.lower() else "rate limited"
-                wait = f"retry after {exc.retry_after:.0f} s" if exc.retry_after is not None else "retry later"
-                return QuotaError(
-                    f"{what}: {label} (HTTP 429), {wait}",
-                    retry_after=exc.retry_after,
-                    hint="the Hub allows about 128 commits per hour per repository; back up less often",
-                )
-            return StoreError(f"{what}: {exc}", transient=True)
-        if isinstance(exc, HubTransportError):
-            return StoreError(f"{what}: {exc}", transient=True)
-        if isinstance(exc, hf_errors.BucketNotFoundError):
-            return RepositoryNotFoundError(f"{what}: bucket not found", hint="check the address and token")
-        if isinstance(exc, hf_errors.RepositoryNotFoundError):
-            return RepositoryNotFoundError(
-                f"{what}: repository not found (or the token cannot see it)",
-                hint="check the address and the HF token, or let the tool create the repository",
-            )
-        if isinstance(exc, hf_errors.RevisionNotFoundError):
-            return NotFoundError(f"{what}: branch or commit not found")
-        if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
-            return NotFoundError(f"{what}: no such file")
-        if isinstance(exc, hf_errors.HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else 0
-            detail = f"HTTP {status}" + (f": {exc.server_message.splitlines()[0]}" if exc.server_message else "")
-            if status in (409, 412):
-                return ConflictError(f"{what}: the branch moved (another writer committed first)")
-            if status == 429:
-                ra = _retry_after(exc.response.headers) if exc.response is not None else None
-                return QuotaError(f"{what}: rate limited ({detail})", retry_after=ra)
-            if status in (401, 403):
-                return StoreError(f"{what}: not allowed ({detail})", hint="the token needs write access to the repo")
-            return StoreError(f"{what}: {detail}", transient=status >= 500 or status == 408)
-        if isinstance(exc, hf_errors.OfflineModeIsEnabled):
-            return StoreError(f"{what}: huggingface_hub is in offline mode (HF_HUB_OFFLINE)")
-        if isinstance(exc, (httpx2.TransportError, TimeoutError, ConnectionError)):
-            return StoreError(f"{what}: {type(exc).__name__}", transient=True)
-    first = str(e).splitlines()[0][:300] if str(e) else ""
-    return StoreError(f"{what}: {type(e).__name__}: {first}")
+    return translate(e, what)
 
 
-def hub_call(timeout: float, what: str, fn: Callable[[], T], *, attempts: int = 1) -> T:
-    """Run ``fn`` (Hub calls) bounded by ``timeout`` per request (replayable ones tried up to
-    ``attempts`` times), translating errors."""
-    with bounded(timeout, attempts):
-        try:
-            return fn()
-        except BackupError:
-            raise
-        except Exception as e:
-            raise translate_error(e, what) from e
+def _check_session() -> None:
+    if not _ours_installed():  # someone replaced the library's client factory
+        ensure_bounded_session()
+
+
+set_library_translator(_library_error)
+set_session_check(_check_session)
 
 
 def hub_headers(token: str | None) -> dict[str, str]:

@@ -6,6 +6,9 @@ backends (and without importing a network client):
 
 * :class:`BackendOptions` — settings built at the edge (CLI, settings); backends never read the
   environment.
+* :class:`HubEnvironment` — what ``huggingface_hub``, ``httpx2`` and ``httpcore2`` would read from
+  the environment for a Hub store's reads, read by the settings instead, so that those reads need
+  none of these libraries.
 * :class:`HfAddress` — ``hf://{datasets,models,buckets}/<ns>/<name>[/<prefix>]``. Objects live under
   ``<prefix>/`` (default :data:`DEFAULT_PREFIX`), so a repository shared with the legacy script's
   ``backups/`` and ``latest-backup.json`` is never touched outside that folder.
@@ -27,6 +30,30 @@ HUB_COMMITS_PER_HOUR = 128  # the Hub's commit budget per dataset/model repo (HT
 
 
 @dataclass(frozen=True)
+class HubEnvironment:
+    """What the Hub's client libraries would read from the environment, read by the settings.
+
+    With it (and ``BackendOptions.token`` being the token the library would send), a Hub store reads
+    through :mod:`.plain_get` without importing ``huggingface_hub`` or ``httpx2``; without it
+    (None in :class:`BackendOptions`), the libraries read the environment themselves, as always.
+
+    ``token_settled``: ``BackendOptions.token`` is the token ``huggingface_hub`` would find itself
+    (``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN``, the stored ``hf auth login`` token; None: it would send
+    none) — False when only the library can tell (a refreshable OAuth login, ``HF_OIDC_RESOURCE``).
+    ``offline``: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is on: every request is refused by
+    the library's request hook. ``proxied``: a proxy for http(s) is configured (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``, any case): httpx2 decides per URL. ``ssl_cert_file``,
+    ``ssl_cert_dir``: ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (httpcore2's CA bundle).
+    """
+
+    token_settled: bool = True
+    offline: bool = False
+    proxied: bool = False
+    ssl_cert_file: str | None = None
+    ssl_cert_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class BackendOptions:
     """Typed options built by the edges (CLI/settings); backends never read the environment.
 
@@ -35,6 +62,8 @@ class BackendOptions:
     AWS defaults chain). ``timeout``: seconds bound on every single network call.
     ``create``: create the remote repo/bucket when missing. ``private``: visibility of a created repo.
     ``retries``: attempts of a transient failure before giving up.
+    ``hub_env``: what the Hub libraries would read from the environment (:class:`HubEnvironment`);
+    None: they read it themselves.
     """
 
     token: str | None = None
@@ -48,6 +77,7 @@ class BackendOptions:
     create: bool = False
     private: bool = True
     retries: int = 5
+    hub_env: HubEnvironment | None = None
 
 
 @dataclass(frozen=True)

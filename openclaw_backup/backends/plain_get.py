@@ -62,13 +62,15 @@ class NotDirect(Exception):
 @dataclass(frozen=True)
 class Answer:
     """The last answer of a plain GET: its ``status``, ``headers`` (case-insensitive ``get``),
-    ``body`` (whole for a success or a redirect; an error's when small, else ``b""``) and the
-    ``url`` that gave it (after redirects)."""
+    ``body`` (whole for a success or a redirect; an error's when small, else ``b""``), the
+    ``url`` that gave it (after redirects), and the headers of the redirects that led to it, in
+    order (``redirects``)."""
 
     status: int
     headers: Message
     body: bytes
     url: str
+    redirects: tuple[Message, ...] = ()
 
 
 Origin = tuple[str, str, int]
@@ -162,6 +164,7 @@ class GetPool:
         """GET ``url`` with ``headers`` (redirects followed, see the module docstring). Raises
         :class:`TransportFailure` or :class:`NotDirect`; any status is an :class:`Answer`."""
         sent = dict(headers)
+        redirects: list[Message] = []
         for _ in range(MAX_REDIRECTS + 1):
             if not direct(url):
                 raise NotDirect(url)
@@ -169,7 +172,8 @@ class GetPool:
             status, answer_headers, body = self._exchange(origin, target, sent, timeout)
             location = answer_headers.get("Location")
             if status not in REDIRECTS or not location:
-                return Answer(status, answer_headers, body, url)
+                return Answer(status, answer_headers, body, url, tuple(redirects))
+            redirects.append(answer_headers)
             following = urljoin(url, location)
             if _origin(following)[0] != origin:
                 sent = {k: v for k, v in sent.items() if k.lower() != "authorization"}

@@ -18,7 +18,8 @@ the commands, the service and the supervisor receive values, never names. :data:
 the legacy script's variables and what becomes of each (``openclaw-backup legacy-env``).
 
 Parts: :mod:`.names` (every name the package knows, the tool's secrets, the closest name for a
-misspelt one) and :mod:`.parsing` (env files, cron schedules, numbers, password files/commands).
+misspelt one), :mod:`.parsing` (env files, cron schedules, numbers, password files/commands) and
+:mod:`.hub` (what the Hub's client libraries would read from the environment).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..crypto import KdfParams
 from ..errors import UnsafeRestoreError, UsageError
 from ..retention import Policy
 from ..sources import Root
+from .hub import hub_endpoint, hub_environment, implicit_token
 from .names import (
     KNOWN_VARIABLES,
     LEGACY_ROOTS,
@@ -291,10 +293,17 @@ class Settings:
 
     def backend_options(self, *, create: bool = False) -> BackendOptions:
         """The tool's own credentials (``OPENCLAW_BACKUP_HF_TOKEN``, ``OPENCLAW_BACKUP_S3_*``) come
-        first, so the backup and the agent can hold different tokens; then the usual names."""
+        first, so the backup and the agent can hold different tokens; then the usual names, then
+        the token ``huggingface_hub`` would find itself (:mod:`.hub`: the stored login's)."""
+        library_env = self.process_env if self.process_env is not None else self.env
+        token = self._first("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+        settled = True
+        if token is None:
+            token, settled = implicit_token(library_env)
         return BackendOptions(
-            token=self._first("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN"),
-            hf_endpoint=self.env.get("HF_ENDPOINT") or None,
+            token=token,
+            hf_endpoint=hub_endpoint(self.env, library_env),
+            hub_env=hub_environment(library_env, token_settled=settled),
             s3_endpoint=self._first("OPENCLAW_BACKUP_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
             s3_region=self._first("AWS_REGION", "AWS_DEFAULT_REGION"),
             s3_access_key=self._first("OPENCLAW_BACKUP_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),

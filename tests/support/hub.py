@@ -39,6 +39,7 @@ from huggingface_hub._buckets import BucketFile, BucketInfo
 from openclaw_backup.backends import BackendOptions, open_hf
 from openclaw_backup.backends.hf_bucket import HfBucketBackend
 from openclaw_backup.backends.hf_repo import HfRepoBackend
+from openclaw_backup.backends.options import HubEnvironment
 from tests.support.processes import log_tail, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +95,10 @@ class HubServer:
         self._control("POST", "/_test/reset")
 
     def options(self, **overrides: Any) -> BackendOptions:
-        base: dict[str, Any] = {"token": TOKEN, "hf_endpoint": self.url, "timeout": 10.0, "retries": 1}
+        """Options as the settings make them (the lean read path, :class:`HubEnvironment`: no proxy,
+        not offline); ``hub_env=None`` for the libraries' own reading of the environment."""
+        base: dict[str, Any] = {"token": TOKEN, "hf_endpoint": self.url, "timeout": 10.0, "retries": 1,
+                                "hub_env": HubEnvironment()}  # fmt: skip
         base.update(overrides)
         return BackendOptions(**base)
 
