@@ -297,6 +297,7 @@ class ReadAhead(WrappedBackend):
             max_workers=max(1, inner.capabilities.max_connections), thread_name_prefix="read-ahead"
         )
         self._pending: dict[Read, Future[Any]] = {}
+        self._started: set[Read] = set()
         self._lock = threading.Lock()
         self._head_read = False  # a read of the head reached the store: no listing made ahead answers
 
@@ -305,13 +306,17 @@ class ReadAhead(WrappedBackend):
         self._pending = {}
         self._lock = threading.Lock()
 
-    def start(self, reads: Iterable[Read]) -> None:
-        """Make ``reads`` ahead (those not already in flight for a call); nothing once closed, and
-        no listing after a read of the head reached the store."""
+    def start(self, reads: Iterable[Read], *, again: bool = True) -> None:
+        """Make ``reads`` ahead (those not already in flight for a call; without ``again``, none
+        made ahead before either); nothing once closed, and no listing after a read of the head
+        reached the store."""
         with self._lock:
             for read in reads:
                 if self._pool is None or read in self._pending or (read.op == "list" and self._head_read):
                     continue
+                if not again and read in self._started:
+                    continue
+                self._started.add(read)
                 self._pending[read] = self._pool.submit(_make, self.inner, read)
 
     def then(self, after: Sequence[Read], follow: Callable[[list[Any]], Iterable[Read]]) -> None:
@@ -338,7 +343,7 @@ class ReadAhead(WrappedBackend):
                 reads = list(follow([f.result() for f in made]))
             except Exception:
                 return
-            self.start(reads)
+            self.start(reads, again=False)  # not what a call made meanwhile
 
         for future in made:
             future.add_done_callback(answered)
