@@ -298,26 +298,46 @@ class ReadAhead(WrappedBackend):
         )
         self._pending: dict[Read, Future[Any]] = {}
         self._started: set[Read] = set()
+        self._made_ahead: list[Future[Any]] = []
         self._lock = threading.Lock()
         self._head_read = False  # a read of the head reached the store: no listing made ahead answers
 
     def _reopened(self) -> None:
         self._pool = None  # a forked process reads for itself
-        self._pending = {}
+        self._pending, self._started, self._made_ahead = {}, set(), []
         self._lock = threading.Lock()
 
     def start(self, reads: Iterable[Read], *, again: bool = True) -> None:
         """Make ``reads`` ahead (those not already in flight for a call; without ``again``, none
         made ahead before either); nothing once closed, and no listing after a read of the head
-        reached the store."""
+        reached the store. (The reads are handed to the threads outside the lock: a call that
+        wants none of them does not wait for threads to be started.)"""
+        todo: list[tuple[Read, Future[Any]]] = []
         with self._lock:
+            pool = self._pool
             for read in reads:
-                if self._pool is None or read in self._pending or (read.op == "list" and self._head_read):
+                if pool is None or read in self._pending or (read.op == "list" and self._head_read):
                     continue
                 if not again and read in self._started:
                     continue
                 self._started.add(read)
-                self._pending[read] = self._pool.submit(_make, self.inner, read)
+                future: Future[Any] = Future()
+                self._pending[read] = future
+                self._made_ahead.append(future)
+                todo.append((read, future))
+        for read, future in todo:
+            try:
+                pool.submit(self._make, read, future)  # type: ignore[union-attr]
+            except RuntimeError:  # closed meanwhile
+                future.cancel()
+
+    def _make(self, read: Read, future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(_make(self.inner, read))
+        except BaseException as e:  # the call that takes it raises it (or reads again)
+            future.set_exception(e)
 
     def then(self, after: Sequence[Read], follow: Callable[[list[Any]], Iterable[Read]]) -> None:
         """When every read of ``after`` (made ahead: see :meth:`start`) has answered without an
@@ -369,6 +389,9 @@ class ReadAhead(WrappedBackend):
             pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             self._pending = {}
+            made, self._made_ahead = self._made_ahead, []
+        for future in made:
+            future.cancel()  # those never started (running ones were waited for)
 
     def _made(self, read: Read) -> Future[Any] | None:
         """The read made ahead, answered without an error (waited for); None when there is none."""
