@@ -282,7 +282,9 @@ def _make(backend: Backend, read: Read) -> Any:
 
 class ReadAhead(WrappedBackend):
     """``inner``, with reads made ahead of the calls that want them (see :func:`reading_ahead`),
-    up to ``capabilities.max_connections`` at once, until :meth:`close`.
+    until :meth:`close`; up to one fewer at once than ``capabilities.max_connections``, so that a
+    call reading something else (the key file, while the snapshots are read) never waits for a
+    connection behind them.
 
     Each read made ahead answers the first call that makes it, once, and only as the store answered
     it: a read ahead that failed is made again by its call, which fails (or not) as it would have
@@ -293,9 +295,9 @@ class ReadAhead(WrappedBackend):
 
     def __init__(self, inner: Backend) -> None:
         super().__init__(inner)
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=max(1, inner.capabilities.max_connections), thread_name_prefix="read-ahead"
-        )
+        # one connection fewer than the store's: a call wanting something else never queues behind them
+        width = max(1, inner.capabilities.max_connections - 1)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=width, thread_name_prefix="read-ahead")
         self._pending: dict[Read, Future[Any]] = {}
         self._started: set[Read] = set()
         self._made_ahead: list[Future[Any]] = []
