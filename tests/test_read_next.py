@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from openclaw_backup.backends import Capabilities, MemoryBackend
+from openclaw_backup.backends import Backend, BackendOptions, Capabilities, MemoryBackend, open_backend
 from openclaw_backup.backends.wrappers import WrappedBackend
+from openclaw_backup.commands import _common
 from openclaw_backup.errors import WrongPasswordError
 from openclaw_backup.prune import prune
 from openclaw_backup.repo_access import READ_NEXT_AT_MOST
@@ -29,8 +30,10 @@ from openclaw_backup.reporter import Reporter
 from openclaw_backup.repository import Repository
 from openclaw_backup.restorer import RestoreOptions, restore
 from openclaw_backup.snapshot import Snapshot
+from tests.support.cli import main_cli
 from tests.support.faults import Counting, Interleave, Slow
-from tests.support.repos import PASSWORD, new_repo, open_repo, run_backup
+from tests.support.hub import HubRepo
+from tests.support.repos import HOST, PASSWORD, new_repo, open_repo, run_backup
 from tests.support.trees import fingerprint, make_tree
 
 
@@ -222,3 +225,49 @@ def test_the_open_reads_nothing_on_once_it_fails() -> None:
     with pytest.raises(WrongPasswordError):
         _open(_SlowGets(store), password="not the password")
     assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
+
+
+@pytest.mark.server
+def test_a_forget_on_the_hub_between_the_listing_and_the_read_leaves_the_restore_whole(
+    hub_repo: HubRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``restore latest`` through the CLI from the Hub test server, fresh machine: another
+    machine forgets the oldest snapshot (its document deleted in the same commit as the head)
+    after the open listed ``snapshots/`` and read the head, just before the open's read of that
+    document — which finds it gone (404), unseen. The restore takes the latest, whole."""
+    src = tmp_path / "src" / "home"
+    repo = new_repo(hub_repo.open(create=True), pack_size=64 * 1024)
+    ids = []
+    for version in range(2):
+        make_tree(src, version, files=3, size=20_000)
+        ids.append(run_backup(repo, {"home": src}, forked=False).snapshot_id)
+    gone = f"snapshots/{ids[0]}"
+
+    def forget_oldest() -> None:
+        open_repo(hub_repo.open()).forget_snapshots([ids[0]])
+
+    counted: list[Counting] = []
+
+    def hook(raw: Backend) -> Backend:
+        slow = Slow(raw, methods="list", names="snapshots/", delay=0.3)  # the head is read first
+        counted.append(Counting(Interleave(slow, methods="get", names=gone, action=forget_oldest)))
+        return counted[-1]
+
+    def hooked(address: str, _: BackendOptions) -> Backend:
+        return open_backend(address, hub_repo.server.options(retries=5), hook=hook)
+
+    monkeypatch.setattr(_common, "open_backend", hooked)
+    for k in ("OPENCLAW_BACKUP_CONFIG", "OPENCLAW_BACKUP_STATE_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPENCLAW_BACKUP_REPOSITORY", hub_repo.address)
+    monkeypatch.setenv("OPENCLAW_BACKUP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("OPENCLAW_BACKUP_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    monkeypatch.setenv("OPENCLAW_BACKUP_TEST_WEAK_KDF", "1")
+    monkeypatch.setenv("OPENCLAW_BACKUP_HOST", HOST)
+    code, out, err = main_cli(["restore", "latest", "--target", str(tmp_path / "out"), "--yes"])
+    assert code == 0, err + out
+    assert fingerprint(tmp_path / "out" / "home") == fingerprint(src)
+    assert ids[0] not in open_repo(hub_repo.open()).snapshot_ids()
+    (store,) = counted
+    assert [name for method, name, _ in store.calls if method == "get" and name == gone] == [gone] * 2
