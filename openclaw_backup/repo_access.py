@@ -250,9 +250,11 @@ def _read_next(
     of the head, it is a listing made under it (:class:`.wrappers.ReadAhead` drops it at any
     later read of the head).
 
-    Only names are taken from these listings — never an answer to a call: the files are content
-    named, so a read made before the head names one is its bytes (the reader checks them against
-    the name as ever); one a prune deleted meanwhile fails unseen, and its caller reads again."""
+    These two listings answer no call after the open (within it, only the check for a lost
+    config may take them, as it takes the key listing): only the names in them are used. The
+    files are content named, so a read made before the head names one is its bytes (the reader
+    checks them against the name as ever); one a prune deleted meanwhile fails unseen, and its
+    caller reads again."""
     config = [] if known else [Read("get", "config")]
 
     def wanted(prefix: str, matches: Callable[[str], bool]) -> Callable[[list[Any]], list[Read]]:
