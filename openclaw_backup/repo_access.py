@@ -127,9 +127,9 @@ class Access:
         listings = ([Read("list", "snapshots/")] if snapshot else []) + ([Read("list", "index/")] if index else [])
         asked = time.monotonic()
         ahead = read_ahead(backend, reads + listings)
-        if ahead is not None and listings:
-            _read_next(ahead, known, cache_dir, snapshot=snapshot, index=index)
         try:
+            if ahead is not None and listings:
+                _read_next(ahead, known, cache_dir, snapshot=snapshot, index=index)
             store = ahead or backend
             repo = cls._open_known(store, known, password, cache_dir) if known else None
             if repo is None:
