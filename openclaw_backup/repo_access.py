@@ -8,13 +8,14 @@ import hashlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import codec, keys
-from .backends.base import Backend
-from .backends.wrappers import Read, reading_ahead
+from . import codec, damage, keys
+from .backends.base import Backend, Head
+from .backends.wrappers import Read, ReadAhead, read_ahead
 from .crypto import Cipher, KdfParams, PlainCipher
 from .errors import (
     DamagedRepositoryError,
@@ -37,7 +38,9 @@ class Access:
     backend: Backend
     cipher: Cipher
     warnings: list[str]
+    head: Head | None
     _head_read_at: float | None
+    _read_next: tuple[ReadAhead, Head] | None  # reads the open started for the next block (see open)
 
     if TYPE_CHECKING:  # what the repository provides
 
@@ -83,7 +86,14 @@ class Access:
 
     @classmethod
     def open(
-        cls, backend: Backend, *, password: str | None, cache_dir: Path | None = None, need_head: bool = True
+        cls,
+        backend: Backend,
+        *,
+        password: str | None,
+        cache_dir: Path | None = None,
+        need_head: bool = True,
+        snapshot: str | None = None,
+        index: bool = False,
     ) -> Self:
         """Open an existing repository; ``WrongPasswordError`` when no key file accepts the password.
         Without ``need_head``, a lost head leaves the state empty (``repair head`` rebuilds it).
@@ -96,6 +106,14 @@ class Access:
         of the key files, the head — are made together (:func:`.wrappers.reading_ahead`), and so are
         the key files (:func:`.keys.unlock`): two round trips from a store far away before the
         password is tried. Each is checked, and fails, where it is used, as if made there.
+
+        ``snapshot`` and ``index``: the caller's next block will be a :meth:`.Repository.reading_ahead`
+        with these (a command that reads snapshots and the index right after opening). Then the
+        open also lists ``snapshots/`` (or ``index/``) in its first round and reads what they list
+        — content-named files, the same bytes under a name for ever — while the key file is read
+        and the password derived; the head, read in the first round, starts the damage records'
+        listing as soon as it arrives (see :func:`_read_next`). That block takes the answers of
+        the files the head names; the others are dropped unseen.
         """
         remembered = _config_memo(cache_dir, backend.location)
         known: RepoConfig | None = None
@@ -106,14 +124,29 @@ class Access:
             except (OSError, IntegrityError, UsageError, DamagedRepositoryError):
                 pass  # not a config (any more): read it from the store
         reads = [Read("list", keys.PREFIX), Read("head")] + ([] if known else [Read("get", "config")])
+        listings = ([Read("list", "snapshots/")] if snapshot else []) + ([Read("list", "index/")] if index else [])
         asked = time.monotonic()
-        with reading_ahead(backend, reads) as store:
+        ahead = read_ahead(backend, reads + listings)
+        try:
+            if ahead is not None and listings:
+                _read_next(ahead, known, cache_dir, snapshot=snapshot, index=index)
+            store = ahead or backend
             repo = cls._open_known(store, known, password, cache_dir) if known else None
             if repo is None:
                 if remembered is not None:
                     remembered.unlink(missing_ok=True)
                 repo = cls._open_stored(store, password, cache_dir, need_head=need_head, remember=remembered)
-        repo.backend = backend  # the reads made ahead are over
+        except BaseException:
+            if ahead is not None:
+                ahead.close()
+            raise
+        repo.backend = backend  # the open's reads made ahead are over
+        if ahead is not None:
+            ahead.drop(reads + listings)  # what the open did not take answers no later call
+            if listings and repo.head is not None:
+                repo._read_next = (ahead, repo.head)  # the snapshots and index files, still coming
+            else:
+                ahead.close()
         if repo._head_read_at is not None:  # the head is as old as its read, made ahead: from ``asked`` on
             repo._head_read_at = min(repo._head_read_at, asked)
         return repo
@@ -196,6 +229,51 @@ class Access:
     def current_key_names(self, password: str) -> list[str]:
         """Key files that open with ``password``."""
         return keys.opening_with(self.backend, password)
+
+
+#: A listing of ``snapshots/`` (or ``index/``) names at most this many files the local cache lacks
+#: for the open to read them ahead (see :func:`_read_next`); with more, none is read before the
+#: head says which are wanted.
+READ_NEXT_AT_MOST = 64
+
+
+def _read_next(
+    ahead: ReadAhead, known: RepoConfig | None, cache_dir: Path | None, *, snapshot: str | None, index: bool
+) -> None:
+    """Follow the open's first round with the reads of the block after it (:meth:`Access.open`'s
+    ``snapshot`` and ``index``): once ``snapshots/`` is listed (and the config known, which names
+    the local cache), each listed snapshot that ``snapshot`` would resolve through — all for
+    ``latest``, those its prefix matches else — and, with ``index``, each listed index file, that
+    the local cache lacks; none of a kind when they are more than :data:`READ_NEXT_AT_MOST` (a
+    repository of thousands of snapshots is not read whole before the head says which it needs).
+    With ``index``, the damage records' listing once the head has arrived: made after that read
+    of the head, it is a listing made under it (:class:`.wrappers.ReadAhead` drops it at any
+    later read of the head).
+
+    These two listings answer no call after the open (within it, only the check for a lost
+    config may take them, as it takes the key listing): only the names in them are used. The
+    files are content named, so a read made before the head names one is its bytes (the reader
+    checks them against the name as ever); one a prune deleted meanwhile fails unseen, and its
+    caller reads again."""
+    config = [] if known else [Read("get", "config")]
+
+    def wanted(prefix: str, matches: Callable[[str], bool]) -> Callable[[list[Any]], list[Read]]:
+        def reads(answers: list[Any]) -> list[Read]:
+            listed, *got = answers
+            config_id = (known or RepoConfig.from_bytes(got[0])).id
+            cache = cache_dir / config_id if cache_dir is not None else None
+            names = [n for n in listed if n.startswith(prefix) and matches(n[len(prefix):])]
+            names = [n for n in names if cache is None or not (cache / n).exists()]
+            return [] if len(names) > READ_NEXT_AT_MOST else [Read("get", n) for n in names]
+
+        return reads
+
+    if snapshot:
+        ahead.then([Read("list", "snapshots/"), *config],
+                   wanted("snapshots/", lambda sid: snapshot == "latest" or sid.startswith(snapshot)))  # fmt: skip
+    if index:
+        ahead.then([Read("list", "index/"), *config], wanted("index/", lambda _: True))
+        ahead.then([Read("head")], lambda got: [Read("list", damage.PREFIX)] if got[0] is not None else [])
 
 
 def _config_memo(cache_dir: Path | None, location: str) -> Path | None:

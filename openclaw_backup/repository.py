@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 from . import codec
 from .backends.base import Backend, Head
-from .backends.wrappers import Read, reading_ahead
+from .backends.wrappers import Read, ReadAhead, read_ahead
 from .chunker import Chunker
 from .codec import BlobRef, decode_index, storage_id
 from .crypto import Cipher
@@ -121,6 +121,7 @@ class Repository(Staging, Access, Damage, Reads):
         #: packs the index names that the store lacks (found by :meth:`distrust_missing_packs`)
         self.missing_packs: set[str] = set()
         self._trees: dict[bytes, bytes] = {}  # tree id -> plaintext, verified (see prefetch_trees)
+        self._read_next: tuple[ReadAhead, Head] | None = None  # reads the open started (see reading_ahead)
         self._decoding = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))  # see read_batch
 
     # ------------------------------------------------------------------ opening
@@ -497,7 +498,13 @@ class Repository(Staging, Access, Damage, Reads):
         — each snapshot and index file the local cache lacks, and the damage records' listing when
         none is kept for this head: one round trip from a store far away, not one each
         (:func:`.wrappers.reading_ahead`). The block's readers check every answer as ever.
-        Nothing is read ahead from a store on this machine."""
+        Nothing is read ahead from a store on this machine.
+
+        When the open was told of this block (:meth:`open`'s ``snapshot`` and ``index``), the
+        reads it started are taken over: what they made answers the block, and only what they
+        missed is asked for now. Their damage listing answers only while the head is the one
+        the open read (it was listed after that read)."""
+        started, self._read_next = self._read_next, None
         if self.nearby:
             yield
             return
@@ -505,12 +512,22 @@ class Repository(Staging, Access, Damage, Reads):
         names = [f"snapshots/{s}" for s in ids] + ([f"index/{i}" for i in self.state.indexes] if index else [])
         reads = [Read("get", n) for n in names if not self._cached(n)] + (self._damage_reads() if index else [])
         store = self.backend
-        with reading_ahead(store, reads) as ahead:
-            self.backend = ahead
-            try:
-                yield
-            finally:
-                self.backend = store
+        if started is None:
+            ahead = read_ahead(store, reads)
+        else:
+            ahead, head = started
+            if self.head is not head:
+                ahead.head_read_elsewhere()  # the head was read again since the open: its listings are not news
+            ahead.start(reads)
+        if ahead is None:
+            yield
+            return
+        self.backend = ahead
+        try:
+            yield
+        finally:
+            self.backend = store
+            ahead.close()
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """``latest`` or a unique prefix of a snapshot id."""

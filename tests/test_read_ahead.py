@@ -1,8 +1,9 @@
 """Reads made together ahead of the code that wants them (:func:`.wrappers.reading_ahead`): a cold
-restore from a store far away waits for 4 rounds of requests before its first data read (the
-config, the key files' listing and the head; the key files; the snapshots, the index files and the
-damage listing; the trees), and every read made ahead is checked, and fails, where it is used, as
-if made there — one that no code used fails unseen.
+restore from a store far away waits for 2 rounds of requests before its first data read (the
+config, the key files' listing, the head and the listings of the snapshots and index files; the
+key file, the snapshots and index files listed, and the damage listing), and every read made
+ahead is checked, and fails, where it is used, as if made there — one that no code used fails
+unseen. What the open reads ahead for the block after it: ``test_read_next.py``.
 
 The rounds are counted on a real server with latency (the fake Hub, SeaweedFS behind a latency
 proxy) as the longest chain of storage calls each of which started after the one before it ended:
@@ -109,13 +110,19 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, address: str) -> N
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("store", ["hub", "s3"])
-def test_a_cold_restore_waits_for_four_rounds_before_its_first_data_read(
-    store: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("store", "command"),
+    [("hub", "restore"), ("s3", "restore"), ("hub", "ls"), ("s3", "ls"), ("hub", "snapshots")],
+)
+def test_a_cold_restore_waits_for_two_rounds_before_its_first_data_read(
+    store: str, command: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``restore latest`` from a fresh machine (the CLI, no local cache), 200 ms per request, two
-    snapshots and their index files: the storage calls made before the trees are read and the
-    trees' reads form a chain of at most 4 rounds (8 when each read waited for the one before)."""
+    """``restore latest`` (``ls latest``, ``snapshots``) from a fresh machine (the CLI, no local
+    cache), 200 ms per request, two snapshots and their index files: the storage calls made before
+    the first read of a pack (the trees) form a chain of at most 2 rounds — the config, the key
+    files' listing, the head and the listings of the snapshots and index files; the key file, the
+    snapshots and index files listed and the damage listing — where each read waiting for the one
+    before made 7. ``snapshots`` makes those 2 rounds and no more."""
     src = tmp_path / "src"
     _source(src)
     proxy: LatencyProxy | None = None
@@ -135,35 +142,36 @@ def test_a_cold_restore_waits_for_four_rounds_before_its_first_data_read(
     run_backup(repo, {"src": src}, forked=False)
 
     calls: list[tuple[float, float, str]] = []
-    trees_read: list[float] = []
-    prefetch = Repository.prefetch_trees
-
-    def prefetch_trees(self: Repository, **kw: Any) -> int:
-        got = prefetch(self, **kw)
-        trees_read.append(time.monotonic())
-        return got
 
     def timed_store(address: str, _: BackendOptions) -> Backend:
         return open_backend(address, options, hook=lambda raw: _Timeline(raw, calls))
 
-    monkeypatch.setattr(Repository, "prefetch_trees", prefetch_trees)
     monkeypatch.setattr(_common, "open_backend", timed_store)
     _cli_env(monkeypatch, tmp_path, address)
     if store == "hub":
         hub_repo.server.configure(latency_ms=int(LATENCY * 1000))
+    argv = {"restore": ["restore", "latest", "--target", str(tmp_path / "out"), "--yes"],
+            "ls": ["ls", "latest"], "snapshots": ["snapshots"]}[command]  # fmt: skip
     try:
-        code, out, err = main_cli(["restore", "latest", "--target", str(tmp_path / "out"), "--yes"])
+        code, out, err = main_cli(argv)
     finally:
         if proxy is not None:
             proxy.stop()
         else:
             hub_repo.server.configure(latency_ms=0)
     assert code == 0, err + out
-    assert fingerprint(tmp_path / "out" / "src") == fingerprint(src)
-    assert len(trees_read) == 1
-    opening = [c for c in calls if c[0] < trees_read[0]]
-    assert any(what.startswith("get data/") for _, _, what in opening)  # the trees were read at once
-    assert rounds(opening) <= 4, sorted(opening)
+    if command == "restore":
+        assert fingerprint(tmp_path / "out" / "src") == fingerprint(src)
+    elif command == "ls":
+        assert "src/d0/new.txt" in out
+    else:
+        assert "2 snapshot(s)" in out
+    data = [start for start, _, what in calls if what.startswith("get data/")]
+    assert bool(data) == (command != "snapshots")
+    opening = [c for c in calls if not data or c[0] < min(data)]
+    assert {"list snapshots/", "read head", "get config"} <= {what for _, _, what in opening}
+    assert rounds(opening) <= 2, sorted(opening)
+    assert sum(what.startswith("get snapshots/") for _, _, what in calls) == 2  # each read once
 
 
 # ---------------------------------------------------------------------------- what a read made ahead answers

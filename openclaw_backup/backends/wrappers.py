@@ -251,15 +251,25 @@ def reading_ahead(backend: Backend, reads: Iterable[Read]) -> Iterator[Backend]:
     (:class:`ReadAhead`). When the block ends, what is still in flight is waited for and what no
     call took is dropped unseen. On a store on this machine (no failures a retry may cure) or for a
     single read the block gets ``backend`` itself: there a thread costs more than it saves."""
-    wanted = list(dict.fromkeys(reads))
-    if len(wanted) < 2 or not backend.capabilities.transient_failures:
+    ahead = read_ahead(backend, reads)
+    if ahead is None:
         yield backend
         return
-    pool = ThreadPoolExecutor(max_workers=min(len(wanted), max(1, backend.capabilities.max_connections)))
     try:
-        yield ReadAhead(backend, {read: pool.submit(_make, backend, read) for read in wanted})
+        yield ahead
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        ahead.close()
+
+
+def read_ahead(backend: Backend, reads: Iterable[Read]) -> ReadAhead | None:
+    """A :class:`ReadAhead` around ``backend`` making ``reads`` — for the caller to :meth:`~ReadAhead.close`
+    when the code that wants them is done — or None where :func:`reading_ahead` gives the store itself."""
+    wanted = list(dict.fromkeys(reads))
+    if len(wanted) < 2 or not backend.capabilities.transient_failures:
+        return None
+    ahead = ReadAhead(backend)
+    ahead.start(wanted)
+    return ahead
 
 
 def _make(backend: Backend, read: Read) -> Any:
@@ -271,28 +281,125 @@ def _make(backend: Backend, read: Read) -> Any:
 
 
 class ReadAhead(WrappedBackend):
-    """``inner``, with reads made ahead of the calls that want them (see :func:`reading_ahead`).
+    """``inner``, with reads made ahead of the calls that want them (see :func:`reading_ahead`),
+    until :meth:`close`; up to one fewer at once than ``capabilities.max_connections``, so that a
+    call reading something else (the key file, while the snapshots are read) never waits for a
+    connection behind them.
 
     Each read made ahead answers the first call that makes it, once, and only as the store answered
     it: a read ahead that failed is made again by its call, which fails (or not) as it would have
     without this wrapper. A listing made ahead answers no call after a read of the head that
-    reached the store: what a listing made before the head found is not news after it (a damage
-    record written before the head was published must be in a listing made under that head)."""
+    reached the store (or one :meth:`head_read_elsewhere` reports), and none is started after one:
+    what a listing made before the head found is not news after it (a damage record written before
+    the head was published must be in a listing made under that head)."""
 
-    def __init__(self, inner: Backend, pending: dict[Read, Future[Any]]) -> None:
+    def __init__(self, inner: Backend) -> None:
         super().__init__(inner)
-        self._pending = pending
+        # one connection fewer than the store's: a call wanting something else never queues behind them
+        width = max(1, inner.capabilities.max_connections - 1)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=width, thread_name_prefix="read-ahead")
+        self._pending: dict[Read, Future[Any]] = {}
+        self._started: set[Read] = set()
+        self._made_ahead: list[Future[Any]] = []
         self._lock = threading.Lock()
+        self._head_read = False  # a read of the head reached the store: no listing made ahead answers
 
     def _reopened(self) -> None:
-        self._pending = {}  # a forked process reads for itself
+        self._pool = None  # a forked process reads for itself
+        self._pending, self._started, self._made_ahead = {}, set(), []
         self._lock = threading.Lock()
+
+    def start(self, reads: Iterable[Read], *, again: bool = True) -> None:
+        """Make ``reads`` ahead (those not already in flight for a call; without ``again``, none
+        made ahead before either); nothing once closed, and no listing after a read of the head
+        reached the store. (The reads are handed to the threads outside the lock: a call that
+        wants none of them does not wait for threads to be started.)"""
+        todo: list[tuple[Read, Future[Any]]] = []
+        with self._lock:
+            pool = self._pool
+            for read in reads:
+                if pool is None or read in self._pending or (read.op == "list" and self._head_read):
+                    continue
+                if not again and read in self._started:
+                    continue
+                self._started.add(read)
+                future: Future[Any] = Future()
+                self._pending[read] = future
+                self._made_ahead.append(future)
+                todo.append((read, future))
+        for read, future in todo:
+            try:
+                pool.submit(self._make, read, future)  # type: ignore[union-attr]
+            except RuntimeError:  # closed meanwhile
+                future.cancel()
+
+    def _make(self, read: Read, future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(_make(self.inner, read))
+        except BaseException as e:  # the call that takes it raises it (or reads again)
+            future.set_exception(e)
+
+    def then(self, after: Sequence[Read], follow: Callable[[list[Any]], Iterable[Read]]) -> None:
+        """When every read of ``after`` (made ahead: see :meth:`start`) has answered without an
+        error, make ahead the reads ``follow(their answers)`` names — in the thread that saw the
+        last answer, while the caller goes on. Nothing when one failed, was not made ahead, or
+        ``follow`` raises (reading ahead is only ever a head start)."""
+        with self._lock:
+            futures = [self._pending.get(read) for read in after]
+        if not futures or any(f is None for f in futures):
+            return
+        made = [f for f in futures if f is not None]
+        left = [len(made)]
+        count = threading.Lock()
+
+        def answered(_: Future[Any]) -> None:
+            with count:
+                left[0] -= 1
+                if left[0]:
+                    return
+            if any(f.cancelled() or f.exception() is not None for f in made):
+                return
+            try:
+                reads = list(follow([f.result() for f in made]))
+            except Exception:
+                return
+            self.start(reads, again=False)  # not what a call made meanwhile
+
+        for future in made:
+            future.add_done_callback(answered)
+
+    def drop(self, reads: Iterable[Read]) -> None:
+        """Answer no call with ``reads`` made ahead (they go on, unseen, until :meth:`close`)."""
+        with self._lock:
+            for read in reads:
+                self._pending.pop(read, None)
+
+    def head_read_elsewhere(self) -> None:
+        """The head was read around this wrapper: from now on, as after a read of the head through
+        it, no listing made ahead answers a call."""
+        with self._lock:
+            self._head_read = True
+            self._pending = {read: f for read, f in self._pending.items() if read.op != "list"}
+
+    def close(self) -> None:
+        """Wait for what is in flight, and drop what no call took, unseen (queued reads are not made)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._pending = {}
+            made, self._made_ahead = self._made_ahead, []
+        for future in made:
+            future.cancel()  # those never started (running ones were waited for)
 
     def _made(self, read: Read) -> Future[Any] | None:
         """The read made ahead, answered without an error (waited for); None when there is none."""
         with self._lock:
             future = self._pending.pop(read, None)
-        if future is None or future.exception() is not None:
+        if future is None or future.cancelled() or future.exception() is not None:
             return None  # the call makes the read itself, and reports as ever
         return future
 
@@ -308,6 +415,5 @@ class ReadAhead(WrappedBackend):
         made = self._made(Read("head"))
         if made is not None:
             return made.result()
-        with self._lock:
-            self._pending = {read: f for read, f in self._pending.items() if read.op != "list"}
+        self.head_read_elsewhere()
         return self.inner.read_head()

@@ -31,11 +31,16 @@ __all__ = ["FILE_CACHE", "Result", "count", "file_cache", "file_cache_path", "fi
 FILE_CACHE = "files.db"
 
 
-def open_repo(settings: Settings, *, reporter: Reporter) -> Repository:
-    """The configured repository, opened with the configured password; its warnings go to ``reporter``."""
+def open_repo(
+    settings: Settings, *, reporter: Reporter, snapshot: str | None = None, index: bool = False
+) -> Repository:
+    """The configured repository, opened with the configured password; its warnings go to ``reporter``.
+
+    ``snapshot`` and ``index``: the command's next block is ``repo.reading_ahead(snapshot=...,
+    index=...)``; from a store far away the open starts those reads (:meth:`.Repository.open`)."""
     try:
         backend = open_backend(settings.repository(), settings.backend_options())
-        repo = open_with_password(backend, settings)
+        repo = open_with_password(backend, settings, snapshot=snapshot, index=index)
     except RepositoryNotFoundError as e:
         raise _legacy_only(settings) or e from None
     repo.report_to(reporter.warn)
@@ -60,16 +65,20 @@ def _legacy_only(settings: Settings) -> RepositoryNotFoundError | None:
     )
 
 
-def open_with_password(backend: Backend, settings: Settings) -> Repository:
+def open_with_password(
+    backend: Backend, settings: Settings, *, snapshot: str | None = None, index: bool = False
+) -> Repository:
     """``backend``'s repository, with the configured password — or, when none is configured and the
-    repository is encrypted, one typed on the terminal (when there is one)."""
+    repository is encrypted, one typed on the terminal (when there is one). ``snapshot``, ``index``:
+    as :meth:`.Repository.open` takes them."""
     password = settings.password()
+    cache = settings.cache_root()
     try:
-        return Repository.open(backend, password=password, cache_dir=settings.cache_root())
+        return Repository.open(backend, password=password, cache_dir=cache, snapshot=snapshot, index=index)
     except WrongPasswordError:
         if password is not None or not settings.can_ask():
             raise
-    return Repository.open(backend, password=settings.ask_password(), cache_dir=settings.cache_root())
+    return Repository.open(backend, password=settings.ask_password(), cache_dir=cache, snapshot=snapshot, index=index)
 
 
 def find_snapshot(repo: Repository, ref: str, settings: Settings, *, reporter: Reporter) -> Snapshot:

@@ -77,9 +77,11 @@ def cmd_init(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Resul
 
 
 def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
-    repo = open_repo(s, reporter=reporter)
+    repo = open_repo(s, reporter=reporter, snapshot="latest")  # every snapshot, begun while the key is derived
+    with repo.reading_ahead(snapshot="latest"):
+        every = repo.snapshots()
     snaps = [
-        sn for sn in repo.snapshots()
+        sn for sn in every
         if (args.host is None or sn.host == args.host)
         and all(t in sn.tags for t in args.tag)
         and (args.group is None or group_key(sn) == args.group)
@@ -110,9 +112,10 @@ def cmd_snapshots(args: argparse.Namespace, s: Settings, reporter: Reporter) -> 
 
 
 def cmd_ls(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Result:
-    repo = open_repo(s, reporter=reporter)
-    repo.load_index()
-    snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
+    repo = open_repo(s, reporter=reporter, snapshot=args.snapshot, index=True)  # begun while the key is derived
+    with repo.reading_ahead(snapshot=args.snapshot, index=True):  # the snapshots and the index: one round trip
+        repo.load_index()
+        snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
     prefix = args.path.strip("/")
     rows, lines = [], []
     for path, node in walk(repo, snap.tree):

@@ -34,7 +34,7 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
             snapshot=args.snapshot, target=Path(args.target) if args.target else None
         )
         return {"result": account}, account, 0
-    repo = open_repo(s, reporter=reporter)
+    repo = open_repo(s, reporter=reporter, snapshot=args.snapshot, index=True)  # begun while the key is derived
     with repo.reading_ahead(snapshot=args.snapshot, index=True):  # the snapshots and the index: one round trip
         snap = find_snapshot(repo, args.snapshot, s, reporter=reporter)
         repo.load_index()

@@ -205,11 +205,11 @@ def open_store(spec: dict[str, Any]) -> Backend:
 # ---------------------------------------------------------------------------- operations
 
 
-def _repo(backend: Backend, spec: dict[str, Any]) -> Any:
+def _repo(backend: Backend, spec: dict[str, Any], *, snapshot: str | None = None, index: bool = False) -> Any:
     from openclaw_backup.repository import Repository
 
-    cache = spec.get("cache")
-    return Repository.open(backend, password=spec.get("password"), cache_dir=Path(cache) if cache else None)
+    cache = Path(spec["cache"]) if spec.get("cache") else None
+    return Repository.open(backend, password=spec.get("password"), cache_dir=cache, snapshot=snapshot, index=index)
 
 
 def do_backup(backend: Backend, spec: dict[str, Any], source: dict[str, str], **kw: Any) -> dict[str, Any]:
@@ -252,12 +252,15 @@ def do_forget(backend: Backend, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def do_restore(backend: Backend, spec: dict[str, Any], snapshot: str, target: dict[str, str] | str) -> dict[str, Any]:
-    """Restore ``snapshot``; ``target`` maps root names to places, or is a folder for every root."""
+    """Restore ``snapshot`` as the ``restore`` command does (the open begins the reads of the
+    snapshots and index files); ``target`` maps root names to places, or is a folder for every root."""
     from openclaw_backup.reporter import Reporter
     from openclaw_backup.restorer import RestoreOptions, restore
 
-    repo = _repo(backend, spec)
-    snap = repo.find_snapshot(snapshot)
+    repo = _repo(backend, spec, snapshot=snapshot, index=True)  # as `restore` opens: reads begun for the block
+    with repo.reading_ahead(snapshot=snapshot, index=True):
+        snap = repo.find_snapshot(snapshot)
+        repo.load_index()
     if isinstance(target, str):
         dests = {name: Path(target) / name for name in snap.roots}
     else:
