@@ -218,6 +218,7 @@ class S3Backend(PlainReads, Backend):
             session_token=o.s3_session_token,
             bucket=self.bucket,
             timeout=o.timeout,
+            proxied=o.s3_proxy is not None,
         )
 
     @property

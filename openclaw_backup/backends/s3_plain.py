@@ -11,10 +11,10 @@ Words used here:
   restore's ~170 ranged reads more CPU than their bytes; its import and its client's creation cost
   some 0.25 s before the first request.
 * **usable** — :func:`plain_reader` makes a reader only when everything a signature needs was
-  given (access key, secret, region and endpoint) and no proxy from the environment applies to the
-  endpoint (the standard library reads ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore does): otherwise
-  the caller keeps botocore, which finds credentials through its default chain and goes through
-  the proxy. An https endpoint is verified against the system's CA certificates;
+  given (access key, secret, region and endpoint) and no proxy applies to the endpoint
+  (``BackendOptions.s3_proxy``: the settings read ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore
+  does): otherwise the caller keeps botocore, which finds credentials through its default chain
+  and goes through the proxy. An https endpoint is verified against the system's CA certificates;
   one whose certificate does not verify so (a private CA that botocore is told of, through
   ``AWS_CA_BUNDLE`` or a profile's ``ca_bundle``) turns the plain reads off for that store:
   :class:`PlainReads`, mixed into :class:`.s3.S3Backend`, then reads through botocore, which
@@ -45,17 +45,6 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _MAX_KEYS = "1000"
 
 
-def _proxied(endpoint: str) -> bool:
-    """Whether the environment's proxy settings apply to ``endpoint`` (as botocore would use them)."""
-    import urllib.request
-
-    parts = urlsplit(endpoint)
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc)
-
-
 def plain_reader(
     *,
     endpoint: str | None,
@@ -65,11 +54,13 @@ def plain_reader(
     session_token: str | None,
     bucket: str,
     timeout: float,
+    proxied: bool,
 ) -> PlainS3 | None:
-    """A reader of ``bucket`` when it is usable (see the module docstring), else None."""
-    if not (endpoint and region and access_key and secret_key):
+    """A reader of ``bucket`` when it is usable (see the module docstring), else None. ``proxied``:
+    a proxy applies to the endpoint (the settings decide, from the environment)."""
+    if not (endpoint and region and access_key and secret_key) or proxied:
         return None
-    if urlsplit(endpoint).scheme not in ("http", "https") or _proxied(endpoint):
+    if urlsplit(endpoint).scheme not in ("http", "https"):
         return None
     return PlainS3(endpoint, region, access_key, secret_key, session_token, bucket, timeout)
 

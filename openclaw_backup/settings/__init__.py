@@ -53,6 +53,7 @@ from .parsing import (
     cron_interval,
     env_files_read,
     positive,
+    proxy_for,
     read_password_file,
     run_password_command,
     truthy,
@@ -292,10 +293,14 @@ class Settings:
     def backend_options(self, *, create: bool = False) -> BackendOptions:
         """The tool's own credentials (``OPENCLAW_BACKUP_HF_TOKEN``, ``OPENCLAW_BACKUP_S3_*``) come
         first, so the backup and the agent can hold different tokens; then the usual names."""
+        s3_endpoint = self._first("OPENCLAW_BACKUP_S3_ENDPOINT", "AWS_ENDPOINT_URL")
+        # botocore reads the proxy variables of the process itself (not the legacy env files)
+        proxy_env = self.process_env if self.process_env is not None else self.env
         return BackendOptions(
             token=self._first("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN"),
             hf_endpoint=self.env.get("HF_ENDPOINT") or None,
-            s3_endpoint=self._first("OPENCLAW_BACKUP_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
+            s3_endpoint=s3_endpoint,
+            s3_proxy=proxy_for(s3_endpoint, proxy_env) if s3_endpoint else None,
             s3_region=self._first("AWS_REGION", "AWS_DEFAULT_REGION"),
             s3_access_key=self._first("OPENCLAW_BACKUP_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
             s3_secret_key=self._first("OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
