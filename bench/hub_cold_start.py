@@ -85,6 +85,16 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds process ``pid`` used so far (Linux /proc; 0.0 when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _downloaded(hub: hub_day.Hub) -> tuple[int, int, dict[str, int]]:
     s = hub._get("/_test/stats")
     return int(s["requests_total"]), int(s["bytes_downloaded"]), dict(s["requests"])
@@ -142,6 +152,7 @@ class OursS3:
             AWS_REGION="us-east-1",
         )
         self.proxy: LatencyProxy | None = None
+        self.proxy_cpu = 0.0  # CPU seconds of the last restore's proxy thread (in this process)
 
     def run(self, args: list[str], env: dict[str, str] | None = None) -> None:
         hub_day.run_ours(self.cmd, self.address, args, env or self.env, timeout=1800, what="ours (S3)")
@@ -157,6 +168,7 @@ class OursS3:
         try:
             self.run(["restore", "latest", "--target", str(dest), "--yes"], env)
         finally:
+            self.proxy_cpu = self.proxy.cpu_seconds()
             self.proxy.stop()
 
     def stop(self) -> None:
@@ -196,7 +208,8 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
     freed recently, which costs every tool several times the creation of its files)."""
     for home in (work / "ours-cold-home", work / "ours-s3-cold-home"):
         shutil.rmtree(home, ignore_errors=True)
-    before, t, cpu = _downloaded(hub), time.monotonic(), _cpu()
+    server = s3.proc.pid if name == "ours-s3" and s3 is not None else hub.proc.pid
+    before, t, cpu, server_cpu = _downloaded(hub), time.monotonic(), _cpu(), _process_cpu(server)
     if name == "ours-s3":
         assert s3 is not None
         s3.restore(work / "ours-s3-cold-home", dest, args.latency_ms)
@@ -213,7 +226,7 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
             args.log.write_text(r.stderr)
     else:
         _legacy_restore(hub, work, dest, own_process=name == "legacy")
-    wall, cpu = time.monotonic() - t, _cpu() - cpu
+    wall, cpu, server_cpu = time.monotonic() - t, _cpu() - cpu, _process_cpu(server) - server_cpu
     after = _downloaded(hub)
     if name == "ours-s3":
         assert s3 is not None and s3.proxy is not None
@@ -226,7 +239,11 @@ def _restore_once(name: str, args: argparse.Namespace, work: Path, hub: hub_day.
         restored = roots[0]
     return {
         "wall_s": round(wall, 2),
-        "cpu_s": round(cpu, 2),  # its processes' (legacy-core's download runs in this one)
+        "cpu_s": round(cpu, 2),  # its processes' (legacy-core's download runs in this one; so does S3's proxy)
+        # the store's server on the same cores: the Hub test server, or SeaweedFS (and the latency
+        # proxy's thread, which is in cpu_s too); a real store runs elsewhere
+        "server_cpu_s": round(server_cpu, 2),
+        **({"proxy_cpu_s": round(s3.proxy_cpu, 2)} if name == "ours-s3" and s3 is not None else {}),
         "requests": after[0] - before[0],
         "bytes_downloaded": after[1] - before[1],
         "requests_by_kind": {k: n - b for k, n in after[2].items() if n > (b := before[2].get(k, 0))},
@@ -278,13 +295,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 dest = dests / f"restored-{name}-{i}"
                 rounds[name].append(_restore_once(name, args, work, hub, ours, s3, want, dest))
                 r = rounds[name][-1]
-                print(f"{name:11} {r['wall_s']:7.2f} s  cpu {r['cpu_s']:6.2f} s  {r['requests']:5d} requests  "
+                print(f"{name:11} {r['wall_s']:7.2f} s  cpu {r['cpu_s']:6.2f} s  server {r['server_cpu_s']:5.2f} s  "
+                      f"{r['requests']:5d} requests  "
                       f"{r['bytes_downloaded'] / 1e6:8.1f} MB  identical={r['identical']}",
                       file=sys.stderr)  # fmt: skip
         results = {}
         for name, rs in rounds.items():
             walls, cpus = sorted(r["wall_s"] for r in rs), sorted(r["cpu_s"] for r in rs)
+            servers = sorted(r["server_cpu_s"] for r in rs)
             results[name] = dict(rs[0], wall_s=walls[len(walls) // 2], cpu_s=cpus[len(cpus) // 2],
+                                 server_cpu_s=servers[len(servers) // 2],
                                  walls=[r["wall_s"] for r in rs],
                                  identical=all(r["identical"] for r in rs))  # fmt: skip
             if not name.startswith("legacy"):

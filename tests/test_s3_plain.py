@@ -1,7 +1,8 @@
 """S3 reads without botocore (:mod:`openclaw_backup.backends.s3_plain`) against the real SeaweedFS:
 signed GETs of objects, ranges, the head and listings agree with botocore's, under a prefix with
 characters that need encoding; a proxy in the environment keeps botocore; missing credentials keep
-botocore; a restore from S3 with explicit credentials imports no botocore at all."""
+botocore; a restore from S3 with explicit credentials imports no botocore at all; over https, one
+TLS context for a store, its reopened copies and a forked child, and one handshake per connection."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from openclaw_backup.backends.s3 import S3Backend, open_s3
 from openclaw_backup.errors import NotFoundError
+from openclaw_backup.settings import Settings
 from tests.support.cli import CLI_TIMEOUT, cli_env
 from tests.support.s3 import S3Server
 from tests.support.trees import fingerprint
@@ -58,19 +60,64 @@ def test_plain_reads_are_botocore_s(s3_server: S3Server, s3_shared_bucket: str, 
 
 
 def test_a_proxy_in_the_environment_or_no_explicit_credentials_keep_botocore(
-    s3_server: S3Server, s3_shared_bucket: str, monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path
 ) -> None:
+    """The settings read the proxy variables (the store reads no environment): a proxy that applies
+    to the endpoint keeps botocore, which goes through it; ``NO_PROXY`` naming the host, or a proxy
+    of the other scheme, leaves the plain reads on."""
     address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    assert open_s3(address, s3_server.options())._plain is None
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    assert open_s3(address, s3_server.options())._plain is not None
+    base = {
+        "HOME": str(tmp_path),
+        "OPENCLAW_BACKUP_S3_ENDPOINT": s3_server.endpoint,
+        "OPENCLAW_BACKUP_S3_ACCESS_KEY_ID": s3_server.access_key,
+        "OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_REGION": "us-east-1",
+    }
+
+    def opened(**env: str) -> S3Backend:
+        return open_s3(address, Settings(env={**base, **env}).backend_options())
+
+    proxy = "http://127.0.0.1:9"
+    assert opened()._plain is not None
+    for proxied in ({"HTTP_PROXY": proxy}, {"http_proxy": proxy}, {"ALL_PROXY": proxy}):
+        options = Settings(env={**base, **proxied}).backend_options()
+        assert options.s3_proxy == proxy
+        assert open_s3(address, options)._plain is None, proxied
+    assert opened(HTTPS_PROXY=proxy)._plain is not None  # the endpoint is http://
+    assert opened(http_proxy=proxy, NO_PROXY="127.0.0.1")._plain is not None
+    assert opened(HTTP_PROXY=proxy, no_proxy="*")._plain is not None
+    assert opened(HTTP_PROXY=proxy, http_proxy="")._plain is not None  # the lower-case name wins
+    # The legacy env files' variables are not the process's: botocore would not see such a proxy.
+    settings = Settings(env={**base, "HTTP_PROXY": proxy}, process_env=base)
+    assert settings.backend_options().s3_proxy is None
     for missing in ({"s3_region": None}, {"s3_access_key": None}, {"s3_endpoint": None}):
         assert open_s3(address, s3_server.options(**missing))._plain is None
+
+
+def test_botocore_goes_through_the_proxy_the_settings_name(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a proxy configured, a read reaches the store through that proxy (botocore reads the
+    same variables of the process): the proxy saw the request."""
+    from tests.support.latency_proxy import LatencyProxy
+
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
+    open_s3(address, s3_server.options()).put("config", b"the config")
+    host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
+    front = LatencyProxy(host, int(port), 0.0)
+    proxy = f"http://127.0.0.1:{front.start()}"
+    try:
+        env = {"HOME": str(tmp_path), "HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        options = Settings(env={**env, "OPENCLAW_BACKUP_S3_ENDPOINT": s3_server.endpoint}).backend_options()
+        assert options.s3_proxy == proxy
+        backend = open_s3(address, s3_server.options(s3_proxy=options.s3_proxy))
+        assert backend.get("config") == b"the config"
+        assert backend._plain is None and backend._made is not None
+        assert front.requests >= 1, front.stats()
+    finally:
+        front.stop()
 
 
 PROBE = """
@@ -160,6 +207,7 @@ class _TlsFront:
         self.context.load_cert_chain(cert, key)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.handshakes = 0  # TLS connections accepted
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -176,6 +224,7 @@ class _TlsFront:
             except OSError:
                 raw.close()  # a client that refused the certificate
                 continue
+            self.handshakes += 1
             upstream = socket.create_connection(self.target)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -216,5 +265,55 @@ def test_an_endpoint_only_botocore_trusts_is_read_through_botocore(
         assert backend.get("config") == b"the config"
         assert backend._plain is None  # turned off: botocore read it
         assert backend.list() == ["config"] and backend.read_head() is None
+    finally:
+        front.close()
+
+
+def test_https_reads_load_the_ca_certificates_once_and_keep_their_connections(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three first reads together make one TLS context (not one each); twenty more reuse their
+    connections (no handshake); a reopened store and a forked child's reopened store make none."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openclaw_backup.backends import s3_plain
+
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
+    open_s3(address, s3_server.options()).put("config", b"the config")
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's default verify paths: this one trusts it
+    made: list[int] = []
+    default_tls = s3_plain._default_tls
+    monkeypatch.setattr(s3_plain, "_default_tls", lambda: (made.append(os.getpid()), default_tls())[1])
+    host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
+    front = _TlsFront((host, int(port)), cert, key)
+    try:
+        backend = open_s3(address, s3_server.options(s3_endpoint=f"https://127.0.0.1:{front.port}"))
+        reads = [backend.read_head, lambda: backend.list("keys/"), lambda: backend.get("config")]
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(lambda read: read(), reads)) == [None, [], b"the config"]
+        assert backend._plain is not None and made == [os.getpid()]
+        assert 1 <= front.handshakes <= 3
+        connections = front.handshakes
+        for _ in range(20):
+            assert backend.get("config", offset=4, length=6) == b"config"
+        assert front.handshakes == connections  # kept alive
+        assert backend.reopen().get("config") == b"the config" and front.handshakes == connections + 1
+        assert made == [os.getpid()]
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the forked worker of a restore: its own connections, the same context
+            code = 1
+            try:
+                ok = backend.reopen().get("config") == b"the config" and made == [os.getppid()]
+                code = 0 if ok else 2
+            finally:
+                os.write(write_end, bytes([code]))
+                os._exit(0)
+        os.close(write_end)
+        assert os.read(read_end, 1) == bytes([0])
+        os.waitpid(child, 0)
+        assert made == [os.getpid()] and front.handshakes == connections + 2
     finally:
         front.close()

@@ -59,7 +59,9 @@ class BackendOptions:
 
     ``token``: Hub token. ``hf_endpoint``: Hub server (None = the client's default).
     ``s3_endpoint``, ``s3_region``, ``s3_access_key``, ``s3_secret_key``, ``s3_session_token``: S3 settings (None = the
-    AWS defaults chain). ``timeout``: seconds bound on every single network call.
+    AWS defaults chain). ``s3_proxy``: the proxy the environment names for the S3 endpoint (None: none
+    applies); botocore goes through it, and the plain reads of :mod:`.s3_plain`, which know no
+    proxy, are then off. ``timeout``: seconds bound on every single network call.
     ``create``: create the remote repo/bucket when missing. ``private``: visibility of a created repo.
     ``retries``: attempts of a transient failure before giving up.
     ``hub_env``: what the Hub libraries would read from the environment (:class:`HubEnvironment`);
@@ -73,6 +75,7 @@ class BackendOptions:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_session_token: str | None = None
+    s3_proxy: str | None = None
     timeout: float = 60.0
     create: bool = False
     private: bool = True

@@ -68,7 +68,7 @@ from ..errors import (
 )
 from .base import HEAD_NAME, Backend, Capabilities, Head, check_name
 from .options import BackendOptions
-from .s3_plain import PlainReads, PlainS3, plain_reader
+from .s3_plain import PlainReads, PlainS3, TlsContext, plain_reader
 
 if TYPE_CHECKING:
     import botocore.exceptions as bex
@@ -205,6 +205,7 @@ class S3Backend(PlainReads, Backend):
         self._options = options
         self._made: Any = None  # the botocore client, made on first use (see _client)
         self._made_lock = threading.Lock()
+        self._tls = TlsContext()  # shared with the stores reopened from this one (see s3_plain)
         self._plain = self._new_plain()
         self._closed = False
 
@@ -218,6 +219,8 @@ class S3Backend(PlainReads, Backend):
             session_token=o.s3_session_token,
             bucket=self.bucket,
             timeout=o.timeout,
+            proxied=o.s3_proxy is not None,
+            tls=self._tls,
         )
 
     @property

@@ -11,14 +11,18 @@ Words used here:
   restore's ~170 ranged reads more CPU than their bytes; its import and its client's creation cost
   some 0.25 s before the first request.
 * **usable** — :func:`plain_reader` makes a reader only when everything a signature needs was
-  given (access key, secret, region and endpoint) and no proxy from the environment applies to the
-  endpoint (the standard library reads ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore does): otherwise
-  the caller keeps botocore, which finds credentials through its default chain and goes through
-  the proxy. An https endpoint is verified against the system's CA certificates;
+  given (access key, secret, region and endpoint) and no proxy applies to the endpoint
+  (``BackendOptions.s3_proxy``: the settings read ``HTTP(S)_PROXY``/``NO_PROXY`` as botocore
+  does): otherwise the caller keeps botocore, which finds credentials through its default chain
+  and goes through the proxy. An https endpoint is verified against the system's CA certificates;
   one whose certificate does not verify so (a private CA that botocore is told of, through
   ``AWS_CA_BUNDLE`` or a profile's ``ca_bundle``) turns the plain reads off for that store:
   :class:`PlainReads`, mixed into :class:`.s3.S3Backend`, then reads through botocore, which
   verifies it as it always did.
+* **one TLS context** — the CA certificates are loaded once for a store and the stores reopened
+  from it (:class:`TlsContext`), the forked worker of a restore included, which would otherwise
+  load them again before its first read; connections are kept alive (:mod:`.plain_get`), so an
+  https store costs one handshake per connection, not per read.
 
 It returns answers as they came (:class:`~.plain_get.Answer`, any status), which :mod:`.s3`
 translates as it translates botocore's refusals; a network failure, a timeout or a body cut short
@@ -30,8 +34,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import os
 import ssl
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -45,15 +51,47 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _MAX_KEYS = "1000"
 
 
-def _proxied(endpoint: str) -> bool:
-    """Whether the environment's proxy settings apply to ``endpoint`` (as botocore would use them)."""
-    import urllib.request
+class TlsContext:
+    """The TLS context of a store's plain reads, shared by the store and every store reopened from
+    it, the forked worker's included (see the module docstring): made once, on the first https
+    connection — reads that start together wait for that one rather than each loading the CA
+    certificates (some 25 ms of CPU each, far more on a busy machine). Thread-safe; a fork waits
+    for a context being made (OpenSSL's locks taken meanwhile would stay taken in the child)."""
 
-    parts = urlsplit(endpoint)
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc)
+    def __init__(self) -> None:
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        _CONTEXTS.add(self)
+
+    def __call__(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = _default_tls()
+            return self._context
+
+
+_CONTEXTS: weakref.WeakSet[TlsContext] = weakref.WeakSet()
+_HELD: list[TlsContext] = []  # the ones whose lock the fork under way holds
+
+
+def _hold_before_fork() -> None:
+    for tls in list(_CONTEXTS):
+        if tls._lock.acquire(timeout=30.0):  # bounded: a fork never hangs on it
+            _HELD.append(tls)
+
+
+def _release_after_fork() -> None:
+    while _HELD:
+        _HELD.pop()._lock.release()
+
+
+def _fresh_locks_in_child() -> None:
+    _HELD.clear()
+    for tls in list(_CONTEXTS):
+        tls._lock = threading.Lock()
+
+
+os.register_at_fork(before=_hold_before_fork, after_in_parent=_release_after_fork, after_in_child=_fresh_locks_in_child)
 
 
 def plain_reader(
@@ -65,13 +103,16 @@ def plain_reader(
     session_token: str | None,
     bucket: str,
     timeout: float,
+    proxied: bool,
+    tls: TlsContext,
 ) -> PlainS3 | None:
-    """A reader of ``bucket`` when it is usable (see the module docstring), else None."""
-    if not (endpoint and region and access_key and secret_key):
+    """A reader of ``bucket`` when it is usable (see the module docstring), else None. ``proxied``:
+    a proxy applies to the endpoint (the settings decide, from the environment)."""
+    if not (endpoint and region and access_key and secret_key) or proxied:
         return None
-    if urlsplit(endpoint).scheme not in ("http", "https") or _proxied(endpoint):
+    if urlsplit(endpoint).scheme not in ("http", "https"):
         return None
-    return PlainS3(endpoint, region, access_key, secret_key, session_token, bucket, timeout)
+    return PlainS3(endpoint, region, access_key, secret_key, session_token, bucket, timeout, tls)
 
 
 def _q(text: str, safe: str = "-_.~") -> str:
@@ -90,6 +131,7 @@ class PlainS3:
         session_token: str | None,
         bucket: str,
         timeout: float,
+        tls: TlsContext,
     ) -> None:
         parts = urlsplit(endpoint)
         self._base = f"{parts.scheme}://{parts.netloc}"
@@ -99,7 +141,7 @@ class PlainS3:
         self._access_key, self._secret = access_key, secret_key
         self._token = session_token
         self._timeout = timeout
-        self._pool = GetPool(_default_tls)
+        self._pool = GetPool(tls)
         self._keys: tuple[str, bytes] | None = None  # (day, its signing key)
         self._lock = threading.Lock()
 

@@ -55,6 +55,7 @@ from .parsing import (
     cron_interval,
     env_files_read,
     positive,
+    proxy_for,
     read_password_file,
     run_password_command,
     truthy,
@@ -294,17 +295,21 @@ class Settings:
     def backend_options(self, *, create: bool = False) -> BackendOptions:
         """The tool's own credentials (``OPENCLAW_BACKUP_HF_TOKEN``, ``OPENCLAW_BACKUP_S3_*``) come
         first, so the backup and the agent can hold different tokens; then the usual names, then
-        the token ``huggingface_hub`` would find itself (:mod:`.hub`: the stored login's)."""
+        the token ``huggingface_hub`` would find itself (:mod:`.hub`: the stored login's). The
+        libraries read the process's own environment (not the legacy env files): the stored login,
+        and the proxy variables botocore would follow."""
         library_env = self.process_env if self.process_env is not None else self.env
         token = self._first("OPENCLAW_BACKUP_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
         settled = True
         if token is None:
             token, settled = implicit_token(library_env)
+        s3_endpoint = self._first("OPENCLAW_BACKUP_S3_ENDPOINT", "AWS_ENDPOINT_URL")
         return BackendOptions(
             token=token,
             hf_endpoint=hub_endpoint(self.env, library_env),
             hub_env=hub_environment(library_env, token_settled=settled),
-            s3_endpoint=self._first("OPENCLAW_BACKUP_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
+            s3_endpoint=s3_endpoint,
+            s3_proxy=proxy_for(s3_endpoint, library_env) if s3_endpoint else None,
             s3_region=self._first("AWS_REGION", "AWS_DEFAULT_REGION"),
             s3_access_key=self._first("OPENCLAW_BACKUP_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
             s3_secret_key=self._first("OPENCLAW_BACKUP_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),

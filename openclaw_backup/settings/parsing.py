@@ -1,6 +1,7 @@
 """Parsing for :mod:`openclaw_backup.settings`: the legacy env files (plain assignments only),
 cron schedules that are a fixed interval, booleans and positive numbers, password files and
-commands. Pure functions of their arguments; the names they are given come from the settings."""
+commands, the proxy an environment names for a URL. Pure functions of their arguments; the names
+they are given come from the settings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shlex
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import UsageError
 
@@ -149,3 +151,41 @@ def run_password_command(command: str, what: str) -> str:
     if not password:
         raise UsageError(f"{what}: {argv[0]} printed no password")
     return password
+
+
+def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy ``env`` names for ``url`` (None when none applies): ``<scheme>_proxy`` or
+    ``all_proxy`` in either case, the lower-case name winning, unless ``no_proxy`` covers the host
+    — the standard library's rules (``urllib.request.getproxies_environment``, ``HTTP_PROXY``
+    ignored under CGI's ``REQUEST_METHOD``), which botocore follows; read from ``env``, not from
+    the process."""
+    proxies: dict[str, str] = {}
+    for name, value in env.items():  # any case first, then the lower-case names win
+        if value and name.lower().endswith("_proxy"):
+            proxies[name.lower()[:-6]] = value
+    if "REQUEST_METHOD" in env:
+        proxies.pop("http", None)
+    for name, value in env.items():
+        if name.endswith("_proxy"):
+            if value:
+                proxies[name[:-6].lower()] = value
+            else:
+                proxies.pop(name[:-6].lower(), None)
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    return None if _bypassed(parts.netloc.lower(), proxies.get("no", "")) else proxy
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` (``*``, or host names and domain suffixes separated by commas, a
+    leading dot ignored) covers ``host`` (``name[:port]``), as ``urllib.request`` decides it."""
+    if no_proxy.strip() == "*":
+        return True
+    name_only = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    for entry in no_proxy.split(","):
+        entry = entry.strip().lstrip(".").lower()
+        if entry and any(h == entry or h.endswith("." + entry) for h in (name_only, host)):
+            return True
+    return False
