@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -231,15 +232,18 @@ def test_s3_partial_cold_restore_names_only_the_file_with_a_damaged_blob(
 
 
 class _Callers(WrappedBackend):
-    """Appends the id of the process of every read to a file (a worker's own records stay in it)."""
+    """Appends the id of the process of every read to a file (a worker's own records stay in it);
+    ``delay``: seconds each read takes first, as far away (a store with no latency of its own)."""
 
-    def __init__(self, inner: Backend, log: Path) -> None:
+    def __init__(self, inner: Backend, log: Path, *, delay: float = 0.0) -> None:
         super().__init__(inner)
         self.log = log
+        self.delay = delay
 
     def get(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
         with open(self.log, "a") as f:
             f.write(f"{os.getpid()}\n")
+        time.sleep(self.delay)
         return super().get(name, offset=offset, length=length)
 
 
@@ -273,8 +277,10 @@ def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
         fresh = open_repo(open_backend(hub_repo.address, hub_repo.server.options(retries=5),
                                        hook=lambda raw: _Callers(raw, log)))  # fmt: skip
     elif store == "bucket":  # the fake bucket API of tests/support/hub.py (no server)
-        repo = new_repo(_Callers(request.getfixturevalue("hub_bucket_backend"), log), pack_size=128 * 1024)
+        callers = _Callers(request.getfixturevalue("hub_bucket_backend"), log)
+        repo = new_repo(callers, pack_size=128 * 1024)
         run_backup(repo, {"src": src}, forked=False)
+        callers.delay = 0.020  # as the others: with instant reads the parent could take every batch first
         fresh = open_repo(repo.backend)
     else:
         s3_server: S3Server = request.getfixturevalue("s3_server")
