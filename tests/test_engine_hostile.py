@@ -164,6 +164,8 @@ def _hostile_cases(c: dict[str, Any]) -> dict[str, tuple[list[dict[str, Any]], l
         "symlink-nul-target": ([_link_node("l", "a\x00b")], []),
         "unencodable-name": ([_file_node("bad\ud800", bid, size)], []),
         "alias-names": ([_dir_node("\udcc3\udcbf", sub_id), _link_node("ÿ", str(outside))], [sub]),
+        "content-id-newline": ([_file_node("f", bid + "\n", size)], []),
+        "subtree-id-newline": ([_dir_node("d", sub_id + "\n")], [sub]),
     }
     return cases
 
@@ -172,7 +174,8 @@ HOSTILE = [
     "dotdot-file", "dotdot-dir", "dot", "slash", "up-slash", "absolute-etc", "absolute-outside", "empty", "nul",
     "not-a-string", "symlink-then-dir", "dir-then-symlink", "duplicate-files", "huge-size", "absurd-size",
     "negative-size", "short-size", "chardev", "fifo", "missing-blob", "tree-as-data", "missing-subtree",
-    "bad-mode", "symlink-nul-target", "unencodable-name", "alias-names",
+    "bad-mode", "symlink-nul-target", "unencodable-name", "alias-names", "content-id-newline",
+    "subtree-id-newline",
 ]  # fmt: skip
 
 
