@@ -28,7 +28,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import IntegrityError, UnsafeRestoreError
 
@@ -146,7 +146,7 @@ def _xattrs(name: str, raw: Any) -> dict[str, bytes] | None:
     return out
 
 
-def _blob_ids(content: Any) -> bool:
+def _blob_ids(content: Any) -> TypeGuard[list[str]]:
     """Whether ``content`` is a list of blob ids, 64 lower-case hex digits each. Checked in C, not
     id by id in Python: a tree of large files lists thousands, and a restore decodes every tree."""
     if not isinstance(content, list):
