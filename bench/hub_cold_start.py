@@ -53,6 +53,7 @@ import legacy_restore  # noqa: E402
 import mutate  # noqa: E402
 
 from tests.support.latency_proxy import LatencyProxy  # noqa: E402
+from tests.support.processes import cpu_seconds  # noqa: E402
 
 TARGET_TIME_RATIO = 0.5
 
@@ -87,12 +88,7 @@ def _cpu() -> float:
 
 def _process_cpu(pid: int) -> float:
     """CPU seconds process ``pid`` used so far (Linux /proc; 0.0 when unreadable)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(f"/proc/{pid}/stat")
 
 
 def _downloaded(hub: hub_day.Hub) -> tuple[int, int, dict[str, int]]:

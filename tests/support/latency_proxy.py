@@ -59,14 +59,9 @@ class LatencyProxy:
     def cpu_seconds(self) -> float:
         """CPU time of the proxy's thread so far (Linux; 0.0 elsewhere): it runs in the process that
         started it, whose own CPU time includes it."""
-        import os
+        from tests.support.processes import cpu_seconds
 
-        try:
-            with open(f"/proc/self/task/{self._thread.native_id}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(f"/proc/self/task/{self._thread.native_id}/stat")
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.requests, "bytes_down": self.bytes_down, "max_busy": self.max_busy}

@@ -61,3 +61,14 @@ def in_forked_child(check: Callable[[], bool]) -> bool:
     finally:
         os.close(read)
         os.waitpid(pid, 0)
+
+
+def cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds in a Linux ``/proc/…/stat`` file (a process's, or a thread's under
+    ``/proc/self/task/``); 0.0 when it cannot be read."""
+    try:
+        with open(stat) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
