@@ -8,18 +8,24 @@ environment is used (the request goes through the library's session). Real serve
 from __future__ import annotations
 
 import os
+import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from huggingface_hub.utils import close_session
 
 from openclaw_backup.backends import hub_files
 from openclaw_backup.backends.hub_client import hub_call
+from openclaw_backup.backends.plain_get import GetPool
 from openclaw_backup.errors import NotFoundError, StoreError
 from tests.support.processes import in_forked_child
+from tests.support.tls import TlsFront, self_signed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -253,3 +259,35 @@ def test_a_forked_child_reads_on_connections_of_its_own_and_makes_no_session(
     assert in_forked_child(child_reads)
     assert read(f"{server.url}/f", offset=20, length=10) == BODY[20:30]
     assert server.seen.connections == 2  # the parent's one, kept alive, and the child's
+
+
+def test_https_connections_opened_together_make_one_tls_context(
+    serve: Callable[[Answer], Server], tmp_path: Path
+) -> None:
+    """Six first GETs at once over https: the pool's TLS context is made once (the others wait for
+    it), not once per connection — each making loads the CA certificates."""
+    server = serve(lambda handler, i: ranged(handler))
+    cert, key = self_signed(tmp_path)
+    front = TlsFront(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), cert, key)
+    made: list[int] = []
+
+    def make() -> ssl.SSLContext:
+        made.append(1)
+        time.sleep(0.2)  # a slow CA load: every first connection is waiting by now
+        return ssl.create_default_context(cafile=str(cert))
+
+    pool = GetPool(make)
+    start = threading.Barrier(6)
+
+    def first_get(_: int) -> bytes:
+        start.wait()
+        return pool.get(f"https://127.0.0.1:{front.port}/f", {}, timeout=10).body
+
+    try:
+        with ThreadPoolExecutor(6) as threads:
+            assert list(threads.map(first_get, range(6))) == [BODY] * 6
+    finally:
+        pool.close()
+        front.close()
+    assert made == [1]
+    assert front.handshakes == 6

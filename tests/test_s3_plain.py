@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from openclaw_backup.errors import NotFoundError
 from openclaw_backup.settings import Settings
 from tests.support.cli import CLI_TIMEOUT, cli_env
 from tests.support.s3 import S3Server
+from tests.support.tls import TlsFront, self_signed
 from tests.support.trees import fingerprint
 
 pytestmark = pytest.mark.timeout(120)
@@ -161,92 +161,6 @@ def test_a_restore_from_s3_imports_no_botocore(s3_server: S3Server, s3_shared_bu
     assert [m for m in modules if m.startswith("botocore") or m.startswith("boto3")] == []
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 signed by itself (no CA here trusts it), and its key."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openclaw test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
-class _TlsFront:
-    """TLS on 127.0.0.1 in front of a plain TCP server: each connection forwarded both ways."""
-
-    def __init__(self, target: tuple[str, int], cert: Path, key: Path) -> None:
-        import socket
-        import ssl
-        import threading
-
-        self.target = target
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.handshakes = 0  # TLS connections accepted
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                client = self.context.wrap_socket(raw, server_side=True)
-            except OSError:
-                raw.close()  # a client that refused the certificate
-                continue
-            self.handshakes += 1
-            upstream = socket.create_connection(self.target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: Any, dst: Any) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_an_endpoint_only_botocore_trusts_is_read_through_botocore(
     s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,9 +169,9 @@ def test_an_endpoint_only_botocore_trusts_is_read_through_botocore(
     address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
     writer = open_s3(address, s3_server.options())
     writer.put("config", b"the config")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
-    front = _TlsFront((host, int(port)), cert, key)
+    front = TlsFront((host, int(port)), cert, key)
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
     try:
         backend = open_s3(address, s3_server.options(s3_endpoint=f"https://127.0.0.1:{front.port}"))
@@ -281,13 +195,13 @@ def test_https_reads_load_the_ca_certificates_once_and_keep_their_connections(
 
     address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
     open_s3(address, s3_server.options()).put("config", b"the config")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's default verify paths: this one trusts it
     made: list[int] = []
     default_tls = s3_plain._default_tls
     monkeypatch.setattr(s3_plain, "_default_tls", lambda: (made.append(os.getpid()), default_tls())[1])
     host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
-    front = _TlsFront((host, int(port)), cert, key)
+    front = TlsFront((host, int(port)), cert, key)
     try:
         backend = open_s3(address, s3_server.options(s3_endpoint=f"https://127.0.0.1:{front.port}"))
         reads = [backend.read_head, lambda: backend.list("keys/"), lambda: backend.get("config")]

@@ -101,18 +101,21 @@ def _idle_and_alive(conn: http.client.HTTPConnection) -> bool:
 
 class GetPool:
     """Kept-alive connections by origin, and plain GETs over them. Thread-safe: a connection serves
-    one request at a time. ``tls`` makes (or hands over) the TLS context of https connections, on
-    first use."""
+    one request at a time. ``tls`` makes (or hands over) the TLS context of https connections, once
+    per pool: connections opened together wait for the first one's call rather than each making a
+    context (loading the CA certificates: some 25 ms of CPU each)."""
 
     def __init__(self, tls: Callable[[], ssl.SSLContext]) -> None:
         self._tls = tls
         self._context: ssl.SSLContext | None = None
         self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the idle connections
+        self._tls_lock = threading.Lock()  # the context's making (not held with ``_lock``)
         _POOLS.add(self)
 
     def _forget_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._tls_lock = threading.Lock()
         self._idle = {}  # the parent's sockets: this process's copies close when collected
         self._context = None
 
@@ -145,12 +148,10 @@ class GetPool:
         scheme, host, port = origin
         if scheme == "http":
             return http.client.HTTPConnection(host, port, timeout=timeout)
-        with self._lock:
+        with self._tls_lock:
+            if self._context is None:
+                self._context = self._tls()
             context = self._context
-        if context is None:
-            context = self._tls()
-            with self._lock:
-                self._context = context = self._context or context
         return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
 
     def get(
