@@ -269,11 +269,16 @@ def _read_next(
         return reads
 
     if snapshot:
-        ahead.then([Read("list", "snapshots/"), *config],
-                   wanted("snapshots/", lambda sid: snapshot == "latest" or sid.startswith(snapshot)))  # fmt: skip
+        ahead.then([Read("list", "snapshots/"), *config], wanted("snapshots/", lambda sid: read_to_find(snapshot, sid)))
     if index:
         ahead.then([Read("list", "index/"), *config], wanted("index/", lambda _: True))
         ahead.then([Read("head")], lambda got: [Read("list", damage.PREFIX)] if got[0] is not None else [])
+
+
+def read_to_find(ref: str | None, sid: str) -> bool:
+    """Whether finding snapshot ``ref`` (``latest``, or an id prefix) reads snapshot ``sid``: every
+    one for ``latest`` (the newest is known only once all are read), those the prefix matches else."""
+    return ref == "latest" or (ref is not None and ref != "" and sid.startswith(ref))
 
 
 def _config_memo(cache_dir: Path | None, location: str) -> Path | None:

@@ -69,7 +69,7 @@ from .pack import (
     pack_name,
     read_header,
 )
-from .repo_access import Access, write_atomic
+from .repo_access import Access, read_to_find, write_atomic
 from .repo_config import RepoConfig
 from .repo_damage import Damage
 from .repo_reads import Reads
@@ -508,7 +508,7 @@ class Repository(Staging, Access, Damage, Reads):
         if self.nearby:
             yield
             return
-        ids = [s for s in self.state.snapshots if snapshot == "latest" or (snapshot and s.startswith(snapshot))]
+        ids = [s for s in self.state.snapshots if read_to_find(snapshot, s)]
         names = [f"snapshots/{s}" for s in ids] + ([f"index/{i}" for i in self.state.indexes] if index else [])
         reads = [Read("get", n) for n in names if not self._cached(n)] + (self._damage_reads() if index else [])
         store = self.backend
