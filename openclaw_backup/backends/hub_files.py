@@ -493,10 +493,7 @@ class RepoFiles:
         page = f"{url}?recursive=true&expand=false"
         answer = _plain(page, headers, self.env) if self.env is not None else None
         if answer is None:
-            _session()  # the library imported, ours installed before its first request
-            from huggingface_hub.utils import paginate
-
-            return list(paginate(url, params={"recursive": True, "expand": False}, headers=headers))
+            return _paginate(url, {"recursive": True, "expand": False}, headers)
         entries: builtins.list[dict[str, Any]] = []
         while True:
             if not entries and _entry_missing(answer):
@@ -510,7 +507,13 @@ class RepoFiles:
             page = urljoin(answer.url, following)
             answer = _plain(page, headers, self.env)
             if answer is None:  # the next page's host goes through a proxy: the library's way
-                _session()
-                from huggingface_hub.utils import paginate
+                return entries + _paginate(page, {}, headers)
 
-                return entries + list(paginate(page, params={}, headers=headers))
+
+def _paginate(url: str, params: dict[str, Any], headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every entry of a listing from ``url`` on, read the library's way (its session, ours installed
+    before its first request)."""
+    _session()
+    from huggingface_hub.utils import paginate
+
+    return list(paginate(url, params=params, headers=headers))
