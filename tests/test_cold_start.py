@@ -13,6 +13,7 @@ import random
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,33 @@ def _readers(log: Path) -> set[int]:
     return {int(line) for line in log.read_text().split()}
 
 
+def _parent_waits_for_the_worker(monkeypatch: pytest.MonkeyPatch, started: Callable[[], bool]) -> None:
+    """Once the worker is forked, the parent's first read (:meth:`.Repository.read_views`, the
+    restorer's) waits until ``started()`` says the worker has begun (at most :data:`_HANDSHAKE`
+    seconds): on a loaded machine the worker can start so late that the parent has taken every
+    batch, and the test would then prove nothing about the worker."""
+    parent, real, forked, waited = os.getpid(), Repository.read_views, [], []
+    real_worker = forkwork.Worker.__init__
+
+    def worker(self: forkwork.Worker, *args: Any) -> None:
+        real_worker(self, *args)
+        forked.append(True)
+
+    def read_views(self: Repository, batch: ReadBatch[Any]) -> Any:
+        if os.getpid() == parent and forked and not waited:
+            deadline = time.monotonic() + _HANDSHAKE
+            while not started() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            waited.append(True)
+        return real(self, batch)
+
+    monkeypatch.setattr(Repository, "read_views", read_views)
+    monkeypatch.setattr(forkwork.Worker, "__init__", worker)
+
+
+_HANDSHAKE = 60.0
+
+
 def _s3_address(bucket: str) -> str:
     return f"s3://{bucket}/{uuid.uuid4().hex[:12]}/repo"
 
@@ -259,7 +287,7 @@ def _s3_address(bucket: str) -> str:
 @pytest.mark.server
 @pytest.mark.parametrize("store", ["hub", "s3", "bucket"])
 def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
-    store: str, request: pytest.FixtureRequest, tmp_path: Path
+    store: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forced to fork, a restore from the fake Hub, a fake Hub bucket or from SeaweedFS (behind a
     latency proxy) is read by two processes, the worker through a handle of its own (:meth:`.Backend.reopen`; a shared
@@ -292,6 +320,8 @@ def test_a_cold_restore_from_far_away_with_a_worker_is_exact(
         endpoint = f"http://127.0.0.1:{proxy.start()}"
         options = s3_server.options(s3_endpoint=endpoint, retries=5)
         fresh = open_repo(open_backend(address, options, hook=lambda raw: _Callers(raw, log)))
+    log.write_text("")  # from here on, the restore's reads only
+    _parent_waits_for_the_worker(monkeypatch, lambda: len(_readers(log) - {os.getpid()}) > 0)
     try:
         assert not fresh.nearby
         dest = tmp_path / "restored"
@@ -317,10 +347,13 @@ def test_a_cold_restore_whose_worker_is_killed_fails_and_leaves_the_target_alone
     (out / "mine.txt").parent.mkdir(parents=True)
     (out / "mine.txt").write_bytes(b"already here")
     before = fingerprint(out)
-    parent, real = os.getpid(), Repository.read_views  # how the restorer reads
+    parent, dying = os.getpid(), tmp_path / "worker-dying"
+    _parent_waits_for_the_worker(monkeypatch, dying.exists)
+    real = Repository.read_views  # how the restorer reads (the parent's waits for the worker)
 
     def read_views(self: Repository, batch: ReadBatch[Any]) -> Any:
         if os.getpid() != parent:
+            dying.touch()
             os.kill(os.getpid(), signal.SIGKILL)  # the worker, at its first read
         return real(self, batch)
 
