@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import codec, damage, keys
+from . import codec, damage, keys, memtune
 from .backends.base import Backend, Head
 from .backends.wrappers import Read, ReadAhead, read_ahead
 from .crypto import Cipher, KdfParams, PlainCipher
@@ -127,6 +127,8 @@ class Access:
         listings = ([Read("list", "snapshots/")] if snapshot else []) + ([Read("list", "index/")] if index else [])
         asked = time.monotonic()
         ahead = read_ahead(backend, reads + listings)
+        if ahead is not None and password:  # a password to derive, and a wait for round 1 to do this in
+            memtune.ready_heap(KdfParams().memory_kib * 1024 + (2 << 20))  # while round 1 is out
         try:
             if ahead is not None and listings:
                 _read_next(ahead, known, cache_dir, snapshot=snapshot, index=index)
