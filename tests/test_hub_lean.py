@@ -11,6 +11,7 @@ way (the settings' :class:`HubEnvironment`) and once the library's way (none), c
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,67 @@ def test_the_settings_hand_the_backends_what_the_libraries_would_read(tmp_path: 
     assert (options.token, options.hf_endpoint) == ("hf_t", "http://127.0.0.1:9")
     assert options.hub_env == HubEnvironment(offline=True, proxied=True, ssl_cert_file="/x.pem")
     assert Settings({**base, "NO_PROXY": "127.0.0.1"}).backend_options().hub_env == HubEnvironment()
+
+
+def test_over_https_the_lean_way_verifies_the_certificate(hub_repo: HubRepo, tmp_path: Path) -> None:
+    """Through TLS (a front on 127.0.0.1 with a certificate no CA here vouches for): with that
+    certificate named by ``SSL_CERT_FILE`` the restore reads through the front and is exact, still
+    without the Hub library; without it the restore fails at the first request, loudly (a store
+    error naming the certificate), and writes nothing."""
+    from tests.support.tls import TlsFront, self_signed
+
+    src = _made(tmp_path / "src")
+    run_backup(new_repo(hub_repo.open(create=True)), {"src": src}, forked=False)
+    cert, key = self_signed(tmp_path)
+    front = TlsFront(("127.0.0.1", int(hub_repo.server.url.rsplit(":", 1)[1])), cert, key)
+    try:
+        endpoint = f"https://127.0.0.1:{front.port}"
+        refused = cli_env(tmp_path / "refused", **hub_env(endpoint, TOKEN))
+        code, err, seen = _restore(hub_repo, tmp_path / "refused", **refused)
+        assert code != 0 and "certificate" in err.lower(), err
+        assert not (tmp_path / "refused" / "restored").exists()
+        assert front.handshakes == 0  # the client refused every one …
+        assert front.refused <= 8, front.refused  # … each request once (the first round's), not retried
+
+        trusted = cli_env(tmp_path, **hub_env(endpoint, TOKEN), SSL_CERT_FILE=str(cert))
+        code, err, seen = _restore(hub_repo, tmp_path, **trusted)
+        assert code == 0, err
+        assert fingerprint(tmp_path / "restored" / "src") == fingerprint(src)
+        assert front.handshakes >= 1
+        assert [m for m in HUB_LIBRARIES if m in seen["modules"]] == []
+    finally:
+        front.close()
+
+
+def test_an_untrusted_certificate_fails_at_once_the_lean_way_and_the_library_s(
+    hub_repo: HubRepo, tmp_path: Path
+) -> None:
+    """A certificate that does not verify is no transient failure: one attempt, then a permanent
+    store error whose hint names ``SSL_CERT_FILE`` — both ways, with retries allowed (it used to be
+    retried with backoff for ~30 s: 150 refused handshakes for one restore)."""
+    from openclaw_backup.backends.hub_bounds import UNTRUSTED_HINT
+    from tests.support.tls import TlsFront, self_signed
+
+    cert, key = self_signed(tmp_path)
+    front = TlsFront(("127.0.0.1", int(hub_repo.server.url.rsplit(":", 1)[1])), cert, key)
+    try:
+        for env in (HubEnvironment(), None):
+            before = front.refused
+            options = hub_repo.server.options(hf_endpoint=f"https://127.0.0.1:{front.port}", hub_env=env, retries=5)
+            backend = open_backend(hub_repo.address, options)
+            try:
+                with pytest.raises(StoreError) as caught:
+                    backend.get("config")
+            finally:
+                backend.close()
+            assert not caught.value.transient and caught.value.hint == UNTRUSTED_HINT, (env, caught.value)
+            assert "certificate" in caught.value.message.lower()
+            # Every attempt was made before the error was raised; the front counts each refusal a
+            # moment later, in its own thread.
+            deadline = time.monotonic() + 5
+            while front.refused == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            assert front.refused - before == 1, (env, front.refused - before)
+    finally:
+        front.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from openclaw_backup.backends import open_backend
 from openclaw_backup.backends.s3 import S3Backend, open_s3
-from openclaw_backup.errors import NotFoundError
+from openclaw_backup.errors import NotFoundError, StoreError
 from openclaw_backup.settings import Settings
 from tests.support.cli import CLI_TIMEOUT, cli_env
 from tests.support.s3 import S3Server
@@ -179,6 +180,35 @@ def test_an_endpoint_only_botocore_trusts_is_read_through_botocore(
         assert backend.get("config") == b"the config"
         assert backend._plain is None  # turned off: botocore read it
         assert backend.list() == ["config"] and backend.read_head() is None
+    finally:
+        front.close()
+
+
+def test_an_endpoint_nobody_here_trusts_fails_at_once_with_a_hint(
+    s3_server: S3Server, s3_shared_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate that verifies neither for the plain reads nor for botocore: one attempt each,
+    then a permanent store error whose hint names ``AWS_CA_BUNDLE`` — not a network failure retried
+    with backoff (before: every retry allowed, each with a refused handshake)."""
+    import time
+
+    address = f"s3://{s3_shared_bucket}/{uuid.uuid4().hex[:8]}/repo"
+    open_s3(address, s3_server.options()).put("config", b"the config")
+    cert, key = self_signed(tmp_path)
+    host, port = s3_server.endpoint.rsplit("/", 1)[-1].split(":")
+    front = TlsFront((host, int(port)), cert, key)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    try:
+        backend = open_backend(address, s3_server.options(s3_endpoint=f"https://127.0.0.1:{front.port}", retries=5))
+        with pytest.raises(StoreError) as caught:
+            backend.get("config")
+        assert not caught.value.transient and "AWS_CA_BUNDLE" in (caught.value.hint or ""), caught.value
+        deadline = time.monotonic() + 5  # every attempt was made before the error; the front counts a moment later
+        while front.refused < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert front.refused == 2, front.refused  # the plain read's, then botocore's
+        assert front.handshakes == 0
     finally:
         front.close()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -57,7 +58,23 @@ class HubStatusError(Exception):
 
 
 class HubTransportError(Exception):
-    """A network failure or timeout (inside hub_call), raised instead of the library's retry-with-sleep."""
+    """A network failure or timeout (inside hub_call), raised instead of the library's retry-with-sleep.
+    ``untrusted``: the server's TLS certificate did not verify — no retry can change that."""
+
+    def __init__(self, message: str, *, untrusted: bool = False) -> None:
+        super().__init__(message)
+        self.untrusted = untrusted
+
+
+UNTRUSTED_HINT = (
+    "the server's TLS certificate does not verify against the CA certificates here; name the ones to "
+    "trust with SSL_CERT_FILE (or SSL_CERT_DIR), as for huggingface_hub"
+)
+
+
+def untrusted(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a TLS certificate that did not verify."""
+    return any(isinstance(c, ssl.SSLCertVerificationError) for c in _causes(e))
 
 
 @dataclass(frozen=True)
@@ -98,8 +115,8 @@ def send_bounded(
         try:
             answer = send()
         except failure as e:
-            if last:
-                raise HubTransportError(describe(e)) from e
+            if last or untrusted(e):  # a certificate that did not verify will not the next time
+                raise HubTransportError(describe(e), untrusted=untrusted(e)) from e
             time.sleep(retry_delay(attempt))
             continue
         error = refusal(answer)
@@ -167,6 +184,8 @@ def _own(exc: BaseException, what: str) -> BackupError | None:
             )
         return StoreError(f"{what}: {exc}", transient=True)
     if isinstance(exc, HubTransportError):
+        if exc.untrusted:
+            return StoreError(f"{what}: {exc}", hint=UNTRUSTED_HINT)
         return StoreError(f"{what}: {exc}", transient=True)
     return None
 

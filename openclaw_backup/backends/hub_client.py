@@ -39,6 +39,7 @@ How errors are translated (``raise … from`` keeps the original)::
     RepositoryNotFound / 401 on a repo → RepositoryNotFoundError (create it, or fix the token)
     RevisionNotFound / EntryNotFound   → NotFoundError
     HTTP 401/403 otherwise, other 4xx  → StoreError(transient=False)
+    a TLS certificate that fails       → StoreError(transient=False), hint SSL_CERT_FILE (not retried)
 
 The token goes to the Hub only (through the library, or in a plain GET's header); it never appears
 in a message (URLs are shown without their query, where pre-signed upload URLs carry signatures).

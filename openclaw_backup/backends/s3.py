@@ -42,7 +42,8 @@ Errors are translated at this boundary (``raise … from``): ``NoSuchKey``/404 �
 :class:`NotFoundError`; ``NoSuchBucket`` → :class:`RepositoryNotFoundError`; 403 →
 :class:`StoreError` with a hint about credentials; 429/``SlowDown``/503/5xx and connection
 failures → ``StoreError(transient=True)`` (or :class:`QuotaError` when the store asks to wait more
-than a minute); any other refusal → a permanent :class:`StoreError`.
+than a minute), but a TLS certificate that does not verify → a permanent one with a hint about
+``AWS_CA_BUNDLE``; any other refusal → a permanent :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -143,6 +144,12 @@ def open_s3(address: str, options: BackendOptions) -> S3Backend:
         backend.ensure_bucket()
         backend.check_conditional_writes()
     return backend
+
+
+_UNTRUSTED_HINT = (
+    "the endpoint's TLS certificate does not verify against the CA certificates here; name the ones "
+    "to trust with AWS_CA_BUNDLE (or a profile's ca_bundle)"
+)
 
 
 def _new_client(options: BackendOptions, *, max_connections: int) -> Any:
@@ -256,6 +263,8 @@ class S3Backend(PlainReads, Backend):
             return self._refused(what, code, status, headers, message)
         if isinstance(e, bex.NoCredentialsError | bex.PartialCredentialsError):
             return StoreError(f"{what}: no S3 credentials found", hint=_CREDENTIALS_HINT)
+        if isinstance(e, bex.SSLError):  # a ConnectionError, but no retry makes a certificate verify
+            return StoreError(f"{what}: cannot reach {self.location}: {e}", hint=_UNTRUSTED_HINT)
         if isinstance(e, bex.ConnectionError | bex.HTTPClientError | bex.IncompleteReadError):
             return StoreError(f"{what}: cannot reach {self.location}: {e}", transient=True)
         return StoreError(f"{what}: {e}")

@@ -54,6 +54,7 @@ class TlsFront:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.handshakes = 0  # TLS connections accepted
+        self.refused = 0  # connections whose client refused the certificate (or the handshake failed)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -69,6 +70,7 @@ class TlsFront:
                 client = self.context.wrap_socket(raw, server_side=True)
             except OSError:
                 raw.close()  # a client that refused the certificate
+                self.refused += 1
                 continue
             self.handshakes += 1
             upstream = socket.create_connection(self.target)
