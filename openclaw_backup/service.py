@@ -42,7 +42,7 @@ from .settings import Settings, restore_destinations
 from .snapshot import Snapshot, agent_snapshots, written_by_newer
 from .sources import INTERNAL_EXCLUDES, STATE_ROOT, Excluder, Root, default_patterns, scan_root
 from .supervisor import Account, Description
-from .swap import swap_into_place
+from .swap import kept_copies_note, swap_into_place
 from .units import human_size
 
 FLAG_COMPLETED = "/tmp/openclaw-restore-completed"
@@ -313,6 +313,9 @@ class Service:
                 failures.append(f"{snap.id[:8]}: {e.message}")
                 self.reporter.warn(f"snapshot {snap.id[:8]} failed verification ({e.message}); trying the previous one")
                 continue
+            for where in res.kept:
+                if note := kept_copies_note(Path(where)):
+                    self.reporter.info(note)
             if target is None and repo.cache_dir:
                 FileCache(repo.cache_dir / "files.db").replace(res.seeds, merge=True)
             if target is None and STATE_ROOT in snap.roots:

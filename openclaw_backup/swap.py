@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.local import fsync_dir
+from .reporter import printable
 
 STAGING_MARK = ".openclaw-restore-"
 OLD_MARK = ".openclaw-old-"
@@ -101,6 +102,31 @@ def kept_name(dest: Path) -> Path:
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
+
+
+KEPT_NOTE_AT = 3  # a restore says so when more copies than this are kept beside a destination
+
+
+def kept_copies(dest: Path) -> list[Path]:
+    """The copies restores kept beside ``dest`` (:func:`kept_name`), oldest first. This tool never
+    removes them: they hold what restores replaced, which may exist nowhere else."""
+    prefix = f".{dest.name.lstrip('.')}{KEPT_MARK}"
+    try:
+        names = sorted(n for n in os.listdir(dest.parent) if n.startswith(prefix))
+    except OSError:
+        return []
+    return [dest.with_name(n) for n in names]
+
+
+def kept_copies_note(dest: Path) -> str | None:
+    """A line saying how many copies restores have kept beside ``dest``, once they pile up (more
+    than :data:`KEPT_NOTE_AT`: each is as large as the state, and only the user removes them)."""
+    copies = kept_copies(dest)
+    if len(copies) <= KEPT_NOTE_AT:
+        return None
+    return (f"note: {len(copies)} copies of what restores replaced are kept beside {printable(str(dest))} "
+            f"(oldest: {printable(copies[0].name)}); nothing removes them for you: remove those you no "
+            "longer need")  # fmt: skip
 
 
 def swap_into_place(staging: Path, dest: Path, *, keep: Path | None = None) -> bool:

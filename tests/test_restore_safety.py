@@ -188,3 +188,21 @@ def test_a_skeleton_state_does_not_stop_restore_if_missing_but_real_state_does(t
     write(state / "workspace" / "new.md", b"new\n")
     proc = run_cli(["run", "--grace", "5", "--", "true"], env)
     assert "not restoring over it" in proc.stderr and (state / "workspace" / "new.md").exists(), proc.stderr
+
+
+def test_a_restore_says_so_when_the_copies_it_keeps_pile_up_and_removes_none(tmp_path: Path) -> None:
+    """Every restore into place keeps what it replaced (each copy as large as the state). From the
+    fourth copy beside the state, the restore says how many there are (exit 0: nothing is
+    incomplete); none is ever removed."""
+    env, state = _setup(tmp_path)
+    outputs = []
+    for i in range(5):
+        write(state / "workspace" / f"unsaved-{i}.md", b"only here\n")
+        outputs.append(cli_ok(["restore", "--yes"], env).stdout)
+    kept = sorted(p.name for p in state.parent.iterdir() if ".pre-restore-" in p.name)
+    assert len(kept) == 5, kept
+    assert all("copies of what restores replaced" not in out for out in outputs[:3]), outputs
+    assert "note: 4 copies of what restores replaced are kept" in outputs[3], outputs[3]
+    assert "note: 5 copies" in outputs[4] and kept[0] in outputs[4], outputs[4]
+    for i, name in enumerate(kept):  # each holds the unsaved file of its time, still there
+        assert (state.parent / name / "workspace" / f"unsaved-{i}.md").read_bytes() == b"only here\n"

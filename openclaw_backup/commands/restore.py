@@ -22,7 +22,7 @@ from ..restorer import RestoreOptions, restore
 from ..settings import Settings, restore_destinations
 from ..snapshot import Snapshot, written_by_newer
 from ..sources import STATE_ROOT
-from ..swap import holds_something
+from ..swap import holds_something, kept_copies_note
 from ._common import Result, count, file_cache, find_snapshot, human_size, open_repo, printable
 
 
@@ -77,6 +77,7 @@ def cmd_restore(args: argparse.Namespace, s: Settings, reporter: Reporter) -> Re
         lines.append(f"what it replaced is kept at {printable(kept)}")
         lines.append(f"  to undo: mv {shlex.quote(where)} {shlex.quote(where + '.restored')} && "
                      f"mv {shlex.quote(kept)} {shlex.quote(where)}")  # fmt: skip
+        lines += [note] if (note := kept_copies_note(Path(where))) else []
     if res.failed:
         lines.append(f"PARTIAL: {len(res.failed)} path(s) could NOT be restored (their data is missing or damaged "
                      "in the repository):")  # fmt: skip
