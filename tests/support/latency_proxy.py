@@ -24,6 +24,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 _CHUNK = 1 << 20
 _SPLICE = hasattr(os, "splice")
@@ -91,7 +93,7 @@ class LatencyProxy:
 
     # -- threads -------------------------------------------------------------------------------
 
-    def _spawn(self, target, *args) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         started = threading.Event()
 
         def run() -> None:
