@@ -74,17 +74,30 @@ class TlsFront:
                 continue
             self.handshakes += 1
             upstream = socket.create_connection(self.target)
+            ended = [0, threading.Lock()]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, ended), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: Any, dst: Any) -> None:
+    def _pipe(src: Any, dst: Any, ended: list[Any]) -> None:
+        """One direction; at its end the other side is told (a half-close, as without a front: a
+        server reading the next request sees the end, not a reset), and the last direction to end
+        closes both sockets."""
+        import socket
+
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with ended[1]:
+            ended[0] += 1
+            last = ended[0] == 2
+        if last:
             for s in (src, dst):
                 try:
                     s.close()

@@ -654,6 +654,15 @@ class _Server(ThreadingHTTPServer):
     # library's backlog of 5 the kernel drops the rest, and each of those waits a 1 s SYN retransmit.
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (reset, broken pipe) is no server error: the real Hub logs
+        nothing about it either. Anything else is printed, as the standard library does."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
+
 
 def make_server(state: HubState, port: int = 0) -> ThreadingHTTPServer:
     """A threading server on 127.0.0.1 (never another interface) serving ``state``."""
