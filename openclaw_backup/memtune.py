@@ -35,6 +35,8 @@ def _libc() -> Any:
 
 
 _HEAP_MAX = 24 << 20  # allocations up to this size come from the heap (Argon2id's default 19 MiB too)
+_READY_SLACK = 2 << 20  # touched beyond what ready_heap is asked for: malloc's overhead, small allocations meanwhile
+_tuned = False  # tune() set the bounds above
 
 
 def tune() -> None:
@@ -52,17 +54,15 @@ def tune() -> None:
         pass
 
 
-_tuned = False
-
-
 def ready_heap(nbytes: int) -> None:
-    """Touch ``nbytes`` of this thread's heap and free them again (kept: below the trim threshold),
-    so that an allocation of up to that size made next by this thread — the memory of the
-    password's derivation — takes pages already faulted in, not fresh ones (measured: Argon2id at
-    its default cost 45–50 → 31–34 ms). Call it where the thread would wait anyway. Does nothing
-    unless :func:`tune` ran (else the allocation is mapped on its own), or beyond the heap's bound."""
-    if _tuned and 0 < nbytes <= _HEAP_MAX - (1 << 20):
-        touched = bytearray(nbytes)  # zero-filled: every page written once
+    """Touch ``nbytes`` (and some slack) of this thread's heap and free them again (kept: below the
+    trim threshold), so that an allocation of up to ``nbytes`` made next by this thread — the memory
+    of the password's derivation — takes pages already faulted in, not fresh ones (measured:
+    Argon2id at its default cost 45–50 → 31–34 ms). Call it where the thread would wait anyway.
+    Does nothing unless :func:`tune` ran (else the allocation is mapped on its own), or beyond the
+    heap's bound."""
+    if _tuned and nbytes > 0 and nbytes + _READY_SLACK <= _HEAP_MAX - (1 << 20):
+        touched = bytearray(nbytes + _READY_SLACK)  # zero-filled: every page written once
         del touched
 
 

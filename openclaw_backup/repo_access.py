@@ -128,7 +128,7 @@ class Access:
         asked = time.monotonic()
         ahead = read_ahead(backend, reads + listings)
         if ahead is not None and password:  # a password to derive, and a wait for round 1 to do this in
-            memtune.ready_heap(KdfParams().memory_kib * 1024 + (2 << 20))  # while round 1 is out
+            memtune.ready_heap(KdfParams().memory_kib * 1024)  # while round 1 is out
         try:
             if ahead is not None and listings:
                 _read_next(ahead, known, cache_dir, snapshot=snapshot, index=index)

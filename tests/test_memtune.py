@@ -24,7 +24,7 @@ from openclaw_backup.crypto import KdfParams, derive_key
 memtune.tune()
 params = KdfParams()
 if sys.argv[1] == "ready":
-    memtune.ready_heap(params.memory_kib * 1024 + (2 << 20))
+    memtune.ready_heap(params.memory_kib * 1024)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 key = derive_key(b"a password", b"0123456789abcdef", params)
 print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, "key": key.hex()}))
