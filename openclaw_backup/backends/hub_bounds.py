@@ -115,8 +115,9 @@ def send_bounded(
         try:
             answer = send()
         except failure as e:
-            if last or untrusted(e):  # a certificate that did not verify will not the next time
-                raise HubTransportError(describe(e), untrusted=untrusted(e)) from e
+            refused = untrusted(e)  # a certificate that did not verify will not the next time
+            if last or refused:
+                raise HubTransportError(describe(e), untrusted=refused) from e
             time.sleep(retry_delay(attempt))
             continue
         error = refusal(answer)
